@@ -1,0 +1,36 @@
+"""mapnb: Flyte-style map tasks that really run in parallel, from a notebook or a script.
+
+>>> from mapnb import map_task
+>>> df = map_task(process, concurrency=4)(value=["a", "b", "c"])  # doctest: +SKIP
+
+See the README for a tour. ``import mapnb`` stays light: pandas, IPython and the
+backends are imported when first used.
+"""
+
+from __future__ import annotations
+
+from .api import MapTask, TaskFunction, map_task, task
+from .backends import Backend, get_backend, register_backend
+from .errors import InvalidMapError, ItemError, MapnbError, MapTaskError, RemoteError
+from .events import Status
+from .run import MapRun, last_run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "InvalidMapError",
+    "ItemError",
+    "MapRun",
+    "MapTask",
+    "MapTaskError",
+    "MapnbError",
+    "RemoteError",
+    "Status",
+    "TaskFunction",
+    "get_backend",
+    "last_run",
+    "map_task",
+    "register_backend",
+    "task",
+]

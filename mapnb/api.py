@@ -1,0 +1,242 @@
+"""The Python face of mapnb: ``task``, ``map_task`` and ``MapTask``."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import os
+import sys
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from .backends import Backend, Job, get_backend
+from .engine import Engine
+from .errors import InvalidMapError
+from .run import MapRun
+from .spec import Options, build_inputs, check_int, check_seconds, function_name
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _seconds(name: str, value: Any) -> float | None:
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    return check_seconds(name, value)
+
+
+class TaskFunction:
+    """A function with task settings attached by :func:`task`. Calling it calls the function."""
+
+    __mapnb_task__ = True
+
+    def __init__(self, fn: Callable[..., Any], *, retries: int, timeout: float | None) -> None:
+        if not callable(fn):
+            raise InvalidMapError(f"task() needs a function; got {type(fn).__name__} {fn!r}")
+        functools.update_wrapper(self, fn)
+        self.__wrapped__ = fn
+        self.retries = retries
+        self.timeout = timeout
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<task {function_name(self)} retries={self.retries} timeout={self.timeout}>"
+
+
+@overload
+def task(fn: F, *, retries: int = 0, timeout: float | datetime.timedelta | None = None) -> TaskFunction: ...
+@overload
+def task(
+    fn: None = None, *, retries: int = 0, timeout: float | datetime.timedelta | None = None
+) -> Callable[[F], TaskFunction]: ...
+def task(
+    fn: Callable[..., Any] | None = None,
+    *,
+    retries: int = 0,
+    timeout: float | datetime.timedelta | None = None,
+) -> Any:
+    """Attach task settings to a function, as flytekit's ``@task`` does.
+
+    A plain function works in :func:`map_task` too; ``@task`` only sets defaults that
+    ``map_task`` arguments may override.
+
+    Parameters
+    ----------
+    retries : int
+        Extra attempts for a failed item (an item runs at most ``1 + retries`` times).
+    timeout : float or datetime.timedelta, optional
+        Seconds each attempt may run before it is killed (and maybe retried).
+
+    Examples
+    --------
+    >>> @task(retries=1, timeout=30)
+    ... def double(x: int) -> int:
+    ...     return 2 * x
+    """
+    retries = check_int("retries", retries, minimum=0)  # type: ignore[assignment]
+    secs = _seconds("timeout", timeout)
+
+    def wrap(f: Callable[..., Any]) -> TaskFunction:
+        return TaskFunction(f, retries=retries, timeout=secs)
+
+    return wrap if fn is None else wrap(fn)
+
+
+def _task_settings(fn: Any) -> TaskFunction | None:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return fn if isinstance(fn, TaskFunction) else None
+
+
+class MapTask:
+    """A function mapped over lists. Call it to run and get a DataFrame; see :func:`map_task`."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        options: Options,
+        backend: str | Backend,
+        progress: bool | None,
+    ) -> None:
+        self.fn = fn
+        self.options = options
+        self._backend = backend
+        self.progress = progress
+        self.name = function_name(fn)
+
+    @property
+    def backend(self) -> Backend:
+        """The backend instance the runs go to."""
+        return get_backend(self._backend)
+
+    def __call__(self, *args: Any, **lists: Any) -> pd.DataFrame:
+        """Run the map and block until it is done; return the DataFrame.
+
+        One keyword per mapped parameter; the lists map element-wise. A KeyboardInterrupt
+        (the notebook's Interrupt button) cancels the run, kills its running subtasks and
+        re-raises; the partial results stay in :func:`mapnb.last_run`.
+        """
+        return self._block(self._submit(args, lists, product=False))
+
+    def submit(self, *args: Any, **lists: Any) -> MapRun:
+        """Start the map and return a :class:`MapRun` at once."""
+        return self._submit(args, lists, product=False)
+
+    def product(self, *args: Any, **lists: Any) -> pd.DataFrame:
+        """Run over every combination of the lists (a sweep); block and return the DataFrame."""
+        return self._block(self._submit(args, lists, product=True))
+
+    def submit_product(self, *args: Any, **lists: Any) -> MapRun:
+        """Start a sweep over every combination of the lists; return a :class:`MapRun`."""
+        return self._submit(args, lists, product=True)
+
+    def _submit(self, args: tuple[Any, ...], lists: dict[str, Any], *, product: bool) -> MapRun:
+        if args:
+            raise InvalidMapError(
+                f"pass the lists to map by keyword, one per mapped parameter of {self.name}, "
+                "e.g. map_task(f)(x=[1, 2, 3]); "
+                f"got {len(args)} positional argument{'s' * (len(args) != 1)}"
+            )
+        names, inputs = build_inputs(self.fn, lists, product=product)
+        backend = self.backend
+        run_id = uuid.uuid4().hex[:12]
+        job = Job(run_id, self.fn, names, os.getcwd(), tuple(sys.path), dict(os.environ))
+        opts = self.options
+        engine = Engine(
+            run_id=run_id,
+            job=job,
+            inputs=inputs,
+            backend=backend,
+            concurrency=opts.concurrency or backend.default_concurrency(),
+            min_success_ratio=opts.min_success_ratio,
+            retries=opts.retries,
+            timeout=opts.timeout,
+        )
+        run = MapRun(engine, self.name)
+        engine.start()
+        return run
+
+    def _block(self, run: MapRun) -> pd.DataFrame:
+        from .progress import show_progress
+
+        try:
+            show_progress(run, self.progress)
+        except KeyboardInterrupt:
+            run.cancel(wait=True)
+            raise
+        return run.result()
+
+    def __repr__(self) -> str:
+        o = self.options
+        return (
+            f"MapTask({self.name}, concurrency={o.concurrency}, min_success_ratio={o.min_success_ratio}, "
+            f"retries={o.retries}, timeout={o.timeout}, backend={self._backend!r})"
+        )
+
+
+def map_task(
+    fn: Callable[..., Any],
+    *,
+    concurrency: int | None = None,
+    min_success_ratio: float = 1.0,
+    retries: int | None = None,
+    timeout: float | datetime.timedelta | None = None,
+    backend: str | Backend = "local",
+    progress: bool | None = None,
+) -> MapTask:
+    """Map ``fn`` over lists of inputs, in parallel, with Flyte's map-task semantics.
+
+    Parameters
+    ----------
+    fn : callable
+        A function, a :func:`task`, or a ``functools.partial`` whose bound arguments are
+        fixed inputs of every item. Functions and lambdas defined in a notebook or
+        ``__main__`` work (they travel with cloudpickle).
+    concurrency : int, optional
+        At most this many items run at once; the rest queue. Default: the backend's
+        (the number of usable CPUs for ``"local"``).
+    min_success_ratio : float
+        The run succeeds when at least ``ceil(n * min_success_ratio)`` items succeed;
+        failed items are ``None`` in the results. As soon as that cannot be reached, the
+        run aborts (queued items never start, running ones are killed) and raises
+        :class:`MapTaskError`.
+    retries : int, optional
+        Extra attempts per failed item (default: the task's, else 0).
+    timeout : float or datetime.timedelta, optional
+        Seconds per attempt (default: the task's); an attempt past it is killed and fails.
+    backend : str or Backend
+        ``"local"`` (worker processes, the default), ``"threads"``, ``"sequential"`` or a
+        :class:`~mapnb.backends.Backend` instance.
+    progress : bool, optional
+        A one-line progress bar on stderr while a blocking call runs; by default only
+        when stderr is a terminal.
+
+    Returns
+    -------
+    MapTask
+        Call it with one keyword list per mapped parameter to get a DataFrame, or use
+        ``.submit(...)`` for a :class:`MapRun` handle.
+
+    Examples
+    --------
+    >>> df = map_task(str.upper, concurrency=2)(self=["a", "b"])  # doctest: +SKIP
+    """
+    if not callable(fn):
+        raise InvalidMapError(f"map_task needs a function; got {type(fn).__name__} {fn!r}")
+    settings = _task_settings(fn)
+    if retries is None:
+        retries = settings.retries if settings else 0
+    secs = _seconds("timeout", timeout)
+    if secs is None and settings is not None:
+        secs = settings.timeout
+    options = Options(concurrency=concurrency, min_success_ratio=min_success_ratio, retries=retries, timeout=secs)
+    if not isinstance(backend, Backend):
+        get_backend(backend)  # unknown names fail here, before anything runs
+    if progress not in (None, True, False):
+        raise InvalidMapError(f"progress must be True, False or None; got {progress!r}")
+    return MapTask(fn, options, backend, progress)

@@ -1,0 +1,55 @@
+"""Backends: where the items of a map run. Looked up by name, imported only when used.
+
+=============  ==========================================================================
+``local``      the default: a warm pool of worker processes on this machine
+``threads``    threads of this process, for I/O-bound work (a timed-out item cannot be
+               killed: it is abandoned and runs on)
+``sequential`` in the calling process, one item after the other: for tests and debugging
+=============  ==========================================================================
+
+Register your own with :func:`register_backend`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import InvalidMapError
+from .base import Backend, Job, Task, usable_cpus
+
+__all__ = ["Backend", "Job", "Task", "get_backend", "register_backend", "usable_cpus"]
+
+# name -> "module:attribute" (imported on first use) or a factory
+_REGISTRY: dict[str, str | Callable[[], Backend]] = {
+    "local": "mapnb.backends.local:LocalBackend",
+    "threads": "mapnb.backends.threads:ThreadBackend",
+    "sequential": "mapnb.backends.sequential:SequentialBackend",
+}
+_INSTANCES: dict[str, Backend] = {}
+
+
+def register_backend(name: str, factory: str | Callable[[], Backend]) -> None:
+    """Make ``backend=name`` create a backend with ``factory`` (or a "module:attr" path)."""
+    _REGISTRY[name] = factory
+    _INSTANCES.pop(name, None)
+
+
+def get_backend(backend: Any) -> Backend:
+    """The backend for a name or an instance; one shared instance per name."""
+    if isinstance(backend, Backend):
+        return backend
+    if not isinstance(backend, str) or backend not in _REGISTRY:
+        raise InvalidMapError(
+            f"backend must be one of {', '.join(map(repr, sorted(_REGISTRY)))} or a Backend instance; "
+            f"got {backend!r}"
+        )
+    inst = _INSTANCES.get(backend)
+    if inst is None:
+        factory = _REGISTRY[backend]
+        if isinstance(factory, str):
+            module, _, attr = factory.partition(":")
+            factory = getattr(importlib.import_module(module), attr)
+        inst = _INSTANCES[backend] = factory()
+    return inst

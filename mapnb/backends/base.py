@@ -1,0 +1,103 @@
+"""The contract between the engine and the places items run.
+
+The engine hands a backend :class:`Task` objects (a batch of items of one :class:`Job`)
+and gets report tuples back (see :mod:`mapnb.worker` for their shapes). Retries,
+timeouts, concurrency and min_success_ratio are the engine's business, never a backend's.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from ..worker import Item
+
+Report = tuple[Any, ...]
+ReportFn = Callable[[list[Report]], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What every item of a run shares: the function, the mapped names, the caller's setting.
+
+    ``cwd``, ``sys_path`` and ``env`` are the caller's at submit time, so that a worker
+    process imports and opens files as the notebook would.
+    """
+
+    id: str
+    fn: Callable[..., Any]
+    names: tuple[str, ...]
+    cwd: str | None = None
+    sys_path: tuple[str, ...] | None = None
+    env: dict[str, str] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """Items of one job to run one after the other in a single slot."""
+
+    id: int
+    job: Job
+    items: tuple[Item, ...]
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity and cgroup-restricted sets included)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Backend(abc.ABC):
+    """Where items run. Subclasses implement :meth:`submit`; the rest has defaults.
+
+    Capability flags tell the engine what it may rely on:
+
+    - ``can_kill``: :meth:`kill` really stops a running item (timeout, abort and cancel
+      are then enforced); otherwise the engine abandons the item and moves on.
+    - ``shares_clock``: report times are this machine's ``time.monotonic()``.
+    """
+
+    name: ClassVar[str] = "base"
+    can_kill: ClassVar[bool] = False
+    shares_clock: ClassVar[bool] = True
+
+    def default_concurrency(self) -> int:
+        """How many tasks run at once when the user does not say."""
+        return usable_cpus()
+
+    def open(self) -> None:
+        """Called by the engine before the first task of a run."""
+
+    def close(self) -> None:
+        """Called by the engine after the last report of a run."""
+
+    @abc.abstractmethod
+    def submit(self, task: Task, report: ReportFn) -> None:
+        """Start ``task``; call ``report`` (from any thread) with lists of report tuples.
+
+        Must not block for the task to finish unless the backend runs in the caller's thread
+        (sequential). Every task ends with exactly one ENDED report.
+        """
+
+    def kill(self, task_id: int) -> None:
+        """Stop the task now (best effort when ``can_kill`` is false)."""
+
+    def join(self, task_ids: list[int], timeout: float) -> None:
+        """Wait up to ``timeout`` seconds until the killed ``task_ids`` no longer run."""
+
+    def shutdown(self) -> None:
+        """Release what the backend holds (processes, threads). Idempotent."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"

@@ -1,0 +1,74 @@
+"""What the in-process backends (sequential, threads) share: output routing and reporting."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..errors import ItemError
+from ..worker import FINISHED, LOG, STARTED, Capture, Router
+from .base import ReportFn
+
+_tls = threading.local()
+_lock = threading.Lock()
+_users = 0
+_saved: tuple[Any, Any] | None = None
+
+
+def _current() -> Capture | None:
+    return getattr(_tls, "capture", None)
+
+
+def _set_capture(cap: Capture | None) -> None:
+    _tls.capture = cap
+
+
+@contextlib.contextmanager
+def routed_output() -> Iterator[Callable[[Capture | None], None]]:
+    """Route ``sys.stdout``/``sys.stderr`` per thread while any in-process item may run.
+
+    Yields the function that sets the calling thread's capture. Text from threads not
+    running an item passes through to the streams that were there before.
+    """
+    global _users, _saved
+    with _lock:
+        if _users == 0:
+            _saved = (sys.stdout, sys.stderr)
+            sys.stdout = Router("stdout", _saved[0], _current)
+            sys.stderr = Router("stderr", _saved[1], _current)
+        _users += 1
+    try:
+        yield _set_capture
+    finally:
+        with _lock:
+            _users -= 1
+            if _users == 0 and _saved is not None:
+                # Put the old streams back unless someone replaced ours meanwhile.
+                if isinstance(sys.stdout, Router) and sys.stdout.fallback is _saved[0]:
+                    sys.stdout = _saved[0]
+                if isinstance(sys.stderr, Router) and sys.stderr.fallback is _saved[1]:
+                    sys.stderr = _saved[1]
+                _saved = None
+
+
+class DirectEmitter:
+    """An emitter that reports each event straight to the engine."""
+
+    __slots__ = ("task_id", "report")
+
+    def __init__(self, task_id: int, report: ReportFn) -> None:
+        self.task_id, self.report = task_id, report
+
+    def started(self, index: int, attempt: int, t0: float) -> None:
+        self.report([(STARTED, self.task_id, index, attempt, t0)])
+
+    def log(self, index: int, attempt: int, stream: str, text: str) -> None:
+        self.report([(LOG, self.task_id, index, attempt, stream, text)])
+
+    def finished(
+        self, index: int, attempt: int, ok: bool, value: Any, error: ItemError | None, t0: float, t1: float
+    ) -> None:
+        self.report([(FINISHED, self.task_id, index, attempt, ok, value if ok else error, t0, t1)])

@@ -1,0 +1,414 @@
+"""The default backend: a warm pool of worker processes on this machine.
+
+One pool per process (per notebook kernel) is kept warm between runs. Workers are forked
+by a clean fork server (see :mod:`mapnb.backends._zygote`), each in its own session, so
+
+- a worker that crashes (``os._exit``, a segfault, the OOM killer) fails only the item it
+  was running; the pool replaces it and its siblings carry on;
+- a timed-out, aborted or cancelled item is stopped by killing its worker's process
+  group, children included;
+- idle workers exit after ``idle_timeout`` seconds, and every worker dies with the caller.
+
+A supervisor thread reads the workers' report batches and forwards them to the engine.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import itertools
+import logging
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection, wait
+from multiprocessing.reduction import sendfds
+from pathlib import Path
+from typing import Any
+
+from ..errors import ItemError, worker_died
+from ..worker import ENDED, FINISHED
+from .base import Backend, ReportFn, Task
+
+log = logging.getLogger(__name__)
+
+IDLE_TIMEOUT = float(os.environ.get("MAPNB_IDLE_TIMEOUT", "120"))
+
+
+class PoolBrokenError(RuntimeError):
+    """The fork server is gone; the next run starts a new pool."""
+
+
+class _Worker:
+    __slots__ = ("wid", "conn", "pid", "task", "report", "jobs", "idle_since", "doomed", "eof", "status", "send_lock")
+
+    def __init__(self, wid: int, conn: Connection) -> None:
+        self.wid, self.conn = wid, conn
+        self.pid: int | None = None
+        self.task: int | None = None  # the task id it runs
+        self.report: ReportFn | None = None
+        self.jobs: list[str] = []  # job ids it has loaded, newest last (it keeps 4)
+        self.idle_since = time.monotonic()
+        self.doomed = False  # killed or told to stop: never given work again
+        self.eof = False
+        self.status: int | None | bool = False  # False until the fork server reports the exit
+        self.send_lock = threading.Lock()
+
+
+class Pool:
+    """Worker processes forked on demand, reused across runs, retired when idle."""
+
+    def __init__(self, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self.idle_timeout = idle_timeout
+        self._lock = threading.Lock()
+        self._gone = threading.Condition(self._lock)  # notified when a worker is removed
+        self._workers: dict[int, _Worker] = {}
+        self._by_task: dict[int, _Worker] = {}
+        self._wids = itertools.count(1)
+        self._closed = False
+        ours, theirs = socket.socketpair()
+        root = str(Path(__file__).resolve().parents[2])
+        code = f"import sys; sys.path.insert(0, {root!r}); from mapnb.backends._zygote import main; main({theirs.fileno()})"
+        self._zygote = subprocess.Popen(
+            [sys.executable, "-c", code],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C in the terminal reaches the caller only
+        )
+        theirs.close()
+        self._sock = ours
+        self._control = Connection(os.dup(ours.fileno()))
+        self._control_lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._thread = threading.Thread(target=self._supervise, name="mapnb-pool", daemon=True)
+        self._thread.start()
+
+    # -- called by the engine's thread ---------------------------------------------------
+
+    def submit(self, task: Task, report: ReportFn, job_blob: bytes, items_blob: bytes) -> None:
+        with self._lock:
+            if self._closed:
+                raise PoolBrokenError("the local pool was shut down")
+            worker = self._idle_worker(task.job.id) or self._spawn()
+            worker.task, worker.report = task.id, report
+            self._by_task[task.id] = worker
+            known = task.job.id in worker.jobs
+            if not known:
+                worker.jobs = [*worker.jobs[-3:], task.job.id]
+        msg = pickle.dumps(("task", task.id, task.job.id, None if known else job_blob, items_blob), protocol=5)
+        with worker.send_lock:
+            try:
+                worker.conn.send_bytes(msg)
+            except OSError:
+                pass  # it died; the supervisor reports the task as ended with the cause
+
+    def kill(self, task_id: int) -> None:
+        with self._lock:
+            worker = self._by_task.get(task_id)
+            if worker is None or worker.doomed:
+                return
+            worker.doomed = True
+        self._send_control(("kill", worker.wid))
+
+    def join(self, task_ids: list[int], timeout: float) -> bool:
+        """Wait until no worker runs any of ``task_ids``; False on timeout."""
+        wanted = set(task_ids)
+        with self._gone:
+            return self._gone.wait_for(lambda: not wanted & self._by_task.keys(), timeout)
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers (for tests and diagnostics)."""
+        with self._lock:
+            return [w.pid for w in self._workers.values() if w.pid is not None]
+
+    @property
+    def zygote_pid(self) -> int:
+        return self._zygote.pid
+
+    def shutdown(self) -> None:
+        """Stop every worker and the fork server. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._control.close()  # the fork server kills its workers and exits
+        except OSError:
+            pass
+        self._sock.close()
+        try:
+            self._zygote.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._zygote.kill()
+        os.write(self._wake_w, b"x")
+        self._thread.join(timeout=5)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _idle_worker(self, job_id: str) -> _Worker | None:
+        best = None
+        for w in self._workers.values():
+            if w.task is None and not w.doomed and not w.eof:
+                if job_id in w.jobs:
+                    return w
+                best = best or w
+        return best
+
+    def _spawn(self) -> _Worker:
+        ours, theirs = socket.socketpair()
+        worker = _Worker(next(self._wids), Connection(ours.detach()))
+        self._workers[worker.wid] = worker
+        try:
+            self._send_control(("spawn", worker.wid), fd=theirs.fileno())
+        finally:
+            theirs.close()
+        os.write(self._wake_w, b"x")  # the supervisor must watch the new connection
+        return worker
+
+    def _send_control(self, msg: tuple[Any, ...], fd: int | None = None) -> None:
+        with self._control_lock:
+            try:
+                self._control.send(msg)
+                if fd is not None:
+                    sendfds(self._sock, [fd])
+            except OSError as e:
+                raise PoolBrokenError(f"the local pool's fork server is gone ({e})") from None
+
+    def _supervise(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    conns: dict[Any, _Worker] = {w.conn: w for w in self._workers.values() if not w.eof}
+                ready = wait([*conns, self._control, self._wake_r], timeout=1.0)
+                if self._closed:
+                    break
+                for obj in ready:
+                    if obj is self._wake_r:
+                        try:
+                            while os.read(self._wake_r, 512):
+                                pass
+                        except BlockingIOError:
+                            pass
+                    elif obj is self._control:
+                        self._on_control()
+                    else:
+                        self._on_worker(conns[obj])
+                self._retire_idle()
+        except (EOFError, OSError) as e:
+            if not self._closed:
+                log.warning("the local pool's fork server ended (%s); starting a new pool next run", e)
+        except Exception:  # pragma: no cover - a bug here must not hang runs silently
+            log.exception("the local pool's supervisor failed")
+        finally:
+            self._break()
+
+    def _on_control(self) -> None:
+        while self._control.poll():
+            msg = self._control.recv()
+            with self._lock:
+                worker = self._workers.get(msg[1])
+            if worker is None:
+                continue
+            if msg[0] == "spawned":
+                worker.pid = msg[2]
+            elif msg[0] == "exit":
+                worker.status = msg[2]
+                self._maybe_gone(worker)
+
+    def _on_worker(self, worker: _Worker) -> None:
+        try:
+            data = worker.conn.recv_bytes()
+        except (EOFError, OSError):
+            worker.eof = True
+            self._maybe_gone(worker)
+            return
+        records = pickle.loads(data)
+        ended = False
+        for k, r in enumerate(records):
+            if r[0] == FINISHED:
+                if r[4]:
+                    records[k] = _load_output(r)
+            elif r[0] == ENDED:
+                ended = True
+        report = worker.report
+        if ended:
+            with self._lock:
+                self._by_task.pop(worker.task, None)  # type: ignore[arg-type]
+                worker.task, worker.report = None, None
+                worker.idle_since = time.monotonic()
+                self._gone.notify_all()
+        if report is not None:
+            report(records)
+
+    def _maybe_gone(self, worker: _Worker) -> None:
+        """Once a dead worker's pipe is drained and its exit status known, end its task."""
+        if not worker.eof or worker.status is False:
+            return
+        with self._lock:
+            self._workers.pop(worker.wid, None)
+            task, report = worker.task, worker.report
+            if task is not None:
+                self._by_task.pop(task, None)
+            worker.task = worker.report = None
+            self._gone.notify_all()
+        worker.conn.close()
+        if task is not None and report is not None:
+            status = worker.status if isinstance(worker.status, int) else None
+            report([(ENDED, task, worker_died(status), False)])
+
+    def _retire_idle(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            old = [
+                w for w in self._workers.values()
+                if w.task is None and not w.doomed and now - w.idle_since > self.idle_timeout
+            ]
+            for w in old:
+                w.doomed = True
+        for w in old:
+            with w.send_lock:
+                try:
+                    w.conn.send_bytes(pickle.dumps(("stop",)))
+                except OSError:
+                    pass
+
+    def _break(self) -> None:
+        """The fork server is gone: end every task still running and refuse new ones."""
+        with self._lock:
+            self._closed = True
+            workers = list(self._workers.values())
+            self._workers.clear()
+            self._by_task.clear()
+            self._gone.notify_all()
+        for w in workers:
+            if w.pid is not None:
+                try:
+                    os.killpg(w.pid, 9)
+                except OSError:
+                    pass
+            if w.task is not None and w.report is not None:
+                w.report([(ENDED, w.task, ItemError("worker-died", "PoolBroken", "the local pool shut down"), False)])
+            w.conn.close()
+
+
+def _dumps(obj: Any) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(obj, protocol=5)
+
+
+def _load_output(r: tuple[Any, ...]) -> tuple[Any, ...]:
+    try:
+        value = pickle.loads(r[5])
+    except Exception as e:
+        err = ItemError(
+            "serialization", type(e).__qualname__, f"the output could not be unpickled in the caller: {e}"
+        )
+        return (*r[:4], False, err, *r[6:])
+    return (*r[:5], value, *r[6:])
+
+
+_pool: Pool | None = None
+_pool_lock = threading.Lock()
+
+
+def shared_pool() -> Pool:
+    """The process-wide warm pool, started on first use (and again if it broke)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool.closed:
+            _pool = Pool()
+        return _pool
+
+
+@atexit.register
+def _shutdown_shared_pool() -> None:
+    if _pool is not None:
+        _pool.shutdown()
+
+
+class LocalBackend(Backend):
+    """Worker processes on this machine (the default backend).
+
+    Parameters
+    ----------
+    pool : Pool, optional
+        A pool of your own; by default the process-wide warm pool.
+    """
+
+    name = "local"
+    can_kill = True
+
+    def __init__(self, pool: Pool | None = None) -> None:
+        self._own_pool = pool
+        self._blobs: dict[str, bytes] = {}
+
+    @property
+    def pool(self) -> Pool:
+        if self._own_pool is not None:
+            return self._own_pool
+        return shared_pool()
+
+    def submit(self, task: Task, report: ReportFn) -> None:
+        blob = self._blobs.get(task.job.id)
+        if blob is None:
+            try:
+                blob = _dumps(task.job)
+            except Exception as e:
+                msg = f"the task function could not be pickled to send to a worker process: {e}"
+                report([(ENDED, task.id, ItemError("serialization", type(e).__qualname__, msg), True)])
+                return
+            self._blobs[task.job.id] = blob
+            while len(self._blobs) > 8:
+                self._blobs.pop(next(iter(self._blobs)))
+        try:
+            items_blob = _dumps(task.items)
+        except Exception:
+            task = self._drop_unpicklable(task, report)
+            if not task.items:
+                report([(ENDED, task.id, None, False)])
+                return
+            items_blob = _dumps(task.items)
+        try:
+            self.pool.submit(task, report, blob, items_blob)
+        except PoolBrokenError:
+            if self._own_pool is not None:
+                raise
+            self.pool.submit(task, report, blob, items_blob)  # a fresh shared pool
+
+    @staticmethod
+    def _drop_unpicklable(task: Task, report: ReportFn) -> Task:
+        """Fail the items whose inputs cannot be pickled; keep the others."""
+        good, failed = [], []
+        for item in task.items:
+            try:
+                _dumps(item)
+                good.append(item)
+            except Exception as e:
+                msg = f"the inputs could not be pickled to send to a worker process: {e}"
+                now = time.monotonic()
+                err = ItemError("serialization", type(e).__qualname__, msg)
+                failed.append((FINISHED, task.id, item[0], item[1], False, err, now, now))
+        report(failed)
+        return dataclasses.replace(task, items=tuple(good))
+
+    def kill(self, task_id: int) -> None:
+        self.pool.kill(task_id)
+
+    def join(self, task_ids: list[int], timeout: float) -> None:
+        if task_ids and not self.pool.join(task_ids, timeout):
+            log.warning("killed subtasks still running after %.0f s", timeout)
+
+    def shutdown(self) -> None:
+        if self._own_pool is not None:
+            self._own_pool.shutdown()
+

@@ -1,0 +1,458 @@
+"""The scheduler: one thread per run owns all of the run's state.
+
+::
+
+    MapTask(**lists) -> spec (validated) -> Engine thread
+        keeps <= concurrency tasks in flight, each a batch of items run one after another
+        (batches grow while items are tiny, so per-item overhead vanishes);
+        retries, per-attempt timeouts, min_success_ratio with abort, cancel
+            |  Backend.submit(task, report)        ^  report([...]) from any thread
+            v                                      |
+        sequential | threads | local processes (| dask ...) -> worker.run_items
+            |
+        events (ItemStarted, ItemLog, ItemFinished, ...) -> subscribers (grid, progress)
+        state arrays (status, outputs, errors, logs) -> MapRun, DataFrame
+
+Backends only report; every decision (retry, give up, abort, kill) is taken here, from
+reports queued to this thread, so no state has two writers.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .backends.base import Backend, Job, Task
+from .errors import ItemError
+from .events import (
+    Event,
+    ItemFinished,
+    ItemLog,
+    ItemRetrying,
+    ItemStarted,
+    RunFinished,
+    RunStarted,
+    Status,
+)
+from .worker import ENDED, FINISHED, LOG, STARTED, BoundedText
+
+log = logging.getLogger(__name__)
+
+Q, R, RT = Status.QUEUED, Status.RUNNING, Status.RETRYING
+_TARGET_TASK_SECONDS = 0.02  # grow batches of tiny items until a task takes about this long
+_MAX_BATCH = 4096
+_task_ids = itertools.count(1)  # process-wide: a shared backend never sees one task id twice
+
+
+class LogStore:
+    """Every item's captured output, bounded per item (head and tail are kept)."""
+
+    def __init__(self, n: int) -> None:
+        self._chunks: list[list[tuple[str, str]] | None] = [None] * n
+        self._bounds: dict[int, BoundedText] = {}
+        self._attempt = [0] * n
+
+    def add(self, index: int, attempt: int, stream: str, text: str) -> None:
+        chunks = self._chunks[index]
+        if chunks is None:
+            chunks = self._chunks[index] = []
+            self._bounds[index] = BoundedText()
+        if attempt != self._attempt[index]:
+            if self._attempt[index]:
+                chunks.append(("stderr", f"--- attempt {attempt} ---\n"))
+            self._attempt[index] = attempt
+        kept = self._bounds[index].add(stream, text)
+        if kept:
+            chunks.append((stream, kept))
+
+    def text(self, index: int, stream: str | None = None) -> str:
+        chunks = self._chunks[index]
+        if chunks is None:
+            return ""
+        parts = list(chunks) + self._bounds[index].tail_chunks()
+        return "".join(t for s, t in parts if stream is None or s == stream)
+
+
+class _TaskState:
+    __slots__ = ("items", "pos", "since", "dispatched")
+
+    def __init__(self, items: list[tuple[int, int]], now: float) -> None:
+        self.items = items  # (index, attempt) in the order the backend runs them
+        self.pos = 0  # items before pos are known to be done
+        self.since = now  # when the item at pos started (as far as we know)
+        self.dispatched = now
+
+
+class Batcher:
+    """Chooses batch sizes: 1 until items are measured, then ~20 ms worth, fairly split."""
+
+    def __init__(self) -> None:
+        self.per_item: float | None = None
+
+    def record(self, n_items: int, seconds: float) -> None:
+        if n_items:
+            per = max(seconds, 1e-6) / n_items
+            self.per_item = per if self.per_item is None else 0.5 * (self.per_item + per)
+
+    def size(self, pending: int, slots: int) -> int:
+        if self.per_item is None:
+            return 1
+        want = int(_TARGET_TASK_SECONDS / self.per_item)
+        fair = math.ceil(pending / (2 * slots))
+        return max(1, min(want, fair, _MAX_BATCH))
+
+
+class Engine:
+    """Runs one map: all items of ``job`` over ``inputs`` on ``backend``."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        job: Job,
+        inputs: list[tuple[Any, ...]],
+        backend: Backend,
+        concurrency: int,
+        min_success_ratio: float,
+        retries: int,
+        timeout: float | None,
+    ) -> None:
+        n = len(inputs)
+        self.run_id, self.job, self.inputs, self.backend = run_id, job, inputs, backend
+        self.n, self.concurrency, self.retries, self.timeout = n, concurrency, retries, timeout
+        self.need = math.ceil(n * min_success_ratio - 1e-9)
+        self.status: list[Status] = [Q] * n
+        self.outputs: list[Any] = [None] * n
+        self.errors: list[ItemError | None] = [None] * n
+        self.attempts = [0] * n  # attempts that ran to an outcome
+        self.durations: list[float | None] = [None] * n
+        self.logs = LogStore(n)
+        self.counts: dict[Status, int] = dict.fromkeys(Status, 0)
+        self.counts[Q] = n
+        self.state = "running"  # then "succeeded", "failed" or "cancelled"
+        self.started_at = time.monotonic()
+        self.finished_at: float | None = None
+        self.done = threading.Event()
+        self.first_failure: int | None = None
+
+        self._pending: collections.deque[int] = collections.deque(range(n))
+        self._tasks: dict[int, _TaskState] = {}
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._batcher = Batcher()
+        self._failed = 0  # final failures and aborts: items that can no longer succeed
+        self._subscribers: list[Callable[[list[Event]], None]] = []
+        self._events: list[Event] = []
+        self._sub_lock = threading.Lock()
+        self._killed: list[int] = []
+        self._thread = threading.Thread(target=self._main, name=f"mapnb-run-{run_id}", daemon=True)
+
+    # -- called from other threads ------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def report(self, records: list[tuple[Any, ...]]) -> None:
+        """The backends' way in (any thread)."""
+        self._inbox.put(records)
+
+    def cancel(self) -> None:
+        self._inbox.put(("cancel",))
+
+    def subscribe(self, callback: Callable[[list[Event]], None]) -> None:
+        """Deliver the current state as events, then every new event, in order."""
+        with self._sub_lock:  # the engine drains requests made before it set done
+            if not self.done.is_set():
+                self._inbox.put(("subscribe", callback))
+                return
+        callback(self._replay())
+
+    def unsubscribe(self, callback: Callable[[list[Event]], None]) -> None:
+        self._inbox.put(("unsubscribe", callback))
+
+    # -- the engine thread --------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            self.backend.open()
+            self._emit(RunStarted(self.run_id, self.n, self.job.names, self.concurrency, self.backend.name, time.time()))
+            self._loop()
+        except BaseException:  # a bug must never leave the caller waiting forever
+            log.exception("mapnb engine failed; failing the items still open")
+            err = ItemError("internal", "InternalError", "mapnb failed internally; see the log")
+            for i in range(self.n):
+                if not self.status[i].final:
+                    self._final(i, Status.FAILED, err)
+            self.state = "failed"
+        finally:
+            for tid in list(self._tasks):
+                self._kill(tid)
+            self._tasks.clear()
+            try:  # a finished run has no subtask left running
+                self.backend.join(self._killed, timeout=10.0)
+                self.backend.close()
+            except Exception:
+                log.exception("backend %s failed to close the run", self.backend.name)
+            self.finished_at = time.monotonic()
+            counts = {s.value: k for s, k in self.counts.items()}
+            self._emit(RunFinished(self.state, counts, time.time()))
+            self._flush_events()
+            with self._sub_lock:
+                self.done.set()
+            self._drain_late_subscriptions()
+
+    def _loop(self) -> None:
+        while True:
+            self._dispatch()
+            if self._complete():
+                break
+            try:
+                msg = self._inbox.get(timeout=self._wait_time())
+            except queue.Empty:
+                msg = None
+            while msg is not None:
+                self._handle(msg)
+                try:
+                    msg = self._inbox.get_nowait()
+                except queue.Empty:
+                    msg = None
+            self._check_timeouts()
+            self._flush_events()
+        if self.state == "running":
+            ok = self.counts[Status.SUCCEEDED] + self.counts[Status.CACHED]
+            self.state = "succeeded" if ok >= self.need else "failed"
+
+    def _complete(self) -> bool:
+        return not self._tasks and (not self._pending or self.state != "running")
+
+    def _wait_time(self) -> float:
+        if self.timeout is None or not self._tasks:
+            return 0.5
+        now = time.monotonic()
+        due = min(t.since for t in self._tasks.values()) + self.timeout
+        return min(0.5, max(0.0, due - now) + 0.001)
+
+    def _dispatch(self) -> None:
+        while self.state == "running" and self._pending and len(self._tasks) < self.concurrency:
+            size = self._batcher.size(len(self._pending), self.concurrency)
+            items: list[tuple[int, int, tuple[Any, ...]]] = []
+            while self._pending and len(items) < size:
+                i = self._pending.popleft()
+                if not self.status[i].final:
+                    items.append((i, self.attempts[i] + 1, self.inputs[i]))
+            if not items:
+                return
+            task = Task(next(_task_ids), self.job, tuple(items))
+            self._tasks[task.id] = _TaskState([(i, a) for i, a, _ in items], time.monotonic())
+            try:
+                self.backend.submit(task, self.report)
+            except Exception as e:
+                log.exception("backend %s could not take a task", self.backend.name)
+                err = ItemError("internal", type(e).__qualname__, f"the {self.backend.name} backend failed: {e}")
+                self.report([(ENDED, task.id, err, True)])
+
+    def _handle(self, msg: Any) -> None:
+        if type(msg) is tuple:  # a command
+            if msg[0] == "cancel":
+                self._stop_all(Status.CANCELLED, "cancelled")
+            elif msg[0] == "subscribe":
+                msg[1](self._replay())
+                self._subscribers.append(msg[1])
+            elif msg[0] == "unsubscribe" and msg[1] in self._subscribers:
+                self._subscribers.remove(msg[1])
+            return
+        shares_clock = self.backend.shares_clock
+        for r in msg:
+            kind = r[0]
+            if kind == FINISHED:
+                self._on_finished(r, shares_clock)
+            elif kind == LOG:
+                _, _, i, attempt, stream, text = r
+                self.logs.add(i, attempt, stream, text)
+                if self._subscribers:
+                    self._events.append(ItemLog(i, attempt, stream, text))
+            elif kind == STARTED:
+                _, tid, i, attempt, t0 = r
+                if self.status[i].final or attempt != self.attempts[i] + 1:
+                    continue
+                ts = self._tasks.get(tid)
+                if ts is not None and shares_clock:
+                    ts.since = t0
+                self._set(i, R)
+                if self._subscribers:
+                    self._events.append(ItemStarted(i, attempt, time.time()))
+            elif kind == ENDED:
+                self._on_ended(r)
+
+    def _on_finished(self, r: tuple[Any, ...], shares_clock: bool) -> None:
+        _, tid, i, attempt, ok, value, t0, t1 = r
+        ts = self._tasks.get(tid)
+        if ts is not None:
+            ts.pos = next((k + 1 for k in range(ts.pos, len(ts.items)) if ts.items[k][0] == i), ts.pos)
+            ts.since = t1 if shares_clock else time.monotonic()
+        if self.status[i].final or attempt != self.attempts[i] + 1:
+            return  # a late report from an attempt already settled
+        self.attempts[i] = attempt
+        self.durations[i] = t1 - t0
+        if ok and self.timeout is not None and t1 - t0 > self.timeout:
+            ok, value = False, self._timeout_error(attempt)
+        if ok:
+            self.outputs[i] = value
+            self.errors[i] = None
+            self._final(i, Status.SUCCEEDED, None)
+        else:
+            self._attempt_failed(i, value)
+
+    def _on_ended(self, r: tuple[Any, ...]) -> None:
+        _, tid, error, all_items = r
+        ts = self._tasks.pop(tid, None)
+        if ts is None:
+            return  # we killed it and settled its items already
+        self._batcher.record(ts.pos, time.monotonic() - ts.dispatched)
+        first = True
+        for i, attempt in ts.items[ts.pos :]:
+            if self.status[i].final or attempt != self.attempts[i] + 1:
+                continue
+            if error is not None and (first or all_items):
+                self.attempts[i] = attempt
+                self._attempt_failed(i, error)
+            else:
+                self._requeue(i)
+            first = False
+
+    def _attempt_failed(self, i: int, error: ItemError) -> None:
+        self.errors[i] = error
+        if self.attempts[i] <= self.retries and self.state == "running":
+            self._set(i, RT)
+            self._pending.append(i)
+            if self._subscribers:
+                self._events.append(ItemRetrying(i, self.attempts[i], error))
+        else:
+            self._final(i, Status.FAILED, error)
+
+    def _requeue(self, i: int) -> None:
+        if self.state != "running":
+            self._final(i, Status.ABORTED if self.state == "failed" else Status.CANCELLED, None)
+            return
+        if self.status[i] is R:
+            self._set(i, Q)
+        self._pending.appendleft(i)
+
+    def _set(self, i: int, status: Status) -> None:
+        counts = self.counts
+        counts[self.status[i]] -= 1
+        counts[status] += 1
+        self.status[i] = status
+
+    def _final(self, i: int, status: Status, error: ItemError | None) -> None:
+        self._set(i, status)
+        if status is not Status.SUCCEEDED:
+            self.errors[i] = error if error is not None else self.errors[i]
+            if status is Status.FAILED and self.first_failure is None:
+                self.first_failure = i
+            self._failed += 1
+        if self._subscribers:
+            self._events.append(ItemFinished(i, status, self.attempts[i], self.durations[i], self.errors[i]))
+        if status is Status.FAILED and self.state == "running" and self.n - self._failed < self.need:
+            self._stop_all(Status.ABORTED, "failed")
+
+    def _stop_all(self, status: Status, state: str) -> None:
+        """Abort or cancel: queued items never start, running ones are killed."""
+        if self.state != "running":
+            return
+        self.state = state
+        why = "min_success_ratio can no longer be met" if status is Status.ABORTED else "the run was cancelled"
+        err = ItemError(status.value, status.value.capitalize(), why)
+        for tid in list(self._tasks):
+            ts = self._tasks.pop(tid)
+            self._kill(tid)
+            for i, attempt in ts.items[ts.pos :]:
+                if not self.status[i].final and attempt == self.attempts[i] + 1:
+                    self._final(i, status, err)
+        while self._pending:
+            i = self._pending.popleft()
+            if not self.status[i].final:
+                self._final(i, status, err if self.status[i] is not RT else None)
+
+    def _check_timeouts(self) -> None:
+        if self.timeout is None:
+            return
+        now = time.monotonic()
+        for tid, ts in list(self._tasks.items()):
+            if ts.pos >= len(ts.items) or now - ts.since <= self.timeout or tid not in self._tasks:
+                continue
+            del self._tasks[tid]
+            self._kill(tid)
+            first = True
+            for i, attempt in ts.items[ts.pos :]:
+                if self.status[i].final or attempt != self.attempts[i] + 1:
+                    continue
+                if first:
+                    self.attempts[i] = attempt
+                    self.durations[i] = now - ts.since
+                    self._attempt_failed(i, self._timeout_error(attempt))
+                    first = False
+                else:
+                    self._requeue(i)
+
+    def _timeout_error(self, attempt: int) -> ItemError:
+        stop = "was killed" if self.backend.can_kill else "was abandoned (this backend cannot kill it)"
+        return ItemError(
+            "timeout", "TimeoutError", f"attempt {attempt} ran longer than timeout={self.timeout:g}s and {stop}"
+        )
+
+    def _kill(self, tid: int) -> None:
+        self._killed.append(tid)
+        try:
+            self.backend.kill(tid)
+        except Exception:
+            log.exception("backend %s could not kill task %s", self.backend.name, tid)
+
+    # -- events -------------------------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        if self._subscribers:
+            self._events.append(event)
+
+    def _flush_events(self) -> None:
+        if not self._events:
+            return
+        events, self._events = self._events, []
+        for cb in list(self._subscribers):
+            try:
+                cb(events)
+            except Exception:
+                log.exception("a subscriber of run %s failed; unsubscribing it", self.run_id)
+                self._subscribers.remove(cb)
+
+    def _replay(self) -> list[Event]:
+        """The run so far, as the events a subscriber would have seen (logs aside)."""
+        out: list[Event] = [
+            RunStarted(self.run_id, self.n, self.job.names, self.concurrency, self.backend.name, time.time())
+        ]
+        for i, s in enumerate(self.status):
+            if s is R:
+                out.append(ItemStarted(i, self.attempts[i] + 1, time.time()))
+            elif s is RT and self.errors[i] is not None:
+                out.append(ItemRetrying(i, self.attempts[i], self.errors[i]))  # type: ignore[arg-type]
+            elif s.final:
+                out.append(ItemFinished(i, s, self.attempts[i], self.durations[i], self.errors[i]))
+        if self.done.is_set():
+            out.append(RunFinished(self.state, {s.value: k for s, k in self.counts.items()}, time.time()))
+        return out
+
+    def _drain_late_subscriptions(self) -> None:
+        while True:
+            try:
+                msg = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if type(msg) is tuple and msg[0] == "subscribe":
+                msg[1](self._replay())
+

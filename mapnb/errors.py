@@ -1,0 +1,134 @@
+"""The error tree of mapnb.
+
+::
+
+    MapnbError                       every error mapnb raises itself
+    ├── InvalidMapError (+ValueError) bad input, raised before anything starts
+    ├── MapTaskError                  a run fell short of min_success_ratio
+    └── RemoteError                   an item's own traceback, as the __cause__ of MapTaskError
+
+Failures of single items are not exceptions in the caller: they are recorded as an
+:class:`ItemError` on the item (``run.errors[i]``, the ``error`` column) and the run goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .run import MapRun
+
+
+class MapnbError(Exception):
+    """Base class of every exception mapnb raises."""
+
+
+class InvalidMapError(MapnbError, ValueError):
+    """Bad arguments or inputs: raised before any item starts, naming what is wrong."""
+
+
+class RemoteError(MapnbError):
+    """The traceback of an item, as it was raised where the item ran."""
+
+    def __init__(self, traceback_text: str) -> None:
+        super().__init__(traceback_text)
+        self.traceback_text = traceback_text
+
+    def __str__(self) -> str:
+        return "\n" + self.traceback_text.rstrip()
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemError:
+    """Why one attempt of one item failed.
+
+    Attributes
+    ----------
+    kind : str
+        ``"exception"`` (the task raised), ``"timeout"``, ``"worker-died"``,
+        ``"serialization"`` (an input or the output could not cross processes),
+        ``"aborted"`` or ``"cancelled"``.
+    type : str
+        The exception's class name (``"ValueError"``), or the kind for the others.
+    message : str
+        One line that says what happened.
+    traceback : str
+        The item's own traceback, without mapnb's frames ("" when there is none).
+    """
+
+    kind: str
+    type: str
+    message: str
+    traceback: str = ""
+
+    def one_line(self) -> str:
+        """``Type: message`` on a single line, as shown in the ``error`` column."""
+        first = self.message.strip().splitlines()[0] if self.message.strip() else ""
+        return f"{self.type}: {first}" if first else self.type
+
+
+def worker_died(status: int | None) -> ItemError:
+    """An :class:`ItemError` for a worker process that ended while running the item.
+
+    ``status`` is the exit code, negative for a signal (as in ``Popen.returncode``).
+    """
+    if status is None:
+        why = "ended for an unknown reason"
+    elif status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        hint = {
+            "SIGKILL": " (the out-of-memory killer does this; check the item's memory use)",
+            "SIGSEGV": " (a segmentation fault in native code)",
+            "SIGABRT": " (native code called abort())",
+        }.get(name, "")
+        why = f"was killed by {name}{hint}"
+    else:
+        why = f"exited with code {status} (os._exit, sys.exit outside the task, or a crash)"
+    return ItemError("worker-died", "WorkerDied", f"the worker process {why}")
+
+
+class MapTaskError(MapnbError):
+    """A map run ended with fewer successes than ``min_success_ratio`` asks for.
+
+    Nothing is lost: ``.run`` is the :class:`~mapnb.MapRun` (logs, errors, outputs) and
+    ``.df`` the partial DataFrame, with ``None`` in the output columns of failed items.
+
+    Attributes
+    ----------
+    run : MapRun
+        The run that failed.
+    index : int or None
+        The first failing item, whose traceback is the ``__cause__``.
+    """
+
+    def __init__(self, message: str, run: MapRun, index: int | None) -> None:
+        super().__init__(message)
+        self.run = run
+        self.index = index
+
+    @property
+    def df(self) -> pd.DataFrame:
+        """The partial results, one row per item."""
+        return self.run.df
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (MapnbError, (str(self),))
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this instead of mapnb's own frames: the item's traceback first."""
+        lines: list[str] = []
+        if self.index is not None:
+            err = self.run.errors[self.index]
+            if err is not None and err.traceback:
+                lines += ["Traceback of item %d (where it ran):" % self.index]
+                lines += err.traceback.rstrip().splitlines()
+                lines.append("")
+        lines.append(f"MapTaskError: {self}")
+        return lines

@@ -1,0 +1,84 @@
+"""A run's state as a pandas DataFrame: one row per item, in input order.
+
+Columns: the mapped inputs by name; the output (one ``output`` column, or one column per
+field when every successful output is a dict, a dataclass or a NamedTuple; a field whose
+name is already taken becomes ``output.<field>``); then ``status``, ``error``,
+``attempts`` and ``duration_s``. Output columns hold ``None`` for every item that did not
+succeed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from .errors import ItemError
+from .events import Status
+
+META = ("status", "error", "attempts", "duration_s")
+
+
+def _fields(outputs: list[Any]) -> list[str] | None:
+    """The shared field names of structured outputs, or None for a single column."""
+    if not outputs:
+        return None
+    if all(isinstance(o, Mapping) for o in outputs):
+        names: dict[str, None] = {}
+        for o in outputs:
+            names.update(dict.fromkeys(map(str, o)))
+        return list(names)
+    first = type(outputs[0])
+    if any(type(o) is not first for o in outputs):
+        return None
+    if dataclasses.is_dataclass(first):
+        return [f.name for f in dataclasses.fields(first)]
+    if issubclass(first, tuple) and hasattr(first, "_fields"):
+        return list(first._fields)
+    return None
+
+
+def _field(o: Any, name: str) -> Any:
+    if isinstance(o, Mapping):
+        return o.get(name)
+    return getattr(o, name)
+
+
+def _column(values: list[Any], has_gaps: bool) -> Any:
+    # With gaps, keep None as None (pandas would turn ints into floats with NaN).
+    return pd.Series(values, dtype=object) if has_gaps else values
+
+
+def build_frame(
+    names: Sequence[str],
+    inputs: Sequence[tuple[Any, ...]],
+    statuses: list[Status],
+    outputs: list[Any],
+    errors: list[ItemError | None],
+    attempts: list[int],
+    durations: list[float | None],
+) -> pd.DataFrame:
+    """The DataFrame of a run (see the module docstring for its columns)."""
+    n = len(inputs)
+    good = [s is Status.SUCCEEDED or s is Status.CACHED for s in statuses]
+    gaps = not all(good)
+    data: dict[str, Any] = {}
+    for k, name in enumerate(names):
+        data[name] = [args[k] for args in inputs]
+    fields = _fields([o for o, g in zip(outputs, good) if g])
+    if fields is None:
+        key = "output" if "output" not in data else "output.output"
+        data[key] = _column([o if g else None for o, g in zip(outputs, good)], gaps)
+    else:
+        for f in fields:
+            key = f if f not in data and f not in META else f"output.{f}"
+            data[key] = _column([_field(o, f) if g else None for o, g in zip(outputs, good)], gaps)
+    data["status"] = [s.value for s in statuses]
+    data["error"] = pd.Series(
+        [e.one_line() if e is not None and not g else None for e, g in zip(errors, good)], dtype=object
+    )
+    data["attempts"] = attempts
+    data["duration_s"] = pd.Series(durations, dtype="float64")
+    return pd.DataFrame(data, index=pd.RangeIndex(n))

@@ -1,0 +1,39 @@
+"""Waiting for a blocking run, with a one-line progress bar on a terminal."""
+
+from __future__ import annotations
+
+import sys
+
+from .run import MapRun
+
+
+def _wanted(progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def show_progress(run: MapRun, progress: bool | None, interval: float = 0.1) -> None:
+    """Block until ``run`` is done, drawing a tqdm bar on stderr when wanted.
+
+    Short waits keep the calling thread responsive to KeyboardInterrupt.
+    """
+    if not _wanted(progress):
+        while not run.wait(interval):
+            pass
+        return
+    from tqdm import tqdm
+
+    final = ("succeeded", "failed", "cached", "aborted", "cancelled")
+    with tqdm(total=len(run), desc=run.name, unit="item", file=sys.stderr, leave=True) as bar:
+        while True:
+            done = run.wait(interval)
+            c = run.counts
+            bar.n = sum(c[k] for k in final)
+            bar.set_postfix(
+                {k: c[k] for k in ("running", "failed", "retrying") if c[k]}, refresh=False
+            )
+            bar.refresh()
+            if done:
+                return

@@ -1,0 +1,220 @@
+"""MapRun: the handle of a running (or finished) map, usable while it runs."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from .engine import Engine
+from .errors import ItemError, MapTaskError, RemoteError
+from .events import Event, RunFinished, Status
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_last: MapRun | None = None
+_last_lock = threading.Lock()
+
+
+def last_run() -> MapRun | None:
+    """The most recent run started in this process, so that nothing is lost when a
+    blocking call is interrupted or raises."""
+    return _last
+
+
+class MapRun:
+    """A map in progress or done: like a ``concurrent.futures.Future`` for a whole map.
+
+    Everything here may be called from any thread while the run goes on.
+
+    Attributes
+    ----------
+    id : str
+        The run's id.
+    names : tuple of str
+        The mapped parameters, in the order given.
+    inputs : list of tuple
+        Each item's mapped values, in input order.
+    """
+
+    def __init__(self, engine: Engine, name: str) -> None:
+        global _last
+        self._engine = engine
+        self.id = engine.run_id
+        self.name = name
+        self.names = engine.job.names
+        self.inputs = engine.inputs
+        self.started = time.time()
+        with _last_lock:
+            _last = self
+
+    # -- the Future-like part -----------------------------------------------------------
+
+    def done(self) -> bool:
+        """Whether every item has reached a final state."""
+        return self._engine.done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run is done or ``timeout`` seconds pass; return :meth:`done`."""
+        return self._engine.done.wait(timeout)
+
+    def result(self, timeout: float | None = None) -> pd.DataFrame:
+        """The DataFrame, once the run is done.
+
+        Raises
+        ------
+        TimeoutError
+            The run is still going after ``timeout`` seconds (it goes on).
+        MapTaskError
+            Fewer items succeeded than ``min_success_ratio`` asks for, or the run was
+            cancelled; ``.df`` holds the partial results.
+        """
+        if not self.wait(timeout):
+            raise TimeoutError(f"run {self.id} is still running after {timeout} s ({self._progress()})")
+        exc = self.exception()
+        if exc is not None:
+            raise exc
+        return self.df
+
+    def exception(self) -> MapTaskError | None:
+        """The error :meth:`result` would raise for a finished run, else None."""
+        eng = self._engine
+        if not self.done() or eng.state == "succeeded":
+            return None
+        i = eng.first_failure
+        if eng.state == "cancelled":
+            msg = f"run {self.id} of {self.name} was cancelled: {self._progress()}"
+            i = None
+        else:
+            ratio_need = eng.need
+            ok = eng.counts[Status.SUCCEEDED] + eng.counts[Status.CACHED]
+            msg = f"{self.name}: {ok} of {eng.n} items succeeded, {ratio_need} needed (min_success_ratio)"
+            if i is not None:
+                err = eng.errors[i]
+                assert err is not None
+                where = ", ".join(f"{n}={v!r}" for n, v in zip(self.names, self.inputs[i]))
+                msg += (
+                    f".\nFirst failure: item {i} ({where}) after {eng.attempts[i]} "
+                    f"attempt{'s' * (eng.attempts[i] != 1)}: {err.one_line()}"
+                    f"\nSee run.logs({i}) for its output and e.df for all results."
+                )
+        exc = MapTaskError(msg, self, i)
+        if i is not None and eng.errors[i] is not None and eng.errors[i].traceback:  # type: ignore[union-attr]
+            exc.__cause__ = RemoteError(eng.errors[i].traceback)  # type: ignore[union-attr]
+        return exc
+
+    def cancel(self, wait: bool = True, timeout: float | None = 30.0) -> None:
+        """Stop the run: queued items never start, running ones are killed.
+
+        Finished results are kept. With ``wait``, return once the killed subtasks are gone.
+        """
+        self._engine.cancel()
+        if wait:
+            self.wait(timeout)
+
+    # -- what is known so far -----------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """``"running"``, ``"succeeded"``, ``"failed"`` or ``"cancelled"``."""
+        return self._engine.state if self.done() else "running"
+
+    def __len__(self) -> int:
+        return self._engine.n
+
+    @property
+    def outputs(self) -> list[Any]:
+        """Outputs in input order; ``None`` for failed and unfinished items."""
+        return list(self._engine.outputs)
+
+    @property
+    def statuses(self) -> list[Status]:
+        """Each item's :class:`~mapnb.Status`."""
+        return list(self._engine.status)
+
+    @property
+    def errors(self) -> list[ItemError | None]:
+        """Each item's last error (``None`` when it succeeded or has not failed)."""
+        return list(self._engine.errors)
+
+    @property
+    def attempts(self) -> list[int]:
+        """How many attempts of each item ran."""
+        return list(self._engine.attempts)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many items are in each status, e.g. ``{"succeeded": 8, "failed": 1, ...}``."""
+        return {s.value: k for s, k in self._engine.counts.items()}
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run started (until it ended, once done)."""
+        end = self._engine.finished_at or time.monotonic()
+        return end - self._engine.started_at
+
+    def logs(self, index: int, stream: str | None = None) -> str:
+        """What item ``index`` printed so far: stdout and stderr interleaved, or one ``stream``.
+
+        At most ~1 MiB per item is kept: the start and the end, with a marker between.
+        """
+        if not -self._engine.n <= index < self._engine.n:
+            raise IndexError(f"item index {index} out of range for a run of {self._engine.n} items")
+        if stream not in (None, "stdout", "stderr"):
+            raise ValueError(f"stream must be 'stdout', 'stderr' or None; got {stream!r}")
+        return self._engine.logs.text(index % self._engine.n, stream)
+
+    @property
+    def df(self) -> pd.DataFrame:
+        """A DataFrame of the run so far: one row per item, in input order."""
+        from .frame import build_frame
+
+        eng = self._engine
+        return build_frame(
+            self.names, self.inputs, list(eng.status), list(eng.outputs), list(eng.errors),
+            list(eng.attempts), list(eng.durations),
+        )  # fmt: skip
+
+    # -- events -------------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[list[Event]], None]) -> Callable[[], None]:
+        """Call ``callback(events)`` from the engine's thread with every batch of events.
+
+        The first batch describes the run so far (logs aside: use :meth:`logs`). Returns a
+        function that unsubscribes. Keep the callback quick: it runs on the engine's thread.
+        """
+        self._engine.subscribe(callback)
+        return lambda: self._engine.unsubscribe(callback)
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Iterate over the run's events until it finishes (the first ones replay the past).
+
+        ``timeout`` bounds the wait for each next event (``TimeoutError`` past it).
+        """
+        q: queue.SimpleQueue[list[Event]] = queue.SimpleQueue()
+        unsubscribe = self.subscribe(q.put)
+        try:
+            while True:
+                try:
+                    batch = q.get(timeout=timeout)
+                except queue.Empty:
+                    raise TimeoutError(f"no event from run {self.id} for {timeout} s") from None
+                for ev in batch:
+                    yield ev
+                    if isinstance(ev, RunFinished):
+                        return
+        finally:
+            unsubscribe()
+
+    # -- display ------------------------------------------------------------------------
+
+    def _progress(self) -> str:
+        c = self.counts
+        parts = [f"{k} {v}" for k, v in c.items() if v]
+        return ", ".join(parts) or "no items"
+
+    def __repr__(self) -> str:
+        return f"<MapRun {self.id} {self.name} {self.state}: {self._progress()} ({self.elapsed:.2f} s)>"

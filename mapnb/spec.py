@@ -1,0 +1,177 @@
+"""Validation of everything a user passes to ``map_task``: the one place clear errors live.
+
+Every check names the argument, the value it got and what is allowed, and runs before
+any item starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import itertools
+import math
+from collections.abc import Callable, Iterable, Mapping
+from numbers import Real
+from typing import Any
+
+from .errors import InvalidMapError
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def check_int(name: str, value: Any, *, minimum: int, none_ok: bool = False) -> int | None:
+    """``value`` as an int >= ``minimum`` (or None when ``none_ok``), else a clear error."""
+    if value is None and none_ok:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = f"an integer >= {minimum}" + (" or None" if none_ok else "")
+        raise InvalidMapError(f"{name} must be {allowed}; got {_describe(value)}")
+    return int(value)
+
+
+def check_seconds(name: str, value: Any) -> float | None:
+    """A duration in seconds > 0, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Real) or not (value > 0) or math.isinf(value):
+        raise InvalidMapError(f"{name} must be a number of seconds > 0 or None; got {_describe(value)}")
+    return float(value)
+
+
+def check_ratio(name: str, value: Any) -> float:
+    """A ratio in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not (0.0 <= value <= 1.0):
+        raise InvalidMapError(f"{name} must be a number between 0 and 1; got {_describe(value)}")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The validated run options of a map task."""
+
+    concurrency: int | None = None
+    min_success_ratio: float = 1.0
+    retries: int = 0
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        check_int("concurrency", self.concurrency, minimum=1, none_ok=True)
+        check_ratio("min_success_ratio", self.min_success_ratio)
+        check_int("retries", self.retries, minimum=0)
+        check_seconds("timeout", self.timeout)
+
+
+def target_function(fn: Any) -> Callable[..., Any]:
+    """The plain function behind a partial or a ``@task`` (for names and signatures)."""
+    while True:
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        elif hasattr(fn, "__mapnb_task__"):
+            fn = fn.__wrapped__
+        else:
+            return fn
+
+
+def function_name(fn: Any) -> str:
+    """A short readable name for the task function."""
+    target = target_function(fn)
+    return getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or repr(target)
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """What map_task needs to know about the task's parameters."""
+
+    required: tuple[str, ...]  # must be mapped: no default and not bound by a partial
+    accepted: frozenset[str] | None  # None: takes **kwargs, so any name is accepted
+    bound: frozenset[str]  # fixed by functools.partial keywords
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any]) -> Signature:
+        bound = frozenset(fn.keywords) if isinstance(fn, functools.partial) else frozenset()
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):  # some builtins: nothing to check
+            return cls((), None, bound)
+        required, accepted, var_kw = [], set(), False
+        for p in sig.parameters.values():
+            if p.kind is p.VAR_KEYWORD:
+                var_kw = True
+            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                accepted.add(p.name)
+                if p.default is p.empty and p.name not in bound:
+                    required.append(p.name)
+        return cls(tuple(required), None if var_kw else frozenset(accepted), bound)
+
+
+def _materialise(name: str, value: Any) -> list[Any]:
+    """One mapped input as a list, rejecting the values that are almost always mistakes."""
+    hint = None
+    cls = type(value)
+    if isinstance(value, (str, bytes, bytearray)):
+        hint = f"pass a list, e.g. {name}=[{value!r}]"
+    elif isinstance(value, Mapping):
+        hint = f"pass {name}=list(d.values()), list(d) or list(d.items())"
+    elif isinstance(value, (set, frozenset)):
+        hint = f"sets have no order; pass {name}=sorted(...)"
+    elif cls.__name__ == "DataFrame" and cls.__module__.startswith("pandas"):
+        hint = f"pass a column, {name}=df['col'], or rows, {name}=list(df.itertuples())"
+    if hint:
+        raise InvalidMapError(f"{name}= got {_describe(value)}, which is not a list of inputs; {hint}")
+    if not isinstance(value, Iterable):
+        raise InvalidMapError(
+            f"{name}= must be a finite iterable (list, tuple, range, numpy array, pandas Series); "
+            f"got {_describe(value)}"
+        )
+    try:
+        return list(value)
+    except TypeError as e:  # e.g. a 0-d numpy array
+        raise InvalidMapError(f"{name}= could not be iterated: {e}; got {_describe(value)}") from None
+
+
+def build_inputs(
+    fn: Callable[..., Any], lists: dict[str, Any], *, product: bool
+) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """Check the mapped lists against ``fn`` and return (names, one args tuple per item)."""
+    fname = function_name(fn)
+    if not lists:
+        raise InvalidMapError(
+            f"no inputs: pass one list per mapped parameter of {fname} by keyword, e.g. (x=[1, 2, 3])"
+        )
+    sig = Signature.of(fn)
+    if sig.accepted is not None:
+        unknown = [n for n in lists if n not in sig.accepted]
+        if unknown:
+            raise InvalidMapError(
+                f"{fname} has no parameter {', '.join(map(repr, unknown))}; "
+                f"its parameters are {', '.join(sorted(sig.accepted)) or '(none)'}"
+            )
+    clash = [n for n in lists if n in sig.bound]
+    if clash:
+        raise InvalidMapError(
+            f"{', '.join(map(repr, clash))} is fixed by functools.partial; map it or bind it, not both"
+        )
+    missing = [n for n in sig.required if n not in lists]
+    if missing:
+        raise InvalidMapError(
+            f"{fname} needs {', '.join(map(repr, missing))}: map it (name=[...]) "
+            "or bind it with functools.partial"
+        )
+    names = tuple(lists)
+    columns = [_materialise(n, v) for n, v in lists.items()]
+    if product:
+        return names, list(itertools.product(*columns))
+    lengths = {n: len(c) for n, c in zip(names, columns)}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{n} has {k} item{'s' * (k != 1)}" for n, k in lengths.items())
+        raise InvalidMapError(
+            f"mapped lists must have the same length: {detail} "
+            "(they map element-wise; use .product(...) for every combination)"
+        )
+    return names, list(zip(*columns))

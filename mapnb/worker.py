@@ -1,0 +1,351 @@
+"""What runs where the items run: log capture, timing, outcomes.
+
+:func:`run_items` executes one task (a batch of items of one job) and reports through an
+:class:`Emitter`; it never raises. In-process backends (sequential, threads) call it with
+an emitter that reports straight to the engine; the local process pool calls :func:`serve`
+in each worker process, whose emitter batches reports into a pipe.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import logging
+import os
+import pickle
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from .errors import ItemError
+
+log = logging.getLogger(__name__)
+
+LOG_HEAD = 512 * 1024  # characters of an item's output kept from the start ...
+LOG_TAIL = 512 * 1024  # ... and from the end; what lies between is dropped with a marker
+
+# Report kinds, the first field of every report tuple a backend sends to the engine:
+#   (STARTED, task_id, index, attempt, t0)
+#   (LOG, task_id, index, attempt, stream, text)
+#   (FINISHED, task_id, index, attempt, ok, value_or_ItemError, t0, t1)
+#   (ENDED, task_id, error_or_None, all_items)
+# ENDED closes a task. With an error, the first unfinished item failed with it (a dead
+# worker), or every unfinished item did when all_items is true (the batch could not load);
+# unfinished items without an error go back to the queue.
+STARTED, LOG, FINISHED, ENDED = "s", "l", "f", "e"
+
+Item = tuple[int, int, tuple[Any, ...]]  # (index, attempt, args)
+
+
+class BoundedText:
+    """Keeps the first ``head`` and the last ``tail`` characters of a stream of tagged text.
+
+    ``add`` returns the part of the text that falls in the head (to keep or stream at
+    once); later text waits in a rolling tail until :meth:`tail_chunks`.
+    """
+
+    __slots__ = ("_head_left", "_tail", "_tail_len", "_tail_limit", "dropped")
+
+    def __init__(self, head: int = LOG_HEAD, tail: int = LOG_TAIL) -> None:
+        self._head_left = head
+        self._tail: collections.deque[list[str]] = collections.deque()
+        self._tail_len = 0
+        self._tail_limit = tail
+        self.dropped = 0
+
+    def add(self, tag: str, text: str) -> str:
+        if self._head_left >= len(text):
+            self._head_left -= len(text)
+            return text
+        kept, rest = text[: self._head_left], text[self._head_left :]
+        self._head_left = 0
+        self._tail.append([tag, rest])
+        self._tail_len += len(rest)
+        while self._tail_len > self._tail_limit:
+            excess = self._tail_len - self._tail_limit
+            first = self._tail[0]
+            if len(first[1]) <= excess:
+                self._tail.popleft()
+                cut = len(first[1])
+            else:
+                first[1] = first[1][excess:]
+                cut = excess
+            self._tail_len -= cut
+            self.dropped += cut
+        return kept
+
+    def tail_chunks(self) -> list[tuple[str, str]]:
+        """The marker for dropped text (if any) and the tail, as (tag, text) chunks."""
+        out = []
+        if self.dropped:
+            out.append(("stderr", f"\n[mapnb: {self.dropped:,} characters of output dropped here]\n"))
+        out += [(tag, text) for tag, text in self._tail]
+        return out
+
+
+class Emitter(Protocol):
+    """Where :func:`run_items` reports to."""
+
+    def started(self, index: int, attempt: int, t0: float) -> None: ...
+
+    def log(self, index: int, attempt: int, stream: str, text: str) -> None: ...
+
+    def finished(
+        self, index: int, attempt: int, ok: bool, value: Any, error: ItemError | None, t0: float, t1: float
+    ) -> None: ...
+
+
+class Capture:
+    """Collects what one attempt of one item writes, within the head/tail bound."""
+
+    __slots__ = ("index", "attempt", "_emit", "_bound")
+
+    def __init__(self, index: int, attempt: int, emit: Emitter) -> None:
+        self.index, self.attempt, self._emit = index, attempt, emit
+        self._bound = BoundedText()
+
+    def write(self, stream: str, text: str) -> None:
+        kept = self._bound.add(stream, text)
+        if kept:
+            self._emit.log(self.index, self.attempt, stream, kept)
+
+    def close(self) -> None:
+        for stream, text in self._bound.tail_chunks():
+            self._emit.log(self.index, self.attempt, stream, text)
+
+
+class Router(io.TextIOBase):
+    """Stands in for ``sys.stdout``/``sys.stderr``: text goes to the running item's capture.
+
+    Text written when no item is running (or from a thread the item did not run on, in
+    the in-process backends) goes to the stream that was there before.
+    """
+
+    def __init__(self, name: str, fallback: Any, current: Callable[[], Capture | None]) -> None:
+        super().__init__()
+        self.name, self.fallback, self._current = name, fallback, current
+
+    def write(self, text: str) -> int:
+        cap = self._current()
+        if cap is None:
+            return self.fallback.write(text) if self.fallback is not None else len(text)
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        cap.write(self.name, text)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._current() is None and self.fallback is not None:
+            self.fallback.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.fallback, "encoding", None) or "utf-8"
+
+    def fileno(self) -> int:
+        # Code that needs a real descriptor (subprocess, faulthandler) gets the original one:
+        # such output bypasses the capture.
+        if self.fallback is None:
+            raise io.UnsupportedOperation("fileno")
+        return self.fallback.fileno()
+
+
+def exception_error(exc: BaseException, skip: int = 1) -> ItemError:
+    """An :class:`ItemError` for ``exc``, its traceback without our first ``skip`` frames."""
+    tb = exc.__traceback__
+    for _ in range(skip):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    return ItemError("exception", type(exc).__qualname__, str(exc), text)
+
+
+def run_items(
+    fn: Callable[..., Any],
+    names: tuple[str, ...],
+    items: Iterable[Item],
+    emit: Emitter,
+    set_capture: Callable[[Capture | None], None],
+    stop: Callable[[], bool] | None = None,
+) -> None:
+    """Run each item in order, capturing its output; report everything, raise nothing."""
+    clock = time.monotonic
+    for index, attempt, args in items:
+        if stop is not None and stop():
+            return
+        cap = Capture(index, attempt, emit)
+        t0 = clock()
+        emit.started(index, attempt, t0)
+        set_capture(cap)
+        try:
+            value, error, ok = fn(**dict(zip(names, args))), None, True
+        except BaseException as e:  # the item's failure, whatever it is, is its own
+            value, error, ok = None, exception_error(e), False
+        finally:
+            set_capture(None)
+        cap.close()
+        emit.finished(index, attempt, ok, value, error, t0, clock())
+
+
+# --------------------------------------------------------------------------------------
+# The worker process of the local backend.
+
+
+def dumps_value(value: Any) -> bytes:
+    """Pickle an output to send back: plain pickle first, cloudpickle for notebook classes."""
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        import cloudpickle
+
+        return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _Outbox:
+    """The worker's emitter: collects reports and sends them in batches.
+
+    A background thread flushes every ``interval`` seconds so that logs and "started"
+    stream while an item runs; the main thread flushes at the end of each task. An item
+    that finishes between two flushes sends no "started" at all.
+    """
+
+    def __init__(self, conn: Any, interval: float = 0.05) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()  # guards _records and _current
+        self._send_lock = threading.Lock()  # keeps batches in order on the wire
+        self._records: list[Any] = []
+        self._current: list[Any] | None = None  # [index, attempt, t0, announced]
+        self.task_id = 0
+        self._interval = interval
+        threading.Thread(target=self._tick, name="mapnb-outbox", daemon=True).start()
+
+    def _announce(self) -> None:  # call with _lock held
+        cur = self._current
+        if cur is not None and not cur[3]:
+            self._records.append((STARTED, self.task_id, cur[0], cur[1], cur[2]))
+            cur[3] = True
+
+    def started(self, index: int, attempt: int, t0: float) -> None:
+        with self._lock:
+            self._current = [index, attempt, t0, False]
+
+    def log(self, index: int, attempt: int, stream: str, text: str) -> None:
+        with self._lock:
+            self._announce()
+            recs = self._records
+            last = recs[-1] if recs else None
+            if type(last) is list and last[2] == index and last[3] == attempt and last[4] == stream:
+                last[5].append(text)
+            else:
+                recs.append([LOG, self.task_id, index, attempt, stream, [text]])
+
+    def finished(
+        self, index: int, attempt: int, ok: bool, value: Any, error: ItemError | None, t0: float, t1: float
+    ) -> None:
+        payload: Any
+        if ok:
+            try:
+                payload = dumps_value(value)
+            except BaseException as e:
+                ok, payload = False, ItemError(
+                    "serialization",
+                    type(e).__qualname__,
+                    f"the output ({type(value).__name__}) could not be pickled to send back: {e}",
+                )
+        else:
+            payload = error
+        with self._lock:
+            self._current = None
+            self._records.append((FINISHED, self.task_id, index, attempt, ok, payload, t0, t1))
+
+    def end_task(self, error: ItemError | None = None, all_items: bool = False) -> None:
+        with self._lock:
+            self._records.append((ENDED, self.task_id, error, all_items))
+        self.flush()
+
+    def flush(self) -> None:
+        with self._send_lock:
+            with self._lock:
+                self._announce()
+                recs, self._records = self._records, []
+            if not recs:
+                return
+            for k, r in enumerate(recs):
+                if type(r) is list:  # a LOG record still collecting chunks
+                    recs[k] = (*r[:5], "".join(r[5]))
+            self._conn.send_bytes(pickle.dumps(recs, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _tick(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            try:
+                self.flush()
+            except OSError:  # the parent went away; the main loop notices too
+                return
+
+
+def _apply_environment(job: Any) -> None:
+    """Make the worker see the caller's working directory, sys.path and environment."""
+    if job.cwd and os.getcwd() != job.cwd:
+        try:
+            os.chdir(job.cwd)
+        except OSError:
+            log.warning("could not change to the caller's directory %s", job.cwd)
+    if job.sys_path is not None and sys.path != list(job.sys_path):
+        sys.path[:] = job.sys_path
+    if job.env is not None and os.environ != job.env:
+        os.environ.clear()
+        os.environ.update(job.env)
+
+
+def serve(conn: Any) -> None:
+    """The loop of a local worker process: run tasks until told to stop or orphaned.
+
+    Messages in: ``("task", task_id, job_id, job_bytes | None, items_bytes)`` and
+    ``("stop",)``. Job bytes come with the first task of a job this worker has not seen.
+    """
+    # Process-wide, not per thread: text printed by threads an item starts belongs to it.
+    current: list[Capture | None] = [None]
+
+    def set_capture(cap: Capture | None) -> None:
+        current[0] = cap
+
+    sys.stdout = Router("stdout", sys.__stdout__, lambda: current[0])
+    sys.stderr = Router("stderr", sys.__stderr__, lambda: current[0])
+    outbox = _Outbox(conn)
+    jobs: dict[str, Any] = {}
+    while True:
+        try:
+            msg = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        if msg[0] == "stop":
+            return
+        _, task_id, job_id, job_blob, items_blob = msg
+        outbox.task_id = task_id
+        try:
+            job = jobs.get(job_id)
+            if job is None:
+                job = pickle.loads(job_blob)
+                if len(jobs) >= 4:
+                    jobs.pop(next(iter(jobs)))
+                jobs[job_id] = job
+            _apply_environment(job)
+            items = pickle.loads(items_blob)
+        except BaseException as e:
+            what = "the task function" if job_id not in jobs else "the inputs"
+            err = exception_error(e, skip=0)
+            err = ItemError("serialization", err.type, f"could not load {what} in the worker: {e}", err.traceback)
+            outbox.end_task(err, all_items=True)
+            continue
+        run_items(job.fn, job.names, items, outbox, set_capture)
+        outbox.end_task()
