@@ -72,12 +72,15 @@ class LogStore:
         if kept:
             chunks.append((stream, kept))
 
-    def text(self, index: int, stream: str | None = None) -> str:
+    def chunks(self, index: int) -> list[tuple[str, str]]:
+        """The item's output so far as (stream, text) pieces, in the order written."""
         chunks = self._chunks[index]
         if chunks is None:
-            return ""
-        parts = list(chunks) + self._bounds[index].tail_chunks()
-        return "".join(t for s, t in parts if stream is None or s == stream)
+            return []
+        return list(chunks) + self._bounds[index].tail_chunks()
+
+    def text(self, index: int, stream: str | None = None) -> str:
+        return "".join(t for s, t in self.chunks(index) if stream is None or s == stream)
 
 
 class _TaskState:
@@ -213,15 +216,10 @@ class Engine:
             if self._complete():
                 break
             try:
-                msg = self._inbox.get(timeout=self._wait_time())
+                self._handle(self._inbox.get(timeout=self._wait_time()))
             except queue.Empty:
-                msg = None
-            while msg is not None:
-                self._handle(msg)
-                try:
-                    msg = self._inbox.get_nowait()
-                except queue.Empty:
-                    msg = None
+                pass
+            self._drain()
             self._check_timeouts()
             self._flush_events()
         if self.state == "running":
@@ -256,6 +254,15 @@ class Engine:
                 log.exception("backend %s could not take a task", self.backend.name)
                 err = ItemError("internal", type(e).__qualname__, f"the {self.backend.name} backend failed: {e}")
                 self.report([(ENDED, task.id, err, True)])
+            self._drain()  # a backend that ran the task inside submit has reported it all
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                msg = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(msg)
 
     def _handle(self, msg: Any) -> None:
         if type(msg) is tuple:  # a command
@@ -432,11 +439,13 @@ class Engine:
                 self._subscribers.remove(cb)
 
     def _replay(self) -> list[Event]:
-        """The run so far, as the events a subscriber would have seen (logs aside)."""
+        """The run so far, as the events a subscriber would have seen."""
         out: list[Event] = [
             RunStarted(self.run_id, self.n, self.job.names, self.concurrency, self.backend.name, time.time())
         ]
         for i, s in enumerate(self.status):
+            attempt = self.attempts[i] + (0 if s.final else 1)
+            out += [ItemLog(i, attempt, stream, text) for stream, text in self.logs.chunks(i)]
             if s is R:
                 out.append(ItemStarted(i, self.attempts[i] + 1, time.time()))
             elif s is RT and self.errors[i] is not None:

@@ -183,7 +183,7 @@ class MapRun:
     def subscribe(self, callback: Callable[[list[Event]], None]) -> Callable[[], None]:
         """Call ``callback(events)`` from the engine's thread with every batch of events.
 
-        The first batch describes the run so far (logs aside: use :meth:`logs`). Returns a
+        The first batch describes the run so far, logs included. Returns a
         function that unsubscribes. Keep the callback quick: it runs on the engine's thread.
         """
         self._engine.subscribe(callback)

@@ -15,7 +15,7 @@ from .base import ReportFn
 _tls = threading.local()
 _lock = threading.Lock()
 _users = 0
-_saved: tuple[Any, Any] | None = None
+_installed: list[tuple[Router, Router]] = []
 
 
 def _current() -> Capture | None:
@@ -33,25 +33,28 @@ def routed_output() -> Iterator[Callable[[Capture | None], None]]:
     Yields the function that sets the calling thread's capture. Text from threads not
     running an item passes through to the streams that were there before.
     """
-    global _users, _saved
+    global _users
     with _lock:
-        if _users == 0:
-            _saved = (sys.stdout, sys.stderr)
-            sys.stdout = Router("stdout", _saved[0], _current)
-            sys.stderr = Router("stderr", _saved[1], _current)
+        # Someone (pytest, IPython, contextlib.redirect_stdout) may have replaced the
+        # streams since we installed ours: route in front of whatever is there now.
+        if not (isinstance(sys.stdout, Router) and isinstance(sys.stderr, Router)):
+            pair = (Router("stdout", sys.stdout, _current), Router("stderr", sys.stderr, _current))
+            sys.stdout, sys.stderr = pair
+            _installed.append(pair)
         _users += 1
     try:
         yield _set_capture
     finally:
         with _lock:
             _users -= 1
-            if _users == 0 and _saved is not None:
+            if _users == 0:
                 # Put the old streams back unless someone replaced ours meanwhile.
-                if isinstance(sys.stdout, Router) and sys.stdout.fallback is _saved[0]:
-                    sys.stdout = _saved[0]
-                if isinstance(sys.stderr, Router) and sys.stderr.fallback is _saved[1]:
-                    sys.stderr = _saved[1]
-                _saved = None
+                for out, err in reversed(_installed):
+                    if sys.stdout is out:
+                        sys.stdout = out.fallback
+                    if sys.stderr is err:
+                        sys.stderr = err.fallback
+                _installed.clear()
 
 
 class DirectEmitter:
