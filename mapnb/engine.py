@@ -107,7 +107,7 @@ class Batcher:
     def size(self, pending: int, slots: int) -> int:
         if self.per_item is None:
             return 1
-        want = int(_TARGET_TASK_SECONDS / self.per_item)
+        want = round(_TARGET_TASK_SECONDS / self.per_item)
         fair = math.ceil(pending / (2 * slots))
         return max(1, min(want, fair, _MAX_BATCH))
 
@@ -378,10 +378,11 @@ class Engine:
         err = ItemError(status.value, status.value.capitalize(), why)
         for tid in list(self._tasks):
             ts = self._tasks.pop(tid)
-            self._kill(tid)
-            for i, attempt in ts.items[ts.pos :]:
-                if not self.status[i].final and attempt == self.attempts[i] + 1:
-                    self._final(i, status, err)
+            open_items = [i for i, a in ts.items[ts.pos :] if not self.status[i].final and a == self.attempts[i] + 1]
+            if open_items:  # a task whose items are all settled is ending by itself
+                self._kill(tid)
+            for i in open_items:
+                self._final(i, status, err)
         while self._pending:
             i = self._pending.popleft()
             if not self.status[i].final:

@@ -81,7 +81,7 @@ def target_function(fn: Any) -> Callable[..., Any]:
 def function_name(fn: Any) -> str:
     """A short readable name for the task function."""
     target = target_function(fn)
-    return getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or repr(target)
+    return getattr(target, "__name__", None) or repr(target)
 
 
 @dataclasses.dataclass(frozen=True)

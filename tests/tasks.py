@@ -73,3 +73,7 @@ def as_pair(x: int) -> Pair:
 
 def as_stats(x: int) -> Stats:
     return Stats(mean=x / 2, n=x)
+
+
+def kind(obj: object) -> str:
+    return type(obj).__name__

@@ -1,0 +1,159 @@
+"""The engine's decisions, driven by a scripted fake backend (no processes, no sleeps)."""
+
+from __future__ import annotations
+
+import queue
+
+import pytest
+
+from mapnb.backends.base import Backend, Job, ReportFn, Task
+from mapnb.engine import Batcher, Engine
+from mapnb.errors import ItemError, worker_died
+from mapnb.events import Status
+from mapnb.worker import ENDED, FINISHED, LOG, STARTED
+
+
+class Scripted(Backend):
+    """Hands every task to the test, which then plays the backend's reports."""
+
+    name = "scripted"
+    can_kill = True
+
+    def __init__(self) -> None:
+        self.tasks: queue.Queue[tuple[Task, ReportFn]] = queue.Queue()
+        self.killed: list[int] = []
+
+    def submit(self, task: Task, report: ReportFn) -> None:
+        self.tasks.put((task, report))
+
+    def kill(self, task_id: int) -> None:
+        self.killed.append(task_id)
+
+    def next(self) -> tuple[Task, ReportFn]:
+        return self.tasks.get(timeout=10)
+
+
+def make(n: int, backend: Backend, per_item: float | None = None, **kw) -> Engine:
+    opts = dict(concurrency=1, min_success_ratio=1.0, retries=0, timeout=None) | kw
+    eng = Engine(run_id="t", job=Job("t", abs, ("x",)), inputs=[(i,) for i in range(n)], backend=backend, **opts)
+    eng._batcher.per_item = per_item  # None: batches start at one item; tiny: one batch takes all
+    eng.start()
+    return eng
+
+
+def succeed_the_rest(eng: Engine, b: Scripted) -> None:
+    while not eng.done.wait(0.01):
+        try:
+            t, r = b.tasks.get_nowait()
+        except queue.Empty:
+            continue
+        r([ok(t, i) for i, _, _ in t.items] + [(ENDED, t.id, None, False)])
+
+
+def ok(task: Task, i: int, value: object = None, t0: float = 0.0, t1: float = 0.0) -> tuple:
+    attempt = next(a for j, a, _ in task.items if j == i)
+    return (FINISHED, task.id, i, attempt, True, i if value is None else value, t0, t1)
+
+
+def test_dead_worker_fails_the_running_item_and_requeues_the_rest_uncharged():
+    b = Scripted()
+    eng = make(6, b, per_item=1e-6, retries=0, min_success_ratio=0)
+    task, report = b.next()
+    assert [i for i, _, _ in task.items] == [0, 1, 2]  # half the queue: batches stay fair
+    # Item 0 finished, then the worker died while running item 1.
+    report([ok(task, 0), (ENDED, task.id, worker_died(-9), False)])
+    succeed_the_rest(eng, b)
+    assert eng.status[0] is Status.SUCCEEDED
+    assert eng.status[1] is Status.FAILED and eng.errors[1].kind == "worker-died"
+    assert eng.status[2] is Status.SUCCEEDED and eng.attempts[2] == 1
+
+
+def test_batch_load_failure_fails_every_item_of_the_batch():
+    b = Scripted()
+    eng = make(2, b, min_success_ratio=0, concurrency=1)
+    task, report = b.next()
+    report([(ENDED, task.id, ItemError("serialization", "X", "no"), True)])
+    task, report = b.next()
+    report([(ENDED, task.id, ItemError("serialization", "X", "no"), True)])
+    assert eng.done.wait(10)
+    assert eng.status == [Status.FAILED, Status.FAILED]
+
+
+def test_timeout_kills_the_task_and_requeues_its_unstarted_items():
+    b = Scripted()
+    eng = make(6, b, per_item=1e-6, timeout=0.05, retries=1, min_success_ratio=0)
+    task, report = b.next()
+    assert len(task.items) == 3
+    killed = task.id
+    # no report at all: the first item overruns
+    task2, report2 = b.next()
+    assert killed in b.killed
+    assert eng.attempts[0] == 1 and eng.errors[0].kind == "timeout"
+    # late reports from the killed task are ignored
+    report([ok(task, 0, value="late"), (ENDED, task.id, None, False)])
+    report2([ok(task2, i) for i, _, _ in task2.items] + [(ENDED, task2.id, None, False)])
+    succeed_the_rest(eng, b)
+    assert eng.outputs[0] != "late"
+    assert eng.attempts[1] == 1 and eng.attempts[2] == 1  # requeued, not charged
+
+
+def test_abort_kills_every_task_in_flight():
+    b = Scripted()
+    eng = make(4, b, concurrency=3)
+    tasks = [b.next() for _ in range(3)]
+    t0, r0 = tasks[0]
+    r0([(FINISHED, t0.id, 0, 1, False, ItemError("exception", "E", "x"), 0.0, 0.0), (ENDED, t0.id, None, False)])
+    assert eng.done.wait(10)
+    assert sorted(b.killed) == sorted(t.id for t, _ in tasks[1:])
+    assert eng.status == [Status.FAILED, Status.ABORTED, Status.ABORTED, Status.ABORTED]
+    assert eng.state == "failed"
+
+
+def test_logs_and_started_update_state():
+    b = Scripted()
+    eng = make(1, b)
+    task, report = b.next()
+    report([(STARTED, task.id, 0, 1, 0.0), (LOG, task.id, 0, 1, "stdout", "hi\n")])
+    report([(FINISHED, task.id, 0, 1, False, ItemError("exception", "E", "x"), 0.0, 0.0)])
+    report([(ENDED, task.id, None, False)])
+    assert eng.done.wait(10)
+    assert eng.logs.text(0) == "hi\n"
+
+
+def test_logs_of_each_attempt_are_kept_with_a_separator():
+    b = Scripted()
+    eng = make(1, b, retries=1)
+    for attempt in (1, 2):
+        task, report = b.next()
+        fin = (FINISHED, task.id, 0, attempt, attempt == 2, "done" if attempt == 2 else ItemError("e", "E", "x"), 0, 0)
+        report([(LOG, task.id, 0, attempt, "stdout", f"try {attempt}\n"), fin, (ENDED, task.id, None, False)])
+    assert eng.done.wait(10)
+    assert eng.logs.text(0) == "try 1\n--- attempt 2 ---\ntry 2\n"
+
+
+def test_duration_over_timeout_counts_as_timeout_when_reported_late():
+    b = Scripted()
+    eng = make(1, b, timeout=100.0, min_success_ratio=0)
+    task, report = b.next()
+    report([ok(task, 0, t0=0.0, t1=150.0), (ENDED, task.id, None, False)])
+    assert eng.done.wait(10)
+    assert eng.status[0] is Status.FAILED and eng.errors[0].kind == "timeout"
+
+
+def test_batch_start_small_for_unknown_items():
+    b = Scripted()
+    eng = make(3, b)
+    task, _ = b.next()
+    assert len(task.items) == 1
+    eng.cancel()
+    assert eng.done.wait(10) and eng.state == "cancelled"
+
+
+@pytest.mark.parametrize(
+    "per_item, pending, slots, expected",
+    [(None, 1000, 2, 1), (1.0, 1000, 2, 1), (1e-5, 1000, 2, 250), (1e-5, 100_000, 2, 2000), (1e-3, 1000, 4, 20)],
+)
+def test_batch_sizes(per_item, pending, slots, expected):
+    b = Batcher()
+    b.per_item = per_item
+    assert b.size(pending, slots) == expected

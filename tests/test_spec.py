@@ -1,0 +1,116 @@
+"""Bad input gets a clear error before anything starts, naming the problem."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mapnb
+from mapnb import InvalidMapError, map_task, task
+
+from . import tasks
+
+
+def raises(match: str):
+    return pytest.raises(InvalidMapError, match=match)
+
+
+def test_lists_of_different_lengths_name_each_parameter():
+    with raises(r"a has 2 items, b has 3 items"):
+        map_task(tasks.add)(a=[1, 2], b=[1, 2, 3])
+
+
+def test_unknown_parameter_lists_the_known_ones():
+    with raises(r"double has no parameter 'y'; its parameters are x"):
+        map_task(tasks.double)(y=[1])
+
+
+def test_missing_parameter():
+    with raises(r"add needs 'a'"):
+        map_task(tasks.add)(b=[1])
+
+
+def test_no_lists_at_all():
+    with raises(r"no inputs"):
+        map_task(tasks.double)()
+
+
+def test_positional_lists_are_refused():
+    with raises(r"by keyword"):
+        map_task(tasks.double)([1, 2])
+
+
+def test_partial_bound_and_mapped():
+    with raises(r"'b' is fixed by functools.partial"):
+        map_task(functools.partial(tasks.add, b=1))(a=[1], b=[2])
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        (5, r"x= must be a finite iterable .* got int 5"),
+        ("abc", r"x= got str 'abc', which is not a list of inputs; pass a list"),
+        ({"a": 1}, r"x=list\(d.values\(\)\)"),
+        ({1, 2}, r"sets have no order"),
+        (np.array(3), r"x= could not be iterated"),
+        (pd.DataFrame({"a": [1]}), r"pass a column"),
+    ],
+)
+def test_non_lists_are_refused(value, match):
+    with raises(match):
+        map_task(tasks.double)(x=value)
+
+
+def test_iterables_of_every_kind_work():
+    mt = map_task(tasks.double, backend="sequential")
+    assert mt(x=range(3))["output"].tolist() == [0, 2, 4]
+    assert mt(x=(i for i in range(2)))["output"].tolist() == [0, 2]  # generators are materialised
+    assert mt(x=np.arange(2))["output"].tolist() == [0, 2]
+    assert mt(x=pd.Series([5, 6]))["output"].tolist() == [10, 12]
+    assert mt(x=(1,))["output"].tolist() == [2]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"concurrency": 0}, r"concurrency must be an integer >= 1 or None; got int 0"),
+        ({"concurrency": 1.5}, r"concurrency must be an integer"),
+        ({"concurrency": True}, r"concurrency must be an integer"),
+        ({"min_success_ratio": 1.5}, r"min_success_ratio must be a number between 0 and 1; got float 1.5"),
+        ({"min_success_ratio": -0.1}, r"min_success_ratio"),
+        ({"retries": -1}, r"retries must be an integer >= 0; got int -1"),
+        ({"timeout": -1}, r"timeout must be a number of seconds > 0 or None; got int -1"),
+        ({"timeout": 0}, r"timeout must be"),
+        ({"backend": "nope"}, r"backend must be one of 'local', 'sequential', 'threads'.*got 'nope'"),
+        ({"progress": "yes"}, r"progress must be True, False or None"),
+    ],
+)
+def test_bad_options_fail_when_the_map_task_is_made(kwargs, match):
+    with raises(match):
+        map_task(tasks.double, **kwargs)
+
+
+def test_task_validates_too():
+    with raises(r"retries must be an integer >= 0"):
+        task(retries=-2)
+    with raises(r"timeout must be"):
+        task(timeout="soon")
+    with raises(r"needs a function"):
+        map_task(42)
+
+
+def test_timedelta_timeouts():
+    t = task(timeout=datetime.timedelta(seconds=90))(tasks.double)
+    assert t.timeout == 90.0
+    assert map_task(t).options.timeout == 90.0
+    assert map_task(tasks.double, timeout=datetime.timedelta(minutes=1)).options.timeout == 60.0
+
+
+def test_errors_are_value_errors_too():
+    with pytest.raises(ValueError):
+        map_task(tasks.double, concurrency=-1)
+    assert issubclass(InvalidMapError, mapnb.MapnbError)
