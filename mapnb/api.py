@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime
 import functools
+import importlib
 import os
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -164,6 +166,9 @@ class MapTask:
     def _block(self, run: MapRun) -> pd.DataFrame:
         from .progress import show_progress
 
+        if "pandas" not in sys.modules:  # import it while the items run, not after
+            threading.Thread(target=importlib.import_module, args=("pandas",), daemon=True).start()
+
         try:
             show_progress(run, self.progress)
         except KeyboardInterrupt:
@@ -234,7 +239,9 @@ def map_task(
     secs = _seconds("timeout", timeout)
     if secs is None and settings is not None:
         secs = settings.timeout
-    options = Options(concurrency=concurrency, min_success_ratio=min_success_ratio, retries=retries, timeout=secs)
+    options = Options(
+        concurrency=concurrency, min_success_ratio=min_success_ratio, retries=retries, timeout=secs
+    )
     if not isinstance(backend, Backend):
         get_backend(backend)  # unknown names fail here, before anything runs
     if progress not in (None, True, False):

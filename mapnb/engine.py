@@ -184,7 +184,11 @@ class Engine:
     def _main(self) -> None:
         try:
             self.backend.open()
-            self._emit(RunStarted(self.run_id, self.n, self.job.names, self.concurrency, self.backend.name, time.time()))
+            self._emit(
+                RunStarted(
+                    self.run_id, self.n, self.job.names, self.concurrency, self.backend.name, time.time()
+                )
+            )
             self._loop()
         except BaseException:  # a bug must never leave the caller waiting forever
             log.exception("mapnb engine failed; failing the items still open")
@@ -252,7 +256,9 @@ class Engine:
                 self.backend.submit(task, self.report)
             except Exception as e:
                 log.exception("backend %s could not take a task", self.backend.name)
-                err = ItemError("internal", type(e).__qualname__, f"the {self.backend.name} backend failed: {e}")
+                err = ItemError(
+                    "internal", type(e).__qualname__, f"the {self.backend.name} backend failed: {e}"
+                )
                 self.report([(ENDED, task.id, err, True)])
             self._drain()  # a backend that ran the task inside submit has reported it all
 
@@ -374,11 +380,15 @@ class Engine:
         if self.state != "running":
             return
         self.state = state
-        why = "min_success_ratio can no longer be met" if status is Status.ABORTED else "the run was cancelled"
+        why = (
+            "min_success_ratio can no longer be met" if status is Status.ABORTED else "the run was cancelled"
+        )
         err = ItemError(status.value, status.value.capitalize(), why)
         for tid in list(self._tasks):
             ts = self._tasks.pop(tid)
-            open_items = [i for i, a in ts.items[ts.pos :] if not self.status[i].final and a == self.attempts[i] + 1]
+            open_items = [
+                i for i, a in ts.items[ts.pos :] if not self.status[i].final and a == self.attempts[i] + 1
+            ]
             if open_items:  # a task whose items are all settled is ending by itself
                 self._kill(tid)
             for i in open_items:
@@ -412,7 +422,9 @@ class Engine:
     def _timeout_error(self, attempt: int) -> ItemError:
         stop = "was killed" if self.backend.can_kill else "was abandoned (this backend cannot kill it)"
         return ItemError(
-            "timeout", "TimeoutError", f"attempt {attempt} ran longer than timeout={self.timeout:g}s and {stop}"
+            "timeout",
+            "TimeoutError",
+            f"attempt {attempt} ran longer than timeout={self.timeout:g}s and {stop}",
         )
 
     def _kill(self, tid: int) -> None:
@@ -465,4 +477,3 @@ class Engine:
                 return
             if type(msg) is tuple and msg[0] == "subscribe":
                 msg[1](self._replay())
-

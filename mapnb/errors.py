@@ -127,7 +127,7 @@ class MapTaskError(MapnbError):
         if self.index is not None:
             err = self.run.errors[self.index]
             if err is not None and err.traceback:
-                lines += ["Traceback of item %d (where it ran):" % self.index]
+                lines.append(f"Traceback of item {self.index} (where it ran):")
                 lines += err.traceback.rstrip().splitlines()
                 lines.append("")
         lines.append(f"MapTaskError: {self}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Union
 
 from .errors import ItemError
 
@@ -99,4 +98,4 @@ class RunFinished:
     time: float
 
 
-Event = Union[RunStarted, ItemStarted, ItemLog, ItemRetrying, ItemFinished, RunFinished]
+Event = RunStarted | ItemStarted | ItemLog | ItemRetrying | ItemFinished | RunFinished

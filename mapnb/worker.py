@@ -256,10 +256,13 @@ class _Outbox:
             try:
                 payload = dumps_value(value)
             except BaseException as e:
-                ok, payload = False, ItemError(
-                    "serialization",
-                    type(e).__qualname__,
-                    f"the output ({type(value).__name__}) could not be pickled to send back: {e}",
+                ok, payload = (
+                    False,
+                    ItemError(
+                        "serialization",
+                        type(e).__qualname__,
+                        f"the output ({type(value).__name__}) could not be pickled to send back: {e}",
+                    ),
                 )
         else:
             payload = error
@@ -344,7 +347,9 @@ def serve(conn: Any) -> None:
         except BaseException as e:
             what = "the task function" if job_id not in jobs else "the inputs"
             err = exception_error(e, skip=0)
-            err = ItemError("serialization", err.type, f"could not load {what} in the worker: {e}", err.traceback)
+            err = ItemError(
+                "serialization", err.type, f"could not load {what} in the worker: {e}", err.traceback
+            )
             outbox.end_task(err, all_items=True)
             continue
         run_items(job.fn, job.names, items, outbox, set_capture)

@@ -226,9 +226,7 @@ def test_subscribe_late_replays_the_past(backend):
 
 def test_df_snapshot_while_running(backend, tmp_path):
     gate = tmp_path / "gate"
-    run = map_task(tasks.wait_for_file, backend=backend, concurrency=1).submit(
-        path=[str(gate), str(gate)]
-    )
+    run = map_task(tasks.wait_for_file, backend=backend, concurrency=1).submit(path=[str(gate), str(gate)])
     df = run.df
     assert len(df) == 2 and set(df["status"]) <= {"queued", "running"}
     assert df["output"].tolist() == [None, None]

@@ -35,7 +35,9 @@ class Scripted(Backend):
 
 def make(n: int, backend: Backend, per_item: float | None = None, **kw) -> Engine:
     opts = dict(concurrency=1, min_success_ratio=1.0, retries=0, timeout=None) | kw
-    eng = Engine(run_id="t", job=Job("t", abs, ("x",)), inputs=[(i,) for i in range(n)], backend=backend, **opts)
+    eng = Engine(
+        run_id="t", job=Job("t", abs, ("x",)), inputs=[(i,) for i in range(n)], backend=backend, **opts
+    )
     eng._batcher.per_item = per_item  # None: batches start at one item; tiny: one batch takes all
     eng.start()
     return eng
@@ -102,7 +104,12 @@ def test_abort_kills_every_task_in_flight():
     eng = make(4, b, concurrency=3)
     tasks = [b.next() for _ in range(3)]
     t0, r0 = tasks[0]
-    r0([(FINISHED, t0.id, 0, 1, False, ItemError("exception", "E", "x"), 0.0, 0.0), (ENDED, t0.id, None, False)])
+    r0(
+        [
+            (FINISHED, t0.id, 0, 1, False, ItemError("exception", "E", "x"), 0.0, 0.0),
+            (ENDED, t0.id, None, False),
+        ]
+    )
     assert eng.done.wait(10)
     assert sorted(b.killed) == sorted(t.id for t, _ in tasks[1:])
     assert eng.status == [Status.FAILED, Status.ABORTED, Status.ABORTED, Status.ABORTED]
@@ -125,7 +132,16 @@ def test_logs_of_each_attempt_are_kept_with_a_separator():
     eng = make(1, b, retries=1)
     for attempt in (1, 2):
         task, report = b.next()
-        fin = (FINISHED, task.id, 0, attempt, attempt == 2, "done" if attempt == 2 else ItemError("e", "E", "x"), 0, 0)
+        fin = (
+            FINISHED,
+            task.id,
+            0,
+            attempt,
+            attempt == 2,
+            "done" if attempt == 2 else ItemError("e", "E", "x"),
+            0,
+            0,
+        )
         report([(LOG, task.id, 0, attempt, "stdout", f"try {attempt}\n"), fin, (ENDED, task.id, None, False)])
     assert eng.done.wait(10)
     assert eng.logs.text(0) == "try 1\n--- attempt 2 ---\ntry 2\n"
@@ -151,7 +167,13 @@ def test_batch_start_small_for_unknown_items():
 
 @pytest.mark.parametrize(
     "per_item, pending, slots, expected",
-    [(None, 1000, 2, 1), (1.0, 1000, 2, 1), (1e-5, 1000, 2, 250), (1e-5, 100_000, 2, 2000), (1e-3, 1000, 4, 20)],
+    [
+        (None, 1000, 2, 1),
+        (1.0, 1000, 2, 1),
+        (1e-5, 1000, 2, 250),
+        (1e-5, 100_000, 2, 2000),
+        (1e-3, 1000, 4, 20),
+    ],
 )
 def test_batch_sizes(per_item, pending, slots, expected):
     b = Batcher()

@@ -24,6 +24,17 @@ from .test_contract import wait_until
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(pids: list[int], timeout: float = 15) -> None:
+    wait_until(lambda: all(gone(p) for p in pids), timeout=timeout, what=f"processes {pids} to exit")
+
+
 def crash(x: int) -> int:
     if x == 1:
         os._exit(7)
@@ -70,8 +81,7 @@ def test_timeout_kills_the_worker_and_its_children():
     (child,) = _child_pids(run, 1)
     df = run.result(timeout=60)
     assert df["status"][0] == "failed" and "timeout=1.5s" in df["error"][0]
-    wait_until(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie",
-               timeout=10, what="the item's child process to die")
+    wait_gone([child])
 
 
 def test_cancel_leaves_no_orphan_process():
@@ -79,8 +89,7 @@ def test_cancel_leaves_no_orphan_process():
     kids = _child_pids(run, 2)
     run.cancel()
     assert run.statuses == [Status.CANCELLED] * 3
-    for pid in kids:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    assert all(gone(p) for p in kids)  # cancel returns once its subtasks are dead
 
 
 def test_unpicklable_output_fails_only_that_item():
@@ -119,14 +128,12 @@ def test_idle_workers_exit_and_the_pool_shuts_down():
         assert map_task(tasks.double, backend=backend)(x=[1])["output"][0] == 2
         (pid,) = pool.pids()
         wait_until(lambda: not pool.pids(), timeout=10, what="the idle worker to retire")
-        wait_until(lambda: not psutil.pid_exists(pid), timeout=10, what="the worker to exit")
+        wait_gone([pid])
         assert map_task(tasks.double, backend=backend)(x=[2])["output"][0] == 4  # spawns again
         pids = pool.pids() + [pool.zygote_pid]
     finally:
         backend.shutdown()
-    for pid in pids:
-        wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
-                   timeout=10, what="pool processes to exit")
+    wait_gone(pids)
 
 
 def test_a_chatty_item_keeps_a_bounded_log():
@@ -229,11 +236,8 @@ def test_interrupt_cancels_kills_subtasks_and_keeps_partial_results(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "INTERRUPTED succeeded quick cancelled" in out.stdout, out.stdout + out.stderr
     kids = [int(p) for p in out.stdout.split("KIDS")[1].split()[:2]]
-    for pid in kids:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
-    workers = [int(p) for p in out.stdout.split("WORKERS")[1].split()]
-    wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in workers),
-               timeout=10, what="the pool to exit with the interpreter")
+    assert all(gone(p) for p in kids)
+    wait_gone([int(p) for p in out.stdout.split("WORKERS")[1].split()])  # the pool exits with Python
 
 
 def test_pool_processes_die_with_the_caller(tmp_path):
@@ -259,9 +263,7 @@ def test_pool_processes_die_with_the_caller(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    for pid in pids:
-        wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
-                   timeout=15, what=f"process {pid} to exit")
+    wait_gone(pids)
 
 
 def test_many_tiny_items_are_batched():

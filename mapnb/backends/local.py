@@ -44,7 +44,19 @@ class PoolBrokenError(RuntimeError):
 
 
 class _Worker:
-    __slots__ = ("wid", "conn", "pid", "task", "report", "jobs", "idle_since", "doomed", "eof", "status", "send_lock")
+    __slots__ = (
+        "wid",
+        "conn",
+        "pid",
+        "task",
+        "report",
+        "jobs",
+        "idle_since",
+        "doomed",
+        "eof",
+        "status",
+        "send_lock",
+    )
 
     def __init__(self, wid: int, conn: Connection) -> None:
         self.wid, self.conn = wid, conn
@@ -100,7 +112,9 @@ class Pool:
             known = task.job.id in worker.jobs
             if not known:
                 worker.jobs = [*worker.jobs[-3:], task.job.id]
-        msg = pickle.dumps(("task", task.id, task.job.id, None if known else job_blob, items_blob), protocol=5)
+        msg = pickle.dumps(
+            ("task", task.id, task.job.id, None if known else job_blob, items_blob), protocol=5
+        )
         with worker.send_lock:
             try:
                 worker.conn.send_bytes(msg)
@@ -269,7 +283,8 @@ class Pool:
         now = time.monotonic()
         with self._lock:
             old = [
-                w for w in self._workers.values()
+                w
+                for w in self._workers.values()
                 if w.task is None and not w.doomed and now - w.idle_since > self.idle_timeout
             ]
             for w in old:
@@ -296,7 +311,16 @@ class Pool:
                 except OSError:
                     pass
             if w.task is not None and w.report is not None:
-                w.report([(ENDED, w.task, ItemError("worker-died", "PoolBroken", "the local pool shut down"), False)])
+                w.report(
+                    [
+                        (
+                            ENDED,
+                            w.task,
+                            ItemError("worker-died", "PoolBroken", "the local pool shut down"),
+                            False,
+                        )
+                    ]
+                )
             w.conn.close()
 
 
@@ -411,4 +435,3 @@ class LocalBackend(Backend):
     def shutdown(self) -> None:
         if self._own_pool is not None:
             self._own_pool.shutdown()
-
