@@ -334,6 +334,8 @@ class Engine:
                 continue
             if error is not None and (first or all_items):
                 self.attempts[i] = attempt
+                if first and self.backend.shares_clock:
+                    self.durations[i] = time.monotonic() - ts.since
                 self._attempt_failed(i, error)
             else:
                 self._requeue(i)

@@ -21,12 +21,15 @@ class ThreadBackend(Backend):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._running: set[int] = set()
         self._abandoned: set[int] = set()
 
     def default_concurrency(self) -> int:
         return 8  # I/O-bound work waits more than it computes
 
     def submit(self, task: Task, report: ReportFn) -> None:
+        with self._lock:
+            self._running.add(task.id)
         threading.Thread(
             target=self._run, args=(task, report), name=f"mapnb-task-{task.id}", daemon=True
         ).start()
@@ -44,9 +47,11 @@ class ThreadBackend(Backend):
         with self._lock:
             abandoned = task.id in self._abandoned
             self._abandoned.discard(task.id)
+            self._running.discard(task.id)
         if not abandoned:
             report([(ENDED, task.id, None, False)])
 
     def kill(self, task_id: int) -> None:
         with self._lock:
-            self._abandoned.add(task_id)
+            if task_id in self._running:
+                self._abandoned.add(task_id)

@@ -1,0 +1,109 @@
+"""mapnb where users run it: IPython and a real Jupyter kernel (Interrupt button included)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .test_contract import wait_until
+from .test_local import gone
+
+
+def test_runs_in_ipython_with_functions_defined_in_the_shell(capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_cell(
+        "import mapnb\n"
+        "class Point:\n"
+        "    def __init__(self, x): self.x = x\n"
+        "def f(x):\n"
+        "    print('hi', x)\n"
+        "    return Point(x * 3)\n"
+        "df = mapnb.map_task(f, concurrency=2)(x=[1, 2, 3])\n"
+    ).raise_error()
+    df = shell.user_ns["df"]
+    assert [p.x for p in df["output"]] == [3, 6, 9]
+    assert mapnb_last_logs(shell) == "hi 1\n"
+
+    # A failing map shows the item's own traceback, not mapnb's plumbing.
+    capsys.readouterr()
+    shell.run_cell("def g(x):\n    raise KeyError(f'no {x}')\nmapnb.map_task(g)(x=[7])\n")
+    shown = capsys.readouterr().out
+    assert "Traceback of item 0" in shown and "KeyError: 'no 7'" in shown
+    assert "engine.py" not in shown and "run.py" not in shown
+
+
+def mapnb_last_logs(shell) -> str:
+    return shell.user_ns["mapnb"].last_run().logs(0)
+
+
+@pytest.fixture
+def kernel():
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def execute(kc, code: str, timeout: float = 60) -> tuple[str, dict]:
+    """Run code in the kernel; return (stdout text, execute_reply content)."""
+    msg_id = kc.execute(code)
+    out = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append("\n".join(msg["content"]["traceback"]))
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    return "".join(out), kc.get_shell_msg(timeout=timeout)["content"]
+
+
+def test_a_notebook_kernel_runs_items_in_parallel_and_interrupt_cancels(kernel, tmp_path):
+    km, kc = kernel
+    out, reply = execute(
+        kc,
+        "import time, mapnb\n"
+        "def nap(x):\n"
+        "    time.sleep(0.5)\n"
+        "    return x\n"
+        "t0 = time.perf_counter()\n"
+        "df = mapnb.map_task(nap, concurrency=4)(x=range(4))\n"
+        "print('took', round(time.perf_counter() - t0, 2), df['output'].tolist())\n",
+    )
+    assert reply["status"] == "ok", out
+    took = float(out.split()[1])
+    assert out.strip().endswith("[0, 1, 2, 3]") and took < 1.9  # 4 x 0.5 s side by side
+
+    # The Interrupt button: SIGINT to the kernel while a blocking map runs.
+    msg_id = kc.execute(
+        "import os\n"
+        "def forever(x):\n"
+        f"    with open(os.path.join({str(tmp_path)!r}, f'started-{{x}}'), 'w') as f:\n"
+        "        f.write(str(os.getpid()))\n"
+        "    time.sleep(120)\n"
+        "mapnb.map_task(forever, concurrency=2)(x=[1, 2, 3])\n"
+    )
+    markers = [tmp_path / "started-1", tmp_path / "started-2"]
+    wait_until(lambda: all(m.exists() and m.read_text() for m in markers), what="both subtasks running")
+    pids = [int(m.read_text()) for m in markers]
+    t0 = time.monotonic()
+    km.interrupt_kernel()
+    while True:
+        reply = kc.get_shell_msg(timeout=60)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            break
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    assert time.monotonic() - t0 < 30
+    assert all(gone(p) for p in pids)  # the subtasks died before the cell returned
+    out, _ = execute(kc, "r = mapnb.last_run(); print(r.state, sorted({s.value for s in r.statuses}))")
+    assert out.strip() == "cancelled ['cancelled']"
