@@ -89,7 +89,9 @@ class _TaskState:
     def __init__(self, items: list[tuple[int, int]], now: float) -> None:
         self.items = items  # (index, attempt) in the order the backend runs them
         self.pos = 0  # items before pos are known to be done
-        self.since = now  # when the item at pos started (as far as we know)
+        # When the item at pos started, as far as we know; None until the backend says the
+        # task began (starting a worker or loading the function is not the item's time).
+        self.since: float | None = None
         self.dispatched = now
 
 
@@ -236,9 +238,11 @@ class Engine:
     def _wait_time(self) -> float:
         if self.timeout is None or not self._tasks:
             return 0.5
-        now = time.monotonic()
-        due = min(t.since for t in self._tasks.values()) + self.timeout
-        return min(0.5, max(0.0, due - now) + 0.001)
+        started = [t.since for t in self._tasks.values() if t.since is not None]
+        if not started:
+            return 0.5
+        due = min(started) + self.timeout
+        return min(0.5, max(0.0, due - time.monotonic()) + 0.001)
 
     def _dispatch(self) -> None:
         while self.state == "running" and self._pending and len(self._tasks) < self.concurrency:
@@ -295,8 +299,8 @@ class Engine:
                 if self.status[i].final or attempt != self.attempts[i] + 1:
                     continue
                 ts = self._tasks.get(tid)
-                if ts is not None and shares_clock:
-                    ts.since = t0
+                if ts is not None and (shares_clock or ts.since is None):
+                    ts.since = t0 if shares_clock else time.monotonic()
                 self._set(i, R)
                 if self._subscribers:
                     self._events.append(ItemStarted(i, attempt, time.time()))
@@ -334,7 +338,7 @@ class Engine:
                 continue
             if error is not None and (first or all_items):
                 self.attempts[i] = attempt
-                if first and self.backend.shares_clock:
+                if first and ts.since is not None:
                     self.durations[i] = time.monotonic() - ts.since
                 self._attempt_failed(i, error)
             else:
@@ -405,7 +409,9 @@ class Engine:
             return
         now = time.monotonic()
         for tid, ts in list(self._tasks.items()):
-            if ts.pos >= len(ts.items) or now - ts.since <= self.timeout or tid not in self._tasks:
+            if ts.since is None or ts.pos >= len(ts.items) or now - ts.since <= self.timeout:
+                continue
+            if tid not in self._tasks:  # settled by an abort a moment ago
                 continue
             del self._tasks[tid]
             self._kill(tid)

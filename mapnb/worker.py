@@ -225,6 +225,7 @@ class _Outbox:
         self._records: list[Any] = []
         self._current: list[Any] | None = None  # [index, attempt, t0, announced]
         self.task_id = 0
+        self.first_of_task = False
         self._interval = interval
         threading.Thread(target=self._tick, name="mapnb-outbox", daemon=True).start()
 
@@ -237,6 +238,9 @@ class _Outbox:
     def started(self, index: int, attempt: int, t0: float) -> None:
         with self._lock:
             self._current = [index, attempt, t0, False]
+        if self.first_of_task:  # the caller's timeout clock starts when the task really does
+            self.first_of_task = False
+            self.flush()
 
     def log(self, index: int, attempt: int, stream: str, text: str) -> None:
         with self._lock:
@@ -352,5 +356,6 @@ def serve(conn: Any) -> None:
             )
             outbox.end_task(err, all_items=True)
             continue
+        outbox.first_of_task = True
         run_items(job.fn, job.names, items, outbox, set_capture)
         outbox.end_task()

@@ -77,3 +77,21 @@ def as_stats(x: int) -> Stats:
 
 def kind(obj: object) -> str:
     return type(obj).__name__
+
+
+class SlowToLoad:
+    """A callable that takes ``delay`` seconds to unpickle (like a module with heavy imports)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def __reduce__(self):
+        return (_load_slowly, (self.delay,))
+
+    def __call__(self, x: int) -> int:
+        return x
+
+
+def _load_slowly(delay: float) -> SlowToLoad:
+    time.sleep(delay)
+    return SlowToLoad(delay)

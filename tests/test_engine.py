@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import time
 
 import pytest
 
@@ -87,7 +88,7 @@ def test_timeout_kills_the_task_and_requeues_its_unstarted_items():
     task, report = b.next()
     assert len(task.items) == 3
     killed = task.id
-    # no report at all: the first item overruns
+    report([(STARTED, task.id, 0, 1, time.monotonic())])  # then nothing: the first item overruns
     task2, report2 = b.next()
     assert killed in b.killed
     assert eng.attempts[0] == 1 and eng.errors[0].kind == "timeout"
@@ -97,6 +98,16 @@ def test_timeout_kills_the_task_and_requeues_its_unstarted_items():
     succeed_the_rest(eng, b)
     assert eng.outputs[0] != "late"
     assert eng.attempts[1] == 1 and eng.attempts[2] == 1  # requeued, not charged
+
+
+def test_the_timeout_clock_starts_when_the_task_does():
+    b = Scripted()
+    eng = make(1, b, timeout=0.05)
+    task, report = b.next()
+    time.sleep(0.2)  # a worker starting, or a slow import while loading the function
+    assert not b.killed and eng.status[0] is Status.QUEUED
+    report([ok(task, 0, t0=time.monotonic(), t1=time.monotonic() + 0.01), (ENDED, task.id, None, False)])
+    assert eng.done.wait(10) and eng.status[0] is Status.SUCCEEDED
 
 
 def test_abort_kills_every_task_in_flight():

@@ -84,6 +84,11 @@ def test_timeout_kills_the_worker_and_its_children():
     wait_gone([child])
 
 
+def test_loading_the_function_does_not_count_against_the_timeout():
+    df = map_task(tasks.SlowToLoad(1.0), timeout=0.5, concurrency=1)(x=[1, 2])
+    assert df["output"].tolist() == [1, 2]
+
+
 def test_cancel_leaves_no_orphan_process():
     run = map_task(spawn_child_and_sleep, concurrency=2).submit(x=[1, 2, 3])
     kids = _child_pids(run, 2)
