@@ -214,7 +214,7 @@ class Engine:
             self._flush_events()
             with self._sub_lock:
                 self.done.set()
-            self._drain_late_subscriptions()
+            self._drain()  # answer subscriptions made before done was set
 
     def _loop(self) -> None:
         while True:
@@ -476,12 +476,3 @@ class Engine:
         if self.done.is_set():
             out.append(RunFinished(self.state, {s.value: k for s, k in self.counts.items()}, time.time()))
         return out
-
-    def _drain_late_subscriptions(self) -> None:
-        while True:
-            try:
-                msg = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            if type(msg) is tuple and msg[0] == "subscribe":
-                msg[1](self._replay())
