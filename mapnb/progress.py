@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 from .run import MapRun
@@ -26,7 +27,10 @@ def show_progress(run: MapRun, progress: bool | None, interval: float = 0.1) -> 
     from tqdm import tqdm
 
     final = ("succeeded", "failed", "cached", "aborted", "cancelled")
-    with tqdm(total=len(run), desc=run.name, unit="item", file=sys.stderr, leave=True) as bar:
+    # A pseudo-terminal may report a 0x0 size, and tqdm then draws nothing at all;
+    # shutil falls back to 80x24 there.
+    cols, rows = shutil.get_terminal_size()
+    with tqdm(total=len(run), desc=run.name, unit="item", file=sys.stderr, ncols=cols, nrows=rows) as bar:
         while True:
             done = run.wait(interval)
             c = run.counts

@@ -208,6 +208,29 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path):
     assert "2/2" not in out.stderr  # the automatic one stays quiet off a terminal
 
 
+def test_progress_bar_on_a_terminal(tmp_path):
+    import pty
+
+    script = tmp_path / "bar.py"
+    script.write_text("from mapnb import map_task\nmap_task(lambda x: -x)(x=range(5))\n")
+    master, slave = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(script)], stderr=slave, env=env, timeout=60)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.returncode == 0
+    assert b"5/5" in seen and b"<lambda>" in seen
+
+
 def test_interrupt_cancels_kills_subtasks_and_keeps_partial_results(tmp_path):
     # SIGINT in the caller (the notebook's Interrupt button) while a blocking map runs.
     code = f"""
