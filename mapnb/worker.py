@@ -8,12 +8,15 @@ in each worker process, whose emitter batches reports into a pipe.
 
 from __future__ import annotations
 
+import codecs
 import collections
+import fcntl
 import io
 import logging
 import os
 import pickle
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -218,8 +221,9 @@ class _Outbox:
     that finishes between two flushes sends no "started" at all.
     """
 
-    def __init__(self, conn: Any, interval: float = 0.05) -> None:
+    def __init__(self, conn: Any, interval: float = 0.05, on_tick: Callable[[], None] | None = None) -> None:
         self._conn = conn
+        self._on_tick = on_tick
         self._lock = threading.Lock()  # guards _records and _current
         self._send_lock = threading.Lock()  # keeps batches in order on the wire
         self._records: list[Any] = []
@@ -295,9 +299,71 @@ class _Outbox:
         while True:
             time.sleep(self._interval)
             try:
+                if self._on_tick is not None:
+                    self._on_tick()
                 self.flush()
             except OSError:  # the parent went away; the main loop notices too
                 return
+
+
+class _FdCapture:
+    """What native code and child processes write to file descriptors 1 and 2.
+
+    Both descriptors point at in-memory files; :meth:`drain` hands the new bytes to the
+    running item's capture (at the end of each item, and on every outbox tick while it
+    runs), or passes them on to the original descriptors when no item runs.
+    """
+
+    _COMPACT = 1 << 20  # bytes consumed before the files are emptied between items
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams: list[list[Any]] = []  # [name, store fd, original fd, read position, decoder]
+        self.originals: dict[str, int] = {}
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            store = _anonymous_file(name)
+            fcntl.fcntl(store, fcntl.F_SETFL, fcntl.fcntl(store, fcntl.F_GETFL) | os.O_APPEND)
+            original = os.dup(fd)
+            os.dup2(store, fd)
+            self.originals[name] = original
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            self._streams.append([name, store, original, 0, decoder])
+
+    def drain(self, cap: Capture | None) -> None:
+        with self._lock:
+            for s in self._streams:
+                name, store, original, pos, decoder = s
+                size = os.fstat(store).st_size
+                if size <= pos:
+                    continue
+                data = os.pread(store, size - pos, pos)
+                s[3] = pos + len(data)
+                if cap is not None:
+                    text = decoder.decode(data)
+                    if text:
+                        cap.write(name, text)
+                else:
+                    _write_all(original, data)
+                    if s[3] > self._COMPACT:  # nothing runs, so nothing writes: start afresh
+                        os.ftruncate(store, 0)
+                        s[3] = 0
+
+
+def _anonymous_file(name: str) -> int:
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create(f"mapnb-{name}")
+    fd, path = tempfile.mkstemp(prefix=f"mapnb-{name}-")
+    os.unlink(path)
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except OSError:  # the terminal went away: drop it
+            return
 
 
 def _apply_environment(job: Any) -> None:
@@ -322,13 +388,17 @@ def serve(conn: Any) -> None:
     """
     # Process-wide, not per thread: text printed by threads an item starts belongs to it.
     current: list[Capture | None] = [None]
+    fds = _FdCapture()
 
     def set_capture(cap: Capture | None) -> None:
+        if cap is None:  # the item returned: what it wrote to fds 1 and 2 is in the files
+            fds.drain(current[0])
         current[0] = cap
 
-    sys.stdout = Router("stdout", sys.__stdout__, lambda: current[0])
-    sys.stderr = Router("stderr", sys.__stderr__, lambda: current[0])
-    outbox = _Outbox(conn)
+    outside = {n: open(fd, "w", buffering=1, closefd=False) for n, fd in fds.originals.items()}  # noqa: SIM115
+    sys.stdout = Router("stdout", outside["stdout"], lambda: current[0])
+    sys.stderr = Router("stderr", outside["stderr"], lambda: current[0])
+    outbox = _Outbox(conn, on_tick=lambda: fds.drain(current[0]))
     jobs: dict[str, Any] = {}
     while True:
         try:

@@ -66,7 +66,7 @@ def test_a_crash_is_retried():
 
 def spawn_child_and_sleep(x: int) -> int:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    print(child.pid, flush=True)
+    print(child.pid, os.getpid(), flush=True)
     time.sleep(60)
     return x
 
@@ -92,11 +92,45 @@ def test_loading_the_function_does_not_count_against_the_timeout():
 def test_cancel_leaves_no_orphan_process():
     run = map_task(spawn_child_and_sleep, concurrency=2).submit(x=[1, 2, 3])
     kids = _child_pids(run, 2)
+    workers = [int(run.logs(i).split()[1]) for i in range(2)]
     run.cancel()
     assert run.statuses == [Status.CANCELLED] * 3
+    assert all(gone(p) for p in workers)  # dead before cancel returned
     # cancel returns once the workers running the items are dead; the items' own children,
     # SIGKILLed with the worker's process group, follow within moments.
     wait_gone(kids, timeout=10)
+
+
+def native_and_shell_output(x: int) -> int:
+    os.write(1, f"native out {x}\n".encode())
+    os.write(2, f"native err {x}\n".encode())
+    subprocess.run(["echo", f"shell {x}"], check=True)
+    print(f"python {x}")
+    return x
+
+
+def test_output_of_native_code_and_subprocesses_is_captured_per_item():
+    run = map_task(native_and_shell_output, concurrency=1).submit(x=[1, 2])
+    run.result(timeout=60)
+    for i, x in enumerate([1, 2]):
+        assert run.logs(i, "stdout").splitlines() == [f"python {x}", f"native out {x}", f"shell {x}"]
+        assert run.logs(i, "stderr") == f"native err {x}\n"
+
+
+def native_then_wait(path: str) -> str:
+    os.write(1, b"native begin\n")
+    return tasks.wait_for_file(path)
+
+
+def test_native_output_streams_while_the_item_runs(tmp_path):
+    gate = tmp_path / "gate"
+    run = map_task(native_then_wait).submit(path=[str(gate)])
+    try:
+        wait_until(lambda: "native begin" in run.logs(0), what="the native write to arrive")
+        assert not run.done()
+    finally:
+        gate.touch()
+    run.result(timeout=30)
 
 
 def test_unpicklable_output_fails_only_that_item():
