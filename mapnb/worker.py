@@ -127,9 +127,11 @@ class Router(io.TextIOBase):
     the in-process backends) goes to the stream that was there before.
     """
 
-    def __init__(self, name: str, fallback: Any, current: Callable[[], Capture | None]) -> None:
+    def __init__(
+        self, name: str, fallback: Any, current: Callable[[], Capture | None], fd: int | None = None
+    ) -> None:
         super().__init__()
-        self.name, self.fallback, self._current = name, fallback, current
+        self.name, self.fallback, self._current, self._fd = name, fallback, current, fd
 
     def write(self, text: str) -> int:
         cap = self._current()
@@ -155,8 +157,10 @@ class Router(io.TextIOBase):
         return getattr(self.fallback, "encoding", None) or "utf-8"
 
     def fileno(self) -> int:
-        # Code that needs a real descriptor (subprocess, faulthandler) gets the original one:
-        # such output bypasses the capture.
+        # Code that needs a real descriptor (subprocess, faulthandler) gets ``fd`` where that
+        # is captured too (local workers), else the original one, whose output is not.
+        if self._fd is not None:
+            return self._fd
         if self.fallback is None:
             raise io.UnsupportedOperation("fileno")
         return self.fallback.fileno()
@@ -396,8 +400,8 @@ def serve(conn: Any) -> None:
         current[0] = cap
 
     outside = {n: open(fd, "w", buffering=1, closefd=False) for n, fd in fds.originals.items()}  # noqa: SIM115
-    sys.stdout = Router("stdout", outside["stdout"], lambda: current[0])
-    sys.stderr = Router("stderr", outside["stderr"], lambda: current[0])
+    sys.stdout = Router("stdout", outside["stdout"], lambda: current[0], fd=1)
+    sys.stderr = Router("stderr", outside["stderr"], lambda: current[0], fd=2)
     outbox = _Outbox(conn, on_tick=lambda: fds.drain(current[0]))
     jobs: dict[str, Any] = {}
     while True:

@@ -105,6 +105,7 @@ def native_and_shell_output(x: int) -> int:
     os.write(1, f"native out {x}\n".encode())
     os.write(2, f"native err {x}\n".encode())
     subprocess.run(["echo", f"shell {x}"], check=True)
+    subprocess.run(["echo", f"to sys.stderr {x}"], stdout=sys.stderr, check=True)
     print(f"python {x}")
     return x
 
@@ -114,7 +115,7 @@ def test_output_of_native_code_and_subprocesses_is_captured_per_item():
     run.result(timeout=60)
     for i, x in enumerate([1, 2]):
         assert run.logs(i, "stdout").splitlines() == [f"python {x}", f"native out {x}", f"shell {x}"]
-        assert run.logs(i, "stderr") == f"native err {x}\n"
+        assert run.logs(i, "stderr").splitlines() == [f"native err {x}", f"to sys.stderr {x}"]
 
 
 def native_then_wait(path: str) -> str:
