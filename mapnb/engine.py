@@ -26,7 +26,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .backends.base import Backend, Job, Task
@@ -186,11 +186,7 @@ class Engine:
     def _main(self) -> None:
         try:
             self.backend.open()
-            self._emit(
-                RunStarted(
-                    self.run_id, self.n, self.job.names, self.concurrency, self.backend.name, time.time()
-                )
-            )
+            self._emit(self._run_started())
             self._loop()
         except BaseException:  # a bug must never leave the caller waiting forever
             log.exception("mapnb engine failed; failing the items still open")
@@ -332,15 +328,26 @@ class Engine:
         if ts is None:
             return  # we killed it and settled its items already
         self._batcher.record(ts.pos, time.monotonic() - ts.dispatched)
-        first = True
+        self._settle(ts, None if error is None else lambda attempt: error, all_items)
+
+    def _open_items(self, ts: _TaskState) -> Iterator[tuple[int, int]]:
+        """The task's items that are still its to settle, checked as the caller goes."""
         for i, attempt in ts.items[ts.pos :]:
-            if self.status[i].final or attempt != self.attempts[i] + 1:
-                continue
-            if error is not None and (first or all_items):
+            if not self.status[i].final and attempt == self.attempts[i] + 1:
+                yield i, attempt
+
+    def _settle(
+        self, ts: _TaskState, error_for: Callable[[int], ItemError] | None, all_items: bool = False
+    ) -> None:
+        """A task ended early: its running item (or, with ``all_items``, every open item)
+        fails with ``error_for(attempt)``; the others go back to the queue uncharged."""
+        first = True
+        for i, attempt in self._open_items(ts):
+            if error_for is not None and (first or all_items):
                 self.attempts[i] = attempt
                 if first and ts.since is not None:
                     self.durations[i] = time.monotonic() - ts.since
-                self._attempt_failed(i, error)
+                self._attempt_failed(i, error_for(attempt))
             else:
                 self._requeue(i)
             first = False
@@ -392,9 +399,7 @@ class Engine:
         err = ItemError(status.value, status.value.capitalize(), why)
         for tid in list(self._tasks):
             ts = self._tasks.pop(tid)
-            open_items = [
-                i for i, a in ts.items[ts.pos :] if not self.status[i].final and a == self.attempts[i] + 1
-            ]
+            open_items = [i for i, _ in self._open_items(ts)]
             if open_items:  # a task whose items are all settled is ending by itself
                 self._kill(tid)
             for i in open_items:
@@ -415,17 +420,7 @@ class Engine:
                 continue
             del self._tasks[tid]
             self._kill(tid)
-            first = True
-            for i, attempt in ts.items[ts.pos :]:
-                if self.status[i].final or attempt != self.attempts[i] + 1:
-                    continue
-                if first:
-                    self.attempts[i] = attempt
-                    self.durations[i] = now - ts.since
-                    self._attempt_failed(i, self._timeout_error(attempt))
-                    first = False
-                else:
-                    self._requeue(i)
+            self._settle(ts, self._timeout_error)
 
     def _timeout_error(self, attempt: int) -> ItemError:
         stop = "was killed" if self.backend.can_kill else "was abandoned (this backend cannot kill it)"
@@ -459,11 +454,14 @@ class Engine:
                 log.exception("a subscriber of run %s failed; unsubscribing it", self.run_id)
                 self._subscribers.remove(cb)
 
+    def _run_started(self) -> RunStarted:
+        return RunStarted(
+            self.run_id, self.n, self.job.names, self.concurrency, self.backend.name, time.time()
+        )
+
     def _replay(self) -> list[Event]:
         """The run so far, as the events a subscriber would have seen."""
-        out: list[Event] = [
-            RunStarted(self.run_id, self.n, self.job.names, self.concurrency, self.backend.name, time.time())
-        ]
+        out: list[Event] = [self._run_started()]
         for i, s in enumerate(self.status):
             attempt = self.attempts[i] + (0 if s.final else 1)
             out += [ItemLog(i, attempt, stream, text) for stream, text in self.logs.chunks(i)]

@@ -268,13 +268,11 @@ class _Outbox:
             try:
                 payload = dumps_value(value)
             except BaseException as e:
-                ok, payload = (
-                    False,
-                    ItemError(
-                        "serialization",
-                        type(e).__qualname__,
-                        f"the output ({type(value).__name__}) could not be pickled to send back: {e}",
-                    ),
+                ok = False
+                payload = ItemError(
+                    "serialization",
+                    type(e).__qualname__,
+                    f"the output ({type(value).__name__}) could not be pickled to send back: {e}",
                 )
         else:
             payload = error
@@ -399,7 +397,7 @@ def serve(conn: Any) -> None:
             fds.drain(current[0])
         current[0] = cap
 
-    outside = {n: open(fd, "w", buffering=1, closefd=False) for n, fd in fds.originals.items()}  # noqa: SIM115
+    outside = {n: open(fd, "w", buffering=1, closefd=False) for n, fd in fds.originals.items()}
     sys.stdout = Router("stdout", outside["stdout"], lambda: current[0], fd=1)
     sys.stderr = Router("stderr", outside["stderr"], lambda: current[0], fd=2)
     outbox = _Outbox(conn, on_tick=lambda: fds.drain(current[0]))

@@ -304,6 +304,7 @@ class Pool:
             self._workers.clear()
             self._by_task.clear()
             self._gone.notify_all()
+        lost = ItemError("worker-died", "PoolBroken", "the local pool shut down")
         for w in workers:
             if w.pid is not None:
                 try:
@@ -311,16 +312,7 @@ class Pool:
                 except OSError:
                     pass
             if w.task is not None and w.report is not None:
-                w.report(
-                    [
-                        (
-                            ENDED,
-                            w.task,
-                            ItemError("worker-died", "PoolBroken", "the local pool shut down"),
-                            False,
-                        )
-                    ]
-                )
+                w.report([(ENDED, w.task, lost, False)])
             w.conn.close()
 
 
