@@ -17,6 +17,14 @@ from .run import MapRun, last_run
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext mapnb`` registers the ``%%map_task`` cell magic."""
+    from .magic import load_ipython_extension as load
+
+    load(ipython)
+
+
 __all__ = [
     "Backend",
     "InvalidMapError",

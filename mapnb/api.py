@@ -144,7 +144,7 @@ class MapTask:
                 "e.g. map_task(f)(x=[1, 2, 3]); "
                 f"got {len(args)} positional argument{'s' * (len(args) != 1)}"
             )
-        names, inputs = build_inputs(self.fn, lists, product=product)
+        names, inputs, axes = build_inputs(self.fn, lists, product=product)
         backend = self.backend
         run_id = uuid.uuid4().hex[:12]
         job = Job(run_id, self.fn, names, os.getcwd(), tuple(sys.path), dict(os.environ))
@@ -159,7 +159,7 @@ class MapTask:
             retries=opts.retries,
             timeout=opts.timeout,
         )
-        run = MapRun(engine, self.name)
+        run = MapRun(engine, self.name, axes=axes)
         engine.start()
         return run
 

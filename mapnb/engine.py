@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 Q, R, RT = Status.QUEUED, Status.RUNNING, Status.RETRYING
 _TARGET_TASK_SECONDS = 0.02  # grow batches of tiny items until a task takes about this long
 _MAX_BATCH = 4096
+_NO_ERROR = ItemError("cancelled", "Cancelled", "the item did not run")
 _task_ids = itertools.count(1)  # process-wide: a shared backend never sees one task id twice
 
 
@@ -156,6 +157,8 @@ class Engine:
         self._events: list[Event] = []
         self._sub_lock = threading.Lock()
         self._killed: list[int] = []
+        self._spent = [0] * n  # attempts charged before the latest rerun: retries count anew
+        self._rerunning: list[Event] = []
         self._thread = threading.Thread(target=self._main, name=f"mapnb-run-{run_id}", daemon=True)
 
     # -- called from other threads ------------------------------------------------------
@@ -169,6 +172,32 @@ class Engine:
 
     def cancel(self) -> None:
         self._inbox.put(("cancel",))
+
+    def rerun(self, indices: list[int]) -> None:
+        """Run the given finished, unsuccessful items again, in this same run.
+
+        Only once the run is done: the engine thread has ended, so this thread may reset
+        the state before a new engine thread takes over.
+        """
+        if not self.done.is_set():
+            raise RuntimeError("a run can only be re-run once it is done")
+        self._thread.join()
+        for i in indices:
+            if self.status[i] in (Status.SUCCEEDED, Status.CACHED) or not self.status[i].final:
+                continue
+            # Shown as retrying: an attempt failed and the item waits for its next one.
+            self._set(i, RT)
+            self._failed -= 1
+            self._spent[i] = self.attempts[i]
+            self._pending.append(i)
+            self._rerunning.append(ItemRetrying(i, self.attempts[i], self.errors[i] or _NO_ERROR))
+        self.state = "running"
+        self.first_failure = None
+        self.finished_at = None
+        self._killed = []
+        self.done.clear()
+        self._thread = threading.Thread(target=self._main, name=f"mapnb-run-{self.run_id}", daemon=True)
+        self._thread.start()
 
     def subscribe(self, callback: Callable[[list[Event]], None]) -> None:
         """Deliver the current state as events, then every new event, in order."""
@@ -187,6 +216,9 @@ class Engine:
         try:
             self.backend.open()
             self._emit(self._run_started())
+            if self._subscribers:
+                self._events += self._rerunning
+            self._rerunning = []
             self._loop()
         except BaseException:  # a bug must never leave the caller waiting forever
             log.exception("mapnb engine failed; failing the items still open")
@@ -354,7 +386,7 @@ class Engine:
 
     def _attempt_failed(self, i: int, error: ItemError) -> None:
         self.errors[i] = error
-        if self.attempts[i] <= self.retries and self.state == "running":
+        if self.attempts[i] - self._spent[i] <= self.retries and self.state == "running":
             self._set(i, RT)
             self._pending.append(i)
             if self._subscribers:

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 
 from .run import MapRun
+
+
+def _notebook_grid() -> bool:
+    if "IPython" not in sys.modules:
+        return False
+    from .widget import in_notebook, widget_kind
+
+    return in_notebook() and widget_kind() != "off"
 
 
 def _wanted(progress: bool | None) -> bool:
@@ -15,11 +24,23 @@ def _wanted(progress: bool | None) -> bool:
     return bool(isatty and isatty())
 
 
+GRID_DELAY = 0.3  # a run done sooner shows no grid: it would only flash
+
+
 def show_progress(run: MapRun, progress: bool | None, interval: float = 0.1) -> None:
-    """Block until ``run`` is done, drawing a tqdm bar on stderr when wanted.
+    """Block until ``run`` is done, showing the live grid in a notebook or a tqdm bar on
+    a terminal's stderr, when wanted.
 
     Short waits keep the calling thread responsive to KeyboardInterrupt.
     """
+    if progress is not False and _notebook_grid():
+        deadline = time.monotonic() + GRID_DELAY
+        while not run.wait(min(interval, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                run.show()
+                while not run.wait(interval):
+                    pass
+        return
     if not _wanted(progress):
         while not run.wait(interval):
             pass

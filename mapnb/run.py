@@ -38,16 +38,21 @@ class MapRun:
         The mapped parameters, in the order given.
     inputs : list of tuple
         Each item's mapped values, in input order.
+    axes : list of list, optional
+        For a product (a sweep), the values of each parameter: item ``k`` of a 2-parameter
+        sweep has ``axes[0][k // len(axes[1])]`` and ``axes[1][k % len(axes[1])]``.
     """
 
-    def __init__(self, engine: Engine, name: str) -> None:
+    def __init__(self, engine: Engine, name: str, axes: list[list[Any]] | None = None) -> None:
         global _last
         self._engine = engine
         self.id = engine.run_id
         self.name = name
         self.names = engine.job.names
         self.inputs = engine.inputs
+        self.axes = axes
         self.started = time.time()
+        self._grid: Any = None  # the LiveGrid, once shown in a notebook
         with _last_lock:
             _last = self
 
@@ -58,8 +63,14 @@ class MapRun:
         return self._engine.done.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the run is done or ``timeout`` seconds pass; return :meth:`done`."""
-        return self._engine.done.wait(timeout)
+        """Block until the run is done or ``timeout`` seconds pass; return :meth:`done`.
+
+        In a notebook, waiting also brings the saved picture of a shown grid up to date.
+        """
+        done = self._engine.done.wait(timeout)
+        if done and self._grid is not None and threading.current_thread() is threading.main_thread():
+            self._grid.refresh_display()
+        return done
 
     def result(self, timeout: float | None = None) -> pd.DataFrame:
         """The DataFrame, once the run is done.
@@ -114,6 +125,20 @@ class MapRun:
         self._engine.cancel()
         if wait:
             self.wait(timeout)
+
+    def retry_failed(self) -> int:
+        """Run the failed, aborted and cancelled items again, in this run; return how many.
+
+        Finished results stay; each re-run item gets the run's retries afresh, its log
+        continues, and the run is "running" again until they are done. Only for a run
+        that is done.
+        """
+        if not self.done():
+            raise RuntimeError(f"run {self.id} is still running; wait for it (or cancel it) first")
+        again = [i for i, s in enumerate(self._engine.status) if s not in (Status.SUCCEEDED, Status.CACHED)]
+        if again:
+            self._engine.rerun(again)
+        return len(again)
 
     # -- what is known so far -----------------------------------------------------------
 
@@ -210,6 +235,33 @@ class MapRun:
             unsubscribe()
 
     # -- display ------------------------------------------------------------------------
+
+    def show(self) -> None:
+        """Show the live grid in the notebook cell that calls this (nothing elsewhere).
+
+        The grid keeps updating while the kernel runs other cells. A later :meth:`wait`
+        (or :meth:`result`) also updates the picture that is saved with the notebook.
+        """
+        grid = self._live_grid()
+        if grid is not None:
+            grid.display()
+
+    def _live_grid(self) -> Any:
+        from .widget import LiveGrid, in_notebook, widget_kind
+
+        if not in_notebook() or widget_kind() == "off":
+            return None
+        if self._grid is None:
+            self._grid = LiveGrid(self)
+        return self._grid
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        grid = self._live_grid()
+        if grid is not None:
+            return grid.mimebundle()
+        from .grid import GridModel, render_html
+
+        return {"text/plain": repr(self), "text/html": render_html(GridModel(self).snapshot())}
 
     def _progress(self) -> str:
         c = self.counts

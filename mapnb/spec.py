@@ -137,8 +137,11 @@ def _materialise(name: str, value: Any) -> list[Any]:
 
 def build_inputs(
     fn: Callable[..., Any], lists: dict[str, Any], *, product: bool
-) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
-    """Check the mapped lists against ``fn`` and return (names, one args tuple per item)."""
+) -> tuple[tuple[str, ...], list[tuple[Any, ...]], list[list[Any]] | None]:
+    """Check the mapped lists against ``fn``.
+
+    Returns the names, one args tuple per item and, for a product, its axes (the lists).
+    """
     fname = function_name(fn)
     if not lists:
         raise InvalidMapError(
@@ -166,7 +169,7 @@ def build_inputs(
     names = tuple(lists)
     columns = [_materialise(n, v) for n, v in lists.items()]
     if product:
-        return names, list(itertools.product(*columns))
+        return names, list(itertools.product(*columns)), columns
     lengths = {n: len(c) for n, c in zip(names, columns)}
     if len(set(lengths.values())) > 1:
         detail = ", ".join(f"{n} has {k} item{'s' * (k != 1)}" for n, k in lengths.items())
@@ -174,4 +177,4 @@ def build_inputs(
             f"mapped lists must have the same length: {detail} "
             "(they map element-wise; use .product(...) for every combination)"
         )
-    return names, list(zip(*columns))
+    return names, list(zip(*columns)), None

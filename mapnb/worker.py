@@ -166,14 +166,18 @@ class Router(io.TextIOBase):
         return self.fallback.fileno()
 
 
-def exception_error(exc: BaseException, skip: int = 1) -> ItemError:
-    """An :class:`ItemError` for ``exc``, its traceback without our first ``skip`` frames."""
+def exception_error(exc: BaseException) -> ItemError:
+    """An :class:`ItemError` for ``exc``, its traceback starting in the user's code."""
     tb = exc.__traceback__
-    for _ in range(skip):
-        if tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
+    while tb is not None and tb.tb_next is not None and _ours(tb.tb_frame.f_globals):
+        tb = tb.tb_next
     text = "".join(traceback.format_exception(type(exc), exc, tb))
     return ItemError("exception", type(exc).__qualname__, str(exc), text)
+
+
+def _ours(globals_: dict[str, Any]) -> bool:
+    name = globals_.get("__name__", "")
+    return name == "mapnb" or name.startswith("mapnb.")
 
 
 def run_items(
@@ -422,7 +426,7 @@ def serve(conn: Any) -> None:
             items = pickle.loads(items_blob)
         except BaseException as e:
             what = "the task function" if job_id not in jobs else "the inputs"
-            err = exception_error(e, skip=0)
+            err = exception_error(e)
             err = ItemError(
                 "serialization", err.type, f"could not load {what} in the worker: {e}", err.traceback
             )

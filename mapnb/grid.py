@@ -1,0 +1,344 @@
+"""What the live grid shows, computed from a run, with no widget library involved.
+
+:class:`GridModel` follows a :class:`~mapnb.MapRun` through its events and, when asked,
+says what changed since it was last asked, as a plain dict of JSON-able values. The
+widgets in :mod:`mapnb.widget` push those dicts to the front end at a throttled rate;
+:func:`render_html` draws the same state as static HTML for saved notebooks.
+
+Sizes stay bounded whatever the run does: item statuses travel as a cumulative patch
+(index -> one letter) that is folded into one full string every ``PATCH_CAP`` changes,
+and only the selected item's log is ever sent, its last ``LOG_TAIL`` characters.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import html
+import math
+import numbers
+import reprlib
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .events import Event, ItemFinished, ItemLog, ItemRetrying, ItemStarted, RunFinished, RunStarted, Status
+
+if TYPE_CHECKING:
+    from .run import MapRun
+
+CODES = {
+    Status.QUEUED: "q",
+    Status.RUNNING: "r",
+    Status.RETRYING: "t",
+    Status.SUCCEEDED: "s",
+    Status.FAILED: "f",
+    Status.CACHED: "c",
+    Status.ABORTED: "a",
+    Status.CANCELLED: "x",
+}
+COLORS = {
+    "queued": "#bdbdbd",
+    "running": "#42a5f5",
+    "retrying": "#ffa726",
+    "succeeded": "#66bb6a",
+    "failed": "#ef5350",
+    "cached": "#26a69a",
+    "aborted": "#8d6e63",
+    "cancelled": "#757575",
+}
+_BY_CODE = {c: s.value for s, c in CODES.items()}
+
+PATCH_CAP = 2048  # status changes carried as a patch before they are folded into the full string
+LOG_TAIL = 64 * 1024  # characters of the selected item's log sent to the front end
+TEXT_CAP = 16 * 1024  # characters of a traceback or an input's repr
+HEAT_MAX_CELLS = 40_000  # a larger sweep is drawn as a plain grid, without a heatmap
+_labels = reprlib.Repr()
+_labels.maxstring, _labels.maxother, _labels.maxlist = 24, 24, 4
+_inputs = reprlib.Repr()
+_inputs.maxstring, _inputs.maxother, _inputs.maxlist, _inputs.maxdict = 400, 400, 20, 20
+
+
+def _numeric_fields(value: Any) -> dict[str, float]:
+    """The numeric fields of an output: itself, or those of a dict, dataclass or NamedTuple."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return {"output": float(value)}
+    if isinstance(value, dict):
+        items = value.items()
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    elif isinstance(value, tuple) and hasattr(value, "_fields"):
+        items = zip(value._fields, value)
+    else:
+        return {}
+    return {
+        str(k): float(v) for k, v in items if isinstance(v, numbers.Real) and not isinstance(v, bool)
+    }
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+class GridModel:
+    """The grid's state for one run, kept current from the run's events.
+
+    ``on_events`` runs on the engine's thread and only notes what changed; ``changes``
+    (any one thread at a time) turns that into the values to send.
+    """
+
+    def __init__(self, run: MapRun) -> None:
+        self.run = run
+        self._eng = run._engine
+        self._lock = threading.Lock()
+        self._dirty: set[int] = set()
+        self._log_dirty: set[int] = set()
+        self._header_dirty = True
+        self.selected = -1
+        self.heat_field = ""
+        self._sent: dict[str, Any] = {}
+        self._patch: dict[str, str] = {}
+        self._fields: dict[str, None] = {}  # ordered set of numeric output fields seen
+        self._heat: list[float | None] | None = None
+        self._rate = collections.deque(maxlen=50)  # (time, items done) samples for items/s
+        self.finished = threading.Event()
+        self.sheet = self._axes()
+
+    # -- the engine thread --------------------------------------------------------------
+
+    def on_events(self, events: list[Event]) -> None:
+        with self._lock:
+            for ev in events:
+                t = type(ev)
+                if t is ItemLog:
+                    self._log_dirty.add(ev.index)  # type: ignore[union-attr]
+                elif t is ItemStarted or t is ItemFinished or t is ItemRetrying:
+                    self._dirty.add(ev.index)  # type: ignore[union-attr]
+                elif t is RunStarted:
+                    self._header_dirty = True
+                    self.finished.clear()
+                elif t is RunFinished:
+                    self._header_dirty = True
+                    self.finished.set()
+
+    # -- any one thread -----------------------------------------------------------------
+
+    def _axes(self) -> dict[str, Any]:
+        axes = self.run.axes
+        if axes is None or len(axes) != 2 or not 0 < self.run._engine.n <= HEAT_MAX_CELLS:
+            return {}
+        names = self.run.names
+        return {
+            "y": {"name": names[0], "labels": [_labels.repr(v) for v in axes[0]]},
+            "x": {"name": names[1], "labels": [_labels.repr(v) for v in axes[1]]},
+        }
+
+    def changes(self) -> dict[str, Any]:
+        """The values that differ from what was last returned (all of them the first time)."""
+        eng = self._eng
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            logs, self._log_dirty = self._log_dirty, set()
+            header, self._header_dirty = self._header_dirty, False
+        out: dict[str, Any] = {}
+        first = not self._sent
+        if first:
+            out.update(
+                run_id=self.run.id,
+                title=self.run.name,
+                names=list(self.run.names),
+                n=eng.n,
+                backend=eng.backend.name,
+                concurrency=eng.concurrency,
+                started=self.run.started,
+                sheet=self.sheet,
+                statuses=self._full_statuses(),
+                patch={},
+            )
+            dirty = set()
+        status = eng.status
+        for i in dirty:
+            self._patch[str(i)] = CODES[status[i]]
+        if len(self._patch) > PATCH_CAP:
+            out["statuses"], out["patch"] = self._full_statuses(), {}
+            self._patch = {}
+        elif dirty:
+            out["patch"] = dict(self._patch)
+        if dirty or header or first or eng.done.is_set():
+            out.update(self._header())
+        if self.sheet and (dirty or first):
+            out.update(self._heat_changes(dirty if not first else range(eng.n)))
+        sel = self.selected
+        if 0 <= sel < eng.n and (first or sel in dirty or sel in logs or self._sent.get("_sel") != sel):
+            out["detail"] = self.detail(sel)
+            self._sent["_sel"] = sel
+        elif sel < 0 and self._sent.get("_sel", -1) >= 0:
+            out["detail"] = {}
+            self._sent["_sel"] = -1
+        for k in list(out):
+            if k in ("patch", "detail"):
+                continue
+            if self._sent.get(k, _MISSING) == out[k]:
+                del out[k]
+            else:
+                self._sent[k] = out[k]
+        return out
+
+    def _full_statuses(self) -> str:
+        return "".join(CODES[s] for s in self._eng.status)
+
+    def _header(self) -> dict[str, Any]:
+        eng = self._eng
+        counts = {s.value: k for s, k in eng.counts.items()}
+        done = sum(k for s, k in eng.counts.items() if s.final)
+        now = time.monotonic()
+        self._rate.append((now, done))
+        t0, d0 = self._rate[0]
+        for t, d in self._rate:  # the oldest sample of the last 10 s
+            if now - t <= 10:
+                t0, d0 = t, d
+                break
+        span = now - t0
+        if span < 0.5:  # too short a window: use the whole run so far
+            span, d0 = now - eng.started_at, 0
+        rate = (done - d0) / span if span > 0 else 0.0
+        finished = eng.finished_at is not None and self._eng.done.is_set()
+        left = eng.n - done
+        state = self.run.state
+        failures = counts["failed"] + counts["aborted"] + counts["cancelled"]
+        return {
+            "state": state,
+            "counts": counts,
+            "rate": round(rate, 2),
+            "eta": round(left / rate, 1) if rate > 0 and left and not finished else None,
+            "elapsed": round(self.run.elapsed, 2) if finished else None,
+            "can_retry": bool(finished and failures),
+        }
+
+    def _heat_changes(self, indices: Any) -> dict[str, Any]:
+        eng = self._eng
+        out: dict[str, Any] = {}
+        changed = False
+        for i in indices:
+            if eng.status[i] not in (Status.SUCCEEDED, Status.CACHED):
+                continue
+            fields = _numeric_fields(eng.outputs[i])
+            new = [f for f in fields if f not in self._fields]
+            if new:
+                self._fields.update(dict.fromkeys(new))
+                out["fields"] = list(self._fields)
+                if not self.heat_field:
+                    self.heat_field = new[0]
+                    self._heat = None
+                    out["heat_field"] = self.heat_field
+            if self._heat is None:
+                return {**out, **self.heat_values()}
+            if self.heat_field in fields:
+                self._heat[i] = _finite(fields[self.heat_field])
+                changed = True
+        if changed:
+            out["heat"] = list(self._heat or [])
+        return out
+
+    def heat_values(self) -> dict[str, Any]:
+        """Every item's value of the selected numeric field (None where there is none)."""
+        eng = self._eng
+        self._heat = [None] * eng.n
+        if self.heat_field:
+            for i, s in enumerate(eng.status):
+                if s in (Status.SUCCEEDED, Status.CACHED):
+                    v = _numeric_fields(eng.outputs[i]).get(self.heat_field)
+                    self._heat[i] = None if v is None else _finite(v)
+        return {"heat": list(self._heat)}
+
+    def detail(self, i: int) -> dict[str, Any]:
+        """What the panel shows for item ``i``: inputs, state, and the tail of its log."""
+        eng = self._eng
+        chunks = eng.logs.chunks(i)
+        total = sum(len(t) for _, t in chunks)
+        tail: list[list[str]] = []
+        room = LOG_TAIL
+        for stream, text in reversed(chunks):
+            if room <= 0:
+                break
+            piece = text[-room:]
+            room -= len(piece)
+            tail.append([stream, piece])
+        tail.reverse()
+        err = eng.errors[i]
+        error = ""
+        if err is not None:
+            error = (err.traceback or err.one_line())[-TEXT_CAP:]
+        duration = eng.durations[i]
+        return {
+            "index": i,
+            "inputs": [[n, _inputs.repr(v)] for n, v in zip(self.run.names, eng.inputs[i])],
+            "status": eng.status[i].value,
+            "attempts": eng.attempts[i],
+            "duration": None if duration is None else round(duration, 3),
+            "error": error,
+            "log": tail,
+            "log_dropped": max(0, total - LOG_TAIL),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state now, for the static picture."""
+        eng = self._eng
+        return {
+            "run_id": self.run.id,
+            "title": self.run.name,
+            "n": eng.n,
+            "statuses": self._full_statuses(),
+            **self._header(),
+            "elapsed": round(self.run.elapsed, 2),
+        }
+
+
+_MISSING = object()
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return ""
+    if s < 60:
+        return f"{s:.1f} s"
+    m, s = divmod(int(s), 60)
+    return f"{m} min {s} s" if m < 60 else f"{m // 60} h {m % 60} min"
+
+
+def render_html(snap: dict[str, Any], max_cells: int = 2000) -> str:
+    """A self-contained picture of the grid (inline styles, no script).
+
+    With more than ``max_cells`` items, each square stands for a block of consecutive
+    items and takes the colour of its most telling status (failed before running before
+    queued before done).
+    """
+    n = snap["n"]
+    codes = snap["statuses"]
+    counts = snap["counts"]
+    esc = html.escape
+    chips = " ".join(
+        f'<span style="display:inline-block;padding:0 6px;margin-right:4px;border-radius:8px;'
+        f'background:{COLORS[k]};color:#fff">{esc(k)} {v}</span>'
+        for k, v in counts.items()
+        if v
+    )
+    head = (
+        f'<div style="font-family:var(--jp-ui-font-family,sans-serif);font-size:12px">'
+        f"<b>{esc(snap['title'])}</b> &middot; {n} item{'s' * (n != 1)} &middot; "
+        f"{esc(snap['state'])} &middot; {_fmt_seconds(snap.get('elapsed'))} "
+        f'<span style="color:#888">run {esc(snap["run_id"])}</span><div style="margin:4px 0">{chips}</div>'
+    )
+    per = max(1, math.ceil(n / max_cells))
+    rank = "frtqxacs"  # which status a block of items shows: the first of these present
+    cells = []
+    size = 10 if n <= 500 else 6
+    for start in range(0, n, per):
+        block = codes[start : start + per]
+        code = next((c for c in rank if c in block), "q")
+        label = f"{start}" if per == 1 else f"{start}-{start + len(block) - 1}"
+        cells.append(
+            f'<span title="{label}: {_BY_CODE[code]}" style="display:inline-block;width:{size}px;'
+            f'height:{size}px;margin:1px;background:{COLORS[_BY_CODE[code]]}"></span>'
+        )
+    return f'{head}<div style="line-height:0;max-width:900px">{"".join(cells)}</div></div>'

@@ -1,0 +1,248 @@
+"""The ``%%map_task`` cell magic: a cell body mapped over lists, on the public API.
+
+``%load_ext mapnb`` registers it. The line holds options and ``NAME=EXPR`` pairs; the body
+becomes a function of the mapped names whose last expression is its output. Parsing lives
+here; everything that runs goes through :func:`mapnb.map_task`.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import keyword
+import linecache
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from .api import map_task
+from .errors import InvalidMapError, MapTaskError
+
+_OPEN, _CLOSE = "([{", ")]}"
+
+
+def split_line(line: str) -> list[str]:
+    """Split a magic line on spaces outside brackets and string literals.
+
+    >>> split_line('--retries 1 a=[1, 2] b=f(" x ", y)')
+    ['--retries', '1', 'a=[1, 2]', 'b=f(" x ", y)']
+    """
+    tokens: list[str] = []
+    buf: list[str] = []
+    stack: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            buf.append(ch)
+            if ch == "\\" and i + 1 < len(line):
+                buf.append(line[i + 1])
+                i += 1
+            elif line.startswith(quote, i):
+                buf.extend(quote[1:])
+                i += len(quote) - 1
+                quote = ""
+        elif ch in "'\"":
+            quote = ch * 3 if line.startswith(ch * 3, i) else ch
+            buf.append(quote)
+            i += len(quote) - 1
+        elif ch in _OPEN:
+            stack.append(_CLOSE[_OPEN.index(ch)])
+            buf.append(ch)
+        elif ch in _CLOSE:
+            if not stack or stack.pop() != ch:
+                raise UsageError(f"unbalanced {ch!r} in the %%map_task line: {line.strip()}")
+            buf.append(ch)
+        elif ch.isspace() and not stack:
+            if buf:
+                tokens.append("".join(buf))
+                buf = []
+        else:
+            buf.append(ch)
+        i += 1
+    if quote:
+        raise UsageError(f"unterminated string {quote} in the %%map_task line: {line.strip()}")
+    if stack:
+        raise UsageError(f"missing {''.join(reversed(stack))!r} in the %%map_task line: {line.strip()}")
+    if buf:
+        tokens.append("".join(buf))
+    return tokens
+
+
+def _identifier(what: str, name: str) -> str:
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise UsageError(f"{what} must be a Python name; got {name!r}")
+    return name
+
+
+class CellFunction:
+    """A ``%%map_task`` body as a function of the mapped names.
+
+    It carries its source, so that a traceback raised in a worker process shows the
+    cell's lines, as it would in the notebook.
+    """
+
+    __name__ = __qualname__ = "%%map_task"
+
+    def __init__(self, fn: Callable[..., Any], filename: str, source: str) -> None:
+        self.fn = fn
+        self.filename = filename
+        self.source = source
+        self.__signature__ = inspect.signature(fn)
+
+    def __call__(self, **kwargs: Any) -> Any:
+        if self.filename not in linecache.cache:
+            lines = self.source.splitlines(keepends=True)
+            linecache.cache[self.filename] = (len(self.source), None, lines, self.filename)
+        return self.fn(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"<%%map_task body of {', '.join(self.__signature__.parameters)}>"
+
+
+def compile_body(
+    body: str, names: list[str], namespace: dict[str, Any], filename: str, first_line: str = ""
+) -> CellFunction:
+    """Turn a cell body into a :class:`CellFunction` of ``names`` with ``namespace`` as globals.
+
+    The value of a final expression statement is returned, as a cell's ``Out`` would be.
+    """
+    try:
+        tree = ast.parse(body, filename)
+    except SyntaxError as e:
+        raise UsageError(f"the %%map_task body has a syntax error on line {(e.lineno or 0) + 1}: {e.msg}") from None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = tree.body[-1]
+        tree.body[-1] = ast.copy_location(ast.Return(value=last.value), last)
+    ast.increment_lineno(tree, 1)  # line 1 of the cell is the %%map_task line
+    args = ast.arguments(
+        posonlyargs=[], args=[ast.arg(arg=n) for n in names], kwonlyargs=[], kw_defaults=[], defaults=[]
+    )
+    extra: dict[str, Any] = {"type_params": []} if sys.version_info >= (3, 12) else {}
+    fdef = ast.FunctionDef(
+        name="cell_body", args=args, body=tree.body or [ast.Pass()], decorator_list=[], **extra
+    )
+    module = ast.Module(body=[fdef], type_ignores=[])
+    ast.fix_missing_locations(module)
+    local: dict[str, Any] = {}
+    exec(compile(module, filename, "exec"), namespace, local)
+    source = f"%%map_task {first_line}\n{body}"
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    return CellFunction(local["cell_body"], filename, source)
+
+
+@magics_class
+class MapTaskMagics(Magics):
+    """The ``%%map_task`` magic; see :meth:`map_task`."""
+
+    _cells = 0
+
+    @magic_arguments()
+    @argument("--concurrency", type=int, metavar="N", help="at most N items run at once")
+    @argument(
+        "--min-success-ratio",
+        type=float,
+        default=1.0,
+        metavar="R",
+        help="succeed when at least ceil(n*R) items succeed; failed ones are None",
+    )
+    @argument("--retries", type=int, metavar="N", help="extra attempts per failed item")
+    @argument("--timeout", type=float, metavar="S", help="seconds per attempt before it is killed")
+    @argument("--backend", default="local", metavar="NAME", help="local (default), threads or sequential")
+    @argument("--product", action="store_true", help="every combination of the lists (a sweep)")
+    @argument("--out", metavar="VAR", help="bind the DataFrame to VAR (the partial one on failure)")
+    @argument("--run", metavar="VAR", help="bind the MapRun to VAR")
+    @argument(
+        "--no-wait",
+        action="store_true",
+        help="return at once; the grid keeps updating while other cells run (use --run)",
+    )
+    @argument(
+        "inputs",
+        nargs="*",
+        metavar="NAME=EXPR",
+        help="a mapped name and the list it takes, evaluated in the notebook; "
+        "an EXPR may contain spaces inside brackets",
+    )
+    @cell_magic
+    def map_task(self, line: str, cell: str) -> Any:
+        """Run the cell once per item, in parallel, with each ``NAME`` bound to its value.
+
+        The value of the body's last expression is the item's output; ``print`` goes to
+        the item's log. Names the body uses from the notebook (functions, constants,
+        modules) travel to the worker processes. After a blocking run, the DataFrame is
+        the cell's output. Example::
+
+            %%map_task --concurrency 4 --out results x=[1, 2, 3] scale=[10, 20, 30]
+            print("working on", x)
+            {"x": x, "y": x * scale}
+        """
+        opts = self._parse(line)
+        ns = self.shell.user_ns
+        lists: dict[str, Any] = {}
+        for token in opts.inputs:
+            name, eq, expr = token.partition("=")
+            if not eq or not expr:
+                raise UsageError(f"expected NAME=EXPR or an option, got {token!r}")
+            name = _identifier("a mapped name", name)
+            if name in lists:
+                raise UsageError(f"{name} is mapped twice")
+            try:
+                lists[name] = eval(expr, ns)  # the user's own expression, in their namespace
+            except Exception as e:
+                raise UsageError(f"could not evaluate {name}={expr}: {type(e).__name__}: {e}") from None
+        if not lists:
+            raise UsageError("nothing to map: add NAME=EXPR pairs, e.g. %%map_task x=[1, 2, 3]")
+        for var in (opts.out, opts.run):
+            if var is not None:
+                _identifier("--out/--run", var)
+        if opts.no_wait and opts.out:
+            raise UsageError("--out needs the run to finish; with --no-wait use --run VAR, then VAR.df")
+
+        MapTaskMagics._cells += 1
+        filename = f"<map_task cell {MapTaskMagics._cells}>"
+        fn = compile_body(cell, list(lists), ns, filename, line)
+        try:
+            mt = map_task(
+                fn,
+                concurrency=opts.concurrency,
+                min_success_ratio=opts.min_success_ratio,
+                retries=opts.retries,
+                timeout=opts.timeout,
+                backend=opts.backend,
+            )
+            run = mt.submit_product(**lists) if opts.product else mt.submit(**lists)
+        except InvalidMapError as e:
+            raise UsageError(str(e)) from None
+        if opts.run:
+            ns[opts.run] = run
+        if opts.no_wait:
+            run.show()
+            return None
+        try:
+            df = mt._block(run)
+        except MapTaskError as e:
+            if opts.out:
+                ns[opts.out] = e.df
+            raise
+        if opts.out:
+            ns[opts.out] = df
+        return df
+
+    def _parse(self, line: str) -> Any:
+        tokens = split_line(line)
+        parser = self.map_task.parser  # built by @magic_arguments
+        try:
+            return parser.parse_intermixed_args(tokens)
+        except UsageError as e:
+            raise UsageError(f"%%map_task: {e} (see %%map_task? for the options)") from None
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext mapnb``: register ``%%map_task``."""
+    ipython.register_magics(MapTaskMagics)

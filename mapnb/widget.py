@@ -1,0 +1,327 @@
+"""The live grid in a notebook: an anywidget, with a core-ipywidgets fallback.
+
+One :class:`LiveGrid` per run. It subscribes to the run's events, and a flusher thread
+sends what changed at most ``1 / interval`` times a second, as one comm message per
+flush, whatever the number of items or how much they print. From that thread it only
+ever changes widget state (never ``print`` or ``display``), because ipykernel stamps
+output sent from a background thread with the parent of whatever cell runs latest.
+
+Which face is used: ``MAPNB_WIDGET=anywidget|ipywidgets|off`` (default ``auto``:
+anywidget, except in VS Code and Colab, which load anywidget's front end from a CDN
+while core ipywidgets render from local files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import logging
+import os
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import traitlets
+
+from .grid import COLORS, GridModel, render_html
+
+if TYPE_CHECKING:
+    from .run import MapRun
+
+log = logging.getLogger(__name__)
+
+INTERVAL = 0.1  # seconds between two flushes: at most ~10 messages a second
+_ASSETS = importlib.resources.files("mapnb") / "assets"
+
+
+def widget_kind() -> str:
+    """``"anywidget"``, ``"ipywidgets"`` or ``"off"``, from ``MAPNB_WIDGET`` and the front end."""
+    kind = os.environ.get("MAPNB_WIDGET", "auto").strip().lower()
+    if kind not in ("auto", "anywidget", "ipywidgets", "off"):
+        log.warning("MAPNB_WIDGET=%r is not one of auto, anywidget, ipywidgets, off; using auto", kind)
+        kind = "auto"
+    if kind == "auto":
+        remote_frontend = "VSCODE_PID" in os.environ or "google.colab" in sys.modules
+        kind = "ipywidgets" if remote_frontend else "anywidget"
+    return kind
+
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel that can show widgets."""
+    if "IPython" not in sys.modules:  # never import IPython just to ask
+        return False
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _grid_widget_class() -> type:
+    import anywidget
+
+    class MapGrid(anywidget.AnyWidget):
+        """The anywidget face: one DOM cell per item, a detail panel, Cancel / Retry failed."""
+
+        _esm = (_ASSETS / "grid.js").read_text()
+        _css = (_ASSETS / "grid.css").read_text()
+        run_id = traitlets.Unicode("").tag(sync=True)
+        title = traitlets.Unicode("").tag(sync=True)
+        names = traitlets.List(traitlets.Unicode()).tag(sync=True)
+        n = traitlets.Int(0).tag(sync=True)
+        backend = traitlets.Unicode("").tag(sync=True)
+        concurrency = traitlets.Int(0).tag(sync=True)
+        started = traitlets.Float(0.0).tag(sync=True)
+        state = traitlets.Unicode("running").tag(sync=True)
+        counts = traitlets.Dict().tag(sync=True)
+        rate = traitlets.Float(0.0).tag(sync=True)
+        eta = traitlets.Float(None, allow_none=True).tag(sync=True)
+        elapsed = traitlets.Float(None, allow_none=True).tag(sync=True)
+        can_retry = traitlets.Bool(False).tag(sync=True)
+        statuses = traitlets.Unicode("").tag(sync=True)
+        patch = traitlets.Dict().tag(sync=True)
+        sheet = traitlets.Dict().tag(sync=True)
+        fields = traitlets.List(traitlets.Unicode()).tag(sync=True)
+        heat_field = traitlets.Unicode("").tag(sync=True)
+        heat = traitlets.List().tag(sync=True)
+        selected = traitlets.Int(-1).tag(sync=True)
+        detail = traitlets.Dict().tag(sync=True)
+        colors = traitlets.Dict(COLORS).tag(sync=True)
+
+    return MapGrid
+
+
+_MapGrid: type | None = None
+
+
+class LiveGrid:
+    """Keeps one widget in step with one run; see the module docstring.
+
+    Parameters
+    ----------
+    run : MapRun
+        The run to follow.
+    kind : str, optional
+        ``"anywidget"`` or ``"ipywidgets"``; default from :func:`widget_kind`.
+    interval : float
+        Seconds between two flushes to the front end.
+    """
+
+    def __init__(self, run: MapRun, kind: str | None = None, interval: float = INTERVAL) -> None:
+        global _MapGrid
+        self.run = run
+        self.kind = kind or widget_kind()
+        self.interval = interval
+        self.model = GridModel(run)
+        self._flush_lock = threading.RLock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.flushes = 0
+        self._handles: list[Any] = []
+        self._shown_html = ""
+        if self.kind == "anywidget":
+            if _MapGrid is None:
+                _MapGrid = _grid_widget_class()
+            self.widget = _MapGrid()
+            self.widget.observe(self._on_selected, names=["selected"])
+            self.widget.observe(self._on_heat_field, names=["heat_field"])
+        else:
+            self.widget = _CoreGrid(self)
+        self.widget.on_msg(self._on_msg)
+        self.flush()
+        run.subscribe(self.model.on_events)
+        self._follow()
+
+    # -- the front end's requests (the kernel's main thread) ------------------------------
+
+    def _on_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        action = content.get("action") if isinstance(content, dict) else None
+        if action == "cancel":
+            self.run.cancel(wait=False)
+        elif action == "retry_failed":
+            self.retry_failed()
+        else:
+            log.warning("live grid: unknown message %r", content)
+
+    def _on_selected(self, change: dict[str, Any]) -> None:
+        self.select(change["new"])
+
+    def _on_heat_field(self, change: dict[str, Any]) -> None:
+        if change["new"] == self.model.heat_field:
+            return  # our own flush set it
+        with self._flush_lock:
+            self.model.heat_field = change["new"]
+            with self.widget.hold_sync():
+                self.widget.heat = self.model.heat_values()["heat"]
+
+    def select(self, index: int) -> None:
+        """Show item ``index`` in the detail panel (-1: none); its log follows it live."""
+        self.model.selected = index if 0 <= index < len(self.run) else -1
+        if self._thread is not None and self._thread.is_alive():
+            self._wake.set()  # the flusher sends it, keeping to its rate
+        else:
+            self.flush()
+
+    def retry_failed(self) -> None:
+        """Re-run the run's failed items in place; the grid follows."""
+        if not self.run.done():
+            return
+        if self.run.retry_failed():
+            self._follow()
+
+    # -- keeping up ---------------------------------------------------------------------
+
+    def _follow(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._thread = threading.Thread(target=self._flusher, name=f"mapnb-grid-{self.run.id}", daemon=True)
+        self._thread.start()
+
+    def _flusher(self) -> None:
+        last = 0.0
+        while True:
+            finished = self.model.finished.wait(0)
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            pause = last + self.interval - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            try:
+                self.flush()
+            except Exception:  # a closed comm or a dead front end: stop quietly
+                log.exception("live grid for run %s stopped updating", self.run.id)
+                return
+            last = time.monotonic()
+            if finished and self.run.done():
+                self.flush()
+                return
+
+    def flush(self) -> int:
+        """Send what changed, as one message; return how many values it carried."""
+        with self._flush_lock:
+            changes = self.model.changes()
+            if changes:
+                self.flushes += 1
+                if self.kind == "anywidget":
+                    with self.widget.hold_sync():
+                        for k, v in changes.items():
+                            setattr(self.widget, k, v)
+                else:
+                    self.widget.update(changes)
+            return len(changes)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the run is done and its final state has been sent."""
+        if not self.run.wait(timeout):
+            return False
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.flush()
+        return True
+
+    # -- display ------------------------------------------------------------------------
+
+    def static_html(self) -> str:
+        """The picture saved with the notebook, for viewers without widgets."""
+        return render_html(self.model.snapshot())
+
+    def mimebundle(self) -> dict[str, Any]:
+        data = self.widget._repr_mimebundle_()
+        if isinstance(data, tuple):
+            data = data[0]
+        data = dict(data or {})
+        data["text/html"] = self.static_html()
+        data["text/plain"] = repr(self.run)
+        return data
+
+    def display(self) -> None:
+        """Show the grid in the current cell (the kernel's main thread only)."""
+        from IPython.display import display
+
+        self._shown_html = self.static_html()
+        self._handles.append(display(self.mimebundle(), raw=True, display_id=True))
+
+    def refresh_display(self) -> None:
+        """Bring the saved picture of every shown copy up to date (main thread only)."""
+        if not self._handles:
+            return
+        self.wait(5.0)
+        html = self.static_html()
+        if html != self._shown_html:
+            self._shown_html = html
+            bundle = self.mimebundle()
+            for h in self._handles:
+                h.update(bundle, raw=True)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.widget.close()
+
+
+class _CoreGrid:
+    """The core-ipywidgets face: the same state drawn as HTML, plus real buttons.
+
+    The grid is redrawn as one HTML value at most once a second; an item is picked by
+    number instead of by clicking.
+    """
+
+    def __init__(self, grid: LiveGrid) -> None:
+        import ipywidgets as w
+
+        self._grid = grid
+        self._last_draw = 0.0
+        self._state: dict[str, Any] = {}
+        self.picture = w.HTML()
+        self.picture.add_class("mapnb-core-grid")
+        self.cancel = w.Button(description="Cancel", button_style="warning", icon="stop")
+        self.retry = w.Button(description="Retry failed", icon="redo", layout=w.Layout(display="none"))
+        self.pick = w.BoundedIntText(value=-1, min=-1, max=max(0, len(grid.run) - 1), description="Item")
+        self.detail = w.HTML()
+        self.cancel.on_click(lambda _: grid.run.cancel(wait=False))
+        self.retry.on_click(lambda _: grid.retry_failed())
+        self.pick.observe(lambda ch: grid.select(ch["new"]), names=["value"])
+        self.box = w.VBox([self.picture, w.HBox([self.cancel, self.retry, self.pick]), self.detail])
+
+    def on_msg(self, callback: Any) -> None:
+        self.box.on_msg(callback)
+
+    @contextlib.contextmanager
+    def hold_sync(self) -> Any:
+        yield
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.box._repr_mimebundle_(**kwargs)
+
+    def close(self) -> None:
+        self.box.close()
+
+    def update(self, changes: dict[str, Any]) -> None:
+        import html
+
+        self._state.update({k: v for k, v in changes.items() if k != "patch"})
+        if "patch" in changes:
+            codes = list(self._state.get("statuses", ""))
+            for i, c in changes["patch"].items():
+                codes[int(i)] = c
+            self._state["statuses"] = "".join(codes)
+        now = time.monotonic()
+        done = self._state.get("state") != "running"
+        if done or now - self._last_draw >= 1.0:
+            self._last_draw = now
+            snap = dict(self._state)
+            snap["elapsed"] = snap.get("elapsed") or time.time() - snap.get("started", time.time())
+            self.picture.value = render_html(snap, max_cells=500)
+        self.cancel.layout.display = "none" if done else ""
+        self.retry.layout.display = "" if self._state.get("can_retry") else "none"
+        d = changes.get("detail")
+        if d is not None:
+            if not d:
+                self.detail.value = ""
+                return
+            log_text = "".join(t for _, t in d["log"])
+            self.detail.value = (
+                f"<b>item {d['index']}</b> {html.escape(d['status'])}, {d['attempts']} attempt(s)"
+                + "".join(f"<br>{html.escape(k)} = {html.escape(v)}" for k, v in d["inputs"])
+                + (f"<pre>{html.escape(d['error'])}</pre>" if d["error"] else "")
+                + f"<pre style='max-height:300px;overflow:auto'>{html.escape(log_text)}</pre>"
+            )

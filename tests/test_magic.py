@@ -1,0 +1,133 @@
+"""The %%map_task cell magic, through IPython's own run_cell_magic."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from mapnb.magic import split_line
+
+
+@pytest.fixture(scope="module")
+def shell():
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "mapnb")
+    return sh
+
+
+def cell(shell, line: str, body: str):
+    return shell.run_cell_magic("map_task", line, body)
+
+
+def test_split_line_keeps_brackets_and_strings_whole():
+    assert split_line('--retries 1 a=[1, 2] b=range(3) c=df["col one"]') == [
+        "--retries", "1", "a=[1, 2]", "b=range(3)", 'c=df["col one"]'
+    ]  # fmt: skip
+    assert split_line("s='a ) b' t={'k': (1, 2)}") == ["s='a ) b'", "t={'k': (1, 2)}"]
+    assert split_line('u="""x y""" v=\'it\\\'s\'') == ['u="""x y"""', "v='it\\'s'"]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("x=[1, 2", "missing ']'"),
+        ("x=(1, 2]", "unbalanced ']'"),
+        ("x='abc", "unterminated string"),
+        ("--concurrency", "expected one argument"),
+        ("--concurrency two x=[1]", "invalid int value: 'two'"),
+        ("--bogus x=[1]", "unrecognized arguments: --bogus"),
+        ("", "nothing to map"),
+        ("x", "expected NAME=EXPR"),
+        ("x=", "expected NAME=EXPR"),
+        ("1x=[1]", "a mapped name must be a Python name; got '1x'"),
+        ("for=[1]", "got 'for'"),
+        ("x=[1] x=[2]", "x is mapped twice"),
+        ("x=undefined_name", "could not evaluate x=undefined_name: NameError"),
+        ("x=1/0", "ZeroDivisionError"),
+        ("x=5", "x= must be a finite iterable"),
+        ("x='abc'", "x= got str"),
+        ("x=[1, 2] y=[1]", "x has 2 items, y has 1 item"),
+        ("--concurrency 0 x=[1]", "concurrency must be an integer >= 1"),
+        ("--retries -1 x=[1]", "retries"),
+        ("--timeout -2 x=[1]", "timeout"),
+        ("--min-success-ratio 1.5 x=[1]", "min_success_ratio"),
+        ("--backend nope x=[1]", "nope"),
+        ("--out 2bad x=[1]", "--out/--run must be a Python name"),
+        ("--no-wait --out df x=[1]", "--out needs the run to finish"),
+    ],
+)
+def test_bad_lines_raise_usage_errors_that_say_what_is_wrong(shell, line, message):
+    with pytest.raises(UsageError, match=None) as info:
+        cell(shell, line, "x")
+    assert message in str(info.value)
+
+
+def test_a_syntax_error_in_the_body_names_its_line(shell):
+    with pytest.raises(UsageError, match="syntax error on line 3"):
+        cell(shell, "x=[1]", "y = x\ny = = 2\n")
+
+
+def test_the_body_runs_per_item_in_workers_with_notebook_names(shell):
+    shell.run_cell(
+        "import math\n"
+        "OFFSET = 100\n"
+        "def score(v):\n"
+        "    return math.sqrt(v) + OFFSET\n"
+    ).raise_error()
+    df = cell(
+        shell,
+        "--concurrency 2 --retries 1 --timeout 30 --out res --run r value=[1, 4, 9] tag=['a', 'b', 'c']",
+        "import os\nprint(f'processing {value}')\n{'value': value, 'score': score(value), 'pid': os.getpid()}",
+    )
+    assert shell.user_ns["res"] is df
+    assert list(df["score"]) == [101.0, 102.0, 103.0] and list(df["tag"]) == ["a", "b", "c"]
+    assert os.getpid() not in set(df["pid"])  # the body ran in worker processes
+    run = shell.user_ns["r"]
+    assert run.logs(1) == "processing 4\n" and run.state == "succeeded"
+
+
+def test_a_body_without_a_final_expression_returns_none(shell):
+    df = cell(shell, "x=range(2)", "y = x * 2")
+    assert list(df["output"]) == [None, None]
+
+
+def test_product_sweeps_every_combination(shell):
+    df = cell(shell, "--product --run sweep a=[1, 2] b=[10, 20, 30]", "a * b")
+    assert len(df) == 6 and list(df["output"]) == [10, 20, 30, 20, 40, 60]
+    assert shell.user_ns["sweep"].axes == [[1, 2], [10, 20, 30]]
+
+
+def test_no_wait_returns_at_once_and_binds_the_run(shell):
+    out = cell(shell, "--no-wait --run bg x=[0.3, 0.3]", "import time\ntime.sleep(x)\nx")
+    assert out is None
+    run = shell.user_ns["bg"]
+    assert not run.done()
+    assert list(run.result(timeout=30)["output"]) == [0.3, 0.3]
+
+
+def test_a_failing_item_shows_its_own_traceback_and_keeps_the_partial_results(shell, capsys):
+    shell.run_cell(
+        "%%map_task --concurrency 1 --out part x=[1, 0, 2]\n"
+        "def inner(v):\n"
+        "    return 10 // v\n"
+        "inner(x)\n"
+    )
+    shown = capsys.readouterr().out
+    assert "Traceback of item 1" in shown and "ZeroDivisionError" in shown
+    assert 'File "<map_task cell' in shown and "return 10 // v" in shown  # the cell's own lines
+    assert "mapnb/" not in shown and "magic.py" not in shown
+    part = shell.user_ns["part"]
+    assert part.loc[0, "output"] == 10 and part.loc[1, "output"] is None
+    assert list(part["status"]) == ["succeeded", "failed", "aborted"]
+
+
+def test_help_documents_the_magic(shell):
+    doc = shell.find_cell_magic("map_task").__doc__
+    for flag in ("--concurrency", "--min-success-ratio", "--retries", "--timeout", "--backend",
+                 "--product", "--out", "--run", "--no-wait", "NAME=EXPR"):  # fmt: skip
+        assert flag in doc
+    info = shell.object_inspect("%%map_task")
+    assert info["found"] and "--no-wait" in info["docstring"]

@@ -1,0 +1,257 @@
+"""The live grid's widget model, driven by a scripted event stream.
+
+The widget is the real ipywidgets/anywidget model; only its comm is a recorder, which
+plays the front end: it applies every message the kernel sends, as a browser would, and
+sends the front end's own messages (select an item, Cancel, Retry failed) back in.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+from typing import Any
+
+import comm
+import pytest
+
+import mapnb
+from mapnb.grid import CODES, PATCH_CAP, GridModel, render_html
+from mapnb.widget import LiveGrid
+from mapnb.worker import ENDED, FINISHED, LOG, STARTED
+from tests.test_engine import Scripted
+
+
+class FrontEnd(comm.DummyComm):
+    """A comm that records what the kernel sends and keeps the state a browser would."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.sizes: list[int] = []
+        self.state: dict[str, Any] = {}
+        self.custom: list[Any] = []
+        super().__init__(*args, **kwargs)
+
+    def publish_msg(self, msg_type: str, data: Any = None, metadata: Any = None, buffers: Any = None, **keys: Any) -> None:
+        self.sizes.append(len(json.dumps(data, default=str)))
+        if msg_type == "comm_open":
+            self.state.update(data["state"])
+        elif msg_type == "comm_msg" and data.get("method") == "update":
+            self.messages.append(data["state"])
+            self.state.update(data["state"])
+        elif msg_type == "comm_msg":
+            self.custom.append(data)
+
+    def statuses(self) -> str:
+        codes = list(self.state["statuses"])
+        for i, c in self.state["patch"].items():
+            codes[int(i)] = c
+        return "".join(codes)
+
+    # what the browser sends
+    def set(self, **state: Any) -> None:
+        self.handle_msg({"content": {"data": {"method": "update", "state": state, "buffer_paths": []}}, "buffers": []})
+
+    def send_custom(self, content: dict[str, Any]) -> None:
+        self.handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
+
+
+@pytest.fixture
+def frontends(monkeypatch: pytest.MonkeyPatch) -> list[FrontEnd]:
+    made: list[FrontEnd] = []
+
+    def create(*args: Any, **kwargs: Any) -> FrontEnd:
+        made.append(FrontEnd(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(comm, "create_comm", create)
+    return made
+
+
+def grid_front(grid: LiveGrid, frontends: list[FrontEnd]) -> FrontEnd:
+    return next(f for f in frontends if f.comm_id == grid.widget.model_id)
+
+
+def until(pred: Any, timeout: float = 10.0) -> Any:
+    t0 = time.monotonic()
+    while not (r := pred()):
+        assert time.monotonic() - t0 < timeout, "timed out"
+        time.sleep(0.01)
+    return r
+
+
+def start(n: int, fn: Any = lambda x: x, product: dict[str, list[Any]] | None = None, **kw: Any):
+    backend = Scripted()
+    mt = mapnb.map_task(fn, backend=backend, progress=False, **kw)
+    run = mt.submit_product(**product) if product else mt.submit(x=list(range(n)))
+    return run, backend
+
+
+def play(backend: Scripted, values: Any = None, fail: set[int] = frozenset(), lines: int = 0) -> int:
+    """Answer one task: every item starts, prints ``lines`` lines, then ends."""
+    try:
+        task, report = backend.tasks.get(timeout=0.05)
+    except queue.Empty:
+        return 0
+    recs: list[tuple[Any, ...]] = []
+    for i, a, _ in task.items:
+        recs.append((STARTED, task.id, i, a, 0.0))
+        recs += [(LOG, task.id, i, a, "stdout", f"line {k} of {i}\n") for k in range(lines)]
+        ok = i not in fail
+        value = (values(i) if values else i) if ok else mapnb.ItemError("exception", "ValueError", "no", "Traceback: no\n")
+        recs.append((FINISHED, task.id, i, a, ok, value, 0.0, 0.01))
+    recs.append((ENDED, task.id, None, False))
+    report(recs)
+    return len(task.items)
+
+
+def test_the_front_end_ends_with_the_runs_state_in_few_messages(frontends):
+    run, backend = start(3000, concurrency=4, min_success_ratio=0)
+    grid = LiveGrid(run, kind="anywidget", interval=0.1)
+    fe = grid_front(grid, frontends)
+    t0 = time.monotonic()
+    done = 0
+    while not run.done():
+        done += play(backend, fail={7, 2500}, lines=3)
+    assert done == 3000
+    assert grid.wait(10)
+    took = time.monotonic() - t0
+    assert fe.statuses() == "".join(CODES[s] for s in run.statuses)
+    assert fe.statuses().count("f") == 2 and fe.statuses().count("s") == 2998
+    assert fe.state["counts"]["succeeded"] == 2998 and fe.state["state"] == "succeeded"
+    assert fe.state["can_retry"] is True and fe.state["elapsed"] is not None
+    # thousands of events and 9000 log lines; the front end got about 10 messages a second
+    assert len(fe.messages) <= took / 0.1 + 3, (len(fe.messages), took)
+    assert max(fe.sizes[1:]) < 80_000  # a patch of <= PATCH_CAP changes, or the folded string
+
+
+def test_statuses_travel_as_a_patch_folded_into_the_full_string(frontends):
+    run, backend = start(PATCH_CAP * 2, concurrency=1)
+    grid = LiveGrid(run, kind="anywidget")
+    fe = grid_front(grid, frontends)
+    task, report = backend.next()  # one item first: a small patch
+    i, a, _ = task.items[0]
+    report([(STARTED, task.id, i, a, 0.0)])
+    until(lambda: fe.state["patch"] == {"0": "r"})
+    assert fe.state["statuses"] == "q" * (PATCH_CAP * 2)
+    report([(FINISHED, task.id, i, a, True, 0, 0.0, 0.1), (ENDED, task.id, None, False)])
+    while not run.done():
+        play(backend)
+    grid.wait(10)
+    assert fe.statuses() == "s" * (PATCH_CAP * 2)
+    assert all(len(m.get("patch", {})) <= PATCH_CAP for m in fe.messages)
+
+
+def test_selecting_an_item_sends_its_log_and_follows_it(frontends):
+    run, backend = start(3, concurrency=3)
+    grid = LiveGrid(run, kind="anywidget")
+    fe = grid_front(grid, frontends)
+    tasks = [backend.next() for _ in range(3)]
+    (t1, r1) = tasks[1]
+    r1([(STARTED, t1.id, 1, 1, 0.0), (LOG, t1.id, 1, 1, "stdout", "hello\n"), (LOG, t1.id, 1, 1, "stderr", "warn\n")])
+    until(lambda: fe.state["patch"].get("1") == "r")
+    assert "detail" not in fe.state or not fe.state["detail"]  # no log is sent unasked
+    fe.set(selected=1)  # the user clicks item 1
+    d = until(lambda: fe.state.get("detail"))
+    assert d["index"] == 1 and d["status"] == "running"
+    assert d["log"] == [["stdout", "hello\n"], ["stderr", "warn\n"]]
+    assert d["inputs"] == [["x", "1"]]
+    r1([(LOG, t1.id, 1, 1, "stdout", "more\n")])  # the log keeps streaming while selected
+    until(lambda: fe.state["detail"]["log"][-1] == ["stdout", "more\n"])
+    (t0, r0) = tasks[0]
+    r0([(STARTED, t0.id, 0, 1, 0.0), (LOG, t0.id, 0, 1, "stdout", "other item\n")])
+    time.sleep(0.3)
+    assert all("other item" not in json.dumps(m) for m in fe.messages)  # never unselected logs
+    fe.set(selected=-1)
+    until(lambda: fe.state["detail"] == {})
+    run.cancel()
+
+
+def test_a_long_log_sends_only_its_tail(frontends):
+    run, backend = start(1)
+    grid = LiveGrid(run, kind="anywidget")
+    fe = grid_front(grid, frontends)
+    task, report = backend.next()
+    report([(STARTED, task.id, 0, 1, 0.0)] + [(LOG, task.id, 0, 1, "stdout", "x" * 1000 + "\n")] * 300)
+    fe.set(selected=0)
+    d = until(lambda: fe.state.get("detail"))
+    assert sum(len(t) for _, t in d["log"]) == 64 * 1024
+    assert d["log_dropped"] == 300 * 1001 - 64 * 1024
+    run.cancel()
+
+
+def test_cancel_button_cancels_the_run_and_keeps_finished_items(frontends):
+    run, backend = start(10, concurrency=2)
+    grid = LiveGrid(run, kind="anywidget")
+    fe = grid_front(grid, frontends)
+    play(backend)
+    task, report = backend.next()
+    report([(STARTED, task.id, task.items[0][0], 1, 0.0)])
+    fe.send_custom({"action": "cancel"})
+    assert run.wait(10) and run.state == "cancelled"
+    grid.wait(10)
+    assert task.id in backend.killed
+    assert fe.statuses()[0] == "s" and set(fe.statuses()[1:]) == {"x"}
+    assert fe.state["can_retry"] is True
+
+
+def test_retry_failed_reruns_only_those_items_in_place(frontends):
+    run, backend = start(6, concurrency=6, min_success_ratio=0, retries=1)
+    grid = LiveGrid(run, kind="anywidget")
+    fe = grid_front(grid, frontends)
+    while not run.done():  # the failing items fail their one retry too
+        play(backend, fail={2, 4})
+    grid.wait(10)
+    assert fe.statuses() == "ssfsfs" and fe.state["can_retry"] is True
+    fe.send_custom({"action": "retry_failed"})
+    until(lambda: not run.done())
+    seen = []
+    while not run.done():
+        seen += [backend.tasks.queue[0][0].items] if backend.tasks.qsize() else []
+        play(backend, values=lambda i: i * 10)
+    assert sorted((i, a) for items in seen for i, a, _ in items) == [(2, 3), (4, 3)]  # only those
+    grid.wait(10)
+    assert fe.statuses() == "ssssss" and fe.state["state"] == "succeeded" and not fe.state["can_retry"]
+    assert run.outputs == [0, 1, 20, 3, 40, 5]
+    assert run.attempts == [1, 1, 3, 1, 3, 1]
+
+
+def test_a_two_parameter_sweep_is_a_sheet_with_a_heatmap(frontends):
+    run, backend = start(0, fn=lambda lr, depth: 0, product={"lr": [0.1, 0.01, 0.001], "depth": [2, 4]})
+    grid = LiveGrid(run, kind="anywidget")
+    fe = grid_front(grid, frontends)
+    assert fe.state["sheet"]["y"] == {"name": "lr", "labels": ["0.1", "0.01", "0.001"]}
+    assert fe.state["sheet"]["x"] == {"name": "depth", "labels": ["2", "4"]}
+    while not run.done():
+        play(backend, values=lambda i: {"loss": 1.0 / (i + 1), "acc": i / 10, "note": "x"})
+    grid.wait(10)
+    assert fe.state["fields"] == ["loss", "acc"] and fe.state["heat_field"] == "loss"
+    assert fe.state["heat"] == pytest.approx([1.0 / (i + 1) for i in range(6)])
+    fe.set(heat_field="acc")  # the user picks another field
+    until(lambda: fe.state["heat"] == pytest.approx([i / 10 for i in range(6)]))
+
+
+def test_the_core_ipywidgets_face_shows_the_same_run(frontends):
+    run, backend = start(4, min_success_ratio=0, concurrency=4)
+    grid = LiveGrid(run, kind="ipywidgets")
+    while not run.done():
+        play(backend, fail={1}, lines=1)
+    grid.wait(10)
+    assert "failed 1" in grid.widget.picture.value and "succeeded 3" in grid.widget.picture.value
+    assert grid.widget.retry.layout.display == ""
+    grid.widget.pick.value = 1
+    assert "Traceback: no" in grid.widget.detail.value and "line 0 of 1" in grid.widget.detail.value
+
+
+def test_the_static_picture_and_the_mimebundle(frontends):
+    run, backend = start(3, min_success_ratio=0, concurrency=3)
+    grid = LiveGrid(run, kind="anywidget")
+    while not run.done():
+        play(backend, fail={2})
+    grid.wait(10)
+    bundle = grid.mimebundle()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == grid.widget.model_id
+    assert "succeeded 2" in bundle["text/html"] and "failed 1" in bundle["text/html"]
+    assert bundle["text/plain"].startswith("<MapRun")
+    big = render_html({**GridModel(run).snapshot(), "n": 10_000, "statuses": "s" * 9_999 + "f"}, max_cells=500)
+    assert big.count("<span title=") == 500 and "9980-9999: failed" in big
