@@ -191,8 +191,9 @@ class GridModel:
         eng = self._eng
         counts = {s.value: k for s, k in eng.counts.items()}
         done = sum(k for s, k in eng.counts.items() if s.final)
+        ran = counts["succeeded"] + counts["failed"] + counts["cached"]  # what the rate is about
         now = time.monotonic()
-        self._rate.append((now, done))
+        self._rate.append((now, ran))
         t0, d0 = self._rate[0]
         for t, d in self._rate:  # the oldest sample of the last 10 s
             if now - t <= 10:
@@ -201,8 +202,10 @@ class GridModel:
         span = now - t0
         if span < 0.5:  # too short a window: use the whole run so far
             span, d0 = now - eng.started_at, 0
-        rate = (done - d0) / span if span > 0 else 0.0
+        rate = (ran - d0) / span if span > 0 else 0.0
         finished = eng.finished_at is not None and self._eng.done.is_set()
+        if finished:  # the whole run's rate, which no longer changes
+            rate = ran / max(eng.finished_at - eng.started_at, 1e-9)
         left = eng.n - done
         state = self.run.state
         failures = counts["failed"] + counts["aborted"] + counts["cancelled"]

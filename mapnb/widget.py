@@ -212,7 +212,7 @@ class LiveGrid:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the run is done and its final state has been sent."""
-        if not self.run.wait(timeout):
+        if not self.run._engine.done.wait(timeout):  # not run.wait(): that refreshes the display
             return False
         if self._thread is not None:
             self._thread.join(timeout)

@@ -1,0 +1,169 @@
+"""The live grid in a real browser: JupyterLab 4 and Notebook 7 on 127.0.0.1, Debian's
+Chromium driven by Playwright (see shared/browser-testing.md for the recipe and pitfalls).
+
+Screenshots land in ``$MAPNB_ARTIFACTS`` (default ``test-artifacts/``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+REQUIRED = os.environ.get("MAPNB_REQUIRE_BROWSER") == "1"
+if not os.path.exists(CHROMIUM) and not REQUIRED:
+    pytest.skip("no /usr/bin/chromium (make test-browser installs it)", allow_module_level=True)
+nbformat = pytest.importorskip("nbformat")
+psutil = pytest.importorskip("psutil")
+playwright = pytest.importorskip("playwright.sync_api")
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHOTS = pathlib.Path(os.environ.get("MAPNB_ARTIFACTS", ROOT / "test-artifacts"))
+TOKEN = "mapnb-test-token"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage"]  # fmt: skip
+
+CELLS = [
+    "%load_ext mapnb\nimport time",
+    # 20 sleepy items, 4 at a time: about 5 s, while the kernel is busy
+    "%%map_task --concurrency 4 --run sleepy x=range(20)\n"
+    "print(f'processing {x}')\n"
+    "time.sleep(1)\n"
+    "{'x': x, 'square': x * x}",
+    # a long run left in the background, for the Cancel button
+    "%%map_task --no-wait --concurrency 2 --run long x=range(6)\ntime.sleep(60)\nx",
+]
+
+PROBE = """() => {
+  const grids = [...document.querySelectorAll('.mapnb-grid')];
+  const ind = document.querySelector('.jp-Notebook-ExecutionIndicator');
+  return {
+    kernel: ind ? ind.dataset.status : null,
+    grids: grids.map(g => ({
+      state: g.dataset.state,
+      running: g.querySelectorAll('.mapnb-cell.s-running').length,
+      succeeded: g.querySelectorAll('.mapnb-cell.s-succeeded').length,
+      cancelled: g.querySelectorAll('.mapnb-cell.s-cancelled').length,
+      cells: g.querySelectorAll('.mapnb-cell').length,
+      log: g.querySelector('.mapnb-log')?.textContent ?? null,
+    })),
+  };
+}"""
+
+
+def api(url: str, path: str) -> object:
+    try:
+        return json.load(urllib.request.urlopen(f"{url}/api/{path}?token={TOKEN}", timeout=5))
+    except Exception:  # not up yet; /api/kernels may even answer 500 while a kernel starts
+        return None
+
+
+def wait(pred, timeout: float, what: str):
+    t0 = time.monotonic()
+    while not (r := pred()):
+        assert time.monotonic() - t0 < timeout, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return r
+
+
+@pytest.fixture
+def server(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "grid.ipynb")
+    settings = tmp_path / ".settings/@jupyterlab/apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
+         f"--port={port}", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={tmp_path}",
+         f"--LabApp.user_settings_dir={tmp_path}/.settings", f"--LabApp.workspaces_dir={tmp_path}/.ws"],
+        env=dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / ".rt"), MAPNB_WIDGET="anywidget"),
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait(lambda: api(url, "status") is not None, 90, "the Jupyter server")
+        yield url
+    finally:
+        kids = psutil.Process(proc.pid).children(recursive=True)
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        for k in kids:
+            if k.is_running():
+                k.kill()
+        log.close()
+
+
+@pytest.fixture
+def page(tmp_path):
+    with playwright.sync_playwright() as p:  # never `playwright install`: Debian's chromium
+        ctx = p.chromium.launch_persistent_context(
+            tmp_path / ".profile", headless=True, args=ARGS, executable_path=CHROMIUM,
+            viewport={"width": 1280, "height": 1000},
+        )  # fmt: skip
+        try:
+            yield ctx.pages[0]
+        finally:
+            ctx.close()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("ui", ["lab/tree", "notebooks"])  # JupyterLab 4, Notebook 7
+def test_the_live_grid_in_a_browser(server, page, ui):
+    tag = "lab" if ui.startswith("lab") else "nb7"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    seen: list[dict] = []
+
+    def state_when(cond, timeout=60, what="the grid"):
+        def probe():
+            seen.append(s := page.evaluate(PROBE))
+            return s if cond(s) else None
+
+        return wait(probe, timeout, f"{what}; last seen {seen[-1:]}")
+
+    page.goto(f"{server}/{ui}/grid.ipynb?token={TOKEN}")
+    # The indicator reads "idle" before a kernel exists: ask the server for a connected one.
+    wait(lambda: [k for k in api(server, "kernels") or [] if k["execution_state"] == "idle"
+                  and k["connections"] > 0], 90, "an idle kernel")  # fmt: skip
+    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").click()
+    page.locator(".lm-Menu-itemLabel").get_by_text("Run All Cells", exact=True).click()
+
+    # The grid appears while the cell runs, and its cells turn from running to succeeded.
+    mid = state_when(lambda s: s["grids"] and s["grids"][0]["cells"] == 20 and s["grids"][0]["running"] > 0
+                     and s["grids"][0]["succeeded"] > 0)  # fmt: skip
+    page.screenshot(path=SHOTS / f"{tag}_1_running.png")
+    assert mid["grids"][0]["succeeded"] < 20 and mid["kernel"] == "busy", mid
+    end = state_when(lambda s: s["grids"] and s["grids"][0]["succeeded"] == 20, what="20 succeeded")
+    assert end["grids"][0]["state"] == "succeeded" and end["grids"][0]["running"] == 0
+
+    # Clicking a cell shows that item's inputs and log.
+    page.locator(".mapnb-grid").nth(0).locator(".mapnb-cell[data-i='3']").click()
+    state_when(lambda s: "processing 3" in (s["grids"][0]["log"] or ""), 30, "item 3's log")
+
+    # The background run's grid keeps updating while the kernel is idle; Cancel stops it.
+    state_when(lambda s: len(s["grids"]) == 2 and s["grids"][1]["running"] == 2 and s["kernel"] == "idle",
+               what="the background run")  # fmt: skip
+    page.screenshot(path=SHOTS / f"{tag}_2_background.png")
+    page.locator(".mapnb-grid").nth(1).locator(".mapnb-cancel").click()
+    done = state_when(lambda s: s["grids"][1]["state"] == "cancelled", 30, "the cancelled run")
+    assert done["grids"][1]["cancelled"] == 6 and done["grids"][1]["succeeded"] == 0, done
+    page.screenshot(path=SHOTS / f"{tag}_3_cancelled.png")
