@@ -71,9 +71,7 @@ def _numeric_fields(value: Any) -> dict[str, float]:
         items = zip(value._fields, value)
     else:
         return {}
-    return {
-        str(k): float(v) for k, v in items if isinstance(v, numbers.Real) and not isinstance(v, bool)
-    }
+    return {str(k): float(v) for k, v in items if isinstance(v, numbers.Real) and not isinstance(v, bool)}
 
 
 def _finite(x: float) -> float | None:
@@ -294,6 +292,9 @@ class GridModel:
             "statuses": self._full_statuses(),
             **self._header(),
             "elapsed": round(self.run.elapsed, 2),
+            "sheet": self.sheet,
+            "heat_field": self.heat_field,
+            "heat": list(self._heat) if self.sheet and self._heat is not None else [],
         }
 
 
@@ -332,6 +333,11 @@ def render_html(snap: dict[str, Any], max_cells: int = 2000) -> str:
         f"{esc(snap['state'])} &middot; {_fmt_seconds(snap.get('elapsed'))} "
         f'<span style="color:#888">run {esc(snap["run_id"])}</span><div style="margin:4px 0">{chips}</div>'
     )
+    sheet = snap.get("sheet") or {}
+    if sheet and n <= max_cells:
+        return (
+            head + _render_sheet(sheet, codes, snap.get("heat_field", ""), snap.get("heat") or []) + "</div>"
+        )
     per = max(1, math.ceil(n / max_cells))
     rank = "frtqxacs"  # which status a block of items shows: the first of these present
     cells = []
@@ -345,3 +351,47 @@ def render_html(snap: dict[str, Any], max_cells: int = 2000) -> str:
             f'height:{size}px;margin:1px;background:{COLORS[_BY_CODE[code]]}"></span>'
         )
     return f'{head}<div style="line-height:0;max-width:900px">{"".join(cells)}</div></div>'
+
+
+_VIRIDIS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
+
+
+def _ramp(t: float) -> str:
+    """A colour on the viridis ramp for ``t`` in [0, 1] (the front end uses the same stops)."""
+    t = min(1.0, max(0.0, t)) * (len(_VIRIDIS) - 1)
+    k = min(len(_VIRIDIS) - 2, int(t))
+    f = t - k
+    a, b = _VIRIDIS[k], _VIRIDIS[k + 1]
+    return "rgb({},{},{})".format(*(round(x + f * (y - x)) for x, y in zip(a, b)))
+
+
+def _render_sheet(sheet: dict[str, Any], codes: str, field: str, heat: list[float | None]) -> str:
+    """A 2-parameter sweep as a table: one row per value of the first, one column per value
+    of the second, cells coloured by ``field`` where known, else by status."""
+    esc = html.escape
+    xs, ys = sheet["x"]["labels"], sheet["y"]["labels"]
+    known = [v for v in heat if v is not None]
+    lo, hi = (min(known), max(known)) if known else (0.0, 0.0)
+    td = "padding:2px 6px;text-align:center;font-size:11px"
+    rows = [
+        f'<tr><th style="{td}">{esc(sheet["y"]["name"])} \\ {esc(sheet["x"]["name"])}</th>'
+        + "".join(f'<th style="{td}">{esc(x)}</th>' for x in xs)
+        + "</tr>"
+    ]
+    for r, y in enumerate(ys):
+        cells = []
+        for c in range(len(xs)):
+            i = r * len(xs) + c
+            v = heat[i] if i < len(heat) else None
+            status = _BY_CODE[codes[i]]
+            if v is None:
+                bg, text = COLORS[status], status
+            else:
+                bg, text = _ramp((v - lo) / (hi - lo) if hi > lo else 0.5), f"{v:.4g}"
+            fg = "#000" if v is not None and (v - lo) > 0.6 * (hi - lo) else "#fff"
+            cells.append(
+                f'<td title="item {i}: {status}" style="{td};background:{bg};color:{fg}">{esc(text)}</td>'
+            )
+        rows.append(f'<tr><th style="{td}">{esc(y)}</th>{"".join(cells)}</tr>')
+    legend = f"<div>colour: {esc(field)} from {lo:.4g} to {hi:.4g}</div>" if known else ""
+    return f'<table style="border-collapse:collapse">{"".join(rows)}</table>{legend}'

@@ -116,7 +116,9 @@ class LiveGrid:
         self._flush_lock = threading.RLock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._follow_lock = threading.Lock()
         self.flushes = 0
+        self._last_flush = 0.0
         self._handles: list[Any] = []
         self._shown_html = ""
         if self.kind == "anywidget":
@@ -157,10 +159,10 @@ class LiveGrid:
     def select(self, index: int) -> None:
         """Show item ``index`` in the detail panel (-1: none); its log follows it live."""
         self.model.selected = index if 0 <= index < len(self.run) else -1
-        if self._thread is not None and self._thread.is_alive():
-            self._wake.set()  # the flusher sends it, keeping to its rate
-        else:
+        if self.run.done():
             self.flush()
+        else:
+            self._wake.set()  # the flusher sends it, keeping to its rate
 
     def retry_failed(self) -> None:
         """Re-run the run's failed items in place; the grid follows."""
@@ -172,29 +174,32 @@ class LiveGrid:
     # -- keeping up ---------------------------------------------------------------------
 
     def _follow(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._thread = threading.Thread(target=self._flusher, name=f"mapnb-grid-{self.run.id}", daemon=True)
-        self._thread.start()
+        with self._follow_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._flusher, name=f"mapnb-grid-{self.run.id}", daemon=True
+                )
+                self._thread.start()
 
     def _flusher(self) -> None:
-        last = 0.0
         while True:
             finished = self.model.finished.wait(0)
             self._wake.wait(self.interval)
             self._wake.clear()
-            pause = last + self.interval - time.monotonic()
-            if pause > 0:
+            pause = self._last_flush + self.interval - time.monotonic()
+            if pause > 0:  # whoever flushed last, keep to the rate
                 time.sleep(pause)
             try:
                 self.flush()
             except Exception:  # a closed comm or a dead front end: stop quietly
                 log.exception("live grid for run %s stopped updating", self.run.id)
                 return
-            last = time.monotonic()
             if finished and self.run.done():
                 self.flush()
-                return
+                with self._follow_lock:  # a Retry may have restarted the run meanwhile
+                    if self.run.done():
+                        self._thread = None
+                        return
 
     def flush(self) -> int:
         """Send what changed, as one message; return how many values it carried."""
@@ -202,6 +207,7 @@ class LiveGrid:
             changes = self.model.changes()
             if changes:
                 self.flushes += 1
+                self._last_flush = time.monotonic()
                 if self.kind == "anywidget":
                     with self.widget.hold_sync():
                         for k, v in changes.items():
@@ -214,9 +220,9 @@ class LiveGrid:
         """Wait until the run is done and its final state has been sent."""
         if not self.run._engine.done.wait(timeout):  # not run.wait(): that refreshes the display
             return False
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self.flush()
+        self.model.finished.wait(timeout)  # the last events have reached the model
+        self.flush()  # now, not at the flusher's next tick; the flusher then finds nothing
+        self._wake.set()
         return True
 
     # -- display ------------------------------------------------------------------------
