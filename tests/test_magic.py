@@ -72,10 +72,7 @@ def test_a_syntax_error_in_the_body_names_its_line(shell):
 
 def test_the_body_runs_per_item_in_workers_with_notebook_names(shell):
     shell.run_cell(
-        "import math\n"
-        "OFFSET = 100\n"
-        "def score(v):\n"
-        "    return math.sqrt(v) + OFFSET\n"
+        "import math\nOFFSET = 100\ndef score(v):\n    return math.sqrt(v) + OFFSET\n"
     ).raise_error()
     df = cell(
         shell,
@@ -110,10 +107,7 @@ def test_no_wait_returns_at_once_and_binds_the_run(shell):
 
 def test_a_failing_item_shows_its_own_traceback_and_keeps_the_partial_results(shell, capsys):
     shell.run_cell(
-        "%%map_task --concurrency 1 --out part x=[1, 0, 2]\n"
-        "def inner(v):\n"
-        "    return 10 // v\n"
-        "inner(x)\n"
+        "%%map_task --concurrency 1 --out part x=[1, 0, 2]\ndef inner(v):\n    return 10 // v\ninner(x)\n"
     )
     shown = capsys.readouterr().out
     assert "Traceback of item 1" in shown and "ZeroDivisionError" in shown

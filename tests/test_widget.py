@@ -32,7 +32,9 @@ class FrontEnd(comm.DummyComm):
         self.custom: list[Any] = []
         super().__init__(*args, **kwargs)
 
-    def publish_msg(self, msg_type: str, data: Any = None, metadata: Any = None, buffers: Any = None, **keys: Any) -> None:
+    def publish_msg(
+        self, msg_type: str, data: Any = None, metadata: Any = None, buffers: Any = None, **keys: Any
+    ) -> None:
         self.sizes.append(len(json.dumps(data, default=str)))
         if msg_type == "comm_open":
             self.state.update(data["state"])
@@ -50,7 +52,9 @@ class FrontEnd(comm.DummyComm):
 
     # what the browser sends
     def set(self, **state: Any) -> None:
-        self.handle_msg({"content": {"data": {"method": "update", "state": state, "buffer_paths": []}}, "buffers": []})
+        self.handle_msg(
+            {"content": {"data": {"method": "update", "state": state, "buffer_paths": []}}, "buffers": []}
+        )
 
     def send_custom(self, content: dict[str, Any]) -> None:
         self.handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
@@ -98,7 +102,11 @@ def play(backend: Scripted, values: Any = None, fail: set[int] = frozenset(), li
         recs.append((STARTED, task.id, i, a, 0.0))
         recs += [(LOG, task.id, i, a, "stdout", f"line {k} of {i}\n") for k in range(lines)]
         ok = i not in fail
-        value = (values(i) if values else i) if ok else mapnb.ItemError("exception", "ValueError", "no", "Traceback: no\n")
+        value = (
+            (values(i) if values else i)
+            if ok
+            else mapnb.ItemError("exception", "ValueError", "no", "Traceback: no\n")
+        )
         recs.append((FINISHED, task.id, i, a, ok, value, 0.0, 0.01))
     recs.append((ENDED, task.id, None, False))
     report(recs)
@@ -148,7 +156,13 @@ def test_selecting_an_item_sends_its_log_and_follows_it(frontends):
     fe = grid_front(grid, frontends)
     tasks = [backend.next() for _ in range(3)]
     (t1, r1) = tasks[1]
-    r1([(STARTED, t1.id, 1, 1, 0.0), (LOG, t1.id, 1, 1, "stdout", "hello\n"), (LOG, t1.id, 1, 1, "stderr", "warn\n")])
+    r1(
+        [
+            (STARTED, t1.id, 1, 1, 0.0),
+            (LOG, t1.id, 1, 1, "stdout", "hello\n"),
+            (LOG, t1.id, 1, 1, "stderr", "warn\n"),
+        ]
+    )
     until(lambda: fe.state["patch"].get("1") == "r")
     assert "detail" not in fe.state or not fe.state["detail"]  # no log is sent unasked
     fe.set(selected=1)  # the user clicks item 1
@@ -253,5 +267,7 @@ def test_the_static_picture_and_the_mimebundle(frontends):
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == grid.widget.model_id
     assert "succeeded 2" in bundle["text/html"] and "failed 1" in bundle["text/html"]
     assert bundle["text/plain"].startswith("<MapRun")
-    big = render_html({**GridModel(run).snapshot(), "n": 10_000, "statuses": "s" * 9_999 + "f"}, max_cells=500)
+    big = render_html(
+        {**GridModel(run).snapshot(), "n": 10_000, "statuses": "s" * 9_999 + "f"}, max_cells=500
+    )
     assert big.count("<span title=") == 500 and "9980-9999: failed" in big
