@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench chromium notebooks lint clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "mapnb needs Python >= 3.10"'
@@ -25,12 +26,26 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 demo: $(VENV)/.installed  ## make a venv, install, run the example on the local pool
 	$(PY) examples/demo.py
 
-test: $(VENV)/.installed-test  ## make a venv, install with test extras, lint, run the tests
-	$(PY) -m ruff check mapnb tests benchmarks examples
-	$(PY) -m pytest
+test: $(VENV)/.installed-test chromium  ## install, lint, run the tests and the tutorial notebooks
+	$(PY) -m ruff check mapnb tests benchmarks examples notebooks
+	$(PY) -m pytest --nbval-lax --nbval-current-env
+
+# The browser tests drive Debian's Chromium through Playwright (never `playwright install`).
+# Installing it needs root; without it those tests skip, unless MAPNB_REQUIRE_BROWSER=1.
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: no $(CHROMIUM) and no root to install it; the browser tests will skip"; fi; \
+	fi
 
 bench: $(VENV)/.installed-bench  ## mapnb against its peers, side by side (see README)
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/widget.py
+
+notebooks: $(VENV)/.installed-test  ## re-execute the tutorials in place, outputs and widget state saved
+	$(PY) notebooks/execute.py notebooks/*.ipynb
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache test-artifacts

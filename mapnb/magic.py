@@ -115,7 +115,9 @@ def compile_body(
     try:
         tree = ast.parse(body, filename)
     except SyntaxError as e:
-        raise UsageError(f"the %%map_task body has a syntax error on line {(e.lineno or 0) + 1}: {e.msg}") from None
+        raise UsageError(
+            f"the %%map_task body has a syntax error on line {(e.lineno or 0) + 1}: {e.msg}"
+        ) from None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = tree.body[-1]
         tree.body[-1] = ast.copy_location(ast.Return(value=last.value), last)
