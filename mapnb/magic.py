@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from .api import map_task
@@ -171,8 +171,8 @@ class MapTaskMagics(Magics):
         help="a mapped name and the list it takes, evaluated in the notebook; "
         "an EXPR may contain spaces inside brackets",
     )
-    @cell_magic
-    def map_task(self, line: str, cell: str) -> Any:
+    @line_cell_magic  # a line magic too, so that %map_task? finds the documentation
+    def map_task(self, line: str, cell: str | None = None) -> Any:
         """Run the cell once per item, in parallel, with each ``NAME`` bound to its value.
 
         The value of the body's last expression is the item's output; ``print`` goes to
@@ -184,6 +184,11 @@ class MapTaskMagics(Magics):
             print("working on", x)
             {"x": x, "y": x * scale}
         """
+        if cell is None:
+            raise UsageError(
+                "%%map_task is a cell magic: put it on the first line of a cell, options and "
+                "NAME=EXPR pairs after it, and the body to run per item below (see %map_task?)"
+            )
         opts = self._parse(line)
         ns = self.shell.user_ns
         lists: dict[str, Any] = {}

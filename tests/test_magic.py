@@ -123,5 +123,8 @@ def test_help_documents_the_magic(shell):
     for flag in ("--concurrency", "--min-success-ratio", "--retries", "--timeout", "--backend",
                  "--product", "--out", "--run", "--no-wait", "NAME=EXPR"):  # fmt: skip
         assert flag in doc
-    info = shell.object_inspect("%%map_task")
-    assert info["found"] and "--no-wait" in info["docstring"]
+    for name in ("%%map_task", "%map_task"):
+        info = shell.object_inspect(name)
+        assert info["found"] and "--no-wait" in info["docstring"]
+    with pytest.raises(UsageError, match="is a cell magic"):
+        shell.run_line_magic("map_task", "x=[1]")

@@ -107,3 +107,36 @@ def test_a_notebook_kernel_runs_items_in_parallel_and_interrupt_cancels(kernel, 
     assert all(gone(p) for p in pids)  # the subtasks died before the cell returned
     out, _ = execute(kc, "r = mapnb.last_run(); print(r.state, sorted({s.value for s in r.statuses}))")
     assert out.strip() == "cancelled ['cancelled']"
+
+
+def displays(kc, code: str, timeout: float = 60) -> list[dict]:
+    """Run code in the kernel; return its display_data / update_display_data messages."""
+    msg_id = kc.execute(code)
+    shown = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] in ("display_data", "update_display_data"):
+            shown.append(msg)
+        elif msg["msg_type"] == "error":
+            raise AssertionError("\n".join(msg["content"]["traceback"]))
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return shown
+
+
+def test_a_blocking_run_shows_the_grid_unless_it_is_quick_and_saves_its_final_picture(kernel):
+    _, kc = kernel
+    widget = "application/vnd.jupyter.widget-view+json"
+    quick = displays(kc, "import time, mapnb\ndf = mapnb.map_task(lambda x: -x)(x=[1, 2])")
+    assert quick == []  # done before the grid's delay: nothing flashes
+    slow = displays(kc, "df = mapnb.map_task(lambda x: time.sleep(0.8) or x, concurrency=2)(x=[1, 2])")
+    first, last = slow[0], slow[-1]
+    assert first["msg_type"] == "display_data" and widget in first["content"]["data"]
+    assert "queued" in first["content"]["data"]["text/html"] or "running" in first["content"]["data"]["text/html"]
+    # The saved notebook's picture is brought up to date when the run ends.
+    assert last["msg_type"] == "update_display_data"
+    assert "succeeded 2" in last["content"]["data"]["text/html"]
+    assert last["content"]["transient"]["display_id"] == first["content"]["transient"]["display_id"]
+    off = displays(kc, "df = mapnb.map_task(lambda x: time.sleep(0.8) or x, progress=False)(x=[1])")
+    assert off == []  # progress=False: no grid

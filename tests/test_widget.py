@@ -271,3 +271,28 @@ def test_the_static_picture_and_the_mimebundle(frontends):
         {**GridModel(run).snapshot(), "n": 10_000, "statuses": "s" * 9_999 + "f"}, max_cells=500
     )
     assert big.count("<span title=") == 500 and "9980-9999: failed" in big
+
+
+def test_which_face_is_used(monkeypatch):
+    from mapnb.widget import widget_kind
+
+    monkeypatch.delenv("MAPNB_WIDGET", raising=False)
+    monkeypatch.delenv("VSCODE_PID", raising=False)
+    assert widget_kind() == "anywidget"
+    monkeypatch.setenv("VSCODE_PID", "123")  # VS Code loads anywidget's front end from a CDN
+    assert widget_kind() == "ipywidgets"
+    monkeypatch.setenv("MAPNB_WIDGET", "anywidget")
+    assert widget_kind() == "anywidget"
+    monkeypatch.setenv("MAPNB_WIDGET", "off")
+    assert widget_kind() == "off"
+    monkeypatch.setenv("MAPNB_WIDGET", "sparkles")
+    assert widget_kind() == "ipywidgets"  # unknown: warned about, then auto
+
+
+def test_outside_a_notebook_a_run_displays_as_a_static_picture():
+    run, backend = start(2)
+    while not run.done():
+        play(backend)
+    bundle = run._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html"} and "succeeded 2" in bundle["text/html"]
+    assert run._grid is None  # no widget was made
