@@ -42,7 +42,9 @@ def widget_kind() -> str:
         log.warning("MAPNB_WIDGET=%r is not one of auto, anywidget, ipywidgets, off; using auto", kind)
         kind = "auto"
     if kind == "auto":
-        remote_frontend = "VSCODE_PID" in os.environ or "google.colab" in sys.modules
+        # VSCODE_CWD too: VS Code over WSL or in a container sets no VSCODE_PID (holoviz/panel#5200)
+        vscode = "VSCODE_PID" in os.environ or "VSCODE_CWD" in os.environ
+        remote_frontend = vscode or "google.colab" in sys.modules
         kind = "ipywidgets" if remote_frontend else "anywidget"
     return kind
 

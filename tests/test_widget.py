@@ -278,6 +278,7 @@ def test_which_face_is_used(monkeypatch):
 
     monkeypatch.delenv("MAPNB_WIDGET", raising=False)
     monkeypatch.delenv("VSCODE_PID", raising=False)
+    monkeypatch.delenv("VSCODE_CWD", raising=False)
     assert widget_kind() == "anywidget"
     monkeypatch.setenv("VSCODE_PID", "123")  # VS Code loads anywidget's front end from a CDN
     assert widget_kind() == "ipywidgets"
