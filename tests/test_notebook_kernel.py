@@ -133,7 +133,10 @@ def test_a_blocking_run_shows_the_grid_unless_it_is_quick_and_saves_its_final_pi
     slow = displays(kc, "df = mapnb.map_task(lambda x: time.sleep(0.8) or x, concurrency=2)(x=[1, 2])")
     first, last = slow[0], slow[-1]
     assert first["msg_type"] == "display_data" and widget in first["content"]["data"]
-    assert "queued" in first["content"]["data"]["text/html"] or "running" in first["content"]["data"]["text/html"]
+    assert (
+        "queued" in first["content"]["data"]["text/html"]
+        or "running" in first["content"]["data"]["text/html"]
+    )
     # The saved notebook's picture is brought up to date when the run ends.
     assert last["msg_type"] == "update_display_data"
     assert "succeeded 2" in last["content"]["data"]["text/html"]
