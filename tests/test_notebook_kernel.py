@@ -51,8 +51,11 @@ def kernel():
         km.shutdown_kernel(now=True)
 
 
-def execute(kc, code: str, timeout: float = 60) -> tuple[str, dict]:
-    """Run code in the kernel; return (stdout text, execute_reply content)."""
+def execute(kc, code: str, timeout: float = 60, shown: list | None = None) -> tuple[str, dict]:
+    """Run code in the kernel; return (stdout text, execute_reply content).
+
+    Its display_data and update_display_data messages go to ``shown``, when given.
+    """
     msg_id = kc.execute(code)
     out = []
     while True:
@@ -63,6 +66,8 @@ def execute(kc, code: str, timeout: float = 60) -> tuple[str, dict]:
             out.append(msg["content"]["text"])
         elif msg["msg_type"] == "error":
             out.append("\n".join(msg["content"]["traceback"]))
+        elif msg["msg_type"] in ("display_data", "update_display_data") and shown is not None:
+            shown.append(msg)
         elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
             break
     return "".join(out), kc.get_shell_msg(timeout=timeout)["content"]
@@ -109,20 +114,11 @@ def test_a_notebook_kernel_runs_items_in_parallel_and_interrupt_cancels(kernel, 
     assert out.strip() == "cancelled ['cancelled']"
 
 
-def displays(kc, code: str, timeout: float = 60) -> list[dict]:
-    """Run code in the kernel; return its display_data / update_display_data messages."""
-    msg_id = kc.execute(code)
-    shown = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=timeout)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] in ("display_data", "update_display_data"):
-            shown.append(msg)
-        elif msg["msg_type"] == "error":
-            raise AssertionError("\n".join(msg["content"]["traceback"]))
-        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            return shown
+def displays(kc, code: str) -> list[dict]:
+    shown: list[dict] = []
+    out, reply = execute(kc, code, shown=shown)
+    assert reply["status"] == "ok", out
+    return shown
 
 
 def test_a_blocking_run_shows_the_grid_unless_it_is_quick_and_saves_its_final_picture(kernel):
