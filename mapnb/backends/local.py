@@ -15,7 +15,6 @@ A supervisor thread reads the workers' report batches and forwards them to the e
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import itertools
 import logging
 import os
@@ -32,6 +31,7 @@ from typing import Any
 
 from ..errors import ItemError, worker_died
 from ..worker import ENDED, FINISHED
+from ._wire import drop_unpicklable, dumps, load_output
 from .base import Backend, ReportFn, Task
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ class Pool:
         for k, r in enumerate(records):
             if r[0] == FINISHED:
                 if r[4]:
-                    records[k] = _load_output(r)
+                    records[k] = load_output(r)
             elif r[0] == ENDED:
                 ended = True
         report = worker.report
@@ -316,23 +316,6 @@ class Pool:
             w.conn.close()
 
 
-def _dumps(obj: Any) -> bytes:
-    import cloudpickle
-
-    return cloudpickle.dumps(obj, protocol=5)
-
-
-def _load_output(r: tuple[Any, ...]) -> tuple[Any, ...]:
-    try:
-        value = pickle.loads(r[5])
-    except Exception as e:
-        err = ItemError(
-            "serialization", type(e).__qualname__, f"the output could not be unpickled in the caller: {e}"
-        )
-        return (*r[:4], False, err, *r[6:])
-    return (*r[:5], value, *r[6:])
-
-
 _pool: Pool | None = None
 _pool_lock = threading.Lock()
 
@@ -378,7 +361,7 @@ class LocalBackend(Backend):
         blob = self._blobs.get(task.job.id)
         if blob is None:
             try:
-                blob = _dumps(task.job)
+                blob = dumps(task.job)
             except Exception as e:
                 msg = f"the task function could not be pickled to send to a worker process: {e}"
                 report([(ENDED, task.id, ItemError("serialization", type(e).__qualname__, msg), True)])
@@ -387,35 +370,19 @@ class LocalBackend(Backend):
             while len(self._blobs) > 8:
                 self._blobs.pop(next(iter(self._blobs)))
         try:
-            items_blob = _dumps(task.items)
+            items_blob = dumps(task.items)
         except Exception:
-            task = self._drop_unpicklable(task, report)
+            task = drop_unpicklable(task, report, "a worker process")
             if not task.items:
                 report([(ENDED, task.id, None, False)])
                 return
-            items_blob = _dumps(task.items)
+            items_blob = dumps(task.items)
         try:
             self.pool.submit(task, report, blob, items_blob)
         except PoolBrokenError:
             if self._own_pool is not None:
                 raise
             self.pool.submit(task, report, blob, items_blob)  # a fresh shared pool
-
-    @staticmethod
-    def _drop_unpicklable(task: Task, report: ReportFn) -> Task:
-        """Fail the items whose inputs cannot be pickled; keep the others."""
-        good, failed = [], []
-        for item in task.items:
-            try:
-                _dumps(item)
-                good.append(item)
-            except Exception as e:
-                msg = f"the inputs could not be pickled to send to a worker process: {e}"
-                now = time.monotonic()
-                err = ItemError("serialization", type(e).__qualname__, msg)
-                failed.append((FINISHED, task.id, item[0], item[1], False, err, now, now))
-        report(failed)
-        return dataclasses.replace(task, items=tuple(good))
 
     def kill(self, task_id: int) -> None:
         self.pool.kill(task_id)
