@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .api import MapTask, TaskFunction, map_task, task
 from .backends import Backend, get_backend, register_backend
-from .errors import InvalidMapError, ItemError, MapnbError, MapTaskError, RemoteError
+from .errors import BackendError, InvalidMapError, ItemError, MapnbError, MapTaskError, RemoteError
 from .events import Status
 from .run import MapRun, last_run
 
@@ -27,6 +27,7 @@ def load_ipython_extension(ipython: object) -> None:
 
 __all__ = [
     "Backend",
+    "BackendError",
     "InvalidMapError",
     "ItemError",
     "MapRun",

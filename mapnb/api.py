@@ -146,6 +146,7 @@ class MapTask:
             )
         names, inputs, axes = build_inputs(self.fn, lists, product=product)
         backend = self.backend
+        backend.prepare()
         run_id = uuid.uuid4().hex[:12]
         job = Job(run_id, self.fn, names, os.getcwd(), tuple(sys.path), dict(os.environ))
         opts = self.options

@@ -327,7 +327,9 @@ class Engine:
                 if self.status[i].final or attempt != self.attempts[i] + 1:
                     continue
                 ts = self._tasks.get(tid)
-                if ts is not None and (shares_clock or ts.since is None):
+                if ts is None:  # a task we settled already (killed, or its worker lost)
+                    continue
+                if shares_clock or ts.since is None:
                     ts.since = t0 if shares_clock else time.monotonic()
                 self._set(i, R)
                 if self._subscribers:

@@ -31,6 +31,10 @@ class InvalidMapError(MapnbError, ValueError):
     """Bad arguments or inputs: raised before any item starts, naming what is wrong."""
 
 
+class BackendError(MapnbError, RuntimeError):
+    """A backend cannot run anything: no cluster to connect to, or the cluster is gone."""
+
+
 class RemoteError(MapnbError):
     """The traceback of an item, as it was raised where the item ran."""
 

@@ -20,7 +20,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from .api import map_task
-from .errors import InvalidMapError, MapTaskError
+from .errors import BackendError, InvalidMapError, MapTaskError
 
 _OPEN, _CLOSE = "([{", ")]}"
 
@@ -155,7 +155,10 @@ class MapTaskMagics(Magics):
     )
     @argument("--retries", type=int, metavar="N", help="extra attempts per failed item")
     @argument("--timeout", type=float, metavar="S", help="seconds per attempt before it is killed")
-    @argument("--backend", default="local", metavar="NAME", help="local (default), threads or sequential")
+    @argument(
+        "--backend", default="local", metavar="NAME", help="local (default), threads, sequential or dask"
+    )
+    @argument("--address", metavar="ADDR", help="the Dask scheduler to run on (implies --backend dask)")
     @argument("--product", action="store_true", help="every combination of the lists (a sweep)")
     @argument("--out", metavar="VAR", help="bind the DataFrame to VAR (the partial one on failure)")
     @argument("--run", metavar="VAR", help="bind the MapRun to VAR")
@@ -214,6 +217,13 @@ class MapTaskMagics(Magics):
         MapTaskMagics._cells += 1
         filename = f"<map_task cell {MapTaskMagics._cells}>"
         fn = compile_body(cell, list(lists), ns, filename, line)
+        backend: Any = opts.backend
+        if opts.address:
+            if backend not in ("local", "dask"):
+                raise UsageError(f"--address is a Dask scheduler's; it does not go with --backend {backend}")
+            from .backends.dask import DaskBackend
+
+            backend = DaskBackend.for_address(opts.address)
         try:
             mt = map_task(
                 fn,
@@ -221,10 +231,10 @@ class MapTaskMagics(Magics):
                 min_success_ratio=opts.min_success_ratio,
                 retries=opts.retries,
                 timeout=opts.timeout,
-                backend=opts.backend,
+                backend=backend,
             )
             run = mt.submit_product(**lists) if opts.product else mt.submit(**lists)
-        except InvalidMapError as e:
+        except (InvalidMapError, BackendError, ModuleNotFoundError) as e:  # bad input, no cluster
             raise UsageError(str(e)) from None
         if opts.run:
             ns[opts.run] = run

@@ -221,7 +221,7 @@ def dumps_value(value: Any) -> bytes:
         return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-class _Outbox:
+class Outbox:
     """The worker's emitter: collects reports and sends them in batches.
 
     A background thread flushes every ``interval`` seconds so that logs and "started"
@@ -239,7 +239,13 @@ class _Outbox:
         self.task_id = 0
         self.first_of_task = False
         self._interval = interval
+        self._closed = threading.Event()
         threading.Thread(target=self._tick, name="mapnb-outbox", daemon=True).start()
+
+    def close(self) -> None:
+        """Send what is left and stop the flushing thread."""
+        self._closed.set()
+        self.flush()
 
     def _announce(self) -> None:  # call with _lock held
         cur = self._current
@@ -282,7 +288,11 @@ class _Outbox:
             payload = error
         with self._lock:
             self._current = None
-            self._records.append((FINISHED, self.task_id, index, attempt, ok, payload, t0, t1))
+            self._keep((FINISHED, self.task_id, index, attempt, ok, payload, t0, t1))
+
+    def _keep(self, record: tuple[Any, ...]) -> None:
+        """Queue an item's outcome to send (called with the lock held)."""
+        self._records.append(record)
 
     def end_task(self, error: ItemError | None = None, all_items: bool = False) -> None:
         with self._lock:
@@ -302,8 +312,7 @@ class _Outbox:
             self._conn.send_bytes(pickle.dumps(recs, protocol=pickle.HIGHEST_PROTOCOL))
 
     def _tick(self) -> None:
-        while True:
-            time.sleep(self._interval)
+        while not self._closed.wait(self._interval):
             try:
                 if self._on_tick is not None:
                     self._on_tick()
@@ -404,7 +413,7 @@ def serve(conn: Any) -> None:
     outside = {n: open(fd, "w", buffering=1, closefd=False) for n, fd in fds.originals.items()}
     sys.stdout = Router("stdout", outside["stdout"], lambda: current[0], fd=1)
     sys.stderr = Router("stderr", outside["stderr"], lambda: current[0], fd=2)
-    outbox = _Outbox(conn, on_tick=lambda: fds.drain(current[0]))
+    outbox = Outbox(conn, on_tick=lambda: fds.drain(current[0]))
     jobs: dict[str, Any] = {}
     while True:
         try:

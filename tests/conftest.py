@@ -1,11 +1,30 @@
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
-BACKENDS = ["sequential", "threads", "local"]
+HAVE_DASK = importlib.util.find_spec("distributed") is not None
+BACKENDS = ["sequential", "threads", "local"] + (["dask"] if HAVE_DASK else [])
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A real cluster: a LocalCluster of 2 worker processes with 1 thread each."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     """Every backend: the contract tests must hold on each."""
+    if request.param == "dask":
+        request.getfixturevalue("dask_client")  # the current client, which backend="dask" uses
     return request.param

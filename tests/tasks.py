@@ -95,3 +95,34 @@ class SlowToLoad:
 def _load_slowly(delay: float) -> SlowToLoad:
     time.sleep(delay)
     return SlowToLoad(delay)
+
+
+def where_and_when(x: float) -> dict:
+    t0 = time.time()
+    time.sleep(x)
+    return {"pid": os.getpid(), "t0": t0, "t1": time.time()}
+
+
+def pid_then_sleep(path: str, seconds: float) -> float:
+    if path:
+        with open(path + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(path + ".tmp", path)
+    time.sleep(seconds)
+    return seconds
+
+
+def die_once(path: str) -> str:
+    """The first attempt kills its own worker process (as the OOM killer would)."""
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+        print("first life", flush=True)
+        time.sleep(0.3)  # long enough for "started" and the line to stream out
+        os.kill(os.getpid(), 9)
+    print("second life")
+    return "second life"
+
+
+def big_output(kib: int) -> str:
+    return "x" * (kib * 1024)

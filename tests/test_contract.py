@@ -14,6 +14,9 @@ from mapnb import MapTaskError, Status, map_task, task
 from mapnb.events import ItemFinished, ItemLog, ItemStarted, RunFinished, RunStarted
 
 from . import tasks
+from .conftest import BACKENDS
+
+STREAMING = [b for b in BACKENDS if b != "sequential"]  # backends that run beside the caller
 
 
 def wait_until(pred, timeout: float = 30.0, what: str = "condition"):
@@ -167,7 +170,7 @@ def test_logs_are_captured_per_item(backend):
     assert run.logs(1, "stdout") == "out 2\n" and run.logs(1, "stderr") == "err 2\n"
 
 
-@pytest.mark.parametrize("backend", ["threads", "local"])
+@pytest.mark.parametrize("backend", STREAMING, indirect=True)
 def test_logs_stream_while_the_item_runs(backend, tmp_path):
     gate = tmp_path / "gate"
     run = map_task(tasks.wait_for_file, backend=backend).submit(path=[str(gate)])
@@ -180,7 +183,7 @@ def test_logs_stream_while_the_item_runs(backend, tmp_path):
     assert run.logs(0) == "begin\nend\n"
 
 
-@pytest.mark.parametrize("backend", ["threads", "local"])
+@pytest.mark.parametrize("backend", STREAMING, indirect=True)
 def test_cancel_keeps_finished_results(backend, tmp_path):
     gate = tmp_path / "gate"
     run = map_task(tasks.wait_for_file, backend=backend, concurrency=1).submit(

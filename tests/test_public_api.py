@@ -11,6 +11,7 @@ import mapnb
 def test_public_names_are_pinned():
     assert mapnb.__all__ == [
         "Backend",
+        "BackendError",
         "InvalidMapError",
         "ItemError",
         "MapRun",

@@ -5,6 +5,8 @@
 ``threads``    threads of this process, for I/O-bound work (a timed-out item cannot be
                killed: it is abandoned and runs on)
 ``sequential`` in the calling process, one item after the other: for tests and debugging
+``dask``       a Dask distributed cluster (``pip install 'mapnb[dask]'``): the current
+               ``distributed.Client``, else ``MAPNB_DASK_ADDRESS``
 =============  ==========================================================================
 
 Register your own with :func:`register_backend`.
@@ -26,6 +28,7 @@ _REGISTRY: dict[str, str | Callable[[], Backend]] = {
     "local": "mapnb.backends.local:LocalBackend",
     "threads": "mapnb.backends.threads:ThreadBackend",
     "sequential": "mapnb.backends.sequential:SequentialBackend",
+    "dask": "mapnb.backends.dask:DaskBackend",
 }
 _INSTANCES: dict[str, Backend] = {}
 

@@ -70,6 +70,10 @@ class Backend(abc.ABC):
         """How many tasks run at once when the user does not say."""
         return usable_cpus()
 
+    def prepare(self) -> None:
+        """Called in the caller's thread when a run is submitted: raise here what the user
+        must see at once (no cluster to connect to, say)."""
+
     def open(self) -> None:
         """Called by the engine before the first task of a run."""
 

@@ -1,0 +1,337 @@
+"""Items run on a Dask distributed cluster, with live status and logs.
+
+Each engine task (a batch of items) is one Dask task. On the worker, items run as on
+the local backend (``worker.run_items``): ``print`` and logging are captured per item,
+and "started", log text and small outputs stream back as they happen through a
+distributed pub-sub topic (``Worker.log_event`` -> ``Client.subscribe_topic``), batched
+every 50 ms. The task's result carries every item's outcome, so nothing depends on the
+stream arriving first.
+
+What Dask can and cannot stop: a queued task is cancelled; a running one finishes its
+current item (a Python thread cannot be interrupted) and starts no further item. So a
+timeout, an abort or a cancel frees the slot at once and the item's result is ignored,
+as with the ``threads`` backend. A worker lost mid-item (its process killed, its
+machine gone) fails the item that was running, which the engine retries if it may.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import pickle
+import threading
+import uuid
+from typing import Any
+
+from ..errors import BackendError, ItemError
+from ..worker import ENDED, FINISHED, Outbox, run_items
+from ._wire import drop_unpicklable, dumps, load_output
+from .base import Backend, Job, ReportFn, Task
+
+log = logging.getLogger(__name__)
+
+_STREAM_LIMIT = 64 * 1024  # outputs up to this size (pickled) also travel with the live stream
+_INLINE_JOB = 1 << 20  # a pickled job (function and what it captures) up to this size rides with each task
+_HINT = (
+    "connect to a Dask cluster first: `from distributed import Client; client = Client()` starts "
+    "a local one, `Client('tcp://scheduler:8786')` joins a remote one; or set MAPNB_DASK_ADDRESS, "
+    "or pass backend=mapnb.backends.dask.DaskBackend(address)"
+)
+
+
+def _require_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise ModuleNotFoundError(
+            "the dask backend needs dask.distributed: pip install 'mapnb[dask]'", name="distributed"
+        ) from None
+    return distributed
+
+
+class DaskBackend(Backend):
+    """Run items on a Dask cluster.
+
+    Parameters
+    ----------
+    client : distributed.Client or str, optional
+        A client, or a scheduler address such as ``"tcp://10.0.0.5:8786"``. By default:
+        the current client (the last one created in this process), else the address in
+        ``MAPNB_DASK_ADDRESS``.
+
+    Notes
+    -----
+    mapnb must be installed on the workers (the same version), like any library the
+    tasks import. Workers keep their own working directory and environment.
+    """
+
+    name = "dask"
+    can_kill = False
+    shares_clock = False  # report times come from the workers' clocks
+
+    def __init__(self, client: Any = None) -> None:
+        _require_distributed()
+        self._given = client
+        self._own: Any = None  # a client this backend opened itself
+        self._topic = f"mapnb-{uuid.uuid4().hex[:12]}"
+        self._lock = threading.Lock()
+        self._tasks: dict[int, _Running] = {}
+        self._by_key: dict[str, int] = {}
+        self._jobs: dict[str, Any] = {}  # job id -> the pickled job, or its scattered Future
+        self._subscribed_to: Any = None
+        self._previous_all: Any = None
+
+    _by_address: dict[str, DaskBackend] = {}
+
+    @classmethod
+    def for_address(cls, address: str) -> DaskBackend:
+        """One backend (and one connection) per scheduler address, for this process."""
+        backend = cls._by_address.get(address)
+        if backend is None:
+            backend = cls._by_address[address] = cls(address)
+        return backend
+
+    # -- the cluster --------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The ``distributed.Client`` this backend submits to (connecting if need be)."""
+        distributed = _require_distributed()
+        if isinstance(self._given, distributed.Client):
+            return self._given
+        address = self._given
+        if address is None:
+            try:
+                return distributed.get_client()
+            except ValueError:
+                address = os.environ.get("MAPNB_DASK_ADDRESS")
+                if not address:
+                    raise BackendError(f"no Dask cluster to run on: {_HINT}") from None
+        if self._own is None or self._own.status in ("closed", "closing"):
+            try:
+                self._own = distributed.Client(address, set_as_default=False, timeout="20s")
+            except OSError as e:
+                raise BackendError(f"could not reach the Dask scheduler at {address}: {e}") from None
+        return self._own
+
+    def prepare(self) -> None:
+        self._subscribe(self.client)
+
+    def default_concurrency(self) -> int:
+        return max(1, sum(self.client.nthreads().values()))
+
+    def _subscribe(self, client: Any) -> None:
+        with self._lock:
+            if self._subscribed_to is client:
+                return
+            client.subscribe_topic(self._topic, self._on_stream)
+            # Worker losses are announced on the scheduler's "all" topic; a handler the
+            # user set there keeps working.
+            self._previous_all = client._event_handlers.get("all")
+            client.subscribe_topic("all", self._on_cluster_event)
+            self._subscribed_to = client
+
+    # -- submitting ---------------------------------------------------------------------
+
+    def submit(self, task: Task, report: ReportFn) -> None:
+        client = self.client
+        self._subscribe(client)
+        job = self._jobs.get(task.job.id)
+        if job is None:
+            try:
+                blob = dumps(task.job)
+            except Exception as e:
+                msg = f"the task function could not be pickled to send to the cluster: {e}"
+                report([(ENDED, task.id, ItemError("serialization", type(e).__qualname__, msg), True)])
+                return
+            # A small job travels inside each task (workers unpickle it once). A big one is
+            # copied to every worker up front: as a dependency held by one worker, it would
+            # draw every task to that worker.
+            job = blob if len(blob) <= _INLINE_JOB else client.scatter(blob, broadcast=True, hash=False)
+            self._jobs[task.job.id] = job
+            while len(self._jobs) > 8:
+                self._jobs.pop(next(iter(self._jobs)))
+        try:
+            items = dumps(task.items)
+        except Exception:
+            task = drop_unpicklable(task, report, "the cluster")
+            if not task.items:
+                report([(ENDED, task.id, None, False)])
+                return
+            items = dumps(task.items)
+        key = f"mapnb-{task.job.id}-{task.id}"
+        running = _Running(report, key)
+        with self._lock:
+            self._tasks[task.id] = running
+            self._by_key[key] = task.id
+        running.future = client.submit(
+            run_on_worker, task.job.id, job, items, task.id, self._topic, key=key, pure=False, retries=0
+        )
+        running.future.add_done_callback(lambda fut, tid=task.id: self._on_done(tid, fut))
+
+    def kill(self, task_id: int) -> None:
+        with self._lock:
+            running = self._tasks.get(task_id)
+        if running is not None and running.future is not None:
+            running.future.cancel()  # queued: never runs; running: stops after its item
+
+    def close(self) -> None:
+        """A run ended: let the cluster forget jobs no task is running (a later task of a
+        run still going would send its job again)."""
+        with self._lock:
+            busy = {key.rsplit("-", 1)[0].removeprefix("mapnb-") for key in self._by_key}
+            for job_id in [j for j in self._jobs if j not in busy]:
+                del self._jobs[job_id]
+
+    def shutdown(self) -> None:
+        if self._own is not None:
+            self._own.close()
+            self._own = None
+
+    # -- what comes back ----------------------------------------------------------------
+
+    def _end(self, tid: int) -> _Running | None:
+        """Take the task off the books; None if it had ended already."""
+        with self._lock:
+            running = self._tasks.pop(tid, None)
+            if running is not None:
+                self._by_key.pop(running.key, None)
+            return running
+
+    def _on_stream(self, event: tuple[float, Any]) -> None:
+        """Records a worker streamed (on the client's event loop: keep it quick)."""
+        msg = event[1]
+        with self._lock:
+            running = self._tasks.get(msg["tid"])
+        if running is None:
+            return
+        try:
+            records = pickle.loads(msg["recs"])
+        except Exception:
+            log.exception("mapnb: a bad record batch from the cluster; ignored")
+            return
+        running.worker = msg.get("worker", running.worker)
+        running.report([load_output(r) if r[0] == FINISHED and r[4] else r for r in records])
+
+    def _on_cluster_event(self, event: tuple[float, Any]) -> None:
+        if self._previous_all is not None:
+            try:
+                self._previous_all(event)
+            except Exception:
+                log.exception("the previous handler of Dask's 'all' topic failed")
+        msg = event[1]
+        if not isinstance(msg, dict) or msg.get("action") != "remove-worker":
+            return
+        for key in msg.get("processing-tasks", ()):
+            with self._lock:
+                tid = self._by_key.get(key)
+            if tid is not None:
+                self._lost(tid, f"the Dask worker {msg.get('worker', '?')} running it was lost")
+
+    def _lost(self, tid: int, why: str) -> None:
+        running = self._end(tid)
+        if running is None:
+            return
+        if running.future is not None:  # or Dask would run the whole batch again elsewhere
+            pending = running.future.cancel()
+            if inspect.isawaitable(pending):  # we are on the client's event loop
+                asyncio.ensure_future(pending)
+        running.report([(ENDED, tid, ItemError("worker-died", "WorkerLost", why), False)])
+
+    def _on_done(self, tid: int, future: Any) -> None:
+        """The Dask task is over (in a thread of the client's): every outcome, then the end."""
+        running = self._end(tid)
+        if running is None:
+            return  # ended already: a lost worker, or killed by the engine
+        try:
+            blob = future.result()
+        except BaseException as e:
+            running.report([(ENDED, tid, _task_error(e, running.worker), False)])
+            return
+        records = [load_output(r) if r[0] == FINISHED and r[4] else r for r in pickle.loads(blob)]
+        running.report([*records, (ENDED, tid, None, False)])
+
+
+class _Running:
+    __slots__ = ("report", "key", "future", "worker")
+
+    def __init__(self, report: ReportFn, key: str) -> None:
+        self.report, self.key = report, key
+        self.future: Any = None
+        self.worker = ""
+
+
+def _task_error(e: BaseException, worker: str) -> ItemError:
+    name = type(e).__qualname__
+    if name == "KilledWorker":
+        return ItemError("worker-died", "WorkerLost", f"Dask workers running this task died: {e}")
+    if name == "CancelledError":
+        return ItemError("cancelled", "CancelledError", "the Dask task was cancelled")
+    where = f" on {worker}" if worker else ""
+    return ItemError("internal", name, f"the Dask task failed{where}: {e}")
+
+
+# --------------------------------------------------------------------------------------
+# On the worker.
+
+
+class _StreamConn:
+    """What an Outbox sends through: one Dask event per batch of records."""
+
+    def __init__(self, worker: Any, topic: str, tid: int) -> None:
+        self._worker, self._topic, self._tid = worker, topic, tid
+
+    def send_bytes(self, data: bytes) -> None:
+        self._worker.log_event(self._topic, {"tid": self._tid, "recs": data, "worker": self._worker.address})
+
+
+class _TaskOutbox(Outbox):
+    """Streams starts, logs and small outputs live; keeps every outcome for the result."""
+
+    def __init__(self, conn: Any) -> None:
+        super().__init__(conn)
+        self.outcomes: list[tuple[Any, ...]] = []
+
+    def _keep(self, record: tuple[Any, ...]) -> None:
+        self.outcomes.append(record)
+        if not record[4] or len(record[5]) <= _STREAM_LIMIT:  # a big output waits for the result
+            self._records.append(record)
+
+
+_jobs: dict[str, Any] = {}
+_jobs_lock = threading.Lock()
+
+
+def run_on_worker(job_id: str, job_blob: bytes, items_blob: bytes, tid: int, topic: str) -> bytes:
+    """One mapnb task on a Dask worker: run its items, stream what happens, return outcomes."""
+    from distributed import get_worker
+    from distributed.worker import thread_state
+
+    from .inprocess import routed_output
+
+    worker = get_worker()
+    key = thread_state.key
+    with _jobs_lock:
+        job = _jobs.get(job_id)
+        if job is None:
+            job = _jobs[job_id] = pickle.loads(job_blob)
+            while len(_jobs) > 4:
+                _jobs.pop(next(iter(_jobs)))
+    assert isinstance(job, Job)
+    items = pickle.loads(items_blob)
+
+    def cancelled() -> bool:  # the client cancelled this task: start no further item
+        ts = worker.state.tasks.get(key)
+        return ts is None or ts.state in ("cancelled", "released", "forgotten")
+
+    outbox = _TaskOutbox(_StreamConn(worker, topic, tid))
+    outbox.task_id = tid
+    outbox.first_of_task = True
+    try:
+        with routed_output() as set_capture:
+            run_items(job.fn, job.names, items, outbox, set_capture, stop=cancelled)
+    finally:
+        outbox.close()
+    return pickle.dumps(outbox.outcomes, protocol=pickle.HIGHEST_PROTOCOL)
