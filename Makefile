@@ -20,7 +20,7 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	touch $@
 
 $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
-	$(PIP) install -e '.[bench]'
+	$(PIP) install -e '.[bench,test]'
 	touch $@
 
 demo: $(VENV)/.installed  ## make a venv, install, run the example on the local pool
@@ -43,6 +43,7 @@ chromium:
 bench: $(VENV)/.installed-bench  ## mapnb against its peers, side by side (see README)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/widget.py
+	$(PY) benchmarks/dask_backend.py
 
 notebooks: $(VENV)/.installed-test  ## re-execute the tutorials in place, outputs and widget state saved
 	$(PY) notebooks/execute.py notebooks/*.ipynb

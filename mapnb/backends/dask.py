@@ -214,6 +214,10 @@ class DaskBackend(Backend):
             return
         running.worker = msg.get("worker", running.worker)
         running.report([load_output(r) if r[0] == FINISHED and r[4] else r for r in records])
+        if msg.get("complete") and self._end(msg["tid"]) is running:
+            # Every outcome came with the stream: free the slot now rather than after a
+            # round trip to fetch the task's result.
+            running.report([(ENDED, msg["tid"], None, False)])
 
     def _on_cluster_event(self, event: tuple[float, Any]) -> None:
         if self._previous_all is not None:
@@ -283,21 +287,34 @@ class _StreamConn:
     def __init__(self, worker: Any, topic: str, tid: int) -> None:
         self._worker, self._topic, self._tid = worker, topic, tid
 
-    def send_bytes(self, data: bytes) -> None:
-        self._worker.log_event(self._topic, {"tid": self._tid, "recs": data, "worker": self._worker.address})
+    def send_bytes(self, data: bytes, complete: bool = False) -> None:
+        msg = {"tid": self._tid, "recs": data, "worker": self._worker.address}
+        if complete:
+            msg["complete"] = True
+        self._worker.log_event(self._topic, msg)
 
 
 class _TaskOutbox(Outbox):
     """Streams starts, logs and small outputs live; keeps every outcome for the result."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: _StreamConn) -> None:
         super().__init__(conn)
+        self._stream = conn
         self.outcomes: list[tuple[Any, ...]] = []
+        self.withheld = 0  # outcomes too big for the stream
 
     def _keep(self, record: tuple[Any, ...]) -> None:
         self.outcomes.append(record)
-        if not record[4] or len(record[5]) <= _STREAM_LIMIT:  # a big output waits for the result
+        if record[4] and len(record[5]) > _STREAM_LIMIT:  # a big output waits for the result
+            self.withheld += 1
+        else:
             self._records.append(record)
+
+    def finish(self) -> None:
+        """Flush the rest; say whether the stream carried every outcome."""
+        self.close()
+        if not self.withheld:
+            self._stream.send_bytes(pickle.dumps([]), complete=True)
 
 
 _jobs: dict[str, Any] = {}
@@ -329,9 +346,7 @@ def run_on_worker(job_id: str, job_blob: bytes, items_blob: bytes, tid: int, top
     outbox = _TaskOutbox(_StreamConn(worker, topic, tid))
     outbox.task_id = tid
     outbox.first_of_task = True
-    try:
-        with routed_output() as set_capture:
-            run_items(job.fn, job.names, items, outbox, set_capture, stop=cancelled)
-    finally:
-        outbox.close()
+    with routed_output() as set_capture:
+        run_items(job.fn, job.names, items, outbox, set_capture, stop=cancelled)
+    outbox.finish()
     return pickle.dumps(outbox.outcomes, protocol=pickle.HIGHEST_PROTOCOL)
