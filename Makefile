@@ -20,7 +20,7 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	touch $@
 
 $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
-	$(PIP) install -e '.[bench,test]'
+	$(PIP) install -e '.[bench]'
 	touch $@
 
 demo: $(VENV)/.installed  ## make a venv, install, run the example on the local pool
