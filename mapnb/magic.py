@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from .api import map_task
@@ -174,6 +174,7 @@ class MapTaskMagics(Magics):
         help="a mapped name and the list it takes, evaluated in the notebook; "
         "an EXPR may contain spaces inside brackets",
     )
+    @no_var_expand  # EXPRs are Python: IPython's {x}/$x expansion would rewrite {1: 2} or {a, b}
     @line_cell_magic  # a line magic too, so that %map_task? finds the documentation
     def map_task(self, line: str, cell: str | None = None) -> Any:
         """Run the cell once per item, in parallel, with each ``NAME`` bound to its value.

@@ -86,6 +86,14 @@ def test_the_body_runs_per_item_in_workers_with_notebook_names(shell):
     assert run.logs(1) == "processing 4\n" and run.state == "succeeded"
 
 
+def test_expressions_are_python_not_ipython_variable_expansion(shell):
+    shell.user_ns["y"] = 5
+    df = cell(shell, "--backend threads d=[{'a': 1}, {'a': y}]", "d['a']")
+    assert list(df["output"]) == [1, 5]
+    with pytest.raises(UsageError, match="sets have no order"):
+        cell(shell, "x={1, 2}", "x")
+
+
 def test_a_body_without_a_final_expression_returns_none(shell):
     df = cell(shell, "x=range(2)", "y = x * 2")
     assert list(df["output"]) == [None, None]
