@@ -340,17 +340,35 @@ def render_html(snap: dict[str, Any], max_cells: int = 2000) -> str:
         )
     per = max(1, math.ceil(n / max_cells))
     rank = "frtqxacs"  # which status a block of items shows: the first of these present
-    cells = []
-    size = 10 if n <= 500 else 6
+    blocks = []
     for start in range(0, n, per):
         block = codes[start : start + per]
-        code = next((c for c in rank if c in block), "q")
-        label = f"{start}" if per == 1 else f"{start}-{start + len(block) - 1}"
-        cells.append(
-            f'<span title="{label}: {_BY_CODE[code]}" style="display:inline-block;width:{size}px;'
-            f'height:{size}px;margin:1px;background:{COLORS[_BY_CODE[code]]}"></span>'
+        blocks.append((start, start + len(block) - 1, next((c for c in rank if c in block), "q")))
+    if n <= 500:  # a square per item, each with its tooltip
+        cells = "".join(
+            f'<span title="{a}: {_BY_CODE[c]}" style="display:inline-block;width:10px;height:10px;'
+            f'margin:1px;background:{COLORS[_BY_CODE[c]]}"></span>'
+            for a, _, c in blocks
         )
-    return f'{head}<div style="line-height:0;max-width:900px">{"".join(cells)}</div></div>'
+        return f'{head}<div style="line-height:0;max-width:900px">{cells}</div></div>'
+    # Many items: rows of 100 squares, each row drawn as runs of one colour, so that the
+    # picture saved in the notebook stays small.
+    rows = []
+    for r in range(0, len(blocks), 100):
+        runs, row = [], blocks[r : r + 100]
+        k = 0
+        while k < len(row):
+            j = k
+            while j + 1 < len(row) and row[j + 1][2] == row[k][2]:
+                j += 1
+            status = _BY_CODE[row[k][2]]
+            runs.append(
+                f'<span title="{row[k][0]}-{row[j][1]}: {status}" style="display:inline-block;'
+                f'width:{7 * (j - k + 1)}px;height:6px;background:{COLORS[status]}"></span>'
+            )
+            k = j + 1
+        rows.append(f'<div style="height:7px">{"".join(runs)}</div>')
+    return f'{head}<div style="line-height:0">{"".join(rows)}</div></div>'
 
 
 _VIRIDIS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
