@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .backends import Backend, Job, get_backend
+from .cache import CacheSettings, ItemCache
 from .engine import Engine
 from .errors import InvalidMapError
 from .run import MapRun
@@ -35,13 +36,21 @@ class TaskFunction:
 
     __mapnb_task__ = True
 
-    def __init__(self, fn: Callable[..., Any], *, retries: int, timeout: float | None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        retries: int,
+        timeout: float | None,
+        cache: CacheSettings | None = None,
+    ) -> None:
         if not callable(fn):
             raise InvalidMapError(f"task() needs a function; got {type(fn).__name__} {fn!r}")
         functools.update_wrapper(self, fn)
         self.__wrapped__ = fn
         self.retries = retries
         self.timeout = timeout
+        self.cache = cache or CacheSettings()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.__wrapped__(*args, **kwargs)
@@ -51,16 +60,18 @@ class TaskFunction:
 
 
 @overload
-def task(fn: F, *, retries: int = 0, timeout: float | datetime.timedelta | None = None) -> TaskFunction: ...
+def task(fn: F, **settings: Any) -> TaskFunction: ...
 @overload
-def task(
-    fn: None = None, *, retries: int = 0, timeout: float | datetime.timedelta | None = None
-) -> Callable[[F], TaskFunction]: ...
+def task(fn: None = None, **settings: Any) -> Callable[[F], TaskFunction]: ...
 def task(
     fn: Callable[..., Any] | None = None,
     *,
     retries: int = 0,
     timeout: float | datetime.timedelta | None = None,
+    cache: bool = False,
+    cache_version: str | None = None,
+    cache_serialize: bool = False,
+    cache_ignore_input_vars: tuple[str, ...] = (),
 ) -> Any:
     """Attach task settings to a function, as flytekit's ``@task`` does.
 
@@ -73,6 +84,17 @@ def task(
         Extra attempts for a failed item (an item runs at most ``1 + retries`` times).
     timeout : float or datetime.timedelta, optional
         Seconds each attempt may run before it is killed (and maybe retried).
+    cache : bool
+        Keep each item's output on disk (see :mod:`mapnb.cache`); an item whose inputs were
+        seen before is not run again and shows as ``cached``.
+    cache_version : str, optional
+        Part of every key: change it to drop old entries. By default it is derived from the
+        function's source, so editing the function starts afresh.
+    cache_serialize : bool
+        Identical items running at the same time (in one run, or in several processes on
+        this machine) are computed once; the others wait for that output.
+    cache_ignore_input_vars : tuple of str
+        Inputs left out of the key (a ``verbose`` flag, say).
 
     Examples
     --------
@@ -82,9 +104,10 @@ def task(
     """
     retries = check_int("retries", retries, minimum=0)  # type: ignore[assignment]
     secs = _seconds("timeout", timeout)
+    caching = CacheSettings.make(cache, cache_version, cache_serialize, cache_ignore_input_vars)
 
     def wrap(f: Callable[..., Any]) -> TaskFunction:
-        return TaskFunction(f, retries=retries, timeout=secs)
+        return TaskFunction(f, retries=retries, timeout=secs, cache=caching)
 
     return wrap if fn is None else wrap(fn)
 
@@ -104,9 +127,11 @@ class MapTask:
         options: Options,
         backend: str | Backend,
         progress: bool | None,
+        cache: CacheSettings | None = None,
     ) -> None:
         self.fn = fn
         self.options = options
+        self.cache = cache or CacheSettings()
         self._backend = backend
         self.progress = progress
         self.name = function_name(fn)
@@ -159,6 +184,7 @@ class MapTask:
             min_success_ratio=opts.min_success_ratio,
             retries=opts.retries,
             timeout=opts.timeout,
+            cache=ItemCache(self.fn, names, self.cache) if self.cache.enabled else None,
         )
         run = MapRun(engine, self.name, axes=axes)
         engine.start()
@@ -194,6 +220,10 @@ def map_task(
     timeout: float | datetime.timedelta | None = None,
     backend: str | Backend = "local",
     progress: bool | None = None,
+    cache: bool | None = None,
+    cache_version: str | None = None,
+    cache_serialize: bool | None = None,
+    cache_overwrite: bool = False,
 ) -> MapTask:
     """Map ``fn`` over lists of inputs, in parallel, with Flyte's map-task semantics.
 
@@ -219,8 +249,12 @@ def map_task(
         ``"local"`` (worker processes, the default), ``"threads"``, ``"sequential"`` or a
         :class:`~mapnb.backends.Backend` instance.
     progress : bool, optional
-        A one-line progress bar on stderr while a blocking call runs; by default only
-        when stderr is a terminal.
+        The live grid in a notebook, a one-line progress bar on a terminal's stderr; by
+        default when either is there. False: neither.
+    cache, cache_version, cache_serialize : optional
+        Subtask caching, as in :func:`task` (whose settings are the defaults here).
+    cache_overwrite : bool
+        Run every item even if its output is cached, and replace the entries.
 
     Returns
     -------
@@ -243,8 +277,16 @@ def map_task(
     options = Options(
         concurrency=concurrency, min_success_ratio=min_success_ratio, retries=retries, timeout=secs
     )
+    base = settings.cache if settings is not None else CacheSettings()
+    caching = CacheSettings.make(
+        base.enabled if cache is None else cache,
+        cache_version if cache_version is not None else base.version,
+        base.serialize if cache_serialize is None else cache_serialize,
+        base.ignore,
+        cache_overwrite,
+    )
     if not isinstance(backend, Backend):
         get_backend(backend)  # unknown names fail here, before anything runs
     if progress not in (None, True, False):
         raise InvalidMapError(f"progress must be True, False or None; got {progress!r}")
-    return MapTask(fn, options, backend, progress)
+    return MapTask(fn, options, backend, progress, caching)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .backends.base import Backend, Job, Task
+from .cache import ItemCache
 from .errors import ItemError
 from .events import (
     Event,
@@ -129,6 +130,7 @@ class Engine:
         min_success_ratio: float,
         retries: int,
         timeout: float | None,
+        cache: ItemCache | None = None,
     ) -> None:
         n = len(inputs)
         self.run_id, self.job, self.inputs, self.backend = run_id, job, inputs, backend
@@ -159,6 +161,13 @@ class Engine:
         self._killed: list[int] = []
         self._spent = [0] * n  # attempts charged before the latest rerun: retries count anew
         self._rerunning: list[Event] = []
+        self.cache = cache
+        self._keys: list[str | None] = [None] * n
+        # cache_serialize: items waiting for the one computing the same key, here or in
+        # another process (key -> items), and the keys being computed elsewhere
+        self._waiting: dict[str, list[int]] = {}
+        self._elsewhere: set[str] = set()
+        self._next_poll = 0.0
         self._thread = threading.Thread(target=self._main, name=f"mapnb-run-{run_id}", daemon=True)
 
     # -- called from other threads ------------------------------------------------------
@@ -219,6 +228,8 @@ class Engine:
             if self._subscribers:
                 self._events += self._rerunning
             self._rerunning = []
+            if self.cache is not None:
+                self._look_up()
             self._loop()
         except BaseException:  # a bug must never leave the caller waiting forever
             log.exception("mapnb engine failed; failing the items still open")
@@ -236,6 +247,8 @@ class Engine:
                 self.backend.close()
             except Exception:
                 log.exception("backend %s failed to close the run", self.backend.name)
+            if self.cache is not None:
+                self.cache.close()  # outputs are on disk before the run says it is done
             self.finished_at = time.monotonic()
             counts = {s.value: k for s, k in self.counts.items()}
             self._emit(RunFinished(self.state, counts, time.time()))
@@ -255,15 +268,20 @@ class Engine:
                 pass
             self._drain()
             self._check_timeouts()
+            if self.cache is not None:
+                self._poll_cache()
             self._flush_events()
         if self.state == "running":
             ok = self.counts[Status.SUCCEEDED] + self.counts[Status.CACHED]
             self.state = "succeeded" if ok >= self.need else "failed"
 
     def _complete(self) -> bool:
-        return not self._tasks and (not self._pending or self.state != "running")
+        idle = not self._pending and not self._waiting
+        return not self._tasks and (idle or self.state != "running")
 
     def _wait_time(self) -> float:
+        if self._elsewhere:
+            return 0.1  # poll for what other processes are computing
         if self.timeout is None or not self._tasks:
             return 0.5
         started = [t.since for t in self._tasks.values() if t.since is not None]
@@ -278,8 +296,12 @@ class Engine:
             items: list[tuple[int, int, tuple[Any, ...]]] = []
             while self._pending and len(items) < size:
                 i = self._pending.popleft()
-                if not self.status[i].final:
-                    items.append((i, self.attempts[i] + 1, self.inputs[i]))
+                if self.status[i].final:
+                    continue
+                key = self._keys[i]
+                if key is not None and self.cache.settings.serialize and not self._claim(i, key):  # type: ignore[union-attr]
+                    continue
+                items.append((i, self.attempts[i] + 1, self.inputs[i]))
             if not items:
                 return
             task = Task(next(_task_ids), self.job, tuple(items))
@@ -412,7 +434,10 @@ class Engine:
 
     def _final(self, i: int, status: Status, error: ItemError | None) -> None:
         self._set(i, status)
-        if status is not Status.SUCCEEDED:
+        key = self._keys[i]
+        if key is not None:
+            self._settle_key(i, key, status)
+        if status is not Status.SUCCEEDED and status is not Status.CACHED:
             self.errors[i] = error if error is not None else self.errors[i]
             if status is Status.FAILED and self.first_failure is None:
                 self.first_failure = i
@@ -421,6 +446,92 @@ class Engine:
             self._events.append(ItemFinished(i, status, self.attempts[i], self.durations[i], self.errors[i]))
         if status is Status.FAILED and self.state == "running" and self.n - self._failed < self.need:
             self._stop_all(Status.ABORTED, "failed")
+
+    # -- the cache ----------------------------------------------------------------------
+
+    def _look_up(self) -> None:
+        """Before anything runs: every item's key, and the outputs already in the cache."""
+        cache = self.cache
+        assert cache is not None
+        leaders: set[str] = set()
+        for i in range(self.n):
+            if self.status[i].final:  # a re-run keeps what it has
+                continue
+            key = self._keys[i] = self._keys[i] or cache.key(self.inputs[i])
+            if key is None:
+                continue
+            if not cache.settings.overwrite:
+                hit, value = cache.get(key)
+                if hit:
+                    self._take_cached(i, value)
+                    continue
+            if cache.settings.serialize:
+                if key in leaders:  # the same item again in this run: wait for the first
+                    self._waiting.setdefault(key, []).append(i)
+                leaders.add(key)
+        if self._waiting:
+            held = {i for items in self._waiting.values() for i in items}
+            self._pending = collections.deque(i for i in self._pending if i not in held)
+
+    def _take_cached(self, i: int, value: Any) -> None:
+        if self.status[i] is not Q:
+            self._set(i, Q)
+        self.outputs[i] = value
+        self._final(i, Status.CACHED, None)
+
+    def _claim(self, i: int, key: str) -> bool:
+        """cache_serialize: may item ``i`` run? Not if another process is computing it
+        (it then waits), nor if that other process has just finished it."""
+        cache = self.cache
+        assert cache is not None
+        if not cache.claim(key):
+            self._waiting.setdefault(key, []).insert(0, i)
+            self._elsewhere.add(key)
+            return False
+        hit, value = cache.get(key)  # finished between our first look and the claim?
+        if hit:
+            cache.release(key)
+            self._take_cached(i, value)
+            return False
+        return True
+
+    def _settle_key(self, i: int, key: str, status: Status) -> None:
+        """Item ``i`` (with cache key ``key``) is final: store it, or let a waiter compute it."""
+        cache = self.cache
+        assert cache is not None
+        if status is Status.SUCCEEDED:
+            cache.put(key, self.outputs[i])
+            for j in self._waiting.pop(key, []):  # they asked for exactly this
+                self._take_cached(j, self.outputs[i])
+        elif status is not Status.CACHED:
+            cache.release(key)
+            waiters = self._waiting.get(key)
+            if waiters and self.state == "running" and key not in self._elsewhere:
+                self._pending.appendleft(waiters.pop(0))  # the next in line computes it
+                if not waiters:
+                    del self._waiting[key]
+
+    def _poll_cache(self) -> None:
+        """cache_serialize across processes: take what others computed, or take over."""
+        cache = self.cache
+        assert cache is not None
+        cache.renew()
+        if not self._elsewhere or time.monotonic() < self._next_poll:
+            return
+        self._next_poll = time.monotonic() + 0.1
+        for key in list(self._elsewhere):
+            hit, value = cache.get(key)
+            if hit:
+                self._elsewhere.discard(key)
+                for j in self._waiting.pop(key, []):
+                    self._take_cached(j, value)
+            elif not cache.claimed_elsewhere(key):  # they gave up or died: our turn
+                self._elsewhere.discard(key)
+                waiters = self._waiting.pop(key, [])
+                if waiters:
+                    self._pending.appendleft(waiters[0])
+                    if waiters[1:]:
+                        self._waiting[key] = waiters[1:]
 
     def _stop_all(self, status: Status, state: str) -> None:
         """Abort or cancel: queued items never start, running ones are killed."""
@@ -438,10 +549,13 @@ class Engine:
                 self._kill(tid)
             for i in open_items:
                 self._final(i, status, err)
-        while self._pending:
-            i = self._pending.popleft()
+        waiting = [i for items in self._waiting.values() for i in items]
+        self._waiting.clear()
+        self._elsewhere.clear()
+        for i in [*self._pending, *waiting]:
             if not self.status[i].final:
                 self._final(i, status, err if self.status[i] is not RT else None)
+        self._pending.clear()
 
     def _check_timeouts(self) -> None:
         if self.timeout is None:

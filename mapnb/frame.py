@@ -18,7 +18,7 @@ import pandas as pd
 from .errors import ItemError
 from .events import Status
 
-META = ("status", "error", "attempts", "duration_s")
+META = ("status", "cached", "error", "attempts", "duration_s")
 
 
 def _fields(outputs: list[Any]) -> list[str] | None:
@@ -59,8 +59,10 @@ def build_frame(
     errors: list[ItemError | None],
     attempts: list[int],
     durations: list[float | None],
+    cached: bool = False,
 ) -> pd.DataFrame:
-    """The DataFrame of a run (see the module docstring for its columns)."""
+    """The DataFrame of a run (see the module docstring for its columns); with ``cached``,
+    a ``cached`` column after ``status`` says which outputs came from the cache."""
     n = len(inputs)
     good = [s is Status.SUCCEEDED or s is Status.CACHED for s in statuses]
     gaps = not all(good)
@@ -76,6 +78,8 @@ def build_frame(
             key = f if f not in data and f not in META else f"output.{f}"
             data[key] = _column([_field(o, f) if g else None for o, g in zip(outputs, good)], gaps)
     data["status"] = [s.value for s in statuses]
+    if cached:
+        data["cached"] = [s is Status.CACHED for s in statuses]
     data["error"] = pd.Series(
         [e.one_line() if e is not None and not g else None for e, g in zip(errors, good)], dtype=object
     )

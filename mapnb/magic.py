@@ -88,11 +88,13 @@ class CellFunction:
     """
 
     __name__ = __qualname__ = "%%map_task"
+    __mapnb_cell__ = True
 
-    def __init__(self, fn: Callable[..., Any], filename: str, source: str) -> None:
+    def __init__(self, fn: Callable[..., Any], filename: str, source: str, body: str = "") -> None:
         self.fn = fn
         self.filename = filename
         self.source = source
+        self.body = body  # what the cell computes: its cache identity, whatever the line says
         self.__signature__ = inspect.signature(fn)
 
     def __call__(self, **kwargs: Any) -> Any:
@@ -135,7 +137,7 @@ def compile_body(
     exec(compile(module, filename, "exec"), namespace, local)
     source = f"%%map_task {first_line}\n{body}"
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
-    return CellFunction(local["cell_body"], filename, source)
+    return CellFunction(local["cell_body"], filename, source, body)
 
 
 @magics_class
@@ -160,6 +162,12 @@ class MapTaskMagics(Magics):
     )
     @argument("--address", metavar="ADDR", help="the Dask scheduler to run on (implies --backend dask)")
     @argument("--product", action="store_true", help="every combination of the lists (a sweep)")
+    @argument("--cache", action="store_true", help="keep each item's output on disk; reuse it next time")
+    @argument(
+        "--cache-version", metavar="V", help="part of every cache key (default: from the cell's source)"
+    )
+    @argument("--cache-serialize", action="store_true", help="identical items running at once compute once")
+    @argument("--cache-overwrite", action="store_true", help="run every item again and replace its entry")
     @argument("--out", metavar="VAR", help="bind the DataFrame to VAR (the partial one on failure)")
     @argument("--run", metavar="VAR", help="bind the MapRun to VAR")
     @argument(
@@ -233,6 +241,10 @@ class MapTaskMagics(Magics):
                 retries=opts.retries,
                 timeout=opts.timeout,
                 backend=backend,
+                cache=opts.cache or None,
+                cache_version=opts.cache_version,
+                cache_serialize=opts.cache_serialize or None,
+                cache_overwrite=opts.cache_overwrite,
             )
             run = mt.submit_product(**lists) if opts.product else mt.submit(**lists)
         except (InvalidMapError, BackendError, ModuleNotFoundError) as e:  # bad input, no cluster

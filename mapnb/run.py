@@ -200,7 +200,7 @@ class MapRun:
         eng = self._engine
         return build_frame(
             self.names, self.inputs, list(eng.status), list(eng.outputs), list(eng.errors),
-            list(eng.attempts), list(eng.durations),
+            list(eng.attempts), list(eng.durations), cached=eng.cache is not None,
         )  # fmt: skip
 
     # -- events -------------------------------------------------------------------------

@@ -126,3 +126,20 @@ def die_once(path: str) -> str:
 
 def big_output(kib: int) -> str:
     return "x" * (kib * 1024)
+
+
+def counted(x: int, log_dir: str, verbose: bool = False, delay: float = 0.0) -> int:
+    """Leaves one file per execution in ``log_dir``, so tests can count real runs."""
+    import uuid
+
+    time.sleep(delay)
+    with open(os.path.join(log_dir, f"{x}-{uuid.uuid4().hex}"), "w"):
+        pass
+    if verbose:
+        print("computing", x)
+    return x * 10
+
+
+def runs_of(log_dir: str, x: int | None = None) -> int:
+    names = os.listdir(log_dir)
+    return len(names) if x is None else sum(n.startswith(f"{x}-") for n in names)

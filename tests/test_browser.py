@@ -126,9 +126,20 @@ def page(tmp_path):
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("ui", ["lab/tree", "notebooks"])  # JupyterLab 4, Notebook 7
-def test_the_live_grid_in_a_browser(server, page, ui):
+def test_the_live_grid_in_a_browser(server, page, ui, tmp_path):
     tag = "lab" if ui.startswith("lab") else "nb7"
     SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        drive(server, page, ui, tag)
+    except Exception as exc:  # keep what a failure looked like, and what the server said
+        page.screenshot(path=SHOTS / f"{tag}_failed.png")
+        log = (tmp_path / "server.log").read_text()[-3000:]
+        raise AssertionError(
+            f"browser test failed; screenshot {tag}_failed.png; server log tail:\n{log}"
+        ) from exc
+
+
+def drive(server, page, ui: str, tag: str) -> None:
     seen: list[dict] = []
 
     def state_when(cond, timeout=60, what="the grid"):

@@ -1,0 +1,258 @@
+"""Subtask caching, as Flyte's ``cache=True`` map tasks have it: one entry per item.
+
+An item's key covers the task's identity, its cache version and the item's inputs (bound
+``functools.partial`` inputs included, ``cache_ignore_input_vars`` left out). With no
+``cache_version``, the version is derived from the function's source, so editing the
+function in the notebook starts a fresh set of entries.
+
+Entries live in a diskcache ``Cache`` (SQLite plus files, safe across processes, writes
+atomic) under ``MAPNB_CACHE_DIR``, by default ``~/.cache/mapnb``. Values are pickles:
+never load a cache directory written by someone you do not trust. An entry that cannot
+be read counts as a miss, with a warning in the log.
+
+>>> import mapnb.cache
+>>> mapnb.cache.info()  # doctest: +SKIP
+{'directory': '/home/me/.cache/mapnb', 'entries': 2000, 'bytes': 1843200}
+>>> mapnb.cache.clear()  # doctest: +SKIP
+2000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import inspect
+import logging
+import os
+import pickle
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidMapError
+from .spec import target_function
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 30.0  # how long a cache_serialize claim lasts unless renewed
+_stores: dict[str, Any] = {}
+_stores_lock = threading.Lock()
+
+
+def directory() -> Path:
+    """Where the cache lives: ``MAPNB_CACHE_DIR``, else ``$XDG_CACHE_HOME/mapnb`` or ``~/.cache/mapnb``."""
+    env = os.environ.get("MAPNB_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mapnb"
+
+
+def _store(path: Path | None = None) -> Any:
+    import diskcache
+
+    path = path or directory()
+    key = str(path)
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            path.mkdir(parents=True, exist_ok=True)
+            # Values are our own pickled bytes: diskcache stores them as they are.
+            store = _stores[key] = diskcache.Cache(key, eviction_policy="none", size_limit=2**62)
+        return store
+
+
+def clear() -> int:
+    """Remove every cached output; return how many entries there were."""
+    return int(_store().clear())
+
+
+def info() -> dict[str, Any]:
+    """The cache's directory, number of entries and size on disk in bytes."""
+    store = _store()
+    entries = sum(1 for k in store.iterkeys() if isinstance(k, str) and k.startswith("out:"))
+    return {"directory": str(directory()), "entries": entries, "bytes": int(store.volume())}
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSettings:
+    """What a task or a map task says about caching (validated)."""
+
+    enabled: bool = False
+    version: str | None = None
+    serialize: bool = False
+    ignore: tuple[str, ...] = ()
+    overwrite: bool = False
+
+    @classmethod
+    def make(
+        cls,
+        enabled: Any,
+        version: Any = None,
+        serialize: Any = False,
+        ignore: Any = (),
+        overwrite: Any = False,
+    ) -> CacheSettings:
+        for name, value in (
+            ("cache", enabled),
+            ("cache_serialize", serialize),
+            ("cache_overwrite", overwrite),
+        ):
+            if not isinstance(value, bool):
+                raise InvalidMapError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
+        if version is not None and not isinstance(version, str):
+            raise InvalidMapError(
+                f"cache_version must be a string or None; got {type(version).__name__} {version!r}"
+            )
+        if isinstance(ignore, str) or not all(isinstance(n, str) for n in ignore):
+            raise InvalidMapError(
+                f"cache_ignore_input_vars must be a tuple of parameter names; got {ignore!r}"
+            )
+        if not enabled and (version is not None or serialize or ignore or overwrite):
+            raise InvalidMapError(
+                "cache_version, cache_serialize, cache_ignore_input_vars and cache_overwrite need cache=True"
+            )
+        return cls(enabled, version, serialize, tuple(ignore), overwrite)
+
+
+def _identity(fn: Any) -> tuple[str, str]:
+    """(who the task is, a version derived from its code) for the function behind ``fn``."""
+    fn = target_function(fn)
+    if getattr(fn, "__mapnb_cell__", False):  # a %%map_task body: its source is all it is
+        params = ",".join(inspect.signature(fn).parameters)
+        return "%%map_task", hashlib.sha256(f"{params}\n{fn.body}".encode()).hexdigest()[:16]
+    who = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    try:
+        code = inspect.getsource(fn)
+    except (OSError, TypeError):  # no source file: the compiled code stands in
+        code_obj = getattr(fn, "__code__", None)
+        code = repr((code_obj.co_code, code_obj.co_consts)) if code_obj is not None else who
+    return who, hashlib.sha256(code.encode()).hexdigest()[:16]
+
+
+def _bound(fn: Any) -> dict[str, Any]:
+    """The inputs fixed by functools.partial (keywords, and positionals by position)."""
+    out: dict[str, Any] = {}
+    while isinstance(fn, functools.partial):
+        out = {**fn.keywords, **out}
+        if fn.args:
+            out.update({f"__arg{i}": a for i, a in enumerate(fn.args)})
+        fn = fn.func
+    return out
+
+
+class ItemCache:
+    """The cache as one run uses it: keys per item, lookups, and writes off the engine thread."""
+
+    def __init__(self, fn: Any, names: tuple[str, ...], settings: CacheSettings) -> None:
+        import cloudpickle
+
+        self.settings = settings
+        self._dumps = functools.partial(cloudpickle.dumps, protocol=5)
+        self.store = _store()
+        who, derived = _identity(fn)
+        self._prefix = (who, settings.version if settings.version is not None else f"source:{derived}")
+        self._names = names
+        self._bound = {k: v for k, v in _bound(fn).items() if k not in settings.ignore}
+        self._owner = uuid.uuid4().hex
+        self._claims: set[str] = set()
+        self._writes: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="mapnb-cache", daemon=True)
+        self._writer.start()
+        self._next_renewal = time.monotonic() + LEASE_SECONDS / 3
+
+    def key(self, args: tuple[Any, ...]) -> str | None:
+        """The item's key, or None when its inputs cannot be pickled (it then is not cached)."""
+        inputs = {n: v for n, v in zip(self._names, args) if n not in self.settings.ignore}
+        try:
+            blob = self._dumps((self._prefix, sorted({**self._bound, **inputs}.items())))
+        except Exception as e:
+            log.warning("mapnb cache: an item's inputs cannot be pickled, so it is not cached: %s", e)
+            return None
+        return hashlib.sha256(blob).hexdigest()
+
+    def get(self, key: str) -> tuple[bool, Any]:
+        """(hit, output). An unreadable entry is a miss, with a warning."""
+        try:
+            blob = self.store.get(f"out:{key}")
+            if blob is None:
+                return False, None
+            return True, pickle.loads(blob)
+        except Exception as e:
+            log.warning("mapnb cache: entry %s could not be read (%s); computing the item again", key[:12], e)
+            return False, None
+
+    def put(self, key: str, output: Any) -> None:
+        """Store an output (in the background); release our claim on the key after."""
+        self._writes.put((key, output))
+
+    # -- cache_serialize: one computation per key at a time, across processes -----------
+
+    def claim(self, key: str) -> bool:
+        """Try to become the one computing ``key``; False if someone else already is."""
+        got = bool(self.store.add(f"claim:{key}", self._owner, expire=LEASE_SECONDS))
+        if not got and self.store.get(f"claim:{key}") == self._owner:
+            got = True
+        if got:
+            self._claims.add(key)
+        return got
+
+    def claimed_elsewhere(self, key: str) -> bool:
+        owner = self.store.get(f"claim:{key}")
+        return owner is not None and owner != self._owner
+
+    def release(self, key: str) -> None:
+        """Give up a claim (the item failed or was cancelled): a waiter may compute it."""
+        if key in self._claims:
+            self._claims.discard(key)
+            self._writes.put((key, _RELEASE))
+
+    def renew(self) -> None:
+        """Keep our claims alive while their items run (called from the engine's loop)."""
+        now = time.monotonic()
+        if self._claims and now >= self._next_renewal:
+            self._next_renewal = now + LEASE_SECONDS / 3
+            for key in list(self._claims):
+                self.store.touch(f"claim:{key}", expire=LEASE_SECONDS)
+
+    def close(self, wait: bool = True) -> None:
+        """Finish the pending writes (and give up claims still held)."""
+        for key in list(self._claims):
+            self.release(key)
+        self._writes.put(None)
+        if wait:
+            self._writer.join(30)
+
+    def _write_loop(self) -> None:
+        while True:
+            job = self._writes.get()
+            if job is None:
+                return
+            key, output = job
+            try:
+                if output is not _RELEASE:
+                    self.store.set(f"out:{key}", self._dumps(output))
+                    self._claims.discard(key)
+                if self.store.get(f"claim:{key}") == self._owner:
+                    self.store.delete(f"claim:{key}")
+            except Exception as e:  # an unpicklable output, a full disk: not cached, not fatal
+                log.warning("mapnb cache: an output could not be stored: %s", e)
+
+
+class _Release:
+    pass
+
+
+_RELEASE = _Release()
+
+
+def settings_of(fn: Callable[..., Any]) -> CacheSettings | None:
+    """The cache settings a ``@task`` carries, if any."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "cache", None) if hasattr(fn, "__mapnb_task__") else None

@@ -1,0 +1,166 @@
+"""Subtask caching: keys, versions, serialization, overwrite, a damaged store."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import mapnb
+import mapnb.cache
+from mapnb import InvalidMapError, Status, map_task, task
+
+from . import tasks
+from .tasks import counted, runs_of
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    d = tmp_path / "cache"
+    monkeypatch.setenv("MAPNB_CACHE_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def log_dir(tmp_path):
+    d = tmp_path / "runs"
+    d.mkdir()
+    return str(d)
+
+
+def test_a_second_run_takes_every_output_from_the_cache(log_dir, backend):
+    mt = map_task(task(counted, cache=True), backend=backend)
+    first = mt(x=[1, 2, 3], log_dir=[log_dir] * 3)
+    assert first["cached"].tolist() == [False] * 3 and runs_of(log_dir) == 3
+    again = mt(x=[1, 2, 3, 4], log_dir=[log_dir] * 4)
+    assert again["output"].tolist() == [10, 20, 30, 40]
+    assert again["status"].tolist() == ["cached"] * 3 + ["succeeded"]
+    assert again["cached"].tolist() == [True, True, True, False]
+    assert runs_of(log_dir) == 4  # only the new item ran
+    run = mapnb.last_run()
+    assert run.counts["cached"] == 3 and run.attempts[:3] == [0, 0, 0]
+
+
+def test_the_key_covers_inputs_and_bound_partials_but_not_ignored_ones(log_dir):
+    fn = task(counted, cache=True, cache_ignore_input_vars=("verbose",))
+    map_task(functools.partial(fn, log_dir=log_dir))(x=[1], verbose=[False])
+    df = map_task(functools.partial(fn, log_dir=log_dir))(x=[1], verbose=[True])
+    assert df["cached"].tolist() == [True]  # verbose is not part of the key
+    other = map_task(functools.partial(fn, log_dir=log_dir, delay=0.001))(x=[1])
+    assert other["cached"].tolist() == [False]  # a different bound input is another item
+    assert runs_of(log_dir) == 2
+
+
+def test_editing_the_function_starts_afresh_unless_a_version_is_pinned(log_dir):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.user_ns.update(log_dir=log_dir, mapnb=mapnb)
+    first = "def f(x):\n    open(f'{log_dir}/{x}-a', 'w').close()\n    return x\n"
+    edited = "def f(x):\n    open(f'{log_dir}/{x}-b', 'w').close()\n    return x + 1\n"
+    for version in (None, "1"):
+        mapnb.cache.clear()
+        shell.run_cell(first).raise_error()
+        shell.run_cell(f"df = mapnb.map_task(f, cache=True, cache_version={version!r})(x=[5])").raise_error()
+        shell.run_cell(edited).raise_error()
+        shell.run_cell(f"df = mapnb.map_task(f, cache=True, cache_version={version!r})(x=[5])").raise_error()
+        df = shell.user_ns["df"]
+        if version is None:
+            assert df["cached"].tolist() == [False] and df["output"].tolist() == [6]
+        else:  # the user pinned the version: the old entry still counts
+            assert df["cached"].tolist() == [True] and df["output"].tolist() == [5]
+
+
+def test_cache_overwrite_runs_again_and_replaces(log_dir):
+    fn = task(counted, cache=True)
+    map_task(fn)(x=[1, 2], log_dir=[log_dir] * 2)
+    df = map_task(fn, cache_overwrite=True)(x=[1, 2], log_dir=[log_dir] * 2)
+    assert df["cached"].tolist() == [False, False] and runs_of(log_dir) == 4
+    assert map_task(fn)(x=[1, 2], log_dir=[log_dir] * 2)["cached"].tolist() == [True, True]
+
+
+def test_a_damaged_entry_is_a_miss_with_a_warning(log_dir, caplog):
+    fn = task(counted, cache=True)
+    map_task(fn)(x=[1, 2], log_dir=[log_dir] * 2)
+    store = mapnb.cache._store()
+    for key in list(store.iterkeys()):
+        store.set(key, b"not a pickle")
+    with caplog.at_level(logging.WARNING, logger="mapnb.cache"):
+        df = map_task(fn)(x=[1, 2], log_dir=[log_dir] * 2)
+    assert df["output"].tolist() == [10, 20] and df["cached"].tolist() == [False, False]
+    assert "could not be read" in caplog.text
+
+
+def test_failed_items_are_not_cached(tmp_path):
+    fn = task(tasks.fail_on, cache=True)
+    map_task(fn, min_success_ratio=0)(x=[1, 2])
+    df = map_task(fn, min_success_ratio=0)(x=[1, 2])
+    assert df["status"].tolist() == ["cached", "failed"]
+
+
+def test_serialize_computes_identical_items_once_within_a_run(log_dir):
+    fn = task(counted, cache=True, cache_serialize=True)
+    df = map_task(fn, concurrency=4)(x=[7, 7, 7, 8], log_dir=[log_dir] * 4, delay=[0.3] * 4)
+    assert df["output"].tolist() == [70, 70, 70, 80]
+    assert runs_of(log_dir, 7) == 1 and runs_of(log_dir, 8) == 1
+    assert sorted(df["status"]) == ["cached", "cached", "succeeded", "succeeded"]
+
+
+def test_serialize_computes_once_across_processes(log_dir, cache_dir, tmp_path):
+    script = tmp_path / "sweep.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tasks.__file__.rsplit("/tests/", 1)[0])!r})
+        import mapnb
+        from tests.tasks import counted
+        fn = mapnb.task(counted, cache=True, cache_serialize=True)
+        df = mapnb.map_task(fn, concurrency=2)(x=[1, 2, 3, 4], log_dir=[{log_dir!r}] * 4, delay=[0.8] * 4)
+        print(df["status"].tolist())
+    """)
+    )
+    env = {**__import__("os").environ, "MAPNB_CACHE_DIR": str(cache_dir)}
+    procs = [subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert all(runs_of(log_dir, x) == 1 for x in (1, 2, 3, 4)), sorted(__import__("os").listdir(log_dir))
+    assert sum(o.count("cached") for o in outs) == 4  # each item computed by one, taken by the other
+
+
+def test_clear_and_info(log_dir, cache_dir):
+    map_task(task(counted, cache=True))(x=[1, 2, 3], log_dir=[log_dir] * 3)
+    info = mapnb.cache.info()
+    assert info["entries"] == 3 and info["bytes"] > 0 and info["directory"] == str(cache_dir)
+    assert mapnb.cache.clear() >= 3 and mapnb.cache.info()["entries"] == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(cache="yes"), "cache must be True or False"),
+        (dict(cache=True, cache_version=1), "cache_version must be a string"),
+        (dict(cache_version="1"), "need cache=True"),
+        (dict(cache_overwrite=True), "need cache=True"),
+    ],
+)
+def test_bad_cache_settings_fail_early(kwargs, message):
+    with pytest.raises(InvalidMapError, match=message):
+        map_task(tasks.double, **kwargs)
+
+
+def test_the_magic_caches_its_body(log_dir):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "mapnb")
+    shell.user_ns["log_dir"] = log_dir
+    body = "open(f'{log_dir}/{x}-run', 'w').close()\nx * 3"
+    shell.run_cell_magic("map_task", "--cache x=[1, 2]", body)
+    df = shell.run_cell_magic("map_task", "--cache x=[1, 2, 3]", body)
+    assert df["cached"].tolist() == [True, True, False] and runs_of(log_dir) == 3
+    assert mapnb.last_run().statuses[0] is Status.CACHED
