@@ -9,13 +9,18 @@ backends are imported when first used.
 
 from __future__ import annotations
 
-from .api import MapTask, TaskFunction, map_task, task
+import logging
+
+from .api import MapTask, TaskFunction, map_task, recover, task
 from .backends import Backend, get_backend, register_backend
 from .errors import BackendError, InvalidMapError, ItemError, MapnbError, MapTaskError, RemoteError
 from .events import Status
 from .run import MapRun, last_run
 
 __version__ = "0.1.0"
+
+# A library logs; what reaches the screen is the application's choice.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 def load_ipython_extension(ipython: object) -> None:
@@ -40,6 +45,7 @@ __all__ = [
     "get_backend",
     "last_run",
     "map_task",
+    "recover",
     "register_backend",
     "task",
 ]

@@ -12,10 +12,12 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from . import journal
 from .backends import Backend, Job, get_backend
 from .cache import CacheSettings, ItemCache
 from .engine import Engine
 from .errors import InvalidMapError
+from .journal import Journal
 from .run import MapRun
 from .spec import Options, build_inputs, check_int, check_seconds, function_name
 
@@ -150,19 +152,25 @@ class MapTask:
         """
         return self._block(self._submit(args, lists, product=False))
 
-    def submit(self, *args: Any, **lists: Any) -> MapRun:
-        """Start the map and return a :class:`MapRun` at once."""
-        return self._submit(args, lists, product=False)
+    def submit(self, *args: Any, recover: str | None = None, **lists: Any) -> MapRun:
+        """Start the map and return a :class:`MapRun` at once.
+
+        With ``recover=run_id``, continue that earlier run of the same items (even one
+        whose process died): what succeeded comes from its journal, the rest runs again.
+        """
+        return self._submit(args, lists, product=False, recover=recover)
 
     def product(self, *args: Any, **lists: Any) -> pd.DataFrame:
         """Run over every combination of the lists (a sweep); block and return the DataFrame."""
         return self._block(self._submit(args, lists, product=True))
 
-    def submit_product(self, *args: Any, **lists: Any) -> MapRun:
+    def submit_product(self, *args: Any, recover: str | None = None, **lists: Any) -> MapRun:
         """Start a sweep over every combination of the lists; return a :class:`MapRun`."""
-        return self._submit(args, lists, product=True)
+        return self._submit(args, lists, product=True, recover=recover)
 
-    def _submit(self, args: tuple[Any, ...], lists: dict[str, Any], *, product: bool) -> MapRun:
+    def _submit(
+        self, args: tuple[Any, ...], lists: dict[str, Any], *, product: bool, recover: str | None = None
+    ) -> MapRun:
         if args:
             raise InvalidMapError(
                 f"pass the lists to map by keyword, one per mapped parameter of {self.name}, "
@@ -170,10 +178,29 @@ class MapTask:
                 f"got {len(args)} positional argument{'s' * (len(args) != 1)}"
             )
         names, inputs, axes = build_inputs(self.fn, lists, product=product)
+        recovered = None
+        if recover is not None:
+            recovered = _recovered(recover, names, inputs)
+        return self._start(names, inputs, axes, recover, recovered)
+
+    def _start(
+        self,
+        names: tuple[str, ...],
+        inputs: list[tuple[Any, ...]],
+        axes: list[list[Any]] | None,
+        run_id: str | None = None,
+        recovered: dict[int, tuple[Any, int, float | None]] | None = None,
+    ) -> MapRun:
         backend = self.backend
         backend.prepare()
-        run_id = uuid.uuid4().hex[:12]
-        job = Job(run_id, self.fn, names, os.getcwd(), tuple(sys.path), dict(os.environ))
+        run_id = run_id or uuid.uuid4().hex[:12]
+        # A job id of its own: a recovered run keeps its run id but may bring a new function.
+        job = Job(uuid.uuid4().hex[:12], self.fn, names, os.getcwd(), tuple(sys.path), dict(os.environ))
+        spec = {
+            "fn": self.fn, "name": self.name, "names": names, "inputs": inputs, "axes": axes,
+            "options": self.options, "cache": self.cache, "progress": self.progress,
+            "backend": self._backend if isinstance(self._backend, str) else None,
+        }  # fmt: skip
         opts = self.options
         engine = Engine(
             run_id=run_id,
@@ -185,6 +212,8 @@ class MapTask:
             retries=opts.retries,
             timeout=opts.timeout,
             cache=ItemCache(self.fn, names, self.cache) if self.cache.enabled else None,
+            journal=Journal(run_id, names, len(inputs), None if recovered is not None else spec),
+            recovered=recovered,
         )
         run = MapRun(engine, self.name, axes=axes)
         engine.start()
@@ -209,6 +238,46 @@ class MapTask:
             f"MapTask({self.name}, concurrency={o.concurrency}, min_success_ratio={o.min_success_ratio}, "
             f"retries={o.retries}, timeout={o.timeout}, backend={self._backend!r})"
         )
+
+
+def _recovered(run_id: str, names: tuple[str, ...], inputs: list[tuple[Any, ...]]) -> dict[int, Any]:
+    """The succeeded items of an earlier run, checked to be a run of these very items."""
+    if not isinstance(run_id, str) or not run_id:
+        raise InvalidMapError(f"recover must be a run id (a string such as run.id); got {run_id!r}")
+    try:
+        meta, done = journal.read(run_id)
+    except FileNotFoundError as e:
+        raise InvalidMapError(str(e)) from None
+    if meta.get("names") != ",".join(names) or meta.get("n") != str(len(inputs)):
+        raise InvalidMapError(
+            f"run {run_id} mapped {meta.get('n')} items over ({meta.get('names')}); "
+            f"this map has {len(inputs)} items over ({','.join(names)}): recover needs the same items"
+        )
+    if "fingerprint" in meta and meta["fingerprint"] != journal.fingerprint(names, inputs):
+        raise InvalidMapError(f"run {run_id} mapped other input values; recover needs the same items")
+    return done
+
+
+def recover(run_id: str, *, backend: str | Backend | None = None) -> MapRun:
+    """Rebuild run ``run_id`` from its journal and start what is left; return its :class:`MapRun`.
+
+    Works in a new process after the one that ran it died: items that succeeded are
+    taken from the journal (they are not computed again), failed and unfinished ones run
+    again. ``backend`` overrides the run's own.
+
+    Examples
+    --------
+    >>> run = mapnb.recover("3f9c0a1b2d4e")  # doctest: +SKIP
+    >>> df = run.result()  # doctest: +SKIP
+    """
+    try:
+        spec = journal.load_run(run_id)
+        _, done = journal.read(run_id)
+    except FileNotFoundError as e:
+        raise InvalidMapError(str(e)) from None
+    chosen = backend if backend is not None else spec["backend"] or "local"
+    mt = MapTask(spec["fn"], spec["options"], chosen, spec["progress"], spec["cache"])
+    return mt._start(spec["names"], spec["inputs"], spec["axes"], run_id, done)
 
 
 def map_task(

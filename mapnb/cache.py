@@ -162,8 +162,8 @@ class ItemCache:
         self._owner = uuid.uuid4().hex
         self._claims: set[str] = set()
         self._writes: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write_loop, name="mapnb-cache", daemon=True)
-        self._writer.start()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
         self._next_renewal = time.monotonic() + LEASE_SECONDS / 3
 
     def key(self, args: tuple[Any, ...]) -> str | None:
@@ -189,7 +189,14 @@ class ItemCache:
 
     def put(self, key: str, output: Any) -> None:
         """Store an output (in the background); release our claim on the key after."""
+        self._ensure_writer()
         self._writes.put((key, output))
+
+    def _ensure_writer(self) -> None:
+        with self._writer_lock:  # (again) after close(): a run that is re-run writes on
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_loop, name="mapnb-cache", daemon=True)
+                self._writer.start()
 
     # -- cache_serialize: one computation per key at a time, across processes -----------
 
@@ -210,6 +217,7 @@ class ItemCache:
         """Give up a claim (the item failed or was cancelled): a waiter may compute it."""
         if key in self._claims:
             self._claims.discard(key)
+            self._ensure_writer()
             self._writes.put((key, _RELEASE))
 
     def renew(self) -> None:
@@ -224,6 +232,8 @@ class ItemCache:
         """Finish the pending writes (and give up claims still held)."""
         for key in list(self._claims):
             self.release(key)
+        if self._writer is None:
+            return
         self._writes.put(None)
         if wait:
             self._writer.join(30)

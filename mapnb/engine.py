@@ -42,6 +42,7 @@ from .events import (
     RunStarted,
     Status,
 )
+from .journal import Journal
 from .worker import ENDED, FINISHED, LOG, STARTED, BoundedText
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,8 @@ class Engine:
         retries: int,
         timeout: float | None,
         cache: ItemCache | None = None,
+        journal: Journal | None = None,
+        recovered: dict[int, tuple[Any, int, float | None]] | None = None,
     ) -> None:
         n = len(inputs)
         self.run_id, self.job, self.inputs, self.backend = run_id, job, inputs, backend
@@ -162,6 +165,12 @@ class Engine:
         self._spent = [0] * n  # attempts charged before the latest rerun: retries count anew
         self._rerunning: list[Event] = []
         self.cache = cache
+        self.journal = journal
+        for i, (output, attempts, duration) in (recovered or {}).items():  # from an earlier life
+            self.outputs[i], self.attempts[i], self.durations[i] = output, attempts, duration
+            self._set(i, Status.SUCCEEDED)
+        if recovered:
+            self._pending = collections.deque(i for i in range(n) if i not in recovered)
         self._keys: list[str | None] = [None] * n
         # cache_serialize: items waiting for the one computing the same key, here or in
         # another process (key -> items), and the keys being computed elsewhere
@@ -249,6 +258,8 @@ class Engine:
                 log.exception("backend %s failed to close the run", self.backend.name)
             if self.cache is not None:
                 self.cache.close()  # outputs are on disk before the run says it is done
+            if self.journal is not None:
+                self.journal.close()
             self.finished_at = time.monotonic()
             counts = {s.value: k for s, k in self.counts.items()}
             self._emit(RunFinished(self.state, counts, time.time()))
@@ -437,6 +448,8 @@ class Engine:
         key = self._keys[i]
         if key is not None:
             self._settle_key(i, key, status)
+        if self.journal is not None and (status is Status.SUCCEEDED or status is Status.CACHED):
+            self.journal.record(i, self.outputs[i], self.attempts[i], self.durations[i])
         if status is not Status.SUCCEEDED and status is not Status.CACHED:
             self.errors[i] = error if error is not None else self.errors[i]
             if status is Status.FAILED and self.first_failure is None:

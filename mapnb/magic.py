@@ -168,6 +168,9 @@ class MapTaskMagics(Magics):
     )
     @argument("--cache-serialize", action="store_true", help="identical items running at once compute once")
     @argument("--cache-overwrite", action="store_true", help="run every item again and replace its entry")
+    @argument(
+        "--recover", metavar="RUN_ID", help="continue that run of the same items: what succeeded is kept"
+    )
     @argument("--out", metavar="VAR", help="bind the DataFrame to VAR (the partial one on failure)")
     @argument("--run", metavar="VAR", help="bind the MapRun to VAR")
     @argument(
@@ -246,7 +249,8 @@ class MapTaskMagics(Magics):
                 cache_serialize=opts.cache_serialize or None,
                 cache_overwrite=opts.cache_overwrite,
             )
-            run = mt.submit_product(**lists) if opts.product else mt.submit(**lists)
+            submit = mt.submit_product if opts.product else mt.submit
+            run = submit(recover=opts.recover, **lists)
         except (InvalidMapError, BackendError, ModuleNotFoundError) as e:  # bad input, no cluster
             raise UsageError(str(e)) from None
         if opts.run:

@@ -1,11 +1,20 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 
 HAVE_DASK = importlib.util.find_spec("distributed") is not None
 BACKENDS = ["sequential", "threads", "local"] + (["dask"] if HAVE_DASK else [])
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_mapnb_dirs(tmp_path_factory):
+    """Journals and caches of the test runs go to a scratch folder, not the user's."""
+    root = tmp_path_factory.mktemp("mapnb-home")
+    os.environ["MAPNB_HOME"] = str(root / "home")
+    os.environ["MAPNB_CACHE_DIR"] = str(root / "cache")
 
 
 @pytest.fixture(scope="session")

@@ -159,7 +159,7 @@ def test_the_magic_caches_its_body(log_dir):
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "mapnb")
     shell.user_ns["log_dir"] = log_dir
-    body = "open(f'{log_dir}/{x}-run', 'w').close()\nx * 3"
+    body = "import uuid\nopen(f'{log_dir}/{x}-{uuid.uuid4().hex}', 'w').close()\nx * 3"
     shell.run_cell_magic("map_task", "--cache x=[1, 2]", body)
     df = shell.run_cell_magic("map_task", "--cache x=[1, 2, 3]", body)
     assert df["cached"].tolist() == [True, True, False] and runs_of(log_dir) == 3

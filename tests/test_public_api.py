@@ -24,6 +24,7 @@ def test_public_names_are_pinned():
         "get_backend",
         "last_run",
         "map_task",
+        "recover",
         "register_backend",
         "task",
     ]
