@@ -248,12 +248,12 @@ def _recovered(run_id: str, names: tuple[str, ...], inputs: list[tuple[Any, ...]
         meta, done = journal.read(run_id)
     except FileNotFoundError as e:
         raise InvalidMapError(str(e)) from None
-    if meta.get("names") != ",".join(names) or meta.get("n") != str(len(inputs)):
+    if meta["names"] != ",".join(names) or meta["n"] != len(inputs):
         raise InvalidMapError(
             f"run {run_id} mapped {meta.get('n')} items over ({meta.get('names')}); "
             f"this map has {len(inputs)} items over ({','.join(names)}): recover needs the same items"
         )
-    if "fingerprint" in meta and meta["fingerprint"] != journal.fingerprint(names, inputs):
+    if meta["fingerprint"] is not None and meta["fingerprint"] != journal.fingerprint(names, inputs):
         raise InvalidMapError(f"run {run_id} mapped other input values; recover needs the same items")
     return done
 
@@ -271,8 +271,8 @@ def recover(run_id: str, *, backend: str | Backend | None = None) -> MapRun:
     >>> df = run.result()  # doctest: +SKIP
     """
     try:
-        spec = journal.load_run(run_id)
-        _, done = journal.read(run_id)
+        meta, done = journal.read(run_id)
+        spec = journal.load_run(meta, run_id)
     except FileNotFoundError as e:
         raise InvalidMapError(str(e)) from None
     chosen = backend if backend is not None else spec["backend"] or "local"

@@ -1,22 +1,25 @@
 """Run journals, for recovery: every run writes down its items' outcomes as they come.
 
-A run's folder is ``MAPNB_HOME/runs/<run id>/`` (``MAPNB_HOME`` defaults to
-``$XDG_DATA_HOME/mapnb`` or ``~/.local/share/mapnb``):
+All runs of a user share one SQLite database, ``MAPNB_HOME/journal.sqlite``
+(``MAPNB_HOME`` defaults to ``$XDG_DATA_HOME/mapnb`` or ``~/.local/share/mapnb``):
 
-- ``run.pkl``: what is needed to run it again: the function, the mapped names and
-  inputs, the options (cloudpickle; written when the run starts);
-- ``journal.sqlite``: one row per item that succeeded, with its output, written in
-  batches by a background thread as items finish (SQLite: crash-safe, readable while
-  the run goes on).
+- ``runs``: per run, what is needed to run it again: the function, the mapped names and
+  inputs, the options (cloudpickle), and a fingerprint of the items;
+- ``outcomes``: one row per item that succeeded, with its output.
 
-:func:`mapnb.recover` rebuilds a run from its folder, even after the process that ran it
-died: succeeded items come from the journal, the others run again. The newest
-``MAPNB_KEEP_RUNS`` folders are kept (default 100). Like the cache, these are pickles:
-do not recover runs from a folder others can write to.
+One background thread per process writes both, in batched transactions, so the engine
+never waits for the disk; SQLite in WAL mode keeps the file consistent when a process
+dies, and lets several processes write. :func:`mapnb.recover` rebuilds a run, even after
+the process that ran it died: succeeded items come from the journal, the others run
+again. The newest ``MAPNB_KEEP_RUNS`` runs are kept (default 100). Like the cache, these
+are pickles: do not recover runs from a database others can write to.
+
+A run's other files (intra-task checkpoints) live in ``MAPNB_HOME/runs/<run id>/``.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import os
@@ -31,7 +34,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-_FLUSH_SECONDS = 0.05
+_BATCH_SECONDS = 0.05  # outcomes gather this long before one transaction writes them
+_PRUNE_EVERY = 20  # runs started between two prunings
 
 
 def home() -> Path:
@@ -44,6 +48,7 @@ def home() -> Path:
 
 
 def run_dir(run_id: str) -> Path:
+    """The folder for a run's own files (checkpoints)."""
     return home() / "runs" / run_id
 
 
@@ -55,164 +60,194 @@ def fingerprint(names: tuple[str, ...], inputs: list[tuple[Any, ...]]) -> str:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=30, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS outcomes (idx INTEGER PRIMARY KEY, output BLOB, attempts INTEGER, duration REAL)"
-    )
-    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+    with db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, names TEXT, n INTEGER, "
+            "fingerprint TEXT, created REAL, spec BLOB)"
+        )
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS outcomes (run_id TEXT, idx INTEGER, output BLOB, attempts INTEGER, "
+            "duration REAL, PRIMARY KEY (run_id, idx))"
+        )
     return db
 
 
-def read(run_id: str) -> tuple[dict[str, str], dict[int, tuple[Any, int, float | None]]]:
-    """A run's metadata and its succeeded items: ``{index: (output, attempts, duration)}``.
+def _dumps(value: Any) -> bytes:
+    try:  # plain pickle is ten times faster; notebook classes need cloudpickle
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        import cloudpickle
+
+        return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _Writer:
+    """The process's one journal writer: a thread that owns the database connection."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._runs_started = 0
+
+    def put(self, op: tuple[Any, ...]) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="mapnb-journal", daemon=True)
+                self._thread.start()
+        self._queue.put(op)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Return once everything queued so far is written."""
+        if self._thread is None or not self._thread.is_alive():
+            return
+        done = threading.Event()
+        self._queue.put(("flush", done))
+        done.wait(timeout)
+
+    def _loop(self) -> None:
+        db: sqlite3.Connection | None = None
+        path: Path | None = None
+        while True:
+            ops = [self._queue.get()]
+            if ops[0][0] == "item":
+                time.sleep(_BATCH_SECONDS)  # let a batch gather
+            while True:
+                try:
+                    ops.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            want = home() / "journal.sqlite"
+            try:
+                if db is None or path != want:
+                    if db is not None:
+                        db.close()
+                    db, path = _connect(want), want
+                self._write(db, ops)
+            except Exception:  # a full disk, a read-only home: the runs go on without it
+                log.exception("mapnb: could not write the run journal in %s", want)
+                db = None
+            for op in ops:
+                if op[0] == "flush":
+                    op[1].set()
+
+    def _write(self, db: sqlite3.Connection, ops: list[tuple[Any, ...]]) -> None:
+        runs, rows = [], []
+        for op in ops:
+            if op[0] == "run":
+                runs.append(self._run_row(*op[1:]))
+            elif op[0] == "item":
+                _, run_id, i, output, attempts, duration = op
+                try:
+                    rows.append((run_id, i, _dumps(output), attempts, duration))
+                except Exception as e:
+                    log.warning("run %s: item %s's output cannot be journaled (%s)", run_id, i, e)
+        with db:
+            if runs:
+                db.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)", runs)
+            if rows:
+                db.executemany("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?)", rows)
+        if runs:
+            self._runs_started += len(runs)
+            if self._runs_started % _PRUNE_EVERY < len(runs):
+                _prune(db)
+
+    @staticmethod
+    def _run_row(run_id: str, names: tuple[str, ...], n: int, spec: dict[str, Any] | None) -> tuple[Any, ...]:
+        blob, fp = None, None
+        if spec is not None:
+            fp = fingerprint(spec["names"], spec["inputs"])
+            try:
+                import cloudpickle
+
+                blob = cloudpickle.dumps(spec, protocol=5)
+            except Exception as e:  # a lambda holding a lock...: outcomes are journaled all the same
+                log.info("run %s: cannot save its function and inputs for mapnb.recover(): %s", run_id, e)
+        return (run_id, ",".join(names), n, fp, time.time(), blob)
+
+
+_writer = _Writer()
+atexit.register(_writer.flush)
+
+
+def _prune(db: sqlite3.Connection) -> None:
+    """Keep the newest MAPNB_KEEP_RUNS runs (and their folders)."""
+    try:
+        keep = max(1, int(os.environ.get("MAPNB_KEEP_RUNS", "100")))
+    except ValueError:
+        keep = 100
+    old = [
+        r for (r,) in db.execute("SELECT run_id FROM runs ORDER BY created DESC LIMIT -1 OFFSET ?", (keep,))
+    ]
+    if not old:
+        return
+    with db:
+        db.executemany("DELETE FROM outcomes WHERE run_id = ?", [(r,) for r in old])
+        db.executemany("DELETE FROM runs WHERE run_id = ?", [(r,) for r in old])
+    for r in old:
+        shutil.rmtree(run_dir(r), ignore_errors=True)
+
+
+class Journal:
+    """One run's entries. ``record`` is a queue put, cheap enough for the engine's thread."""
+
+    def __init__(self, run_id: str, names: tuple[str, ...], n: int, spec: dict[str, Any] | None) -> None:
+        self.run_id = run_id
+        _writer.put(("run", run_id, names, n, spec))
+
+    def record(self, index: int, output: Any, attempts: int, duration: float | None) -> None:
+        """An item succeeded."""
+        _writer.put(("item", self.run_id, index, output, attempts, duration))
+
+    def close(self) -> None:
+        """The run ended. Nothing waits for the disk here: :func:`read` and the
+        interpreter's exit do."""
+
+
+def read(run_id: str) -> tuple[dict[str, Any], dict[int, tuple[Any, int, float | None]]]:
+    """A run's entry (names, n, fingerprint, spec blob) and its succeeded items as
+    ``{index: (output, attempts, duration)}``.
 
     An output that cannot be unpickled is left out (the item will run again), with a
     warning.
     """
-    path = run_dir(run_id) / "journal.sqlite"
-    if not path.exists():
-        raise FileNotFoundError(f"no journal for run {run_id!r} in {path.parent.parent} (MAPNB_HOME)")
-    db = sqlite3.connect(path, timeout=30)
-    try:
-        meta = dict(db.execute("SELECT key, value FROM meta"))
-        done: dict[int, tuple[Any, int, float | None]] = {}
-        for idx, blob, attempts, duration in db.execute(
-            "SELECT idx, output, attempts, duration FROM outcomes"
-        ):
-            try:
-                done[idx] = (pickle.loads(blob), attempts, duration)
-            except Exception as e:
-                log.warning(
-                    "run %s: item %s's journaled output could not be read (%s); it runs again", run_id, idx, e
-                )
-    finally:
-        db.close()
+    _writer.flush()
+    path = home() / "journal.sqlite"
+    row = None
+    if path.exists():
+        db = sqlite3.connect(path, timeout=30)
+        try:
+            row = db.execute(
+                "SELECT names, n, fingerprint, spec FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            outcomes = list(
+                db.execute("SELECT idx, output, attempts, duration FROM outcomes WHERE run_id = ?", (run_id,))
+            )
+        finally:
+            db.close()
+    if row is None:
+        raise FileNotFoundError(f"no journal for run {run_id!r} in {path} (MAPNB_HOME)")
+    meta = {"names": row[0], "n": row[1], "fingerprint": row[2], "spec": row[3]}
+    done: dict[int, tuple[Any, int, float | None]] = {}
+    for idx, blob, attempts, duration in outcomes:
+        try:
+            done[idx] = (pickle.loads(blob), attempts, duration)
+        except Exception as e:
+            log.warning(
+                "run %s: item %s's journaled output could not be read (%s); it runs again", run_id, idx, e
+            )
     return meta, done
 
 
-def load_run(run_id: str) -> dict[str, Any]:
-    """What ``run.pkl`` holds: fn, name, names, inputs, axes, options, cache, backend."""
-    path = run_dir(run_id) / "run.pkl"
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"no journal for run {run_id!r} in {path.parent.parent} (MAPNB_HOME)")
-    if not path.exists():
+def load_run(meta: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """What a run's entry holds to run it again: fn, name, names, inputs, axes, options..."""
+    if meta["spec"] is None:
         raise FileNotFoundError(
-            f"run {run_id!r} cannot be rebuilt on its own: {path} is missing (its function or inputs "
-            "could not be pickled). Submit it again with MapTask.submit(..., recover=run_id)."
+            f"run {run_id!r} cannot be rebuilt on its own: its function or inputs could not be "
+            "pickled. Submit it again with MapTask.submit(..., recover=run_id)."
         )
-    with open(path, "rb") as f:
-        return pickle.load(f)
-
-
-class Journal:
-    """Writes one run's outcomes (off the engine's thread)."""
-
-    def __init__(self, run_id: str, names: tuple[str, ...], n: int, spec: dict[str, Any] | None) -> None:
-        self.run_id = run_id
-        self.dir = run_dir(run_id)
-        self._names, self._n, self._spec = names, n, spec
-        self._queue: queue.SimpleQueue[tuple[int, Any, int, float | None] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._started = False
-        self._lock = threading.Lock()
-        self._ensure_writer()
-
-    def _ensure_writer(self) -> None:
-        with self._lock:  # (again) after close(): a run that is re-run writes on
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._write_loop, name=f"mapnb-journal-{self.run_id}", daemon=True
-                )
-                self._thread.start()
-
-    def record(self, index: int, output: Any, attempts: int, duration: float | None) -> None:
-        """An item succeeded (called from the engine's thread: only a queue put)."""
-        self._ensure_writer()
-        self._queue.put((index, output, attempts, duration))
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Write what is queued; return when it is on disk."""
-        self._queue.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _start(self) -> sqlite3.Connection:
-        if self._started:
-            return _connect(self.dir / "journal.sqlite")
-        self._started = True
-        self.dir.mkdir(parents=True, exist_ok=True)
-        _prune(self.dir.parent, keep=self.dir.name)
-        db = _connect(self.dir / "journal.sqlite")
-        spec = self._spec
-        meta = {"names": ",".join(self._names), "n": str(self._n), "created": str(time.time())}
-        if spec is not None:
-            meta["fingerprint"] = fingerprint(spec["names"], spec["inputs"])
-            try:
-                import cloudpickle
-
-                tmp = self.dir / "run.pkl.tmp"
-                tmp.write_bytes(cloudpickle.dumps(spec, protocol=5))
-                tmp.replace(self.dir / "run.pkl")
-            except Exception as e:  # a lambda holding a lock, an open file...: record outcomes anyway
-                log.info(
-                    "run %s: cannot save its function and inputs for mapnb.recover(): %s", self.run_id, e
-                )
-        with db:
-            db.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", meta.items())
-        return db
-
-    def _write_loop(self) -> None:
-        try:
-            db = self._start()
-        except Exception:
-            log.exception("run %s: no journal (recovery will not be possible)", self.run_id)
-            while self._queue.get() is not None:  # keep the engine's puts cheap and harmless
-                pass
-            return
-        import cloudpickle
-
-        stop = False
-        while not stop:
-            batch = [self._queue.get()]
-            deadline = time.monotonic() + _FLUSH_SECONDS
-            while time.monotonic() < deadline:
-                try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
-            if None in batch:
-                stop = True
-            rows = []
-            for rec in batch:
-                if rec is None:
-                    continue
-                i, output, attempts, duration = rec
-                try:
-                    rows.append((i, cloudpickle.dumps(output, protocol=5), attempts, duration))
-                except Exception as e:
-                    log.warning("run %s: item %s's output cannot be journaled (%s)", self.run_id, i, e)
-            if rows:
-                try:
-                    with db:
-                        db.executemany("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?)", rows)
-                except sqlite3.Error:
-                    log.exception("run %s: journal write failed", self.run_id)
-        db.close()
-
-
-def _prune(runs: Path, keep: str) -> None:
-    """Keep the newest MAPNB_KEEP_RUNS run folders."""
-    try:
-        limit = int(os.environ.get("MAPNB_KEEP_RUNS", "100"))
-    except ValueError:
-        limit = 100
-    try:
-        folders = sorted(
-            (p for p in runs.iterdir() if p.is_dir() and p.name != keep), key=lambda p: p.stat().st_mtime
-        )
-    except OSError:
-        return
-    for old in folders[: max(0, len(folders) - (limit - 1))]:
-        shutil.rmtree(old, ignore_errors=True)
+    return pickle.loads(meta["spec"])

@@ -15,8 +15,9 @@ import pytest
 
 import mapnb
 from mapnb import InvalidMapError, Status, map_task
-from mapnb.journal import run_dir
+from mapnb.journal import home
 
+from . import tasks
 from .tasks import counted, runs_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,12 +31,12 @@ def log_dir(tmp_path):
 
 
 def journaled(run_id: str) -> set[int]:
-    path = run_dir(run_id) / "journal.sqlite"
+    path = home() / "journal.sqlite"
     if not path.exists():
         return set()
     try:
         with sqlite3.connect(path, timeout=5) as db:
-            return {i for (i,) in db.execute("SELECT idx FROM outcomes")}
+            return {i for (i,) in db.execute("SELECT idx FROM outcomes WHERE run_id = ?", (run_id,))}
     except sqlite3.Error:
         return set()
 
@@ -121,3 +122,17 @@ def test_the_magic_recovers(log_dir):
     shell.user_ns["first"] = False
     df = shell.run_cell_magic("map_task", f"--recover {run_id} x=[1, 2, 3]", body)
     assert df["output"].tolist() == [1, 2, 3] and runs_of(log_dir) == 4  # only item 3 again
+
+
+def test_old_runs_are_pruned(monkeypatch, tmp_path):
+    monkeypatch.setenv("MAPNB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MAPNB_KEEP_RUNS", "3")
+    runs = [map_task(tasks.double, backend="sequential").submit(x=[1]) for _ in range(20)]
+    for r in runs:
+        r.wait()
+    mapnb.journal._writer.flush()
+    with sqlite3.connect(home() / "journal.sqlite") as db:
+        kept = [r for (r,) in db.execute("SELECT run_id FROM runs")]
+    assert len(kept) == 3 and runs[-1].id in kept
+    with pytest.raises(InvalidMapError, match="no journal"):
+        mapnb.recover(runs[0].id)
