@@ -13,6 +13,7 @@ import logging
 
 from .api import MapTask, TaskFunction, map_task, recover, task
 from .backends import Backend, get_backend, register_backend
+from .context import Checkpoint, TaskContext, current_context
 from .errors import BackendError, InvalidMapError, ItemError, MapnbError, MapTaskError, RemoteError
 from .events import Status
 from .run import MapRun, last_run
@@ -33,6 +34,7 @@ def load_ipython_extension(ipython: object) -> None:
 __all__ = [
     "Backend",
     "BackendError",
+    "Checkpoint",
     "InvalidMapError",
     "ItemError",
     "MapRun",
@@ -41,7 +43,9 @@ __all__ = [
     "MapnbError",
     "RemoteError",
     "Status",
+    "TaskContext",
     "TaskFunction",
+    "current_context",
     "get_backend",
     "last_run",
     "map_task",

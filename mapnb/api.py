@@ -195,7 +195,17 @@ class MapTask:
         backend.prepare()
         run_id = run_id or uuid.uuid4().hex[:12]
         # A job id of its own: a recovered run keeps its run id but may bring a new function.
-        job = Job(uuid.uuid4().hex[:12], self.fn, names, os.getcwd(), tuple(sys.path), dict(os.environ))
+        checkpoints = str(journal.run_dir(run_id) / "checkpoints")
+        job = Job(
+            uuid.uuid4().hex[:12],
+            self.fn,
+            names,
+            os.getcwd(),
+            tuple(sys.path),
+            dict(os.environ),
+            run_id,
+            checkpoints,
+        )
         spec = {
             "fn": self.fn, "name": self.name, "names": names, "inputs": inputs, "axes": axes,
             "options": self.options, "cache": self.cache, "progress": self.progress,

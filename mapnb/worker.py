@@ -181,15 +181,17 @@ def _ours(globals_: dict[str, Any]) -> bool:
 
 
 def run_items(
-    fn: Callable[..., Any],
-    names: tuple[str, ...],
+    job: Any,
     items: Iterable[Item],
     emit: Emitter,
     set_capture: Callable[[Capture | None], None],
     stop: Callable[[], bool] | None = None,
 ) -> None:
-    """Run each item in order, capturing its output; report everything, raise nothing."""
-    clock = time.monotonic
+    """Run each item of ``job`` (a backends.Job) in order, capturing its output and
+    giving it its context (mapnb.current_context()); report everything, raise nothing."""
+    from .context import enter_item, leave_item
+
+    fn, names, clock = job.fn, job.names, time.monotonic
     for index, attempt, args in items:
         if stop is not None and stop():
             return
@@ -197,11 +199,13 @@ def run_items(
         t0 = clock()
         emit.started(index, attempt, t0)
         set_capture(cap)
+        token = enter_item(job.checkpoints, job.run_id, index, attempt)
         try:
             value, error, ok = fn(**dict(zip(names, args))), None, True
         except BaseException as e:  # the item's failure, whatever it is, is its own
             value, error, ok = None, exception_error(e), False
         finally:
+            leave_item(token)
             set_capture(None)
         cap.close()
         emit.finished(index, attempt, ok, value, error, t0, clock())
@@ -442,5 +446,5 @@ def serve(conn: Any) -> None:
             outbox.end_task(err, all_items=True)
             continue
         outbox.first_of_task = True
-        run_items(job.fn, job.names, items, outbox, set_capture)
+        run_items(job, items, outbox, set_capture)
         outbox.end_task()

@@ -143,3 +143,21 @@ def counted(x: int, log_dir: str, verbose: bool = False, delay: float = 0.0) -> 
 def runs_of(log_dir: str, x: int | None = None) -> int:
     names = os.listdir(log_dir)
     return len(names) if x is None else sum(n.startswith(f"{x}-") for n in names)
+
+
+def resumable(steps: int, crash: str = "raise") -> dict:
+    """Counts to ``steps``, checkpointing each step; the first attempt dies at step 3."""
+    import mapnb
+
+    ctx = mapnb.current_context()
+    cp = ctx.checkpoint
+    start = int(cp.read() or b"0")
+    for step in range(start, steps):
+        cp.write(str(step + 1).encode())
+        if step == 2 and ctx.attempt == 1:
+            if crash == "kill":
+                os.kill(os.getpid(), 9)  # the worker dies, as under the OOM killer
+            elif crash == "hang":
+                time.sleep(60)  # until the timeout kills it
+            raise RuntimeError("first attempt fails at step 3")
+    return {"resumed_from": start, "attempt": ctx.attempt, "index": ctx.index}

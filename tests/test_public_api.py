@@ -12,6 +12,7 @@ def test_public_names_are_pinned():
     assert mapnb.__all__ == [
         "Backend",
         "BackendError",
+        "Checkpoint",
         "InvalidMapError",
         "ItemError",
         "MapRun",
@@ -20,7 +21,9 @@ def test_public_names_are_pinned():
         "MapnbError",
         "RemoteError",
         "Status",
+        "TaskContext",
         "TaskFunction",
+        "current_context",
         "get_backend",
         "last_run",
         "map_task",

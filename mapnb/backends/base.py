@@ -33,6 +33,8 @@ class Job:
     cwd: str | None = None
     sys_path: tuple[str, ...] | None = None
     env: dict[str, str] | None = None
+    run_id: str | None = None
+    checkpoints: str | None = None  # the run's checkpoint folder (see mapnb.context)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -347,6 +347,6 @@ def run_on_worker(job_id: str, job_blob: bytes, items_blob: bytes, tid: int, top
     outbox.task_id = tid
     outbox.first_of_task = True
     with routed_output() as set_capture:
-        run_items(job.fn, job.names, items, outbox, set_capture, stop=cancelled)
+        run_items(job, items, outbox, set_capture, stop=cancelled)
     outbox.finish()
     return pickle.dumps(outbox.outcomes, protocol=pickle.HIGHEST_PROTOCOL)

@@ -22,5 +22,5 @@ class SequentialBackend(Backend):
 
     def submit(self, task: Task, report: ReportFn) -> None:
         with routed_output() as set_capture:
-            run_items(task.job.fn, task.job.names, task.items, DirectEmitter(task.id, report), set_capture)
+            run_items(task.job, task.items, DirectEmitter(task.id, report), set_capture)
         report([(ENDED, task.id, None, False)])

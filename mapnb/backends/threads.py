@@ -37,8 +37,7 @@ class ThreadBackend(Backend):
     def _run(self, task: Task, report: ReportFn) -> None:
         with routed_output() as set_capture:
             run_items(
-                task.job.fn,
-                task.job.names,
+                task.job,
                 task.items,
                 DirectEmitter(task.id, report),
                 set_capture,

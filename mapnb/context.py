@@ -1,0 +1,152 @@
+"""What a running item can ask about itself: :func:`current_context`, and checkpoints.
+
+Shaped like flytekit's ``current_context().checkpoint``: an attempt saves its progress
+with :meth:`Checkpoint.write` (bytes) or :meth:`Checkpoint.save` (a file or a folder);
+when the item fails, times out or its worker dies and it is retried, the next attempt
+finds that progress with :meth:`Checkpoint.read` or :meth:`Checkpoint.restore` and
+resumes instead of starting over::
+
+    def train(epochs: int) -> float:
+        cp = mapnb.current_context().checkpoint
+        start = int(cp.read() or b"0")  # the epoch the previous attempt reached
+        for epoch in range(start, epochs):
+            ...
+            cp.write(str(epoch + 1).encode())
+
+Checkpoints live in ``MAPNB_HOME/runs/<run id>/checkpoints/<item>/<attempt>/`` on the
+machine that runs the item: on a Dask cluster of several machines, point ``MAPNB_HOME``
+at a filesystem the workers share. Writes are atomic (a temporary file, then a rename).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar("mapnb_context", default=None)
+_DATA = "checkpoint"  # the file write()/read() use; save() of a folder keeps its contents beside it
+
+
+class Checkpoint:
+    """One item's checkpoint: what this attempt saves, and what the previous one saved.
+
+    Parameters
+    ----------
+    root : path
+        The item's checkpoint folder; attempts get a sub-folder each.
+    attempt : int
+        The running attempt (from 1).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], attempt: int) -> None:
+        self._root = Path(root)
+        self._attempt = attempt
+        self._prev = self._find_previous()
+
+    def _dir(self, attempt: int) -> Path:
+        return self._root / str(attempt)
+
+    def _find_previous(self) -> Path | None:
+        for a in range(self._attempt - 1, 0, -1):  # the latest attempt that saved something
+            d = self._dir(a)
+            if d.is_dir() and any(d.iterdir()):
+                return d
+        return None
+
+    def prev_exists(self) -> bool:
+        """Whether an earlier attempt of this item saved a checkpoint."""
+        return self._prev is not None
+
+    def read(self) -> bytes | None:
+        """The bytes the previous attempt wrote with :meth:`write`, or None."""
+        if self._prev is None or not (self._prev / _DATA).is_file():
+            return None
+        return (self._prev / _DATA).read_bytes()
+
+    def write(self, data: bytes) -> None:
+        """Save ``data`` as this attempt's checkpoint (replacing what it saved before)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"checkpoint.write() takes bytes; got {type(data).__name__} (encode it first)")
+        d = self._dir(self._attempt)
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, d / _DATA)
+
+    def restore(self, path: str | os.PathLike[str]) -> Path | None:
+        """Copy the previous attempt's checkpoint into folder ``path``; return it, or None
+        when there is nothing to restore."""
+        if self._prev is None:
+            return None
+        dest = Path(path)
+        shutil.copytree(self._prev, dest, dirs_exist_ok=True)
+        return dest
+
+    def save(self, src: str | os.PathLike[str] | IO[bytes]) -> None:
+        """Save a file, a folder's contents, or an open binary file as this attempt's checkpoint."""
+        if hasattr(src, "read"):
+            self.write(src.read())  # type: ignore[union-attr]
+            return
+        src = Path(src)  # type: ignore[arg-type]
+        d = self._dir(self._attempt)
+        tmp = self._root / f".tmp-{self._attempt}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        if src.is_dir():
+            shutil.copytree(src, tmp)
+        else:
+            tmp.mkdir(parents=True)
+            shutil.copy2(src, tmp / (_DATA if src.name == _DATA else src.name))
+        shutil.rmtree(d, ignore_errors=True)
+        os.replace(tmp, d)
+
+    def __repr__(self) -> str:
+        return f"<Checkpoint attempt {self._attempt}, previous {'yes' if self._prev else 'none'}>"
+
+
+class TaskContext:
+    """Who the running item is. ``index`` and ``attempt`` are None outside a map task."""
+
+    __slots__ = ("run_id", "index", "attempt", "_root", "_checkpoint")
+
+    def __init__(self, run_id: str | None, index: int | None, attempt: int | None, root: Path) -> None:
+        self.run_id, self.index, self.attempt = run_id, index, attempt
+        self._root = root
+        self._checkpoint: Checkpoint | None = None
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """This item's :class:`Checkpoint` (made on first use: most items never ask)."""
+        if self._checkpoint is None:
+            self._checkpoint = Checkpoint(self._root, self.attempt or 1)
+        return self._checkpoint
+
+    def __repr__(self) -> str:
+        return f"<TaskContext run={self.run_id} item={self.index} attempt={self.attempt}>"
+
+
+def current_context() -> TaskContext:
+    """The running item's context (its run, index, attempt and checkpoint).
+
+    Outside a map task (calling the function directly, in a test), the checkpoint is a
+    fresh temporary folder with nothing to resume from.
+    """
+    ctx = _current.get()
+    if ctx is None:
+        ctx = TaskContext(None, None, None, Path(tempfile.mkdtemp(prefix="mapnb-cp-")))
+        _current.set(ctx)
+    return ctx
+
+
+def enter_item(root: str | None, run_id: str | None, index: int, attempt: int) -> Any:
+    """Make item ``index``'s context current (run_items calls it); returns the reset token."""
+    base = Path(root) if root else Path(tempfile.gettempdir()) / "mapnb-checkpoints" / str(run_id)
+    return _current.set(TaskContext(run_id, index, attempt, base / str(index)))
+
+
+def leave_item(token: Any) -> None:
+    _current.reset(token)
