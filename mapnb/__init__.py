@@ -16,6 +16,7 @@ from .backends import Backend, get_backend, register_backend
 from .context import Checkpoint, TaskContext, current_context
 from .errors import BackendError, InvalidMapError, ItemError, MapnbError, MapTaskError, RemoteError
 from .events import Status
+from .resources import Resources
 from .run import MapRun, last_run
 
 __version__ = "0.1.0"
@@ -42,6 +43,7 @@ __all__ = [
     "MapTaskError",
     "MapnbError",
     "RemoteError",
+    "Resources",
     "Status",
     "TaskContext",
     "TaskFunction",

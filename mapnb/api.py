@@ -18,6 +18,8 @@ from .cache import CacheSettings, ItemCache
 from .engine import Engine
 from .errors import InvalidMapError
 from .journal import Journal
+from .resources import Resources
+from .resources import check as check_resources
 from .run import MapRun
 from .spec import Options, build_inputs, check_int, check_seconds, function_name
 
@@ -45,6 +47,8 @@ class TaskFunction:
         retries: int,
         timeout: float | None,
         cache: CacheSettings | None = None,
+        requests: Resources | None = None,
+        limits: Resources | None = None,
     ) -> None:
         if not callable(fn):
             raise InvalidMapError(f"task() needs a function; got {type(fn).__name__} {fn!r}")
@@ -53,6 +57,8 @@ class TaskFunction:
         self.retries = retries
         self.timeout = timeout
         self.cache = cache or CacheSettings()
+        self.requests = requests
+        self.limits = limits
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.__wrapped__(*args, **kwargs)
@@ -74,6 +80,8 @@ def task(
     cache_version: str | None = None,
     cache_serialize: bool = False,
     cache_ignore_input_vars: tuple[str, ...] = (),
+    requests: Resources | None = None,
+    limits: Resources | None = None,
 ) -> Any:
     """Attach task settings to a function, as flytekit's ``@task`` does.
 
@@ -97,6 +105,8 @@ def task(
         this machine) are computed once; the others wait for that output.
     cache_ignore_input_vars : tuple of str
         Inputs left out of the key (a ``verbose`` flag, say).
+    requests, limits : Resources, optional
+        What one item needs, and may use at most (see :mod:`mapnb.resources`).
 
     Examples
     --------
@@ -108,8 +118,10 @@ def task(
     secs = _seconds("timeout", timeout)
     caching = CacheSettings.make(cache, cache_version, cache_serialize, cache_ignore_input_vars)
 
+    req, lim = check_resources(requests, "requests"), check_resources(limits, "limits")
+
     def wrap(f: Callable[..., Any]) -> TaskFunction:
-        return TaskFunction(f, retries=retries, timeout=secs, cache=caching)
+        return TaskFunction(f, retries=retries, timeout=secs, cache=caching, requests=req, limits=lim)
 
     return wrap if fn is None else wrap(fn)
 
@@ -130,13 +142,32 @@ class MapTask:
         backend: str | Backend,
         progress: bool | None,
         cache: CacheSettings | None = None,
+        requests: Resources | None = None,
+        limits: Resources | None = None,
     ) -> None:
         self.fn = fn
         self.options = options
         self.cache = cache or CacheSettings()
+        settings = _task_settings(fn)
+        self.requests = requests if requests is not None else (settings.requests if settings else None)
+        self.limits = limits if limits is not None else (settings.limits if settings else None)
         self._backend = backend
         self.progress = progress
         self.name = function_name(fn)
+
+    def with_overrides(
+        self, *, requests: Resources | None = None, limits: Resources | None = None
+    ) -> MapTask:
+        """A copy of this map task whose items request, and are limited to, other resources.
+
+        >>> map_task(train).with_overrides(requests=Resources(cpu=2, mem="4Gi"),
+        ...                                limits=Resources(mem="6Gi"))  # doctest: +SKIP
+        """
+        req, lim = check_resources(requests, "requests"), check_resources(limits, "limits")
+        return MapTask(
+            self.fn, self.options, self._backend, self.progress, self.cache,
+            req if req is not None else self.requests, lim if lim is not None else self.limits,
+        )  # fmt: skip
 
     @property
     def backend(self) -> Backend:
@@ -197,18 +228,17 @@ class MapTask:
         # A job id of its own: a recovered run keeps its run id but may bring a new function.
         checkpoints = str(journal.run_dir(run_id) / "checkpoints")
         job = Job(
-            uuid.uuid4().hex[:12],
-            self.fn,
-            names,
-            os.getcwd(),
-            tuple(sys.path),
-            dict(os.environ),
-            run_id,
-            checkpoints,
-        )
+            uuid.uuid4().hex[:12], self.fn, names, os.getcwd(), tuple(sys.path), dict(os.environ),
+            run_id, checkpoints, self.requests, self.limits,
+        )  # fmt: skip
+        concurrency = self.options.concurrency or backend.default_concurrency()
+        fits = backend.fit(self.requests, self.limits)
+        if fits is not None:
+            concurrency = max(1, min(concurrency, fits))
         spec = {
             "fn": self.fn, "name": self.name, "names": names, "inputs": inputs, "axes": axes,
             "options": self.options, "cache": self.cache, "progress": self.progress,
+            "requests": self.requests, "limits": self.limits,
             "backend": self._backend if isinstance(self._backend, str) else None,
         }  # fmt: skip
         opts = self.options
@@ -217,7 +247,7 @@ class MapTask:
             job=job,
             inputs=inputs,
             backend=backend,
-            concurrency=opts.concurrency or backend.default_concurrency(),
+            concurrency=concurrency,
             min_success_ratio=opts.min_success_ratio,
             retries=opts.retries,
             timeout=opts.timeout,
@@ -286,7 +316,9 @@ def recover(run_id: str, *, backend: str | Backend | None = None) -> MapRun:
     except FileNotFoundError as e:
         raise InvalidMapError(str(e)) from None
     chosen = backend if backend is not None else spec["backend"] or "local"
-    mt = MapTask(spec["fn"], spec["options"], chosen, spec["progress"], spec["cache"])
+    mt = MapTask(
+        spec["fn"], spec["options"], chosen, spec["progress"], spec["cache"], spec["requests"], spec["limits"]
+    )
     return mt._start(spec["names"], spec["inputs"], spec["axes"], run_id, done)
 
 

@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import pickle
+import signal
 import sys
 import tempfile
 import threading
@@ -298,6 +299,20 @@ class Outbox:
         """Queue an item's outcome to send (called with the lock held)."""
         self._records.append(record)
 
+    def fail_current(self, error: ItemError) -> bool:
+        """Report the running item as failed with ``error`` now; False if none runs."""
+        with self._lock:
+            cur = self._current
+            if cur is None:
+                return False
+            self._announce()
+            self._current = None
+            self._records.append(
+                (FINISHED, self.task_id, cur[0], cur[1], False, error, cur[2], time.monotonic())
+            )
+        self.flush()
+        return True
+
     def end_task(self, error: ItemError | None = None, all_items: bool = False) -> None:
         with self._lock:
             self._records.append((ENDED, self.task_id, error, all_items))
@@ -399,11 +414,37 @@ def _apply_environment(job: Any) -> None:
         os.environ.update(job.env)
 
 
+class _MemoryGuard:
+    """limits.mem, per item: a worker (and its children) grown past it fails the item
+    that runs and stops itself, so that siblings on other workers go on unharmed."""
+
+    def __init__(self) -> None:
+        self.limit: int | None = None
+        self.spec: Any = None
+
+    def check(self, outbox: Outbox) -> None:
+        if self.limit is None:
+            return
+        from .resources import format_memory, rss_of_tree
+
+        used = rss_of_tree(os.getpid())
+        if used <= self.limit:
+            return
+        err = ItemError(
+            "memory",
+            "MemoryLimitExceeded",
+            f"the item used {format_memory(used)}, which exceeded its limit mem={self.spec}; its worker was stopped",
+        )
+        if outbox.fail_current(err):
+            os.killpg(os.getpgrp(), signal.SIGKILL)  # this worker and what it started
+
+
 def serve(conn: Any) -> None:
     """The loop of a local worker process: run tasks until told to stop or orphaned.
 
-    Messages in: ``("task", task_id, job_id, job_bytes | None, items_bytes)`` and
-    ``("stop",)``. Job bytes come with the first task of a job this worker has not seen.
+    Messages in: ``("task", task_id, job_id, job_bytes | None, items_bytes, env)`` and
+    ``("stop",)``. Job bytes come with the first task of a job this worker has not seen;
+    ``env`` is what this task adds to the environment (its GPUs).
     """
     # Process-wide, not per thread: text printed by threads an item starts belongs to it.
     current: list[Capture | None] = [None]
@@ -417,7 +458,13 @@ def serve(conn: Any) -> None:
     outside = {n: open(fd, "w", buffering=1, closefd=False) for n, fd in fds.originals.items()}
     sys.stdout = Router("stdout", outside["stdout"], lambda: current[0], fd=1)
     sys.stderr = Router("stderr", outside["stderr"], lambda: current[0], fd=2)
-    outbox = Outbox(conn, on_tick=lambda: fds.drain(current[0]))
+    guard = _MemoryGuard()
+
+    def on_tick() -> None:
+        fds.drain(current[0])
+        guard.check(outbox)
+
+    outbox = Outbox(conn, on_tick=on_tick)
     jobs: dict[str, Any] = {}
     while True:
         try:
@@ -426,7 +473,7 @@ def serve(conn: Any) -> None:
             return
         if msg[0] == "stop":
             return
-        _, task_id, job_id, job_blob, items_blob = msg
+        _, task_id, job_id, job_blob, items_blob, env = msg
         outbox.task_id = task_id
         try:
             job = jobs.get(job_id)
@@ -436,6 +483,9 @@ def serve(conn: Any) -> None:
                     jobs.pop(next(iter(jobs)))
                 jobs[job_id] = job
             _apply_environment(job)
+            os.environ.update(env)  # this task's own (its GPUs)
+            guard.limit = job.limits.mem_bytes if job.limits is not None else None
+            guard.spec = job.limits.mem if job.limits is not None else None
             items = pickle.loads(items_blob)
         except BaseException as e:
             what = "the task function" if job_id not in jobs else "the inputs"

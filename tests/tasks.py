@@ -161,3 +161,17 @@ def resumable(steps: int, crash: str = "raise") -> dict:
                 time.sleep(60)  # until the timeout kills it
             raise RuntimeError("first attempt fails at step 3")
     return {"resumed_from": start, "attempt": ctx.attempt, "index": ctx.index}
+
+
+def hog(mib: int, hold: float = 0.0) -> int:
+    """Allocates ``mib`` MiB and keeps it a while."""
+    block = bytearray(mib * 1024 * 1024)
+    for i in range(0, len(block), 4096):  # touch every page: resident, not just reserved
+        block[i] = 1
+    time.sleep(hold)
+    return len(block) // (1024 * 1024)
+
+
+def gpus_seen(x: float) -> str:
+    time.sleep(x)
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "")

@@ -20,6 +20,7 @@ def test_public_names_are_pinned():
         "MapTaskError",
         "MapnbError",
         "RemoteError",
+        "Resources",
         "Status",
         "TaskContext",
         "TaskFunction",

@@ -35,6 +35,8 @@ class Job:
     env: dict[str, str] | None = None
     run_id: str | None = None
     checkpoints: str | None = None  # the run's checkpoint folder (see mapnb.context)
+    requests: Any = None  # mapnb.Resources: what one item needs
+    limits: Any = None  # mapnb.Resources: what one item may use at most
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +73,11 @@ class Backend(abc.ABC):
     def default_concurrency(self) -> int:
         """How many tasks run at once when the user does not say."""
         return usable_cpus()
+
+    def fit(self, requests: Any, limits: Any) -> int | None:
+        """How many items needing ``requests`` (a mapnb.Resources) may run at once here;
+        None: no bound from this backend. Raise a clear error for what cannot fit at all."""
+        return None
 
     def prepare(self) -> None:
         """Called in the caller's thread when a run is submitted: raise here what the user

@@ -122,6 +122,19 @@ class DaskBackend(Backend):
     def default_concurrency(self) -> int:
         return max(1, sum(self.client.nthreads().values()))
 
+    def fit(self, requests: Any, limits: Any) -> int | None:
+        """Requests become Dask worker resources; some worker must declare each of them."""
+        wanted = _dask_resources(requests)
+        if wanted:
+            workers = self.client.scheduler_info().get("workers", {}).values()
+            for name, amount in wanted.items():
+                if not any(w.get("resources", {}).get(name, 0) >= amount for w in workers):
+                    raise BackendError(
+                        f"no worker of this Dask cluster declares {name}={amount:g}, which the items request; "
+                        f'start workers with e.g. `dask worker ... --resources "{name}={amount:g}"`'
+                    )
+        return None  # Dask runs no more at once than the workers' resources allow
+
     def _subscribe(self, client: Any) -> None:
         with self._lock:
             if self._subscribed_to is client:
@@ -167,8 +180,9 @@ class DaskBackend(Backend):
             self._tasks[task.id] = running
             self._by_key[key] = task.id
         running.future = client.submit(
-            run_on_worker, task.job.id, job, items, task.id, self._topic, key=key, pure=False, retries=0
-        )
+            run_on_worker, task.job.id, job, items, task.id, self._topic,
+            key=key, pure=False, retries=0, resources=_dask_resources(task.job.requests) or None,
+        )  # fmt: skip
         running.future.add_done_callback(lambda fut, tid=task.id: self._on_done(tid, fut))
 
     def kill(self, task_id: int) -> None:
@@ -256,6 +270,20 @@ class DaskBackend(Backend):
             return
         records = [load_output(r) if r[0] == FINISHED and r[4] else r for r in pickle.loads(blob)]
         running.report([*records, (ENDED, tid, None, False)])
+
+
+def _dask_resources(requests: Any) -> dict[str, float]:
+    """mapnb.Resources requests as Dask worker resources: CPU, MEMORY (bytes), GPU."""
+    if not requests:
+        return {}
+    out: dict[str, float] = {}
+    if requests.cpus is not None:
+        out["CPU"] = requests.cpus
+    if requests.mem_bytes is not None:
+        out["MEMORY"] = float(requests.mem_bytes)
+    if requests.gpu:
+        out["GPU"] = float(requests.gpu)
+    return out
 
 
 class _Running:

@@ -29,10 +29,10 @@ from multiprocessing.reduction import sendfds
 from pathlib import Path
 from typing import Any
 
-from ..errors import ItemError, worker_died
+from ..errors import InvalidMapError, ItemError, worker_died
 from ..worker import ENDED, FINISHED
 from ._wire import drop_unpicklable, dumps, load_output
-from .base import Backend, ReportFn, Task
+from .base import Backend, ReportFn, Task, usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,14 @@ class Pool:
 
     # -- called by the engine's thread ---------------------------------------------------
 
-    def submit(self, task: Task, report: ReportFn, job_blob: bytes, items_blob: bytes) -> None:
+    def submit(
+        self,
+        task: Task,
+        report: ReportFn,
+        job_blob: bytes,
+        items_blob: bytes,
+        env: dict[str, str] | None = None,
+    ) -> None:
         with self._lock:
             if self._closed:
                 raise PoolBrokenError("the local pool was shut down")
@@ -113,7 +120,7 @@ class Pool:
             if not known:
                 worker.jobs = [*worker.jobs[-3:], task.job.id]
         msg = pickle.dumps(
-            ("task", task.id, task.job.id, None if known else job_blob, items_blob), protocol=5
+            ("task", task.id, task.job.id, None if known else job_blob, items_blob, env or {}), protocol=5
         )
         with worker.send_lock:
             try:
@@ -350,6 +357,56 @@ class LocalBackend(Backend):
     def __init__(self, pool: Pool | None = None) -> None:
         self._own_pool = pool
         self._blobs: dict[str, bytes] = {}
+        self._gpus: list[str] | None = None  # found on first use
+        self._free_gpus: list[str] = []
+        self._gpu_lock = threading.Lock()
+
+    def fit(self, requests: Any, limits: Any) -> int | None:
+        """Items at once that the usable CPUs, the memory and the GPUs can take."""
+        from ..resources import format_memory, local_gpus, total_memory
+
+        if not requests:
+            return None
+        bounds = []
+        if requests.cpus is not None:
+            cpus = usable_cpus()
+            if requests.cpus > cpus:
+                raise InvalidMapError(f"requests cpu={requests.cpu}, but this machine has {cpus} usable CPUs")
+            bounds.append(int(cpus // requests.cpus))
+        if requests.mem_bytes is not None and (total := total_memory()):
+            if requests.mem_bytes > total:
+                raise InvalidMapError(
+                    f"requests mem={requests.mem}, but this machine has {format_memory(total)} of memory"
+                )
+            bounds.append(total // requests.mem_bytes)
+        if requests.gpu:
+            with self._gpu_lock:
+                if self._gpus is None:
+                    self._gpus = local_gpus()
+                    self._free_gpus = list(self._gpus)
+            if self._gpus:  # none here: the request is passed through, nothing to assign
+                if requests.gpu > len(self._gpus):
+                    raise InvalidMapError(
+                        f"requests gpu={requests.gpu}, but there are {len(self._gpus)} GPUs here"
+                    )
+                bounds.append(len(self._gpus) // requests.gpu)
+        return min(bounds) if bounds else None
+
+    def _take_gpus(self, task: Task, report: ReportFn) -> tuple[dict[str, str], ReportFn]:
+        """Give the task GPUs of its own, and take them back when it ends."""
+        need = task.job.requests.gpu if task.job.requests is not None else 0
+        if not need or not self._gpus:
+            return {}, report
+        with self._gpu_lock:
+            mine, self._free_gpus = self._free_gpus[:need], self._free_gpus[need:]
+
+        def give_back(records: list[Any]) -> None:
+            if any(r[0] == ENDED for r in records):
+                with self._gpu_lock:
+                    self._free_gpus += [g for g in mine if g not in self._free_gpus]
+            report(records)
+
+        return {"CUDA_VISIBLE_DEVICES": ",".join(mine)}, give_back
 
     @property
     def pool(self) -> Pool:
@@ -377,12 +434,13 @@ class LocalBackend(Backend):
                 report([(ENDED, task.id, None, False)])
                 return
             items_blob = dumps(task.items)
+        env, report = self._take_gpus(task, report)
         try:
-            self.pool.submit(task, report, blob, items_blob)
+            self.pool.submit(task, report, blob, items_blob, env)
         except PoolBrokenError:
             if self._own_pool is not None:
                 raise
-            self.pool.submit(task, report, blob, items_blob)  # a fresh shared pool
+            self.pool.submit(task, report, blob, items_blob, env)  # a fresh shared pool
 
     def kill(self, task_id: int) -> None:
         self.pool.kill(task_id)
