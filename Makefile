@@ -44,6 +44,7 @@ bench: $(VENV)/.installed-bench  ## mapnb against its peers, side by side (see R
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/widget.py
 	$(PY) benchmarks/dask_backend.py
+	$(PY) benchmarks/cache.py
 
 notebooks: $(VENV)/.installed-test  ## re-execute the tutorials in place, outputs and widget state saved
 	$(PY) notebooks/execute.py notebooks/*.ipynb
