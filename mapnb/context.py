@@ -113,16 +113,23 @@ class TaskContext:
 
     __slots__ = ("run_id", "index", "attempt", "_root", "_checkpoint")
 
-    def __init__(self, run_id: str | None, index: int | None, attempt: int | None, root: Path) -> None:
+    def __init__(self, run_id: str | None, index: int | None, attempt: int | None, root: str | None) -> None:
         self.run_id, self.index, self.attempt = run_id, index, attempt
-        self._root = root
+        self._root = root  # the run's checkpoint folder; None: a temporary one
         self._checkpoint: Checkpoint | None = None
 
     @property
     def checkpoint(self) -> Checkpoint:
         """This item's :class:`Checkpoint` (made on first use: most items never ask)."""
         if self._checkpoint is None:
-            self._checkpoint = Checkpoint(self._root, self.attempt or 1)
+            if self.index is None:
+                folder = Path(tempfile.mkdtemp(prefix="mapnb-cp-"))
+            else:
+                base = Path(
+                    self._root or Path(tempfile.gettempdir()) / "mapnb-checkpoints" / str(self.run_id)
+                )
+                folder = base / str(self.index)
+            self._checkpoint = Checkpoint(folder, self.attempt or 1)
         return self._checkpoint
 
     def __repr__(self) -> str:
@@ -137,15 +144,15 @@ def current_context() -> TaskContext:
     """
     ctx = _current.get()
     if ctx is None:
-        ctx = TaskContext(None, None, None, Path(tempfile.mkdtemp(prefix="mapnb-cp-")))
+        ctx = TaskContext(None, None, None, None)
         _current.set(ctx)
     return ctx
 
 
 def enter_item(root: str | None, run_id: str | None, index: int, attempt: int) -> Any:
-    """Make item ``index``'s context current (run_items calls it); returns the reset token."""
-    base = Path(root) if root else Path(tempfile.gettempdir()) / "mapnb-checkpoints" / str(run_id)
-    return _current.set(TaskContext(run_id, index, attempt, base / str(index)))
+    """Make item ``index``'s context current (run_items calls it, per item: keep it cheap);
+    returns the reset token."""
+    return _current.set(TaskContext(run_id, index, attempt, root))
 
 
 def leave_item(token: Any) -> None:

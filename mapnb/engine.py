@@ -281,6 +281,8 @@ class Engine:
             self._check_timeouts()
             if self.cache is not None:
                 self._poll_cache()
+            if self.journal is not None:
+                self.journal.flush()
             self._flush_events()
         if self.state == "running":
             ok = self.counts[Status.SUCCEEDED] + self.counts[Status.CACHED]

@@ -5,7 +5,8 @@ All runs of a user share one SQLite database, ``MAPNB_HOME/journal.sqlite``
 
 - ``runs``: per run, what is needed to run it again: the function, the mapped names and
   inputs, the options (cloudpickle), and a fingerprint of the items;
-- ``outcomes``: one row per item that succeeded, with its output.
+- ``outcomes``: the items that succeeded, with their outputs, a row per batch (one
+  pickle per batch keeps the cost per item to a fraction of a microsecond).
 
 One background thread per process writes both, in batched transactions, so the engine
 never waits for the disk; SQLite in WAL mode keeps the file consistent when a process
@@ -69,20 +70,27 @@ def _connect(path: Path) -> sqlite3.Connection:
             "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, names TEXT, n INTEGER, "
             "fingerprint TEXT, created REAL, spec BLOB)"
         )
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS outcomes (run_id TEXT, idx INTEGER, output BLOB, attempts INTEGER, "
-            "duration REAL, PRIMARY KEY (run_id, idx))"
-        )
+        db.execute("CREATE TABLE IF NOT EXISTS outcomes (run_id TEXT, seq INTEGER PRIMARY KEY, batch BLOB)")
+        db.execute("CREATE INDEX IF NOT EXISTS outcomes_run ON outcomes (run_id)")
     return db
 
 
-def _dumps(value: Any) -> bytes:
-    try:  # plain pickle is ten times faster; notebook classes need cloudpickle
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+def _dump_batch(run_id: str, records: list[tuple[Any, ...]]) -> bytes:
+    """One pickle for a batch of (index, output, attempts, duration): plain pickle first
+    (fast), cloudpickle for notebook classes; what neither can pickle is left out."""
+    try:
+        return pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
         import cloudpickle
 
-        return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        good = []
+        for rec in records:
+            try:
+                cloudpickle.dumps(rec[1], protocol=pickle.HIGHEST_PROTOCOL)
+                good.append(rec)
+            except Exception as e:
+                log.warning("run %s: item %s's output cannot be journaled (%s)", run_id, rec[0], e)
+        return cloudpickle.dumps(good, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class _Writer:
@@ -95,10 +103,11 @@ class _Writer:
         self._runs_started = 0
 
     def put(self, op: tuple[Any, ...]) -> None:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="mapnb-journal", daemon=True)
-                self._thread.start()
+        if op[0] == "run":  # the thread is started (again, after a fork) with each run
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._loop, name="mapnb-journal", daemon=True)
+                    self._thread.start()
         self._queue.put(op)
 
     def flush(self, timeout: float = 30.0) -> None:
@@ -114,8 +123,8 @@ class _Writer:
         path: Path | None = None
         while True:
             ops = [self._queue.get()]
-            if ops[0][0] == "item":
-                time.sleep(_BATCH_SECONDS)  # let a batch gather
+            if ops[0][0] == "items":
+                time.sleep(_BATCH_SECONDS)  # let more gather: one transaction for all
             while True:
                 try:
                     ops.append(self._queue.get_nowait())
@@ -140,17 +149,13 @@ class _Writer:
         for op in ops:
             if op[0] == "run":
                 runs.append(self._run_row(*op[1:]))
-            elif op[0] == "item":
-                _, run_id, i, output, attempts, duration = op
-                try:
-                    rows.append((run_id, i, _dumps(output), attempts, duration))
-                except Exception as e:
-                    log.warning("run %s: item %s's output cannot be journaled (%s)", run_id, i, e)
+            elif op[0] == "items":
+                rows.append((op[1], _dump_batch(op[1], op[2])))
         with db:
             if runs:
                 db.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)", runs)
             if rows:
-                db.executemany("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?)", rows)
+                db.executemany("INSERT INTO outcomes (run_id, batch) VALUES (?, ?)", rows)
         if runs:
             self._runs_started += len(runs)
             if self._runs_started % _PRUNE_EVERY < len(runs):
@@ -160,11 +165,13 @@ class _Writer:
     def _run_row(run_id: str, names: tuple[str, ...], n: int, spec: dict[str, Any] | None) -> tuple[Any, ...]:
         blob, fp = None, None
         if spec is not None:
-            fp = fingerprint(spec["names"], spec["inputs"])
-            try:
-                import cloudpickle
+            import cloudpickle
 
-                blob = cloudpickle.dumps(spec, protocol=5)
+            try:  # the items are pickled once: for the fingerprint, and kept as they are
+                items = cloudpickle.dumps((spec["names"], spec["inputs"]), protocol=5)
+                fp = hashlib.sha256(items).hexdigest()
+                rest = {k: v for k, v in spec.items() if k not in ("names", "inputs")}
+                blob = cloudpickle.dumps((rest, items), protocol=5)
             except Exception as e:  # a lambda holding a lock...: outcomes are journaled all the same
                 log.info("run %s: cannot save its function and inputs for mapnb.recover(): %s", run_id, e)
         return (run_id, ",".join(names), n, fp, time.time(), blob)
@@ -193,19 +200,27 @@ def _prune(db: sqlite3.Connection) -> None:
 
 
 class Journal:
-    """One run's entries. ``record`` is a queue put, cheap enough for the engine's thread."""
+    """One run's entries, collected on the engine's thread and handed to the writer in
+    batches (:meth:`flush`, at each turn of the engine's loop)."""
 
     def __init__(self, run_id: str, names: tuple[str, ...], n: int, spec: dict[str, Any] | None) -> None:
         self.run_id = run_id
+        self._batch: list[tuple[int, Any, int, float | None]] = []
         _writer.put(("run", run_id, names, n, spec))
 
     def record(self, index: int, output: Any, attempts: int, duration: float | None) -> None:
         """An item succeeded."""
-        _writer.put(("item", self.run_id, index, output, attempts, duration))
+        self._batch.append((index, output, attempts, duration))
+
+    def flush(self) -> None:
+        if self._batch:
+            batch, self._batch = self._batch, []
+            _writer.put(("items", self.run_id, batch))
 
     def close(self) -> None:
         """The run ended. Nothing waits for the disk here: :func:`read` and the
         interpreter's exit do."""
+        self.flush()
 
 
 def read(run_id: str) -> tuple[dict[str, Any], dict[int, tuple[Any, int, float | None]]]:
@@ -224,22 +239,24 @@ def read(run_id: str) -> tuple[dict[str, Any], dict[int, tuple[Any, int, float |
             row = db.execute(
                 "SELECT names, n, fingerprint, spec FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
-            outcomes = list(
-                db.execute("SELECT idx, output, attempts, duration FROM outcomes WHERE run_id = ?", (run_id,))
-            )
+            batches = [
+                b
+                for (b,) in db.execute("SELECT batch FROM outcomes WHERE run_id = ? ORDER BY seq", (run_id,))
+            ]
         finally:
             db.close()
     if row is None:
         raise FileNotFoundError(f"no journal for run {run_id!r} in {path} (MAPNB_HOME)")
     meta = {"names": row[0], "n": row[1], "fingerprint": row[2], "spec": row[3]}
     done: dict[int, tuple[Any, int, float | None]] = {}
-    for idx, blob, attempts, duration in outcomes:
+    for blob in batches:
         try:
-            done[idx] = (pickle.loads(blob), attempts, duration)
+            records = pickle.loads(blob)
         except Exception as e:
-            log.warning(
-                "run %s: item %s's journaled output could not be read (%s); it runs again", run_id, idx, e
-            )
+            log.warning("run %s: a journaled batch could not be read (%s); its items run again", run_id, e)
+            continue
+        for idx, output, attempts, duration in records:
+            done[idx] = (output, attempts, duration)
     return meta, done
 
 
@@ -250,4 +267,6 @@ def load_run(meta: dict[str, Any], run_id: str) -> dict[str, Any]:
             f"run {run_id!r} cannot be rebuilt on its own: its function or inputs could not be "
             "pickled. Submit it again with MapTask.submit(..., recover=run_id)."
         )
-    return pickle.loads(meta["spec"])
+    rest, items = pickle.loads(meta["spec"])
+    names, inputs = pickle.loads(items)
+    return {**rest, "names": names, "inputs": inputs}

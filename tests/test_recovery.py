@@ -31,13 +31,9 @@ def log_dir(tmp_path):
 
 
 def journaled(run_id: str) -> set[int]:
-    path = home() / "journal.sqlite"
-    if not path.exists():
-        return set()
     try:
-        with sqlite3.connect(path, timeout=5) as db:
-            return {i for (i,) in db.execute("SELECT idx FROM outcomes WHERE run_id = ?", (run_id,))}
-    except sqlite3.Error:
+        return set(mapnb.journal.read(run_id)[1])
+    except (FileNotFoundError, sqlite3.Error):
         return set()
 
 
