@@ -82,8 +82,8 @@ def test_a_killed_run_is_recovered_in_another_process_without_redoing_finished_i
     assert journaled(run_id) == set(range(8))
 
 
-def test_submit_recover_takes_the_succeeded_items_and_runs_the_rest(log_dir):
-    mt = map_task(counted, min_success_ratio=0)
+def test_submit_recover_takes_the_succeeded_items_and_runs_the_rest(log_dir, backend):
+    mt = map_task(counted, min_success_ratio=0, backend=backend)
     first = mt.submit(x=[1, 2, 3], log_dir=[log_dir, log_dir, "/nonexistent/dir"])
     first.wait()
     assert first.statuses[2] is Status.FAILED
