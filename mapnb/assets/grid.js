@@ -14,6 +14,7 @@ function h(tag, cls, text) {
 
 function seconds(s) {
   if (s == null || !isFinite(s)) return "";
+  if (s < 0.1) return `${(s * 1000).toPrecision(2)} ms`;
   if (s < 60) return `${s.toFixed(1)} s`;
   const m = Math.floor(s / 60);
   return m < 60 ? `${m} min ${Math.floor(s % 60)} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
