@@ -252,7 +252,9 @@ class MapTask:
             retries=opts.retries,
             timeout=opts.timeout,
             cache=ItemCache(self.fn, names, self.cache) if self.cache.enabled else None,
-            journal=Journal(run_id, names, len(inputs), None if recovered is not None else spec),
+            journal=None
+            if _journal_off()
+            else Journal(run_id, names, len(inputs), None if recovered is not None else spec),
             recovered=recovered,
         )
         run = MapRun(engine, self.name, axes=axes)
@@ -278,6 +280,10 @@ class MapTask:
             f"MapTask({self.name}, concurrency={o.concurrency}, min_success_ratio={o.min_success_ratio}, "
             f"retries={o.retries}, timeout={o.timeout}, backend={self._backend!r})"
         )
+
+
+def _journal_off() -> bool:
+    return os.environ.get("MAPNB_JOURNAL", "1").strip().lower() in ("0", "off", "false", "no")
 
 
 def _recovered(run_id: str, names: tuple[str, ...], inputs: list[tuple[Any, ...]]) -> dict[int, Any]:

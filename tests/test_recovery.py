@@ -132,3 +132,11 @@ def test_old_runs_are_pruned(monkeypatch, tmp_path):
     assert len(kept) == 3 and runs[-1].id in kept
     with pytest.raises(InvalidMapError, match="no journal"):
         mapnb.recover(runs[0].id)
+
+
+def test_journaling_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("MAPNB_JOURNAL", "0")
+    run = map_task(tasks.double, backend="sequential").submit(x=[1])
+    run.wait()
+    with pytest.raises(InvalidMapError, match="no journal"):
+        mapnb.recover(run.id)
