@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from ..errors import ItemError
-from ..worker import FINISHED
+from ..worker import ENDED, FINISHED
 from .base import ReportFn, Task
 
 
@@ -33,6 +33,29 @@ def load_output(r: tuple[Any, ...]) -> tuple[Any, ...]:
         )
         return (*r[:4], False, err, *r[6:])
     return (*r[:5], value, *r[6:])
+
+
+def dump_job(task: Task, report: ReportFn, where: str) -> bytes | None:
+    """The task's job pickled; None (the task reported as failed) when it cannot be."""
+    try:
+        return dumps(task.job)
+    except Exception as e:
+        msg = f"the task function could not be pickled to send to {where}: {e}"
+        report([(ENDED, task.id, ItemError("serialization", type(e).__qualname__, msg), True)])
+        return None
+
+
+def dump_items(task: Task, report: ReportFn, where: str) -> tuple[Task, bytes | None]:
+    """The task's items pickled. Items whose inputs cannot be pickled fail alone; the
+    task comes back without them (and None, the task ended, when none is left)."""
+    try:
+        return task, dumps(task.items)
+    except Exception:
+        task = drop_unpicklable(task, report, where)
+        if not task.items:
+            report([(ENDED, task.id, None, False)])
+            return task, None
+        return task, dumps(task.items)
 
 
 def drop_unpicklable(task: Task, report: ReportFn, where: str) -> Task:

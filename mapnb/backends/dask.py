@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import BackendError, ItemError
 from ..worker import ENDED, FINISHED, Outbox, run_items
-from ._wire import drop_unpicklable, dumps, load_output
+from ._wire import dump_items, dump_job, load_output
 from .base import Backend, Job, ReportFn, Task
 
 log = logging.getLogger(__name__)
@@ -153,11 +153,8 @@ class DaskBackend(Backend):
         self._subscribe(client)
         job = self._jobs.get(task.job.id)
         if job is None:
-            try:
-                blob = dumps(task.job)
-            except Exception as e:
-                msg = f"the task function could not be pickled to send to the cluster: {e}"
-                report([(ENDED, task.id, ItemError("serialization", type(e).__qualname__, msg), True)])
+            blob = dump_job(task, report, "the cluster")
+            if blob is None:
                 return
             # A small job travels inside each task (workers unpickle it once). A big one is
             # copied to every worker up front: as a dependency held by one worker, it would
@@ -166,14 +163,9 @@ class DaskBackend(Backend):
             self._jobs[task.job.id] = job
             while len(self._jobs) > 8:
                 self._jobs.pop(next(iter(self._jobs)))
-        try:
-            items = dumps(task.items)
-        except Exception:
-            task = drop_unpicklable(task, report, "the cluster")
-            if not task.items:
-                report([(ENDED, task.id, None, False)])
-                return
-            items = dumps(task.items)
+        task, items = dump_items(task, report, "the cluster")
+        if items is None:
+            return
         key = f"mapnb-{task.job.id}-{task.id}"
         running = _Running(report, key)
         with self._lock:

@@ -31,7 +31,7 @@ from typing import Any
 
 from ..errors import InvalidMapError, ItemError, worker_died
 from ..worker import ENDED, FINISHED
-from ._wire import drop_unpicklable, dumps, load_output
+from ._wire import dump_items, dump_job, load_output
 from .base import Backend, ReportFn, Task, usable_cpus
 
 log = logging.getLogger(__name__)
@@ -417,23 +417,15 @@ class LocalBackend(Backend):
     def submit(self, task: Task, report: ReportFn) -> None:
         blob = self._blobs.get(task.job.id)
         if blob is None:
-            try:
-                blob = dumps(task.job)
-            except Exception as e:
-                msg = f"the task function could not be pickled to send to a worker process: {e}"
-                report([(ENDED, task.id, ItemError("serialization", type(e).__qualname__, msg), True)])
+            blob = dump_job(task, report, "a worker process")
+            if blob is None:
                 return
             self._blobs[task.job.id] = blob
             while len(self._blobs) > 8:
                 self._blobs.pop(next(iter(self._blobs)))
-        try:
-            items_blob = dumps(task.items)
-        except Exception:
-            task = drop_unpicklable(task, report, "a worker process")
-            if not task.items:
-                report([(ENDED, task.id, None, False)])
-                return
-            items_blob = dumps(task.items)
+        task, items_blob = dump_items(task, report, "a worker process")
+        if items_blob is None:
+            return
         env, report = self._take_gpus(task, report)
         try:
             self.pool.submit(task, report, blob, items_blob, env)
