@@ -30,7 +30,6 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -259,10 +258,3 @@ class _Release:
 
 
 _RELEASE = _Release()
-
-
-def settings_of(fn: Callable[..., Any]) -> CacheSettings | None:
-    """The cache settings a ``@task`` carries, if any."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return getattr(fn, "cache", None) if hasattr(fn, "__mapnb_task__") else None
