@@ -7,14 +7,7 @@ import sys
 import time
 
 from .run import MapRun
-
-
-def _notebook_grid() -> bool:
-    if "IPython" not in sys.modules:
-        return False
-    from .widget import in_notebook, widget_kind
-
-    return in_notebook() and widget_kind() != "off"
+from .widget import grid_wanted
 
 
 def _wanted(progress: bool | None) -> bool:
@@ -33,7 +26,7 @@ def show_progress(run: MapRun, progress: bool | None, interval: float = 0.1) -> 
 
     Short waits keep the calling thread responsive to KeyboardInterrupt.
     """
-    if progress is not False and _notebook_grid():
+    if progress is not False and grid_wanted():
         deadline = time.monotonic() + GRID_DELAY
         while not run.wait(min(interval, max(0.0, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:

@@ -247,9 +247,9 @@ class MapRun:
             grid.display()
 
     def _live_grid(self) -> Any:
-        from .widget import LiveGrid, in_notebook, widget_kind
+        from .widget import LiveGrid, grid_wanted
 
-        if not in_notebook() or widget_kind() == "off":
+        if not grid_wanted():
             return None
         if self._grid is None:
             self._grid = LiveGrid(self)

@@ -22,8 +22,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import traitlets
-
 from .grid import COLORS, GridModel, render_html
 
 if TYPE_CHECKING:
@@ -59,8 +57,14 @@ def in_notebook() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
+def grid_wanted() -> bool:
+    """Whether runs here show the live grid: in a Jupyter kernel, unless MAPNB_WIDGET=off."""
+    return in_notebook() and widget_kind() != "off"
+
+
 def _grid_widget_class() -> type:
     import anywidget
+    import traitlets
 
     class MapGrid(anywidget.AnyWidget):
         """The anywidget face: one DOM cell per item, a detail panel, Cancel / Retry failed."""
