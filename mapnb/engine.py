@@ -516,15 +516,24 @@ class Engine:
         assert cache is not None
         if status is Status.SUCCEEDED:
             cache.put(key, self.outputs[i])
-            for j in self._waiting.pop(key, []):  # they asked for exactly this
-                self._take_cached(j, self.outputs[i])
+            self._hand_out(key, self.outputs[i])
         elif status is not Status.CACHED:
             cache.release(key)
-            waiters = self._waiting.get(key)
-            if waiters and self.state == "running" and key not in self._elsewhere:
-                self._pending.appendleft(waiters.pop(0))  # the next in line computes it
-                if not waiters:
-                    del self._waiting[key]
+            if self.state == "running" and key not in self._elsewhere:
+                self._next_in_line(key)
+
+    def _hand_out(self, key: str, value: Any) -> None:
+        """The items waiting for ``key`` asked for exactly this output."""
+        for j in self._waiting.pop(key, []):
+            self._take_cached(j, value)
+
+    def _next_in_line(self, key: str) -> None:
+        """The first item waiting for ``key`` computes it now; the others go on waiting."""
+        waiters = self._waiting.get(key)
+        if waiters:
+            self._pending.appendleft(waiters.pop(0))
+            if not waiters:
+                del self._waiting[key]
 
     def _poll_cache(self) -> None:
         """cache_serialize across processes: take what others computed, or take over."""
@@ -538,15 +547,10 @@ class Engine:
             hit, value = cache.get(key)
             if hit:
                 self._elsewhere.discard(key)
-                for j in self._waiting.pop(key, []):
-                    self._take_cached(j, value)
+                self._hand_out(key, value)
             elif not cache.claimed_elsewhere(key):  # they gave up or died: our turn
                 self._elsewhere.discard(key)
-                waiters = self._waiting.pop(key, [])
-                if waiters:
-                    self._pending.appendleft(waiters[0])
-                    if waiters[1:]:
-                        self._waiting[key] = waiters[1:]
+                self._next_in_line(key)
 
     def _stop_all(self, status: Status, state: str) -> None:
         """Abort or cancel: queued items never start, running ones are killed."""
