@@ -235,12 +235,17 @@ class MapTask:
         fits = backend.fit(self.requests, self.limits)
         if fits is not None:
             concurrency = max(1, min(concurrency, fits))
-        spec = {
-            "fn": self.fn, "name": self.name, "names": names, "inputs": inputs, "axes": axes,
-            "options": self.options, "cache": self.cache, "progress": self.progress,
-            "requests": self.requests, "limits": self.limits,
-            "backend": self._backend if isinstance(self._backend, str) else None,
-        }  # fmt: skip
+        journaled = None
+        if not _journal_off():  # what mapnb.recover() needs, unless this is a recovery
+            spec = None
+            if recovered is None:
+                spec = {
+                    "fn": self.fn, "name": self.name, "names": names, "inputs": inputs, "axes": axes,
+                    "options": self.options, "cache": self.cache, "progress": self.progress,
+                    "requests": self.requests, "limits": self.limits,
+                    "backend": self._backend if isinstance(self._backend, str) else None,
+                }  # fmt: skip
+            journaled = Journal(run_id, names, len(inputs), spec)
         opts = self.options
         engine = Engine(
             run_id=run_id,
@@ -252,9 +257,7 @@ class MapTask:
             retries=opts.retries,
             timeout=opts.timeout,
             cache=ItemCache(self.fn, names, self.cache) if self.cache.enabled else None,
-            journal=None
-            if _journal_off()
-            else Journal(run_id, names, len(inputs), None if recovered is not None else spec),
+            journal=journaled,
             recovered=recovered,
         )
         run = MapRun(engine, self.name, axes=axes)

@@ -53,11 +53,15 @@ def run_dir(run_id: str) -> Path:
     return home() / "runs" / run_id
 
 
-def fingerprint(names: tuple[str, ...], inputs: list[tuple[Any, ...]]) -> str:
-    """What identifies a run's items: their names and pickled inputs."""
+def _items_pickle(names: tuple[str, ...], inputs: list[tuple[Any, ...]]) -> bytes:
     import cloudpickle
 
-    return hashlib.sha256(cloudpickle.dumps((names, inputs), protocol=5)).hexdigest()
+    return cloudpickle.dumps((names, inputs), protocol=5)
+
+
+def fingerprint(names: tuple[str, ...], inputs: list[tuple[Any, ...]], items: bytes | None = None) -> str:
+    """What identifies a run's items: their names and pickled inputs (``items``, if pickled already)."""
+    return hashlib.sha256(items if items is not None else _items_pickle(names, inputs)).hexdigest()
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -168,8 +172,8 @@ class _Writer:
             import cloudpickle
 
             try:  # the items are pickled once: for the fingerprint, and kept as they are
-                items = cloudpickle.dumps((spec["names"], spec["inputs"]), protocol=5)
-                fp = hashlib.sha256(items).hexdigest()
+                items = _items_pickle(spec["names"], spec["inputs"])
+                fp = fingerprint(spec["names"], spec["inputs"], items)
                 rest = {k: v for k, v in spec.items() if k not in ("names", "inputs")}
                 blob = cloudpickle.dumps((rest, items), protocol=5)
             except Exception as e:  # a lambda holding a lock...: outcomes are journaled all the same
