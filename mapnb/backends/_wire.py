@@ -35,6 +35,11 @@ def load_output(r: tuple[Any, ...]) -> tuple[Any, ...]:
     return (*r[:5], value, *r[6:])
 
 
+def load_outputs(records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """A batch of report records with every successful output loaded."""
+    return [load_output(r) if r[0] == FINISHED and r[4] else r for r in records]
+
+
 def dump_job(task: Task, report: ReportFn, where: str) -> bytes | None:
     """The task's job pickled; None (the task reported as failed) when it cannot be."""
     try:

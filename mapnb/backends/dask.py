@@ -26,8 +26,8 @@ import uuid
 from typing import Any
 
 from ..errors import BackendError, ItemError
-from ..worker import ENDED, FINISHED, Outbox, run_items
-from ._wire import dump_items, dump_job, load_output
+from ..worker import ENDED, Outbox, run_items
+from ._wire import dump_items, dump_job, load_outputs
 from .base import Backend, Job, ReportFn, Task
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class DaskBackend(Backend):
             log.exception("mapnb: a bad record batch from the cluster; ignored")
             return
         running.worker = msg.get("worker", running.worker)
-        running.report([load_output(r) if r[0] == FINISHED and r[4] else r for r in records])
+        running.report(load_outputs(records))
         if msg.get("complete") and self._end(msg["tid"]) is running:
             # Every outcome came with the stream: free the slot now rather than after a
             # round trip to fetch the task's result.
@@ -260,8 +260,7 @@ class DaskBackend(Backend):
         except BaseException as e:
             running.report([(ENDED, tid, _task_error(e, running.worker), False)])
             return
-        records = [load_output(r) if r[0] == FINISHED and r[4] else r for r in pickle.loads(blob)]
-        running.report([*records, (ENDED, tid, None, False)])
+        running.report([*load_outputs(pickle.loads(blob)), (ENDED, tid, None, False)])
 
 
 def _dask_resources(requests: Any) -> dict[str, float]:

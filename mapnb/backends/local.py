@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidMapError, ItemError, worker_died
-from ..worker import ENDED, FINISHED
-from ._wire import dump_items, dump_job, load_output
+from ..worker import ENDED
+from ._wire import dump_items, dump_job, load_outputs
 from .base import Backend, ReportFn, Task, usable_cpus
 
 log = logging.getLogger(__name__)
@@ -252,14 +252,8 @@ class Pool:
             worker.eof = True
             self._maybe_gone(worker)
             return
-        records = pickle.loads(data)
-        ended = False
-        for k, r in enumerate(records):
-            if r[0] == FINISHED:
-                if r[4]:
-                    records[k] = load_output(r)
-            elif r[0] == ENDED:
-                ended = True
+        records = load_outputs(pickle.loads(data))
+        ended = any(r[0] == ENDED for r in records)
         report = worker.report
         if ended:
             with self._lock:
