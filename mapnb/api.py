@@ -16,7 +16,7 @@ from . import journal
 from .backends import Backend, Job, get_backend
 from .cache import CacheSettings, ItemCache
 from .engine import Engine
-from .errors import InvalidMapError
+from .errors import InvalidMapError, RunInterrupted
 from .journal import Journal
 from .resources import Resources
 from .resources import check as check_resources
@@ -274,7 +274,8 @@ class MapTask:
             show_progress(run, self.progress)
         except KeyboardInterrupt:
             run.cancel(wait=True)
-            raise
+            # One line saying what happened, not a traceback through mapnb's waiting code.
+            raise RunInterrupted(run) from None
         return run.result()
 
     def __repr__(self) -> str:

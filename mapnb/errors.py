@@ -136,3 +136,28 @@ class MapTaskError(MapnbError):
                 lines.append("")
         lines.append(f"MapTaskError: {self}")
         return lines
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The caller was interrupted (Ctrl-C, the notebook's Interrupt button) while it waited
+    for a run; the run was cancelled, and what finished is kept.
+
+    It is a ``KeyboardInterrupt``, so scripts and notebooks stop as they would anyway; in
+    IPython it shows as one line instead of a traceback through mapnb.
+
+    Attributes
+    ----------
+    run : MapRun
+        The cancelled run, also :func:`mapnb.last_run`.
+    """
+
+    def __init__(self, run: MapRun) -> None:
+        counts = ", ".join(f"{k} {v}" for k, v in run.counts.items() if v) or "no items"
+        super().__init__(f"run {run.id} cancelled: {counts}; results in mapnb.last_run()")
+        self.run = run
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (KeyboardInterrupt, (str(self),))
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"KeyboardInterrupt: {self}"]

@@ -6,6 +6,7 @@ import shutil
 import sys
 import time
 
+from . import busy
 from .run import MapRun
 from .widget import grid_wanted
 
@@ -30,9 +31,10 @@ def show_progress(run: MapRun, progress: bool | None, interval: float = 0.1) -> 
         deadline = time.monotonic() + GRID_DELAY
         while not run.wait(min(interval, max(0.0, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
+                grid = run._live_grid()
                 run.show()
-                while not run.wait(interval):
-                    pass
+                # The grid's buttons and clicks answer while this cell runs (mapnb.busy).
+                busy.wait(run.wait, interval / 2, polled=grid is not None and not grid.served)
         return
     if not _wanted(progress):
         while not run.wait(interval):

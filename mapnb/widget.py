@@ -22,6 +22,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import busy
 from .grid import COLORS, GridModel, render_html
 
 if TYPE_CHECKING:
@@ -94,6 +95,10 @@ def _grid_widget_class() -> type:
         detail = traitlets.Dict().tag(sync=True)
         colors = traitlets.Dict(COLORS).tag(sync=True)
 
+        def comm_widgets(self) -> list[Any]:
+            """The widgets whose messages the grid handles: this one."""
+            return [self]
+
     return MapGrid
 
 
@@ -136,6 +141,8 @@ class LiveGrid:
         else:
             self.widget = _CoreGrid(self)
         self.widget.on_msg(self._on_msg)
+        # Cancel and clicks must reach us while a blocking run keeps the main thread busy.
+        self.served = busy.serve_while_busy(self.widget.comm_widgets())
         self.flush()
         run.subscribe(self.model.on_events)
         self._follow()
@@ -296,6 +303,10 @@ class _CoreGrid:
 
     def on_msg(self, callback: Any) -> None:
         self.box.on_msg(callback)
+
+    def comm_widgets(self) -> list[Any]:
+        """The widgets whose messages the grid handles."""
+        return [self.box, self.cancel, self.retry, self.pick]
 
     @contextlib.contextmanager
     def hold_sync(self) -> Any:
