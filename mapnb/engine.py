@@ -211,6 +211,9 @@ class Engine:
             self._rerunning.append(ItemRetrying(i, self.attempts[i], self.errors[i] or _NO_ERROR))
         self.state = "running"
         self.first_failure = None
+        # The clock counts time spent running, not the idle time before the re-run.
+        if self.finished_at is not None:
+            self.started_at = time.monotonic() - (self.finished_at - self.started_at)
         self.finished_at = None
         self._killed = []
         self.done.clear()

@@ -114,6 +114,7 @@ class GridModel:
                     self._dirty.add(ev.index)  # type: ignore[union-attr]
                 elif t is RunStarted:
                     self._header_dirty = True
+                    self._rate.clear()  # a re-run's items/s starts afresh, idle time left out
                     self.finished.clear()
                 elif t is RunFinished:
                     self._header_dirty = True
@@ -209,6 +210,7 @@ class GridModel:
         failures = counts["failed"] + counts["aborted"] + counts["cancelled"]
         return {
             "state": state,
+            "started": self.run.started,  # moves on a re-run: the clock shows time spent running
             "counts": counts,
             "rate": round(rate, 2),
             "eta": round(left / rate, 1) if rate > 0 and left and not finished else None,

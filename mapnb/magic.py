@@ -262,10 +262,15 @@ class MapTaskMagics(Magics):
             df = mt._block(run)
         except MapTaskError as e:
             if opts.out:
-                ns[opts.out] = e.df
+                ns[opts.out] = run._tracked(e.df)  # kept current by a Retry failed
             raise
         if opts.out:
             ns[opts.out] = df
+        if run._grid is not None and run._grid._handles:
+            # Under a grid, the DataFrame is shown as a display that a Retry failed updates
+            # (a cell's Out[] cannot be changed afterwards).
+            run._grid.display_frame(df)
+            return None
         return df
 
     def _parse(self, line: str) -> Any:

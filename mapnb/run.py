@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ class MapRun:
         self.axes = axes
         self.started = time.time()
         self._grid: Any = None  # the LiveGrid, once shown in a notebook
+        self._frames: list[weakref.ref[pd.DataFrame]] = []  # results handed out, kept current
         with _last_lock:
             _last = self
 
@@ -88,7 +90,13 @@ class MapRun:
         exc = self.exception()
         if exc is not None:
             raise exc
-        return self.df
+        return self._tracked(self.df)
+
+    def _tracked(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Hand out ``frame`` as the run's result: a later Retry failed updates it in place,
+        so a variable bound to it never shows stale rows."""
+        self._frames = [r for r in self._frames if r() is not None] + [weakref.ref(frame)]
+        return frame
 
     def exception(self) -> MapTaskError | None:
         """The error :meth:`result` would raise for a finished run, else None."""
@@ -133,12 +141,28 @@ class MapRun:
         continues, and the run is "running" again until they are done. Only for a run
         that is done.
         """
+        global _last
         if not self.done():
             raise RuntimeError(f"run {self.id} is still running; wait for it (or cancel it) first")
         again = [i for i, s in enumerate(self._engine.status) if s not in (Status.SUCCEEDED, Status.CACHED)]
         if again:
+            with _last_lock:
+                _last = self  # what runs now is the latest run
+            self.started = time.time() - self.elapsed  # the clock resumes where it stopped
             self._engine.rerun(again)
+            # Before the run says it is done again, the DataFrames it handed out catch up.
+            self._engine.subscribe(self._when_rerun_ends)
         return len(again)
+
+    def _when_rerun_ends(self, events: list[Event]) -> None:
+        if not any(isinstance(ev, RunFinished) for ev in events):
+            return
+        self._engine.unsubscribe(self._when_rerun_ends)
+        frames = [f for f in (ref() for ref in self._frames) if f is not None]
+        if frames:
+            fresh = self.df
+            for frame in frames:
+                _refresh_frame(frame, fresh)
 
     # -- what is known so far -----------------------------------------------------------
 
@@ -270,3 +294,9 @@ class MapRun:
 
     def __repr__(self) -> str:
         return f"<MapRun {self.id} {self.name} {self.state}: {self._progress()} ({self.elapsed:.2f} s)>"
+
+
+def _refresh_frame(frame: pd.DataFrame, fresh: pd.DataFrame) -> None:
+    """Make ``frame`` hold ``fresh``'s values, in place (same rows; columns the user added stay)."""
+    for col in fresh.columns:
+        frame[col] = fresh[col].to_numpy()

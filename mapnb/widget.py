@@ -14,12 +14,14 @@ while core ipywidgets render from local files).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib.resources
 import logging
 import os
 import sys
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from . import busy
@@ -132,6 +134,9 @@ class LiveGrid:
         self._last_flush = 0.0
         self._handles: list[Any] = []
         self._shown_html = ""
+        self._display_lock = threading.Lock()
+        self._parent: dict[str, Any] | None = None  # the header of the cell that showed the grid
+        self._frame_handle: Any = None  # the DataFrame shown under a %%map_task grid
         if self.kind == "anywidget":
             if _MapGrid is None:
                 _MapGrid = _grid_widget_class()
@@ -209,6 +214,10 @@ class LiveGrid:
                 return
             if finished and self.run.done():
                 self.flush()
+                try:  # the saved picture shows how a background run (or a re-run) ended
+                    self.refresh_display(from_thread=True)
+                except Exception:
+                    log.exception("live grid for run %s could not update its picture", self.run.id)
                 with self._follow_lock:  # a Retry may have restarted the run meanwhile
                     if self.run.done():
                         self._thread = None
@@ -258,23 +267,101 @@ class LiveGrid:
         from IPython.display import display
 
         self._shown_html = self.static_html()
+        self._parent = _cell_parent()
         self._handles.append(display(self.mimebundle(), raw=True, display_id=True))
+        _refresh_after_each_cell(self)
 
-    def refresh_display(self) -> None:
-        """Bring the saved picture of every shown copy up to date (main thread only)."""
+    def display_frame(self, frame: Any) -> None:
+        """Show the run's DataFrame under the grid; a Retry failed brings it up to date."""
+        from IPython.display import display
+
+        self._frame_handle = display(frame, display_id=True)
+
+    def refresh_display(self, from_thread: bool = False) -> None:
+        """Bring the saved picture of every shown copy (and the DataFrame shown under it)
+        up to date with the run.
+
+        From the kernel's main thread, once the run's final state has been sent; with
+        ``from_thread``, from the grid's own thread when a run ends in the background (a
+        ``--no-wait`` run, a Retry failed), sent as output of the cell that showed the grid.
+        """
         if not self._handles:
             return
-        self.wait(5.0)
-        html = self.static_html()
-        if html != self._shown_html:
+        if not from_thread:
+            self.wait(5.0)
+        with self._display_lock:
+            html = self.static_html()
+            if html == self._shown_html:
+                return
             self._shown_html = html
             bundle = self.mimebundle()
-            for h in self._handles:
-                h.update(bundle, raw=True)
+            with _as_cell(self._parent if from_thread else None):
+                for h in self._handles:
+                    h.update(bundle, raw=True)
+                if self._frame_handle is not None:
+                    self._frame_handle.update(self.run.df)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.widget.close()
+
+
+def _cell_parent() -> dict[str, Any] | None:
+    """The header of the request the kernel is answering now (the cell that runs)."""
+    from IPython import get_ipython
+
+    pub = getattr(get_ipython(), "display_pub", None)
+    parent = getattr(pub, "parent_header", None)
+    return dict(parent) if isinstance(parent, dict) and parent else None
+
+
+@contextlib.contextmanager
+def _as_cell(parent: dict[str, Any] | None) -> Any:
+    """Send display updates from this thread as output of the cell ``parent``.
+
+    ipykernel stamps output sent from a background thread with the latest cell's header;
+    ipykernel >= 6.29 keeps that header in a context variable, which this thread may set
+    for itself without touching any other thread's.
+    """
+    from IPython import get_ipython
+
+    pub = getattr(get_ipython(), "display_pub", None)
+    var = getattr(pub, "_parent_header", None)
+    if parent is None or not isinstance(var, contextvars.ContextVar):
+        yield
+        return
+    token = var.set(parent)
+    try:
+        yield
+    finally:
+        var.reset(token)
+
+
+_shown_grids: weakref.WeakSet[LiveGrid] = weakref.WeakSet()
+
+
+def _refresh_after_each_cell(grid: LiveGrid) -> None:
+    """After every cell, bring finished runs' saved pictures up to date (a run cancelled
+    or re-run from the browser ends while no cell of its own is there to do it)."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        return
+    if not _shown_grids:
+        with contextlib.suppress(ValueError):
+            shell.events.unregister("post_run_cell", _refresh_finished)
+        shell.events.register("post_run_cell", _refresh_finished)
+    _shown_grids.add(grid)
+
+
+def _refresh_finished(*_: Any) -> None:
+    for grid in list(_shown_grids):
+        if grid.run.done():
+            try:
+                grid.refresh_display()
+            except Exception:
+                log.exception("live grid for run %s could not update its picture", grid.run.id)
 
 
 class _CoreGrid:

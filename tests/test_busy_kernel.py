@@ -37,6 +37,7 @@ class Frontend:
             self.subshell = reply["content"]["subshell_id"]
         self.comms: dict[str, dict] = {}  # comm id -> latest known state
         self.opened: list[str] = []
+        self.displays: list[dict] = []  # display_data and update_display_data, any parent
 
     def run(self, code: str, timeout: float = 60) -> tuple[str, dict]:
         msg_id = self.kc.execute(code)
@@ -66,6 +67,8 @@ class Frontend:
                 self.opened.append(content["comm_id"])
             elif kind == "comm_msg" and content["comm_id"] in self.comms:
                 self.comms[content["comm_id"]].update(content["data"].get("state", {}))
+            elif kind in ("display_data", "update_display_data"):
+                self.displays.append(msg)
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             if kind == "stream":
@@ -253,3 +256,61 @@ def test_ipykernel_6_polls_for_the_grid_messages(tmp_path):
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_retry_failed_from_the_grid_updates_everything_the_user_sees(frontend, tmp_path):
+    fe = frontend
+    marker = tmp_path / "second-time"
+    code = (
+        "%%map_task --concurrency 2 --min-success-ratio 0.5 --run r --out res x=range(6)\n"
+        "import os\n"
+        "time.sleep(0.5)\n"
+        f"if x % 2 and not os.path.exists({str(marker)!r}):\n"
+        "    raise ValueError(f'odd {x}')\n"
+        "x * 10"
+    )
+    msg_id = fe.start(code)
+    cid = grid_comm(fe, msg_id)
+    fe.collect(msg_id)
+    assert fe.reply(msg_id)["status"] == "ok"
+    shown = [m for m in fe.displays if m["msg_type"] == "display_data"]
+    grid_id, frame_id = (m["content"]["transient"]["display_id"] for m in shown[-2:])
+    frame_first = shown[-1]["content"]["data"]["text/plain"]
+    assert "ValueError: odd 1" in frame_first  # the failed rows
+    out, _ = fe.run("print(res['output'].isna().sum(), r.counts['failed'])")
+    assert out.split() == ["3", "3"]
+    time.sleep(2)  # idle time: the clock must not count it
+    marker.write_text("yes")
+    n_before = len(fe.displays)
+    fe.send(cid, {"method": "custom", "content": {"action": "retry_failed"}})
+    fe.collect(
+        "-",
+        timeout=60,
+        until=lambda: (
+            fe.comms[cid].get("state") == "succeeded"
+            and fe.comms[cid].get("counts", {}).get("succeeded") == 6
+        ),
+    )
+
+    def updated(display_id: str) -> dict | None:
+        for m in reversed(fe.displays[n_before:]):
+            if (
+                m["msg_type"] == "update_display_data"
+                and m["content"]["transient"]["display_id"] == display_id
+            ):
+                return m["content"]["data"]
+        return None
+
+    fe.collect("-", timeout=30, until=lambda: updated(grid_id) and updated(frame_id))
+    assert "succeeded 6" in updated(grid_id)["text/html"]
+    frame_now = updated(frame_id)["text/plain"]
+    assert "ValueError" not in frame_now and "failed" not in frame_now and "50" in frame_now
+    out, reply = fe.run(
+        "print(res['output'].tolist(), res['error'].isna().all(), mapnb.last_run() is r, "
+        "r.state, round(r.elapsed, 1))"
+    )
+    assert reply["status"] == "ok", out
+    assert out.startswith("[0, 10, 20, 30, 40, 50] True True succeeded"), out
+    elapsed = float(out.split()[-1])
+    assert elapsed < 5, out  # ~1.5 s of running plus a re-run of ~0.5 s; not the idle 2 s+
+    assert fe.comms[cid]["started"] > time.time() - 60
