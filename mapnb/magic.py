@@ -8,6 +8,7 @@ here; everything that runs goes through :func:`mapnb.map_task`.
 from __future__ import annotations
 
 import ast
+import difflib
 import inspect
 import keyword
 import linecache
@@ -90,7 +91,11 @@ class CellFunction:
     __name__ = __qualname__ = "%%map_task"
     __mapnb_cell__ = True
 
-    def __init__(self, fn: Callable[..., Any], filename: str, source: str, body: str = "") -> None:
+    def __init__(
+        self, fn: Callable[..., Any], filename: str, source: str, body: str = "", name: str = ""
+    ) -> None:
+        # What the grid, errors and the run call it: --name, else the body's first line.
+        self.__name__ = self.__qualname__ = name or title_of(body)
         self.fn = fn
         self.filename = filename
         self.source = source
@@ -107,8 +112,22 @@ class CellFunction:
         return f"<%%map_task body of {', '.join(self.__signature__.parameters)}>"
 
 
+def title_of(body: str, width: int = 60) -> str:
+    """The first line of code in a cell body, shortened: a run's title says what runs."""
+    for line in body.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return "%%map_task: " + (line if len(line) <= width else line[: width - 1] + "\u2026")
+    return "%%map_task"
+
+
 def compile_body(
-    body: str, names: list[str], namespace: dict[str, Any], filename: str, first_line: str = ""
+    body: str,
+    names: list[str],
+    namespace: dict[str, Any],
+    filename: str,
+    first_line: str = "",
+    name: str = "",
 ) -> CellFunction:
     """Turn a cell body into a :class:`CellFunction` of ``names`` with ``namespace`` as globals.
 
@@ -120,7 +139,12 @@ def compile_body(
         raise UsageError(
             f"the %%map_task body has a syntax error on line {(e.lineno or 0) + 1}: {e.msg}"
         ) from None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
+    if not tree.body:
+        raise UsageError(
+            "the %%map_task body is empty: below the %%map_task line, write the code to run "
+            "for each item (its last expression is the item's output)"
+        )
+    if isinstance(tree.body[-1], ast.Expr):
         last = tree.body[-1]
         tree.body[-1] = ast.copy_location(ast.Return(value=last.value), last)
     ast.increment_lineno(tree, 1)  # line 1 of the cell is the %%map_task line
@@ -128,16 +152,14 @@ def compile_body(
         posonlyargs=[], args=[ast.arg(arg=n) for n in names], kwonlyargs=[], kw_defaults=[], defaults=[]
     )
     extra: dict[str, Any] = {"type_params": []} if sys.version_info >= (3, 12) else {}
-    fdef = ast.FunctionDef(
-        name="cell_body", args=args, body=tree.body or [ast.Pass()], decorator_list=[], **extra
-    )
+    fdef = ast.FunctionDef(name="cell_body", args=args, body=tree.body, decorator_list=[], **extra)
     module = ast.Module(body=[fdef], type_ignores=[])
     ast.fix_missing_locations(module)
     local: dict[str, Any] = {}
     exec(compile(module, filename, "exec"), namespace, local)
     source = f"%%map_task {first_line}\n{body}"
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
-    return CellFunction(local["cell_body"], filename, source, body)
+    return CellFunction(local["cell_body"], filename, source, body, name)
 
 
 @magics_class
@@ -171,6 +193,7 @@ class MapTaskMagics(Magics):
     @argument(
         "--recover", metavar="RUN_ID", help="continue that run of the same items: what succeeded is kept"
     )
+    @argument("--name", metavar="TITLE", help="the run's title (default: the body's first line)")
     @argument("--out", metavar="VAR", help="bind the DataFrame to VAR (the partial one on failure)")
     @argument("--run", metavar="VAR", help="bind the MapRun to VAR")
     @argument(
@@ -228,7 +251,7 @@ class MapTaskMagics(Magics):
 
         MapTaskMagics._cells += 1
         filename = f"<map_task cell {MapTaskMagics._cells}>"
-        fn = compile_body(cell, list(lists), ns, filename, line)
+        fn = compile_body(cell, list(lists), ns, filename, line, opts.name or "")
         backend: Any = opts.backend
         if opts.address:
             if backend not in ("local", "dask"):
@@ -279,7 +302,28 @@ class MapTaskMagics(Magics):
         try:
             return parser.parse_intermixed_args(tokens)
         except UsageError as e:
-            raise UsageError(f"%%map_task: {e} (see %%map_task? for the options)") from None
+            hint = _did_you_mean(tokens, parser)
+            raise UsageError(f"%%map_task: {e}{hint} (see %%map_task? for the options)") from None
+
+
+def _did_you_mean(tokens: list[str], parser: Any) -> str:
+    """``; did you mean --concurrency?`` for a misspelt option, else ""."""
+    known = [o for action in parser._actions for o in action.option_strings]
+    for token in tokens:
+        option = token.split("=", 1)[0]
+        if option.startswith("--") and option not in known:
+            close = difflib.get_close_matches(option, known, n=1, cutoff=0.6)
+            if close:
+                return f"; did you mean {close[0]}?"
+    return ""
+
+
+# IPython writes the usage as "::" and "%map_task" (the line magic's spelling): the help
+# (%map_task? and %%map_task?) shows the cell magic's.
+MapTaskMagics.map_task.parser.prog = "%%map_task"
+MapTaskMagics.map_task.__doc__ = (MapTaskMagics.map_task.__doc__ or "").replace(
+    "::\n\n  %map_task ", "Usage:\n\n  %%map_task ", 1
+)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -19,7 +19,11 @@ from .errors import InvalidMapError
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
+    """A value for an error message: its type and a short one-line repr."""
+    shape = getattr(value, "shape", None)
+    if isinstance(shape, tuple) and not isinstance(value, (str, bytes)):
+        return f"{type(value).__name__} of shape {shape}"  # arrays, frames: no multi-line repr
+    text = " ".join(repr(value).split())
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{type(value).__name__} {text}"

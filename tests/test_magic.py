@@ -136,3 +136,27 @@ def test_help_documents_the_magic(shell):
         assert info["found"] and "--no-wait" in info["docstring"]
     with pytest.raises(UsageError, match="is a cell magic"):
         shell.run_line_magic("map_task", "x=[1]")
+
+
+def test_the_small_things_a_new_user_trips_on(shell):
+    import pandas as pd
+
+    doc = shell.find_cell_magic("map_task").__doc__
+    assert doc.startswith("Usage:\n\n  %%map_task [--concurrency N]"), doc[:80]  # no stray "::"
+    with pytest.raises(UsageError, match="did you mean --concurrency"):
+        cell(shell, "--concurency 2 x=[1]", "x")
+    with pytest.raises(UsageError, match="body is empty"):
+        cell(shell, "x=[1, 2]", "# only a comment\n\n")
+    shell.user_ns["frame"] = pd.DataFrame({"a": range(100)})
+    with pytest.raises(UsageError) as e:
+        cell(shell, "x=frame", "x")
+    assert "DataFrame of shape (100, 1)" in str(e.value) and "\n" not in str(e.value)
+    assert len(str(e.value)) < 200
+
+
+def test_a_run_is_titled_by_what_it_runs(shell):
+    cell(shell, "--run r x=[1]", "\n# setup\ny = x * 2\ny")
+    assert shell.user_ns["r"].name == "%%map_task: y = x * 2"
+    cell(shell, "--run r --name doubling x=[1]", "x * 2")
+    assert shell.user_ns["r"].name == "doubling"
+    assert "doubling" in repr(shell.user_ns["r"])
