@@ -43,6 +43,7 @@ chromium:
 bench: $(VENV)/.installed-bench  ## mapnb against its peers, side by side (see README)
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/widget.py
+	$(PY) benchmarks/busy_kernel.py
 	$(PY) benchmarks/dask_backend.py
 	$(PY) benchmarks/cache.py
 

@@ -17,6 +17,7 @@ cell to end. Two mechanisms made for this, chosen by what the kernel offers:
   ``execute_request``\\ s until the cell is over, so no other cell's code runs early.
 
 Only the grid's own comms are routed; other widgets keep the kernel's behaviour.
+``MAPNB_BUSY=off`` turns both off (the grid's controls then answer when the cell ends).
 
 .. _jupyter-ui-poll: https://github.com/Kirill888/jupyter-ui-poll
 """
@@ -24,6 +25,7 @@ Only the grid's own comms are routed; other widgets keep the kernel's behaviour.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -36,8 +38,8 @@ _own_subshell: str | None = None  # the subshell mapnb opened in this kernel, on
 
 
 def _kernel() -> Any:
-    """The running ipykernel ``Kernel``, or None outside a Jupyter kernel."""
-    if "ipykernel" not in sys.modules:
+    """The running ipykernel ``Kernel``, or None outside a Jupyter kernel (or when off)."""
+    if "ipykernel" not in sys.modules or os.environ.get("MAPNB_BUSY", "").strip().lower() == "off":
         return None
     from IPython import get_ipython
 

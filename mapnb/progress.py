@@ -34,7 +34,7 @@ def show_progress(run: MapRun, progress: bool | None, interval: float = 0.1) -> 
                 grid = run._live_grid()
                 run.show()
                 # The grid's buttons and clicks answer while this cell runs (mapnb.busy).
-                busy.wait(run.wait, interval / 2, polled=grid is not None and not grid.served)
+                busy.wait(run.wait, interval, polled=grid is not None and not grid.served)
         return
     if not _wanted(progress):
         while not run.wait(interval):

@@ -107,7 +107,10 @@ def test_a_notebook_kernel_runs_items_in_parallel_and_interrupt_cancels(kernel, 
         reply = kc.get_shell_msg(timeout=60)
         if reply["parent_header"].get("msg_id") == msg_id:
             break
-    assert reply["content"]["status"] == "error" and reply["content"]["ename"] in ("KeyboardInterrupt", "RunInterrupted")
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] in (
+        "KeyboardInterrupt",
+        "RunInterrupted",
+    )
     assert time.monotonic() - t0 < 30
     assert all(gone(p) for p in pids)  # the subtasks died before the cell returned
     out, _ = execute(kc, "r = mapnb.last_run(); print(r.state, sorted({s.value for s in r.statuses}))")
