@@ -97,7 +97,10 @@ def wait(done: Callable[[float], bool], interval: float, polled: bool) -> None:
     ``done`` waits at most ``timeout`` seconds. Polling needs ipykernel's
     ``do_one_iteration`` (ipykernel 6) and jupyter-ui-poll; without them this just waits.
     """
-    kernel = _kernel() if polled else None
+    # Only the main thread may run the kernel's message loop (a run waited on in another
+    # thread leaves the kernel free anyway).
+    main = threading.current_thread() is threading.main_thread()
+    kernel = _kernel() if polled and main else None
     if kernel is None or not hasattr(kernel, "do_one_iteration") or _has_subshells(kernel):
         while not done(interval):
             pass
