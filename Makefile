@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test bench chromium notebooks lint clean
+.PHONY: demo test bench chromium notebooks lab lint clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "mapnb needs Python >= 3.10"'
@@ -49,6 +49,10 @@ bench: $(VENV)/.installed-bench  ## mapnb against its peers, side by side (see R
 
 notebooks: $(VENV)/.installed-test  ## re-execute the tutorials in place, outputs and widget state saved
 	$(PY) notebooks/execute.py notebooks/*.ipynb
+
+lab: $(VENV)/.installed  ## install JupyterLab beside mapnb and open the tutorials
+	$(PIP) install jupyterlab '.[dask]'
+	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache test-artifacts

@@ -14,7 +14,15 @@ import logging
 from .api import MapTask, TaskFunction, map_task, recover, task
 from .backends import Backend, get_backend, register_backend
 from .context import Checkpoint, TaskContext, current_context
-from .errors import BackendError, InvalidMapError, ItemError, MapnbError, MapTaskError, RemoteError
+from .errors import (
+    BackendError,
+    InvalidMapError,
+    ItemError,
+    MapnbError,
+    MapTaskError,
+    RemoteError,
+    RunInterrupted,
+)
 from .events import Status
 from .resources import Resources
 from .run import MapRun, last_run
@@ -44,6 +52,7 @@ __all__ = [
     "MapnbError",
     "RemoteError",
     "Resources",
+    "RunInterrupted",
     "Status",
     "TaskContext",
     "TaskFunction",

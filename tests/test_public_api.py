@@ -21,6 +21,7 @@ def test_public_names_are_pinned():
         "MapnbError",
         "RemoteError",
         "Resources",
+        "RunInterrupted",
         "Status",
         "TaskContext",
         "TaskFunction",
