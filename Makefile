@@ -26,9 +26,11 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 demo: $(VENV)/.installed  ## make a venv, install, run the example on the local pool
 	$(PY) examples/demo.py
 
-test: $(VENV)/.installed-test chromium  ## install, lint, run the tests and the tutorial notebooks
-	$(PY) -m ruff check mapnb tests benchmarks examples notebooks
+test: $(VENV)/.installed-test chromium lint  ## install, lint, run the tests and the tutorial notebooks
 	$(PY) -m pytest --nbval-lax --nbval-current-env
+
+lint: $(VENV)/.installed-test  ## ruff over the code, tests, benchmarks, examples and notebooks
+	$(PY) -m ruff check mapnb tests benchmarks examples notebooks
 
 # The browser tests drive Debian's Chromium through Playwright (never `playwright install`).
 # Installing it needs root; without it those tests skip, unless MAPNB_REQUIRE_BROWSER=1.

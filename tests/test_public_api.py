@@ -53,3 +53,20 @@ def test_map_run_repr_and_len():
     assert len(run) == 2
     assert repr(run).startswith(f"<MapRun {run.id} <lambda> succeeded: succeeded 2")
     assert mapnb.last_run() is run
+
+
+def test_a_backend_shipped_by_another_package_is_found_by_its_entry_point(tmp_path, monkeypatch):
+    """A package declares ``[project.entry-points."mapnb.backends"]``; no registration call."""
+    (tmp_path / "mapnb_extra_backend.py").write_text(
+        "from mapnb.backends.sequential import SequentialBackend\n"
+        "class Extra(SequentialBackend):\n"
+        "    name = 'extra'\n"
+    )
+    dist = tmp_path / "mapnb_extra_backend-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mapnb-extra-backend\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[mapnb.backends]\nextra = mapnb_extra_backend:Extra\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    df = mapnb.map_task(lambda x: x + 1, backend="extra")(x=[1, 2])
+    assert df["output"].tolist() == [2, 3]
+    assert type(mapnb.get_backend("extra")).__name__ == "Extra"

@@ -9,7 +9,11 @@
                ``distributed.Client``, else ``MAPNB_DASK_ADDRESS``
 =============  ==========================================================================
 
-Register your own with :func:`register_backend`.
+Register your own with :func:`register_backend`, or ship one in a package of its own with
+an entry point in the ``mapnb.backends`` group (``backend="name"`` then finds it)::
+
+    [project.entry-points."mapnb.backends"]
+    slurm = "mapnb_slurm:SlurmBackend"
 """
 
 from __future__ import annotations
@@ -39,10 +43,21 @@ def register_backend(name: str, factory: str | Callable[[], Backend]) -> None:
     _INSTANCES.pop(name, None)
 
 
+def _entry_points() -> dict[str, str]:
+    """Backends that installed packages declare in the ``mapnb.backends`` entry-point group."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group="mapnb.backends")}
+
+
 def get_backend(backend: Any) -> Backend:
     """The backend for a name or an instance; one shared instance per name."""
     if isinstance(backend, Backend):
         return backend
+    if isinstance(backend, str) and backend not in _REGISTRY:
+        # Only on a miss: scanning installed packages' metadata is not free.
+        for name, target in _entry_points().items():
+            _REGISTRY.setdefault(name, target)
     if not isinstance(backend, str) or backend not in _REGISTRY:
         raise InvalidMapError(
             f"backend must be one of {', '.join(map(repr, sorted(_REGISTRY)))} or a Backend instance; "
