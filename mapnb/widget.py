@@ -134,6 +134,7 @@ class LiveGrid:
         self._last_flush = 0.0
         self._handles: list[Any] = []
         self._shown_html = ""
+        self._shown_key: tuple[Any, ...] = ()  # the run's state when the picture was drawn
         self._display_lock = threading.Lock()
         self._parent: dict[str, Any] | None = None  # the header of the cell that showed the grid
         self._frame_handle: Any = None  # the DataFrame shown under a %%map_task grid
@@ -267,9 +268,17 @@ class LiveGrid:
         from IPython.display import display
 
         self._shown_html = self.static_html()
+        self._shown_key = self._key()
         self._parent = _cell_parent()
         self._handles.append(display(self.mimebundle(), raw=True, display_id=True))
         _refresh_after_each_cell(self)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.run.state, tuple(self.run.counts.values()), self.model.heat_field)
+
+    def stale(self) -> bool:
+        """Whether the saved picture may no longer show the run as it is (cheap to ask)."""
+        return bool(self._handles) and self._key() != self._shown_key
 
     def display_frame(self, frame: Any) -> None:
         """Show the run's DataFrame under the grid; a Retry failed brings it up to date."""
@@ -291,6 +300,7 @@ class LiveGrid:
             self.wait(5.0)
         with self._display_lock:
             html = self.static_html()
+            self._shown_key = self._key()
             if html == self._shown_html:
                 return
             self._shown_html = html
@@ -357,7 +367,7 @@ def _refresh_after_each_cell(grid: LiveGrid) -> None:
 
 def _refresh_finished(*_: Any) -> None:
     for grid in list(_shown_grids):
-        if grid.run.done():
+        if grid.run.done() and grid.stale():
             try:
                 grid.refresh_display()
             except Exception:
