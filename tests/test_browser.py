@@ -79,8 +79,12 @@ def wait(pred, timeout: float, what: str):
     return r
 
 
+ROOT_DIR: list[pathlib.Path] = []  # the server's root folder, for reading saved notebooks
+
+
 @pytest.fixture
 def server(tmp_path):
+    ROOT_DIR[:] = [tmp_path]
     for name, cells in (("grid.ipynb", CELLS), ("big.ipynb", BIG)):
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -206,3 +210,15 @@ def drive(server, page, ui: str, tag: str) -> None:
     done = state_when(lambda s: s["grids"][1]["state"] == "cancelled", 30, "the cancelled run")
     assert done["grids"][1]["cancelled"] == 6 and done["grids"][1]["succeeded"] == 0, done
     page.screenshot(path=SHOTS / f"{tag}_3_cancelled.png")
+
+    # The saved notebook shows the background run as it ended, not as it was when shown.
+    def saved_picture() -> str:
+        page.keyboard.press("Control+s")
+        time.sleep(1.0)
+        path = pathlib.Path(api(server, "contents/grid.ipynb")["path"])  # type: ignore[index]
+        outputs = json.loads((ROOT_DIR[0] / path).read_text())["cells"][2]["outputs"]
+        html = [o["data"].get("text/html", "") for o in outputs if o.get("output_type") == "display_data"]
+        return "".join(html[0]) if html else ""
+
+    page.locator(".jp-Notebook").first.click()  # focus, for the save shortcut
+    wait(lambda: "cancelled 6" in saved_picture(), 60, "the saved picture of the cancelled run")
