@@ -22,6 +22,7 @@ pytest.importorskip("jupyter_client")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SETUP = "%load_ext mapnb\nimport time, mapnb"
+DIAG = ("run_id", "statuses", "head", "state", "title")  # comm state a timeout reports
 
 
 class Frontend:
@@ -56,7 +57,10 @@ class Frontend:
             if until is not None and until():
                 return "".join(out)
             left = deadline - time.monotonic()
-            assert left > 0, f"timed out; output so far: {''.join(out)[-2000:]}"
+            assert left > 0, (
+                f"timed out; output so far: {''.join(out)[-2000:]}; "
+                f"grids: {[{k: v for k, v in s.items() if k in DIAG} for s in self.comms.values()]}"
+            )
             try:
                 msg = self.kc.get_iopub_msg(timeout=min(left, 0.2))
             except Exception:  # queue.Empty
@@ -66,7 +70,7 @@ class Frontend:
                 self.comms[content["comm_id"]] = dict(content["data"].get("state", {}))
                 self.opened.append(content["comm_id"])
             elif kind == "comm_msg" and content["comm_id"] in self.comms:
-                self.comms[content["comm_id"]].update(content["data"].get("state", {}))
+                self._update(self.comms[content["comm_id"]], content["data"].get("state", {}))
             elif kind in ("display_data", "update_display_data"):
                 self.displays.append(msg)
             if msg["parent_header"].get("msg_id") != msg_id:
@@ -77,6 +81,18 @@ class Frontend:
                 out.append("\n".join(content["traceback"]))
             elif kind == "status" and content["execution_state"] == "idle":
                 return "".join(out)
+
+    @staticmethod
+    def _update(state: dict, changes: dict) -> None:
+        """Apply a comm update as the grid's front end does: ``statuses`` is sent whole
+        only now and then, the changes since travel as a cumulative ``patch``."""
+        state.update(changes)
+        if changes.get("patch"):
+            codes = list(state.get("statuses", ""))
+            for i, code in changes["patch"].items():
+                if int(i) < len(codes):
+                    codes[int(i)] = code
+            state["statuses"] = "".join(codes)
 
     def reply(self, msg_id: str, timeout: float = 60) -> dict:
         while True:
