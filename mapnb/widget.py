@@ -427,7 +427,7 @@ def _detail_html(d: dict[str, Any]) -> str:
             if d["error"]
             else ""
         )
-        + f'<pre style="{box}">{esc(log_text)}</pre></div>'
+        + f'<div>log</div><pre style="{box}">{esc(log_text)}</pre></div>'
     )
 
 

@@ -262,6 +262,7 @@ function render({ model, el }) {
     if (d.output) section("output", d.output);
     detail.append(top, inputs);
     if (d.error) detail.append(h("pre", "mapnb-error", d.error));
+    detail.append(h("div", "mapnb-log-title", "log"));
     const logBox = h("pre", "mapnb-log");
     if (d.log_dropped) logBox.appendChild(h("span", "mapnb-dropped", `\u2026 ${d.log_dropped} earlier characters: see run.logs(${d.index})\n`));
     for (const [stream, text] of d.log) logBox.appendChild(h("span", `mapnb-${stream}`, text));
