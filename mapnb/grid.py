@@ -533,14 +533,20 @@ def _fmt_value(v: float) -> str:
     return f"{v:.3g}"
 
 
-def _square_style(status: str) -> str:
+def _square_style(status: str, by_value: bool = False) -> str:
     """A status square's inline style: queued is hollow, the others filled; ended-badly
-    statuses are hatched, so that they differ by more than hue."""
+    statuses are hatched, so that they differ by more than hue. ``by_value``: the cells
+    around are coloured by a value, so running and finished-without-one are rings."""
     if status == "queued":
         return "box-sizing:border-box;border:1px dashed #757575"
     bg = COLORS[status]
+    if by_value and status in ("running", "retrying"):
+        return f"box-sizing:border-box;border:3px solid {COLORS['running']}"
+    if by_value and status in ("succeeded", "cached"):
+        return "box-sizing:border-box;border:1px solid #757575"
     if status in ("failed", "aborted", "cancelled"):
-        return f"background:repeating-linear-gradient(45deg,{bg} 0 2px,#fff 2px 3px)"
+        dark = "#{:02x}{:02x}{:02x}".format(*(round(0.75 * int(bg[k : k + 2], 16)) for k in (1, 3, 5)))
+        return f"background:repeating-linear-gradient(45deg,{bg} 0 3px,{dark} 3px 5px)"
     return f"background:{bg}"
 
 
@@ -585,8 +591,10 @@ def _render_sheet(
             v = heat[i] if i < len(heat) else None
             status = _BY_CODE[codes[i]]
             if v is None or not scale:
-                style, text = _square_style(status), GLYPHS.get(status, "")
-                fg = TEXT_ON[status] if status != "queued" else "inherit"
+                style, text = _square_style(status, by_value=bool(scale)), GLYPHS.get(status, "")
+                fg = TEXT_ON[status] if status in GLYPHS and status != "retrying" else "inherit"
+                if status == "retrying" and not scale:
+                    fg = TEXT_ON[status]
                 tip = f"item {i}: {status}"
             else:
                 bg = _ramp((v - lo) / (hi - lo) if hi > lo else 0.5)

@@ -190,3 +190,7 @@ def test_the_static_picture_passes_aa():
     assert len(found) >= 8 + 2  # eight chips, two valued cells
     for bg, fg in found:
         assert contrast(parse(bg)[:3], parse(fg)[:3]) >= AA, (bg, fg)
+    hatched = re.findall(r"gradient\(45deg,(#\w+) 0 3px,(#\w+) 3px 5px\);color:(#\w+)", html)
+    assert len(hatched) == 3  # the failed, aborted and cancelled cells, each with its glyph
+    for a, b, fg in hatched:
+        assert min(contrast(parse(a)[:3], parse(fg)[:3]), contrast(parse(b)[:3], parse(fg)[:3])) >= AA
