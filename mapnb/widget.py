@@ -418,12 +418,16 @@ def _detail_html(d: dict[str, Any]) -> str:
     )
     return (
         f'<div class="mapnb-core-detail" style="border:1px solid var(--jp-border-color1,#bdbdbd);'
-        f'border-radius:4px;padding:6px;max-width:900px">'
+        f'border-radius:4px;padding:6px;max-width:900px;line-height:1.4">'
         f"<b>item {d['index']}</b> {chip} {d['attempts']} attempt{'s' * (d['attempts'] != 1)} {esc(timing)}"
         f'<table style="border-collapse:collapse">{rows("inputs", d["inputs"])}'
         f"{rows('output', d['output']) if d.get('output') else ''}</table>"
         + (
-            f'<pre style="{box};color:var(--mapnb-error,#b71c1c)">{esc(d["error"])}</pre>'
+            # Inline styles cannot follow the theme's dark/light switch, so the traceback is
+            # the theme's text on JupyterLab's own error background (4.5:1 in both themes).
+            f'<pre style="{box};color:var(--jp-ui-font-color1,#212121);'
+            f'background:var(--jp-rendermime-error-background,#fdd);border-left:3px solid #c62828">'
+            f"{esc(d['error'])}</pre>"
             if d["error"]
             else ""
         )
@@ -477,6 +481,8 @@ class _CoreGrid:
         self.box = w.VBox(
             [self.picture, w.HBox([self.cancel, self.retry, self.pick, self.colorby]), self.detail]
         )
+        self.box.add_class("mapnb-core")  # stable hooks for tests and user CSS
+        self.pick.add_class("mapnb-core-pick")
 
     def _on_pick(self, change: dict[str, Any]) -> None:
         text = change["new"].strip()

@@ -56,6 +56,12 @@ SWEEP = [  # a 6x5 sweep whose top-right items fail, and a long item for the clo
     "    raise ValueError(f'loss diverged at lr={lr}, depth={depth}')\n"
     "{'loss': round(abs(math.log10(lr) + 2.2) + 6 / depth, 3), 'acc': round(1 - lr, 3)}",
     "%%map_task --no-wait --run slow x=range(1)\ntime.sleep(60)\nx",
+    "import os\nos.environ['MAPNB_WIDGET'] = 'ipywidgets'  # the face VS Code gets",
+    "%%map_task --product --min-success-ratio 0 --name 'core face' a=[1, 2, 3] b=[1, 2]\n"
+    "time.sleep(0.5)\n"
+    "if a == 3 and b == 2:\n"
+    "    raise ValueError('no luck')\n"
+    "{'score': a * b / 10}",
 ]
 PROBE = """() => {
   const grids = [...document.querySelectorAll('.mapnb-grid')];
@@ -330,6 +336,23 @@ def look(server, page) -> None:
     wait(lambda: clock.text_content() != first, 10, f"the clock to move from {first}")
     slow.locator(".mapnb-cancel").click()
 
+    # The ipywidgets face: the same panel, an item picked by number, no "-1" anywhere.
+    core = page.locator(".mapnb-core").first
+    wait(
+        lambda: "failed 1" in (core.locator(".mapnb-core-grid").text_content() or ""),
+        60,
+        "the core face's end",
+    )
+    assert core.locator(".mapnb-core-pick input").input_value() == ""
+    core.locator(".mapnb-core-pick input").fill("5")
+    core.locator(".mapnb-core-pick input").press("Enter")
+    detail = core.locator(".mapnb-core-detail")
+    wait(lambda: detail.count() and "no luck" in detail.inner_text(), 30, "the core face's panel")
+    text = detail.inner_text()
+    assert all(k in text for k in ("item 5", "failed", "1 attempt", "took", "inputs", "a", "3",
+                                   "ValueError: no luck", "(no output)")), text  # fmt: skip
+    core.screenshot(path=SHOTS / "legible_light_3_ipywidgets_face.png")
+
     # The dark theme, as a user picks it.
     page.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()
     page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
@@ -343,4 +366,5 @@ def look(server, page) -> None:
     grid.locator(".mapnb-cell[data-i='29']").click()
     measure(lambda s: "item 29" in s["panel"], "item 29's panel, dark")
     grid.screenshot(path=SHOTS / "legible_dark_1_selected_value.png")
+    core.screenshot(path=SHOTS / "legible_dark_3_ipywidgets_face.png")
     page.screenshot(path=SHOTS / "legible_dark_page.png")

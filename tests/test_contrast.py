@@ -26,11 +26,13 @@ JP_LIGHT = {
     "--jp-layout-color0": "#fff", "--jp-layout-color1": "#fff", "--jp-layout-color2": "#eee",
     "--jp-layout-color3": "#bdbdbd", "--jp-ui-font-color1": "rgba(0,0,0,.87)",
     "--jp-ui-font-color2": "rgba(0,0,0,.54)", "--jp-border-color1": "#bdbdbd",
+    "--jp-rendermime-error-background": "#fdd",
 }  # fmt: skip
 JP_DARK = {
     "--jp-layout-color0": "#111", "--jp-layout-color1": "#212121", "--jp-layout-color2": "#424242",
     "--jp-layout-color3": "#616161", "--jp-ui-font-color1": "rgba(255,255,255,.87)",
     "--jp-ui-font-color2": "rgba(255,255,255,.54)", "--jp-border-color1": "#616161",
+    "--jp-rendermime-error-background": "rgba(244,67,54,.28)",
 }  # fmt: skip
 THEMES = {  # name: (the --jp-* values defined, whether the dark block applies)
     "jupyterlab-light": (JP_LIGHT, False),
@@ -194,3 +196,36 @@ def test_the_static_picture_passes_aa():
     assert len(hatched) == 3  # the failed, aborted and cancelled cells, each with its glyph
     for a, b, fg in hatched:
         assert min(contrast(parse(a)[:3], parse(fg)[:3]), contrast(parse(b)[:3], parse(fg)[:3])) >= AA
+
+
+@pytest.mark.parametrize("theme", ["jupyterlab-light", "jupyterlab-dark"])
+def test_the_ipywidgets_faces_traceback_passes_aa(theme):
+    """The core face has inline styles only: its traceback is the theme's text on the
+    theme's error background."""
+    from mapnb.widget import _detail_html
+
+    d = {"index": 0, "inputs": [["x", "1"]], "output": None, "finished": True, "status": "failed",
+         "attempts": 1, "duration": 0.5, "error": "Traceback\nValueError: no", "log": [], "log_dropped": 0}  # fmt: skip
+    html = _detail_html(d)
+    style = re.search(r'<pre style="([^"]*)">Traceback', html).group(1)
+    decls = dict(x.split(":", 1) for x in style.split(";") if ":" in x)
+    jp = THEMES[theme][0]
+    page = parse(jp["--jp-layout-color0"])
+    bg = over(parse(resolve(decls["background"], jp, {})), page)
+    fg = over(parse(resolve(decls["color"], jp, {})), bg)
+    assert contrast(fg[:3], bg[:3]) >= AA
+
+
+@pytest.mark.parametrize(("name", "table"), [("light", JP_LIGHT), ("dark", JP_DARK)])
+def test_the_theme_table_matches_the_installed_jupyterlab(name, table):
+    import sys
+
+    css = pathlib.Path(sys.prefix) / f"share/jupyter/lab/themes/@jupyterlab/theme-{name}-extension/index.css"
+    if not css.exists():
+        pytest.skip("JupyterLab is not installed here")
+    text = css.read_text()
+    for var, value in table.items():
+        m = re.search(re.escape(var) + r"\s*:\s*([^;}]+)", text)
+        assert m, var
+        got = re.sub(r"var\(--md-[\w-]+,\s*([^)]+)\)", r"\1", m.group(1)).strip()
+        assert parse(got) == pytest.approx(parse(value), abs=0.01), (var, got, value)
