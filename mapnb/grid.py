@@ -323,6 +323,8 @@ class GridModel:
             "rate": round(rate, 2),
             "eta": round(left / rate, 1) if rate > 0 and left and not finished else None,
             "elapsed": round(self.run.elapsed, 2) if finished else None,
+            # the kernel's own clock: the front end counts on from it, whatever its clock says
+            "running_for": round(self.run.elapsed, 2),
             "can_retry": bool(finished and failures),
         }
 

@@ -87,6 +87,7 @@ def _grid_widget_class() -> type:
         rate = traitlets.Float(0.0).tag(sync=True)
         eta = traitlets.Float(None, allow_none=True).tag(sync=True)
         elapsed = traitlets.Float(None, allow_none=True).tag(sync=True)
+        running_for = traitlets.Float(0.0).tag(sync=True)
         can_retry = traitlets.Bool(False).tag(sync=True)
         statuses = traitlets.Unicode("").tag(sync=True)
         patch = traitlets.Dict().tag(sync=True)

@@ -393,3 +393,16 @@ def test_the_core_faces_clock_moves_while_a_long_item_runs(frontends):
     first = until(lambda: "running" in grid.widget.picture.value and grid.widget.picture.value)
     until(lambda: grid.widget.picture.value != first, timeout=15)  # no event, yet the clock moved
     run.cancel()
+
+
+def test_the_header_carries_the_kernels_clock(frontends):
+    """The front end's clock counts on from the kernel's reading, not from its own time of
+    day (a browser on another machine may be minutes off)."""
+    run, backend = start(2, concurrency=1)
+    grid = LiveGrid(run, kind="anywidget")
+    fe = grid_front(grid, frontends)
+    time.sleep(0.3)
+    play(backend)
+    until(lambda: fe.state.get("running_for", 0) >= 0.3)
+    assert fe.state["elapsed"] is None  # still running: the front end extrapolates
+    run.cancel()

@@ -215,9 +215,13 @@ function render({ model, el }) {
     tick();
   }
 
+  // The clock moves every half second while items run, between the kernel's messages
+  // too: from the kernel's last reading of its own clock, plus the time since it arrived.
+  let ranFor = model.get("running_for"), ranAt = performance.now();
+  model.on("change:running_for", () => { ranFor = model.get("running_for"); ranAt = performance.now(); });
   function tick() {
     const done = model.get("elapsed");
-    clock.textContent = seconds(done != null ? done : Date.now() / 1000 - model.get("started"));
+    clock.textContent = seconds(done != null ? done : ranFor + (performance.now() - ranAt) / 1000);
   }
 
   function paintFields() {
