@@ -229,3 +229,18 @@ def test_the_theme_table_matches_the_installed_jupyterlab(name, table):
         assert m, var
         got = re.sub(r"var\(--md-[\w-]+,\s*([^)]+)\)", r"\1", m.group(1)).strip()
         assert parse(got) == pytest.approx(parse(value), abs=0.01), (var, got, value)
+
+
+def test_statuses_differ_by_more_than_hue():
+    """Failed, aborted and cancelled cells carry a glyph and a hatch; queued cells are
+    hollow (dashed), so they never look like cancelled ones (filled, with a glyph)."""
+    by = {sel: decls for sel, decls in RULES}
+    glyphs = {by[f".mapnb-cell.s-{s}::after"]["content"] for s in ("failed", "aborted", "cancelled")}
+    assert len(glyphs) == 3  # three different glyphs
+    for s in ("failed", "aborted", "cancelled"):
+        assert "repeating-linear-gradient" in by[f".mapnb-cell.s-{s}"]["background-image"]
+    queued = by[".mapnb-cell.s-queued"]
+    assert queued["background"] == "transparent" and "dashed" in queued["border"]
+    # coloured by value: running items are rings, not a colour on (or off) the scale
+    ring = next(d for s, d in RULES if s.startswith(".mapnb-cells.by-value .mapnb-cell.s-running"))
+    assert ring["background"] == "transparent" and "solid" in ring["border"]
