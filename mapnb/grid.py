@@ -37,17 +37,32 @@ CODES = {
     Status.ABORTED: "a",
     Status.CANCELLED: "x",
 }
+# Status colours: a fill and the text drawn on it (chips, glyphs), each pair at least 4.5:1
+# (WCAG AA; tests/test_contrast.py checks them and assets/grid.css, which repeats them).
 COLORS = {
-    "queued": "#bdbdbd",
-    "running": "#42a5f5",
+    "queued": "#e0e0e0",
+    "running": "#1565c0",
     "retrying": "#ffa726",
-    "succeeded": "#66bb6a",
-    "failed": "#ef5350",
-    "cached": "#26a69a",
-    "aborted": "#8d6e63",
-    "cancelled": "#757575",
+    "succeeded": "#2e7d32",
+    "failed": "#c62828",
+    "cached": "#00796b",
+    "aborted": "#6d4c41",
+    "cancelled": "#616161",
 }
+TEXT_ON = {
+    "queued": "#212121",
+    "running": "#fff",
+    "retrying": "#212121",
+    "succeeded": "#fff",
+    "failed": "#fff",
+    "cached": "#fff",
+    "aborted": "#fff",
+    "cancelled": "#fff",
+}
+# Beyond hue: statuses that end badly carry a glyph (queued cells are drawn hollow).
+GLYPHS = {"failed": "\u2715", "aborted": "!", "cancelled": "\u2298", "retrying": "\u21bb"}
 _BY_CODE = {c: s.value for s, c in CODES.items()}
+_GLYPH_PREFIX = {k: g + " " for k, g in GLYPHS.items()}
 
 PATCH_CAP = 2048  # status changes carried as a patch before they are folded into the full string
 LOG_TAIL = 64 * 1024  # characters of the selected item's log sent to the front end
@@ -74,8 +89,99 @@ def _numeric_fields(value: Any) -> dict[str, float]:
     return {str(k): float(v) for k, v in items if isinstance(v, numbers.Real) and not isinstance(v, bool)}
 
 
+def _output_fields(value: Any) -> list[list[str]]:
+    """An output as the panel shows it: its fields (dict, dataclass, NamedTuple), each
+    as ``[name, repr]``, or ``[["output", repr]]``."""
+    if isinstance(value, dict):
+        items: Any = list(value.items())[: _inputs.maxdict]
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    elif isinstance(value, tuple) and hasattr(value, "_fields"):
+        items = zip(value._fields, value)
+    else:
+        return [["output", _inputs.repr(value)]]
+    return [[str(k), _inputs.repr(v)] for k, v in items]
+
+
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+def _nice_step(span: float, intervals: int = 5) -> float:
+    """The smallest of 1, 2, 2.5, 5 times a power of ten that splits ``span`` in at most
+    about ``intervals`` parts."""
+    raw = span / intervals
+    mag = 10.0 ** math.floor(math.log10(raw))
+    return next(m * mag for m in (1, 2, 2.5, 5, 10) if raw <= m * mag * (1 + 1e-9))
+
+
+def _clean(x: float) -> float:
+    return float(f"{x:.12g}")  # 0.30000000000000004 -> 0.3
+
+
+def nice_scale(lo: float, hi: float, prev: tuple[float, float] | None = None) -> tuple[float, float]:
+    """Round bounds for a colour scale holding ``lo`` .. ``hi``, that only ever widens.
+
+    Parameters
+    ----------
+    lo, hi : float
+        The smallest and largest value to show (finite, ``lo <= hi``).
+    prev : tuple of float, optional
+        The scale in use. It is returned unchanged when it already holds ``lo`` .. ``hi``;
+        otherwise the new scale holds it as well, so that no cell coloured on it moves
+        towards the middle of the scale.
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)``: multiples of a step of 1, 2, 2.5 or 5 times a power of ten,
+        with ``low <= lo``, ``hi <= high`` and ``low < high``.
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise ValueError(f"nice_scale needs finite lo <= hi; got lo={lo!r}, hi={hi!r}")
+    if prev is not None:
+        if prev[0] <= lo and hi <= prev[1]:
+            return prev
+        lo, hi = min(lo, prev[0]), max(hi, prev[1])
+    if hi == lo:  # one value so far: the decade step around it
+        step = 10.0 ** math.floor(math.log10(abs(lo))) if lo else 1.0
+    else:
+        step = _nice_step(hi - lo)
+    low = _clean(math.floor(lo / step + 1e-9) * step)
+    high = _clean(math.ceil(hi / step - 1e-9) * step)
+    if high <= low:
+        high = _clean(low + step)
+    return min(low, lo), max(high, hi)
+
+
+def nice_ticks(lo: float, hi: float) -> list[float]:
+    """Tick values for a colour bar from ``lo`` to ``hi`` (bounds from :func:`nice_scale`)."""
+    if not hi > lo:
+        return [lo]
+    step = _nice_step(hi - lo)
+    first = math.ceil(lo / step - 1e-9)
+    ticks = [_clean(k * step) for k in range(first, math.floor(hi / step + 1e-9) + 1)]
+    return ticks if len(ticks) >= 2 else [lo, hi]
+
+
+def _luminance(rgb: tuple[float, float, float]) -> float:
+    def ch(c: float) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = rgb
+    return 0.2126 * ch(r) + 0.7152 * ch(g) + 0.0722 * ch(b)
+
+
+def contrast(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    """The WCAG contrast ratio of two sRGB colours (1 to 21)."""
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def text_on(rgb: tuple[float, float, float]) -> str:
+    """``"#000"`` or ``"#fff"``, whichever reads better on ``rgb`` (the front end does the same)."""
+    return "#000" if contrast(rgb, (0, 0, 0)) >= contrast(rgb, (255, 255, 255)) else "#fff"
 
 
 class GridModel:
@@ -98,6 +204,8 @@ class GridModel:
         self._patch: dict[str, str] = {}
         self._fields: dict[str, None] = {}  # ordered set of numeric output fields seen
         self._heat: list[float | None] | None = None
+        self._scale: tuple[float, float] | None = None  # the heatmap's colour scale, only widens
+        self._was: tuple[float, float] | None = None  # the scale before it last widened
         self._rate = collections.deque(maxlen=50)  # (time, items done) samples for items/s
         self.finished = threading.Event()
         self.sheet = self._axes()
@@ -215,6 +323,8 @@ class GridModel:
             "rate": round(rate, 2),
             "eta": round(left / rate, 1) if rate > 0 and left and not finished else None,
             "elapsed": round(self.run.elapsed, 2) if finished else None,
+            # the kernel's own clock: the front end counts on from it, whatever its clock says
+            "running_for": round(self.run.elapsed, 2),
             "can_retry": bool(finished and failures),
         }
 
@@ -241,18 +351,39 @@ class GridModel:
                 changed = True
         if changed:
             out["heat"] = list(self._heat or [])
+            out["heat_scale"] = self._rescale()
         return out
+
+    def _rescale(self) -> dict[str, Any]:
+        """The colour scale for the values so far: round bounds that widen as values
+        arrive, never shrink, and say when they last widened (``was``)."""
+        known = [v for v in self._heat or [] if v is not None]
+        if not known:
+            self._scale = self._was = None
+            return {}
+        new = nice_scale(min(known), max(known), self._scale)
+        if self._scale is not None and new != self._scale:
+            self._was = self._scale
+        self._scale = new
+        lo, hi = new
+        return {
+            "lo": lo,
+            "hi": hi,
+            "ticks": nice_ticks(lo, hi),
+            "was": list(self._was) if self._was else None,
+        }
 
     def heat_values(self) -> dict[str, Any]:
         """Every item's value of the selected numeric field (None where there is none)."""
         eng = self._eng
         self._heat = [None] * eng.n
+        self._scale = self._was = None  # another field: a scale of its own
         if self.heat_field:
             for i, s in enumerate(eng.status):
                 if s in (Status.SUCCEEDED, Status.CACHED):
                     v = _numeric_fields(eng.outputs[i]).get(self.heat_field)
                     self._heat[i] = None if v is None else _finite(v)
-        return {"heat": list(self._heat)}
+        return {"heat": list(self._heat), "heat_scale": self._rescale()}
 
     def detail(self, i: int) -> dict[str, Any]:
         """What the panel shows for item ``i``: inputs, state, and the tail of its log."""
@@ -273,10 +404,13 @@ class GridModel:
         if err is not None:
             error = (err.traceback or err.one_line())[-TEXT_CAP:]
         duration = eng.durations[i]
+        status = eng.status[i]
         return {
             "index": i,
             "inputs": [[n, _inputs.repr(v)] for n, v in zip(self.run.names, eng.inputs[i])],
-            "status": eng.status[i].value,
+            "output": _output_fields(eng.outputs[i]) if status in (Status.SUCCEEDED, Status.CACHED) else None,
+            "finished": status.final,
+            "status": status.value,
             "attempts": eng.attempts[i],
             "duration": None if duration is None else round(duration, 3),
             "error": error,
@@ -297,6 +431,7 @@ class GridModel:
             "sheet": self.sheet,
             "heat_field": self.heat_field,
             "heat": list(self._heat) if self.sheet and self._heat is not None else [],
+            "heat_scale": self._rescale() if self.sheet and self._heat is not None else {},
         }
 
 
@@ -325,7 +460,7 @@ def render_html(snap: dict[str, Any], max_cells: int = 2000) -> str:
     esc = html.escape
     chips = " ".join(
         f'<span style="display:inline-block;padding:0 6px;margin-right:4px;border-radius:8px;'
-        f'background:{COLORS[k]};color:#fff">{esc(k)} {v}</span>'
+        f'background:{COLORS[k]};color:{TEXT_ON[k]}">{esc(_GLYPH_PREFIX.get(k, ""))}{esc(k)} {v}</span>'
         for k, v in counts.items()
         if v
     )
@@ -333,12 +468,16 @@ def render_html(snap: dict[str, Any], max_cells: int = 2000) -> str:
         f'<div style="font-family:var(--jp-ui-font-family,sans-serif);font-size:12px">'
         f"<b>{esc(snap['title'])}</b> &middot; {n} item{'s' * (n != 1)} &middot; "
         f"{esc(snap['state'])} &middot; {_fmt_seconds(snap.get('elapsed'))} "
-        f'<span style="color:#888">run {esc(snap["run_id"])}</span><div style="margin:4px 0">{chips}</div>'
+        f'<span style="color:var(--jp-ui-font-color2,#666)">run {esc(snap["run_id"])}</span><div style="margin:4px 0">{chips}</div>'
     )
     sheet = snap.get("sheet") or {}
     if sheet and n <= max_cells:
         return (
-            head + _render_sheet(sheet, codes, snap.get("heat_field", ""), snap.get("heat") or []) + "</div>"
+            head
+            + _render_sheet(
+                sheet, codes, snap.get("heat_field", ""), snap.get("heat") or [], snap.get("heat_scale") or {}
+            )
+            + "</div>"
         )
     per = max(1, math.ceil(n / max_cells))
     rank = "frtqxacs"  # which status a block of items shows: the first of these present
@@ -349,7 +488,7 @@ def render_html(snap: dict[str, Any], max_cells: int = 2000) -> str:
     if n <= 500:  # a square per item, each with its tooltip
         cells = "".join(
             f'<span title="{a}: {_BY_CODE[c]}" style="display:inline-block;width:10px;height:10px;'
-            f'margin:1px;background:{COLORS[_BY_CODE[c]]}"></span>'
+            f'margin:1px;vertical-align:top;{_square_style(_BY_CODE[c])}"></span>'
             for a, _, c in blocks
         )
         return f'{head}<div style="line-height:0;max-width:900px">{cells}</div></div>'
@@ -385,14 +524,63 @@ def _ramp(t: float) -> str:
     return "rgb({},{},{})".format(*(round(x + f * (y - x)) for x, y in zip(a, b)))
 
 
-def _render_sheet(sheet: dict[str, Any], codes: str, field: str, heat: list[float | None]) -> str:
+def _rgb(css: str) -> tuple[int, int, int]:
+    return tuple(int(x) for x in css[4:-1].split(","))  # type: ignore[return-value]
+
+
+def _fmt_value(v: float) -> str:
+    """A value short enough for a heatmap cell (the front end formats the same way)."""
+    if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-3):
+        return f"{v:.1e}".replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")
+    return f"{v:.3g}"
+
+
+def _square_style(status: str, by_value: bool = False) -> str:
+    """A status square's inline style: queued is hollow, the others filled; ended-badly
+    statuses are hatched, so that they differ by more than hue. ``by_value``: the cells
+    around are coloured by a value, so running and finished-without-one are rings."""
+    if status == "queued":
+        return "box-sizing:border-box;border:1px dashed #757575"
+    bg = COLORS[status]
+    if by_value and status in ("running", "retrying"):
+        return f"box-sizing:border-box;border:3px solid {COLORS['running']}"
+    if by_value and status in ("succeeded", "cached"):
+        return "box-sizing:border-box;border:1px solid #757575"
+    if status in ("failed", "aborted", "cancelled"):
+        dark = "#{:02x}{:02x}{:02x}".format(*(round(0.75 * int(bg[k : k + 2], 16)) for k in (1, 3, 5)))
+        return f"background:repeating-linear-gradient(45deg,{bg} 0 3px,{dark} 3px 5px)"
+    return f"background:{bg}"
+
+
+def _colorbar(field: str, scale: dict[str, Any]) -> str:
+    """The colour bar under a static heatmap: the ramp, its ticks, and a note if it widened."""
+    esc = html.escape
+    lo, hi = scale["lo"], scale["hi"]
+    stops = ",".join(_ramp(k / 8) for k in range(9))
+    ticks = "".join(
+        f'<span style="position:absolute;left:{100 * (t - lo) / (hi - lo):.2f}%;transform:translateX(-50%)">'
+        f"{esc(_fmt_value(t))}</span>"
+        for t in scale["ticks"]
+    )
+    was = scale.get("was")
+    note = f" (scale widened from {_fmt_value(was[0])} \u2013 {_fmt_value(was[1])})" if was else ""
+    return (
+        f'<div style="margin-top:6px;font-size:12px">{esc(field)}{esc(note)}'
+        f'<div style="width:240px;height:12px;margin:2px 12px 0;background:linear-gradient(to right,{stops})"></div>'
+        f'<div style="position:relative;width:240px;height:16px;margin:0 12px">{ticks}</div></div>'
+    )
+
+
+def _render_sheet(
+    sheet: dict[str, Any], codes: str, field: str, heat: list[float | None], scale: dict[str, Any]
+) -> str:
     """A 2-parameter sweep as a table: one row per value of the first, one column per value
-    of the second, cells coloured by ``field`` where known, else by status."""
+    of the second, cells coloured by ``field`` on ``scale`` where known, else by status."""
     esc = html.escape
     xs, ys = sheet["x"]["labels"], sheet["y"]["labels"]
-    known = [v for v in heat if v is not None]
-    lo, hi = (min(known), max(known)) if known else (0.0, 0.0)
-    td = "padding:2px 6px;text-align:center;font-size:11px"
+    lo, hi = (scale["lo"], scale["hi"]) if scale else (0.0, 1.0)
+    td = "padding:0 4px;text-align:center;font-size:12px"
+    cell = "min-width:40px;height:28px;padding:0 2px;text-align:center;font-size:11px;border:1px solid transparent"
     rows = [
         f'<tr><th style="{td}">{esc(sheet["y"]["name"])} \\ {esc(sheet["x"]["name"])}</th>'
         + "".join(f'<th style="{td}">{esc(x)}</th>' for x in xs)
@@ -404,14 +592,17 @@ def _render_sheet(sheet: dict[str, Any], codes: str, field: str, heat: list[floa
             i = r * len(xs) + c
             v = heat[i] if i < len(heat) else None
             status = _BY_CODE[codes[i]]
-            if v is None:
-                bg, text = COLORS[status], status
+            if v is None or not scale:
+                style, text = _square_style(status, by_value=bool(scale)), GLYPHS.get(status, "")
+                fg = TEXT_ON[status] if status in GLYPHS and status != "retrying" else "inherit"
+                if status == "retrying" and not scale:
+                    fg = TEXT_ON[status]
+                tip = f"item {i}: {status}"
             else:
-                bg, text = _ramp((v - lo) / (hi - lo) if hi > lo else 0.5), f"{v:.4g}"
-            fg = "#000" if v is not None and (v - lo) > 0.6 * (hi - lo) else "#fff"
-            cells.append(
-                f'<td title="item {i}: {status}" style="{td};background:{bg};color:{fg}">{esc(text)}</td>'
-            )
-        rows.append(f'<tr><th style="{td}">{esc(y)}</th>{"".join(cells)}</tr>')
-    legend = f"<div>colour: {esc(field)} from {lo:.4g} to {hi:.4g}</div>" if known else ""
-    return f'<table style="border-collapse:collapse">{"".join(rows)}</table>{legend}'
+                bg = _ramp((v - lo) / (hi - lo) if hi > lo else 0.5)
+                style, text, fg = f"background:{bg}", _fmt_value(v), text_on(_rgb(bg))
+                tip = f"item {i}: {field} = {v:.6g}"
+            cells.append(f'<td title="{esc(tip)}" style="{cell};{style};color:{fg}">{esc(text)}</td>')
+        rows.append(f'<tr><th style="{td};text-align:right">{esc(y)}</th>{"".join(cells)}</tr>')
+    legend = _colorbar(field, scale) if scale else ""
+    return f'<table style="border-collapse:separate;border-spacing:1px">{"".join(rows)}</table>{legend}'

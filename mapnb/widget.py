@@ -22,10 +22,11 @@ import sys
 import threading
 import time
 import weakref
+from html import escape as html_escape
 from typing import TYPE_CHECKING, Any
 
 from . import busy
-from .grid import COLORS, GridModel, render_html
+from .grid import COLORS, GLYPHS, TEXT_ON, GridModel, render_html
 
 if TYPE_CHECKING:
     from .run import MapRun
@@ -86,6 +87,7 @@ def _grid_widget_class() -> type:
         rate = traitlets.Float(0.0).tag(sync=True)
         eta = traitlets.Float(None, allow_none=True).tag(sync=True)
         elapsed = traitlets.Float(None, allow_none=True).tag(sync=True)
+        running_for = traitlets.Float(0.0).tag(sync=True)
         can_retry = traitlets.Bool(False).tag(sync=True)
         statuses = traitlets.Unicode("").tag(sync=True)
         patch = traitlets.Dict().tag(sync=True)
@@ -93,6 +95,7 @@ def _grid_widget_class() -> type:
         fields = traitlets.List(traitlets.Unicode()).tag(sync=True)
         heat_field = traitlets.Unicode("").tag(sync=True)
         heat = traitlets.List().tag(sync=True)
+        heat_scale = traitlets.Dict().tag(sync=True)
         selected = traitlets.Int(-1).tag(sync=True)
         detail = traitlets.Dict().tag(sync=True)
         colors = traitlets.Dict(COLORS).tag(sync=True)
@@ -168,12 +171,21 @@ class LiveGrid:
         self.select(change["new"])
 
     def _on_heat_field(self, change: dict[str, Any]) -> None:
-        if change["new"] == self.model.heat_field:
+        self.set_heat_field(change["new"])
+
+    def set_heat_field(self, field: str) -> None:
+        """Colour the sweep's cells by the output field ``field`` ("" for by status)."""
+        if field == self.model.heat_field:
             return  # our own flush set it
         with self._flush_lock:
-            self.model.heat_field = change["new"]
-            with self.widget.hold_sync():
-                self.widget.heat = self.model.heat_values()["heat"]
+            self.model.heat_field = field
+            values = self.model.heat_values()
+            if self.kind == "anywidget":
+                with self.widget.hold_sync():
+                    for k, v in values.items():
+                        setattr(self.widget, k, v)
+            else:
+                self.widget.update({"heat_field": field, **values}, redraw=True)
 
     def select(self, index: int) -> None:
         """Show item ``index`` in the detail panel (-1: none); its log follows it live."""
@@ -209,7 +221,8 @@ class LiveGrid:
             if pause > 0:  # whoever flushed last, keep to the rate
                 time.sleep(pause)
             try:
-                self.flush()
+                if not self.flush() and self.kind != "anywidget":
+                    self.widget.tick()  # the core face's clock moves while long items run
             except Exception:  # a closed comm or a dead front end: stop quietly
                 log.exception("live grid for run %s stopped updating", self.run.id)
                 return
@@ -374,6 +387,61 @@ def _refresh_finished(*_: Any) -> None:
                 log.exception("live grid for run %s could not update its picture", grid.run.id)
 
 
+def _detail_html(d: dict[str, Any]) -> str:
+    """The detail panel of the core-ipywidgets face: what the anywidget panel shows."""
+    import html
+
+    esc = html.escape
+    mono = "font-family:var(--jp-code-font-family,monospace);white-space:pre-wrap"
+    timing = f"took {_seconds(d['duration'])}" if d.get("duration") is not None else ""
+    if not timing and d["status"] == "running":
+        timing = "running"
+
+    def rows(title: str, pairs: list[list[str]]) -> str:
+        return f'<tr><th colspan="2" style="text-align:left;font-weight:400">{title}</th></tr>' + "".join(
+            f'<tr><th style="text-align:left;padding-right:8px">{esc(k)}</th><td style="{mono}">{esc(v)}</td></tr>'
+            for k, v in pairs
+        )
+
+    log_text = "".join(t for _, t in d["log"])
+    if not log_text:
+        log_text = "(no output)" if d.get("finished") else "(no output yet)"
+    elif d.get("log_dropped"):
+        log_text = f"\u2026 {d['log_dropped']} earlier characters: see run.logs({d['index']})\n" + log_text
+    box = (
+        "max-height:300px;overflow:auto;margin:4px 0;padding:4px;"
+        "border:1px solid var(--jp-border-color1,#bdbdbd);background:var(--jp-layout-color1,#fff)"
+    )
+    s = d["status"]
+    chip = (
+        f'<span style="padding:0 6px;border-radius:8px;background:{COLORS[s]};color:{TEXT_ON[s]}">'
+        f"{esc(GLYPHS.get(s, '') + ' ' if s in GLYPHS else '')}{esc(s)}</span>"
+    )
+    return (
+        f'<div class="mapnb-core-detail" style="border:1px solid var(--jp-border-color1,#bdbdbd);'
+        f'border-radius:4px;padding:6px;max-width:900px;line-height:1.4">'
+        f"<b>item {d['index']}</b> {chip} {d['attempts']} attempt{'s' * (d['attempts'] != 1)} {esc(timing)}"
+        f'<table style="border-collapse:collapse">{rows("inputs", d["inputs"])}'
+        f"{rows('output', d['output']) if d.get('output') else ''}</table>"
+        + (
+            # Inline styles cannot follow the theme's dark/light switch, so the traceback is
+            # the theme's text on JupyterLab's own error background (4.5:1 in both themes).
+            f'<pre style="{box};color:var(--jp-ui-font-color1,#212121);'
+            f'background:var(--jp-rendermime-error-background,#fdd);border-left:3px solid #c62828">'
+            f"{esc(d['error'])}</pre>"
+            if d["error"]
+            else ""
+        )
+        + f'<div>log</div><pre style="{box}">{esc(log_text)}</pre></div>'
+    )
+
+
+def _seconds(s: float) -> str:
+    return (
+        f"{s * 1000:.2g} ms" if s < 0.1 else f"{s:.1f} s" if s < 60 else f"{int(s // 60)} min {int(s % 60)} s"
+    )
+
+
 class _CoreGrid:
     """The core-ipywidgets face: the same state drawn as HTML, plus real buttons.
 
@@ -391,19 +459,46 @@ class _CoreGrid:
         self.picture.add_class("mapnb-core-grid")
         self.cancel = w.Button(description="Cancel", button_style="warning", icon="stop")
         self.retry = w.Button(description="Retry failed", icon="redo", layout=w.Layout(display="none"))
-        self.pick = w.BoundedIntText(value=-1, min=-1, max=max(0, len(grid.run) - 1), description="Item")
+        # An item is picked by number; an empty box shows none (no "-1" to explain).
+        self.pick = w.Text(
+            value="",
+            placeholder=f"0 to {len(grid.run) - 1}",
+            description="Show item",
+            continuous_update=False,
+            layout=w.Layout(width="220px"),
+        )
+        self.colorby = w.Dropdown(
+            options=[("status", "")],
+            value="",
+            description="Colour by",
+            layout=w.Layout(display="none", width="220px"),
+        )
+        self.colorby.observe(lambda ch: grid.set_heat_field(ch["new"]), names=["value"])
         self.detail = w.HTML()
+        self._note = ""  # said in place of the panel, e.g. about an item number out of range
         self.cancel.on_click(lambda _: grid.run.cancel(wait=False))
         self.retry.on_click(lambda _: grid.retry_failed())
-        self.pick.observe(lambda ch: grid.select(ch["new"]), names=["value"])
-        self.box = w.VBox([self.picture, w.HBox([self.cancel, self.retry, self.pick]), self.detail])
+        self.pick.observe(self._on_pick, names=["value"])
+        self.box = w.VBox(
+            [self.picture, w.HBox([self.cancel, self.retry, self.pick, self.colorby]), self.detail]
+        )
+        self.box.add_class("mapnb-core")  # stable hooks for tests and user CSS
+        self.pick.add_class("mapnb-core-pick")
+
+    def _on_pick(self, change: dict[str, Any]) -> None:
+        text = change["new"].strip()
+        n = len(self._grid.run)
+        ok = text.isdigit() and int(text) < n
+        self._note = f"<i>no item {html_escape(text)}: pick 0 to {n - 1}</i>" if text and not ok else ""
+        self.detail.value = self._note
+        self._grid.select(int(text) if ok else -1)
 
     def on_msg(self, callback: Any) -> None:
         self.box.on_msg(callback)
 
     def comm_widgets(self) -> list[Any]:
         """The widgets whose messages the grid handles."""
-        return [self.box, self.cancel, self.retry, self.pick]
+        return [self.box, self.cancel, self.retry, self.pick, self.colorby]
 
     @contextlib.contextmanager
     def hold_sync(self) -> Any:
@@ -415,9 +510,12 @@ class _CoreGrid:
     def close(self) -> None:
         self.box.close()
 
-    def update(self, changes: dict[str, Any]) -> None:
-        import html
+    def tick(self) -> None:
+        """Redraw the picture if the run is going and its clock moved a second since."""
+        if self._state.get("state") == "running" and time.monotonic() - self._last_draw >= 1.0:
+            self.update({})
 
+    def update(self, changes: dict[str, Any], redraw: bool = False) -> None:
         self._state.update({k: v for k, v in changes.items() if k != "patch"})
         if "patch" in changes:
             codes = list(self._state.get("statuses", ""))
@@ -426,7 +524,12 @@ class _CoreGrid:
             self._state["statuses"] = "".join(codes)
         now = time.monotonic()
         done = self._state.get("state") != "running"
-        if done or now - self._last_draw >= 1.0:
+        if "fields" in changes:
+            self.colorby.options = [("status", "")] + [(f, f) for f in changes["fields"]]
+            self.colorby.layout.display = "" if self._state.get("sheet") else "none"
+        if "heat_field" in changes and self.colorby.value != changes["heat_field"]:
+            self.colorby.value = changes["heat_field"]
+        if done or redraw or now - self._last_draw >= 1.0:
             self._last_draw = now
             snap = dict(self._state)
             snap["elapsed"] = snap.get("elapsed") or time.time() - snap.get("started", time.time())
@@ -435,13 +538,4 @@ class _CoreGrid:
         self.retry.layout.display = "" if self._state.get("can_retry") else "none"
         d = changes.get("detail")
         if d is not None:
-            if not d:
-                self.detail.value = ""
-                return
-            log_text = "".join(t for _, t in d["log"])
-            self.detail.value = (
-                f"<b>item {d['index']}</b> {html.escape(d['status'])}, {d['attempts']} attempt(s)"
-                + "".join(f"<br>{html.escape(k)} = {html.escape(v)}" for k, v in d["inputs"])
-                + (f"<pre>{html.escape(d['error'])}</pre>" if d["error"] else "")
-                + f"<pre style='max-height:300px;overflow:auto'>{html.escape(log_text)}</pre>"
-            )
+            self.detail.value = _detail_html(d) if d else self._note

@@ -47,6 +47,22 @@ BIG = [  # 10,000 items that print: the grid must keep up and stay responsive
     "%%map_task --run many x=range(10000)\nprint('line', x)\ntime.sleep(0.0005)\nx",
 ]
 
+SWEEP = [  # a 6x5 sweep whose top-right items fail, and a long item for the clock
+    "%load_ext mapnb\nimport math, time",
+    "%%map_task --product --concurrency 3 --min-success-ratio 0 --name sweep "
+    "lr=[0.3, 0.1, 0.03, 0.01, 0.003, 0.001] depth=[2, 4, 8, 16, 32]\n"
+    "time.sleep(0.5)\n"
+    "if lr == 0.3 and depth >= 16:\n"
+    "    raise ValueError(f'loss diverged at lr={lr}, depth={depth}')\n"
+    "{'loss': round(abs(math.log10(lr) + 2.2) + 6 / depth, 3), 'acc': round(1 - lr, 3)}",
+    "%%map_task --no-wait --run slow x=range(1)\ntime.sleep(60)\nx",
+    "import os\nos.environ['MAPNB_WIDGET'] = 'ipywidgets'  # the face VS Code gets",
+    "%%map_task --product --min-success-ratio 0 --name 'core face' a=[1, 2, 3] b=[1, 2]\n"
+    "time.sleep(0.5)\n"
+    "if a == 3 and b == 2:\n"
+    "    raise ValueError('no luck')\n"
+    "{'score': a * b / 10}",
+]
 PROBE = """() => {
   const grids = [...document.querySelectorAll('.mapnb-grid')];
   const ind = document.querySelector('.jp-Notebook-ExecutionIndicator');
@@ -85,7 +101,7 @@ ROOT_DIR: list[pathlib.Path] = []  # the server's root folder, for reading saved
 @pytest.fixture
 def server(tmp_path):
     ROOT_DIR[:] = [tmp_path]
-    for name, cells in (("grid.ipynb", CELLS), ("big.ipynb", BIG)):
+    for name, cells in (("grid.ipynb", CELLS), ("big.ipynb", BIG), ("sweep.ipynb", SWEEP)):
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, tmp_path / name)
@@ -222,3 +238,133 @@ def drive(server, page, ui: str, tag: str) -> None:
 
     page.locator(".jp-Notebook").first.click()  # focus, for the save shortcut
     wait(lambda: "cancelled 6" in saved_picture(), 60, "the saved picture of the cancelled run")
+
+
+LOOK = """() => {
+  // WCAG contrast of every piece of text the grid draws on a colour of its own.
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((c) => { c /= 255; return c <= 0.03928 ? c / 12.92 :
+    ((c + 0.055) / 1.055) ** 2.4; }).reduce((s, c, k) => s + c * [0.2126, 0.7152, 0.0722][k], 0);
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const g = document.querySelector('.mapnb-grid');
+  const pairs = [];
+  for (const e of g.querySelectorAll('.mapnb-chip, .mapnb-state, .mapnb-cell.heat, .mapnb-cell.s-failed')) {
+    const st = getComputedStyle(e);
+    pairs.push({what: e.className, text: e.textContent || getComputedStyle(e, '::after').content,
+                ratio: ratio(rgb(st.color), rgb(st.backgroundColor))});
+  }
+  const cell = g.querySelector('.mapnb-cell').getBoundingClientRect();
+  const px = (s) => parseFloat(getComputedStyle(g.querySelector(s)).fontSize);
+  return {
+    pairs, cellW: cell.width, cellH: cell.height,
+    xlabel: px('.mapnb-xlabel'), ylabel: px('.mapnb-ylabel'),
+    ticks: [...g.querySelectorAll('.mapnb-colorbar .mapnb-tick')].map((e) => e.textContent),
+    colorbar: getComputedStyle(g.querySelector('.mapnb-colorbar')).display !== 'none',
+    values: [...g.querySelectorAll('.mapnb-cell.heat')].filter((e) => e.textContent).length,
+    titles: [...g.querySelectorAll('.mapnb-cell.heat')].filter((e) => / loss = /.test(e.title)).length,
+    failed: g.querySelectorAll('.mapnb-cell.s-failed').length,
+    hollow: [...g.querySelectorAll('.mapnb-cell.s-queued, .mapnb-cell.s-running')].filter(
+      (e) => getComputedStyle(e).backgroundColor === 'rgba(0, 0, 0, 0)').length,
+    panel: g.querySelector('.mapnb-detail')?.innerText ?? '',
+    dark: document.body.dataset.jpThemeLight === 'false',
+  };
+}"""
+
+
+@pytest.mark.timeout(300)
+def test_the_grid_is_legible_in_light_and_dark(server, page, tmp_path):
+    """A 6x5 sweep heatmap and a failed item's panel in JupyterLab's light and dark themes:
+    screenshots for people, and for the test what can be measured (cell size, label size,
+    the colour bar, the panel's fields, the contrast of every chip and valued cell)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        look(server, page)
+    except Exception as exc:
+        page.screenshot(path=SHOTS / "legible_failed.png")
+        log = (tmp_path / "server.log").read_text()[-3000:]
+        raise AssertionError(f"legibility test failed; see legible_failed.png; server log:\n{log}") from exc
+
+
+def look(server, page) -> None:
+    grid = page.locator(".mapnb-grid").first
+
+    def measure(cond, what, timeout=90):
+        seen: list[dict] = []
+
+        def f():
+            if not page.locator(".mapnb-grid .mapnb-colorbar").count():
+                return None
+            seen.append(s := page.evaluate(LOOK))
+            return s if cond(s) else None
+
+        return wait(f, timeout, f"{what}; last seen {seen[-1:]}")
+
+    def legible(m: dict, theme: str) -> None:
+        bad = [p for p in m["pairs"] if p["ratio"] < 4.5]
+        assert not bad, f"{theme}: text below 4.5:1: {bad}"
+        assert m["cellW"] >= 28 and m["cellH"] >= 28, m
+        assert m["xlabel"] >= 12 and m["ylabel"] >= 12, m
+
+    run_all(server, page, "lab/tree/sweep.ipynb")
+    # While it runs: values so far on the colour bar, queued and running cells hollow.
+    mid = measure(lambda s: s["values"] >= 3 and s["hollow"] >= 3, "the sweep part-way")
+    grid.screenshot(path=SHOTS / "legible_light_1_running.png")
+    legible(mid, "light")
+    end = measure(lambda s: s["values"] == 28 and s["failed"] == 2, "the sweep's end")
+    legible(end, "light")
+    assert end["colorbar"] and len(end["ticks"]) >= 2, end
+    assert end["titles"] == 28  # the value on hover
+    # A succeeded item's panel shows its inputs and its output's fields.
+    grid.locator(".mapnb-cell[data-i='29']").click()
+    m = measure(lambda s: "item 29" in s["panel"], "item 29's panel")
+    assert all(k in m["panel"] for k in ("inputs", "lr", "0.001", "depth", "32", "output", "loss", "acc",
+                                         "1 attempt", "took", "(no output)")), m["panel"]  # fmt: skip
+    # A failed item's panel: inputs, attempts, timing, the error, the (empty) log.
+    grid.locator(".mapnb-cell[data-i='3']").click()
+    m = measure(lambda s: "item 3" in s["panel"] and "diverged" in s["panel"], "item 3's panel")
+    assert all(k in m["panel"] for k in ("inputs", "lr", "0.3", "depth", "16", "failed", "attempt",
+                                         "ValueError: loss diverged", "(no output)")), m["panel"]  # fmt: skip
+    assert "output\n" not in m["panel"]  # no output section for a failed item
+    grid.screenshot(path=SHOTS / "legible_light_2_failed_panel.png")
+    page.screenshot(path=SHOTS / "legible_light_page.png")
+
+    # The long item: the header's clock moves although nothing else changes.
+    slow = page.locator(".mapnb-grid").nth(1)
+    clock = slow.locator(".mapnb-clock")
+    wait(lambda: slow.locator(".mapnb-cell.s-running").count() == 1, 60, "the long item running")
+    first = clock.text_content()
+    wait(lambda: clock.text_content() != first, 10, f"the clock to move from {first}")
+    slow.locator(".mapnb-cancel").click()
+
+    # The ipywidgets face: the same panel, an item picked by number, no "-1" anywhere.
+    core = page.locator(".mapnb-core").first
+    wait(
+        lambda: "failed 1" in (core.locator(".mapnb-core-grid").text_content() or ""),
+        60,
+        "the core face's end",
+    )
+    assert core.locator(".mapnb-core-pick input").input_value() == ""
+    core.locator(".mapnb-core-pick input").fill("5")
+    core.locator(".mapnb-core-pick input").press("Enter")
+    detail = core.locator(".mapnb-core-detail")
+    wait(lambda: detail.count() and "no luck" in detail.inner_text(), 30, "the core face's panel")
+    text = detail.inner_text()
+    assert all(k in text for k in ("item 5", "failed", "1 attempt", "took", "inputs", "a", "3",
+                                   "ValueError: no luck", "(no output)")), text  # fmt: skip
+    core.screenshot(path=SHOTS / "legible_light_3_ipywidgets_face.png")
+
+    # The dark theme, as a user picks it.
+    page.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+    page.locator(".lm-Menu-itemLabel").get_by_text("JupyterLab Dark", exact=True).click()
+    dark = measure(lambda s: s["dark"] and "item 3" in s["panel"], "the dark theme")
+    time.sleep(1.0)  # the theme's stylesheet settles
+    dark = page.evaluate(LOOK)
+    legible(dark, "dark")
+    grid.screenshot(path=SHOTS / "legible_dark_2_failed_panel.png")
+    # The selection stays visible on the darkest cell: item 29 has the lowest loss.
+    grid.locator(".mapnb-cell[data-i='29']").click()
+    measure(lambda s: "item 29" in s["panel"], "item 29's panel, dark")
+    grid.screenshot(path=SHOTS / "legible_dark_1_selected_value.png")
+    core.screenshot(path=SHOTS / "legible_dark_3_ipywidgets_face.png")
+    page.screenshot(path=SHOTS / "legible_dark_page.png")

@@ -8,6 +8,7 @@ sends the front end's own messages (select an item, Cancel, Retry failed) back i
 from __future__ import annotations
 
 import json
+import pathlib
 import queue
 import time
 from typing import Any
@@ -253,7 +254,7 @@ def test_the_core_ipywidgets_face_shows_the_same_run(frontends):
     grid.wait(10)
     assert "failed 1" in grid.widget.picture.value and "succeeded 3" in grid.widget.picture.value
     assert grid.widget.retry.layout.display == ""
-    grid.widget.pick.value = 1
+    grid.widget.pick.value = "1"
     assert "Traceback: no" in grid.widget.detail.value and "line 0 of 1" in grid.widget.detail.value
 
 
@@ -296,3 +297,112 @@ def test_outside_a_notebook_a_run_displays_as_a_static_picture():
     bundle = run._repr_mimebundle_()
     assert set(bundle) == {"text/plain", "text/html"} and "succeeded 2" in bundle["text/html"]
     assert run._grid is None  # no widget was made
+
+
+def test_nice_scale_rounds_and_only_widens():
+    from mapnb.grid import nice_scale, nice_ticks
+
+    assert nice_scale(0.04, 2.54) == (0.0, 3.0)
+    assert nice_ticks(0.0, 3.0) == [0.0, 1.0, 2.0, 3.0]
+    assert nice_scale(0.5, 2.0, prev=(0.0, 3.0)) == (0.0, 3.0)  # fewer values: never shrinks
+    assert nice_scale(0.5, 4.2, prev=(0.0, 3.0)) == (0.0, 5.0)
+    lo, hi = nice_scale(0.04, 0.04)
+    assert lo <= 0.04 < hi
+    with pytest.raises(ValueError, match="lo=2"):
+        nice_scale(2, 1)
+
+
+def test_the_heatmap_scale_is_stable_and_says_when_it_widened(frontends):
+    run, backend = start(0, fn=lambda a, b: 0, product={"a": [1, 2, 3], "b": [1, 2]}, concurrency=1)
+    grid = LiveGrid(run, kind="anywidget")
+    fe = grid_front(grid, frontends)
+    losses = [0.5, 2.4, 1.0, 0.2, 4.1, 1.5]
+    seen = []
+    while not run.done():
+        if play(backend, values=lambda i: {"loss": losses[i]}):
+            grid.wait(0.05)
+            grid.flush()
+            if fe.state.get("heat_scale"):
+                seen.append(dict(fe.state["heat_scale"]))
+    grid.wait(10)
+    scale = fe.state["heat_scale"]
+    assert (scale["lo"], scale["hi"]) == (0.0, 5.0) and scale["ticks"][0] == 0.0 and scale["ticks"][-1] == 5.0
+    assert scale["was"] == [0.0, 2.5]  # the legend says from what it widened
+    bounds = [(s["lo"], s["hi"]) for s in seen]
+    assert all(a[0] >= b[0] and a[1] <= b[1] for a, b in zip(bounds, bounds[1:])), bounds  # never shrinks
+    snap = GridModel(run).snapshot()
+    assert snap["heat_scale"] == {} or snap["heat_scale"]["lo"] <= 0.2
+    html = grid.static_html()
+    assert "loss" in html and "scale widened from 0 \u2013 2.5" in html and ">4.1<" in html
+
+
+def test_the_panel_shows_output_fields_timing_and_no_output(frontends):
+    import collections
+
+    Pt = collections.namedtuple("Pt", "loss acc")
+    run, backend = start(3, min_success_ratio=0, concurrency=3)
+    grid = LiveGrid(run, kind="anywidget")
+    fe = grid_front(grid, frontends)
+    while not run.done():
+        play(backend, values=lambda i: Pt(0.5, 0.9) if i == 0 else "plain", fail={2})
+    grid.wait(10)
+    fe.set(selected=0)
+    d = until(lambda: fe.state.get("detail", {}).get("index") == 0 and fe.state["detail"])
+    assert d["output"] == [["loss", "0.5"], ["acc", "0.9"]] and d["finished"] is True
+    assert d["log"] == [] and d["duration"] is not None and d["attempts"] == 1
+    fe.set(selected=1)
+    d = until(lambda: fe.state["detail"].get("index") == 1 and fe.state["detail"])
+    assert d["output"] == [["output", "'plain'"]]
+    fe.set(selected=2)
+    d = until(lambda: fe.state["detail"].get("index") == 2 and fe.state["detail"])
+    assert d["output"] is None and "Traceback: no" in d["error"]
+    js = (pathlib.Path(mapnb.__file__).parent / "assets" / "grid.js").read_text()
+    assert '"(no output)"' in js and "d.finished" in js  # a finished item says so, not "yet"
+
+
+def test_the_core_face_shows_the_panel_fields_and_no_minus_one(frontends):
+    run, backend = start(0, fn=lambda a, b: 0, product={"a": [1, 2], "b": [1, 2]}, concurrency=4,
+                         min_success_ratio=0)  # fmt: skip
+    grid = LiveGrid(run, kind="ipywidgets")
+    w = grid.widget
+    assert w.pick.value == "" and "-1" not in w.pick.placeholder
+    while not run.done():
+        play(backend, values=lambda i: {"loss": i / 2}, fail={3})
+    grid.wait(10)
+    w.pick.value = "1"
+    grid.flush()
+    assert "loss" in w.detail.value and "0.5" in w.detail.value and "(no output)" in w.detail.value
+    assert "attempt" in w.detail.value and "took" in w.detail.value
+    w.pick.value = "3"
+    grid.flush()
+    assert "Traceback: no" in w.detail.value and "\u2715" in w.detail.value
+    w.pick.value = "9"
+    grid.flush()
+    assert "no item 9: pick 0 to 3" in w.detail.value
+    assert w.colorby.layout.display == "" and w.colorby.value == "loss"
+    assert "loss = 0.5" in w.picture.value and ">0.5<" in w.picture.value  # the value, in its cell
+    w.colorby.value = ""  # back to colouring by status
+    assert "loss = 0.5" not in w.picture.value
+
+
+def test_the_core_faces_clock_moves_while_a_long_item_runs(frontends):
+    run, backend = start(1)
+    grid = LiveGrid(run, kind="ipywidgets", interval=0.05)
+    task, report = backend.next()
+    report([(STARTED, task.id, 0, 1, 0.0)])
+    first = until(lambda: "running" in grid.widget.picture.value and grid.widget.picture.value)
+    until(lambda: grid.widget.picture.value != first, timeout=15)  # no event, yet the clock moved
+    run.cancel()
+
+
+def test_the_header_carries_the_kernels_clock(frontends):
+    """The front end's clock counts on from the kernel's reading, not from its own time of
+    day (a browser on another machine may be minutes off)."""
+    run, backend = start(2, concurrency=1)
+    grid = LiveGrid(run, kind="anywidget")
+    fe = grid_front(grid, frontends)
+    time.sleep(0.3)
+    play(backend)
+    until(lambda: fe.state.get("running_for", 0) >= 0.3)
+    assert fe.state["elapsed"] is None  # still running: the front end extrapolates
+    run.cancel()

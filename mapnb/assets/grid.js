@@ -20,12 +20,29 @@ function seconds(s) {
   return m < 60 ? `${m} min ${Math.floor(s % 60)} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
-// A perceptual ramp (viridis, 5 stops) for the heatmap.
+// A perceptual ramp (viridis, 5 stops) for the heatmap; mapnb/grid.py has the same stops.
 const RAMP = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
-function ramp(t) {
+function rampRGB(t) {
   t = Math.min(1, Math.max(0, t)) * (RAMP.length - 1);
   const k = Math.min(RAMP.length - 2, Math.floor(t)), f = t - k, a = RAMP[k], b = RAMP[k + 1];
-  return `rgb(${a.map((v, j) => Math.round(v + f * (b[j] - v))).join(",")})`;
+  return a.map((v, j) => Math.round(v + f * (b[j] - v)));
+}
+function ramp(t) { return `rgb(${rampRGB(t).join(",")})`; }
+
+// WCAG relative luminance; text on a value's colour is black or white, whichever reads better.
+function luminance(rgb) {
+  const [r, g, b] = rgb.map((c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
+function textOn(rgb) {
+  const l = luminance(rgb);
+  return (l + 0.05) / 0.05 >= 1.05 / (l + 0.05) ? "#000" : "#fff";
+}
+
+// A value short enough for a heatmap cell (mapnb/grid.py's _fmt_value does the same).
+function short(v) {
+  if (v !== 0 && (Math.abs(v) >= 1e4 || Math.abs(v) < 1e-3)) return v.toExponential(1).replace("e+", "e");
+  return String(+v.toPrecision(3));
 }
 
 function render({ model, el }) {
@@ -48,11 +65,18 @@ function render({ model, el }) {
   const legend = h("span", "mapnb-legend");
   colorby.append(legend);
   const cellsBox = h("div", "mapnb-cells");
+  // The colour bar: the ramp, ticks at round values, and what the scale is.
+  const colorbar = h("div", "mapnb-colorbar");
+  const barTitle = h("div", "mapnb-colorbar-title");
+  const barRamp = h("div", "mapnb-colorbar-ramp");
+  barRamp.style.background = `linear-gradient(to right, ${[0, 1, 2, 3, 4, 5, 6, 7, 8].map((k) => ramp(k / 8)).join(", ")})`;
+  const barTicks = h("div", "mapnb-colorbar-ticks");
+  colorbar.append(barTitle, barRamp, barTicks);
   const detail = h("div", "mapnb-detail");
-  root.append(head, bar, counts, colorby, cellsBox, detail);
+  root.append(head, bar, counts, colorby, cellsBox, colorbar, detail);
   el.appendChild(root);
 
-  let cells = [], shown = "", layoutKey = "";
+  let cells = [], shown = "", layoutKey = "", showValues = false;
 
   function layout() {
     const n = model.get("n"), sheet = model.get("sheet") || {};
@@ -64,15 +88,27 @@ function render({ model, el }) {
     shown = "";
     const size = n <= 400 ? 16 : n <= 2500 ? 10 : 6;
     root.style.setProperty("--mapnb-cell", `${size}px`);
+    cellsBox.classList.toggle("sheet", !!(sheet.x && sheet.y));
     if (sheet.x && sheet.y) {
       const nx = sheet.x.labels.length, ny = sheet.y.labels.length;
-      const table = h("div", "mapnb-sheet");
-      table.style.gridTemplateColumns = `auto repeat(${nx}, var(--mapnb-cell))`;
-      const corner = h("div", "mapnb-axis-name", `${sheet.y.name} \u2193 ${sheet.x.name} \u2192`);
+      // Sweep cells are big enough to click and, up to 16 columns, to hold their value.
+      const w = nx <= 16 ? 48 : 28;
+      showValues = w >= 44;
+      root.style.setProperty("--mapnb-cell-w", `${w}px`);
+      root.style.setProperty("--mapnb-cell-h", "28px");
+      const table = h("div", `mapnb-sheet${showValues ? "" : " narrow"}`);
+      table.style.gridTemplateColumns = `auto repeat(${nx}, var(--mapnb-cell-w))`;
+      const corner = h("div", "mapnb-axis-name", `${sheet.y.name} \u2193  ${sheet.x.name} \u2192`);
       table.appendChild(corner);
-      for (const lab of sheet.x.labels) table.appendChild(h("div", "mapnb-xlabel", lab));
+      for (const lab of sheet.x.labels) {
+        const e = h("div", "mapnb-xlabel", lab);
+        e.title = `${sheet.x.name} = ${lab}`;
+        table.appendChild(e);
+      }
       for (let y = 0; y < ny; y++) {
-        table.appendChild(h("div", "mapnb-ylabel", sheet.y.labels[y]));
+        const e = h("div", "mapnb-ylabel", sheet.y.labels[y]);
+        e.title = `${sheet.y.name} = ${sheet.y.labels[y]}`;
+        table.appendChild(e);
         for (let x = 0; x < nx; x++) {
           const c = h("div", "mapnb-cell");
           c.dataset.i = y * nx + x;
@@ -82,6 +118,9 @@ function render({ model, el }) {
       }
       cellsBox.appendChild(table);
     } else {
+      showValues = false;
+      root.style.removeProperty("--mapnb-cell-w");
+      root.style.removeProperty("--mapnb-cell-h");
       const frag = document.createDocumentFragment();
       for (let i = 0; i < n; i++) {
         const c = h("div", "mapnb-cell");
@@ -100,22 +139,54 @@ function render({ model, el }) {
     return out;
   }
 
+  // The scale comes from the kernel (grid.nice_scale): round bounds that only widen.
+  function paintColorbar(byHeat, field, scale) {
+    colorbar.style.display = byHeat && scale.lo != null ? "" : "none";
+    if (colorbar.style.display) return;
+    const key = JSON.stringify([field, scale]);
+    if (colorbar._key === key) return;
+    colorbar._key = key;
+    barTitle.replaceChildren(h("b", "", field));
+    if (scale.was) {
+      const note = h("span", "mapnb-legend widened",
+        ` scale widened from ${short(scale.was[0])} \u2013 ${short(scale.was[1])} to ` +
+        `${short(scale.lo)} \u2013 ${short(scale.hi)} as results arrived; earlier cells recoloured`);
+      barTitle.append(note);
+    }
+    barTicks.replaceChildren();
+    for (const t of scale.ticks || []) {
+      const e = h("span", "mapnb-tick", short(t));
+      e.style.left = `${(100 * (t - scale.lo)) / (scale.hi - scale.lo || 1)}%`;
+      barTicks.appendChild(e);
+    }
+  }
+
   function paintCells() {
     layout();
     const now = codes(), heat = model.get("heat") || [], field = model.get("heat_field");
+    const scale = model.get("heat_scale") || {};
     const byHeat = colorby.style.display !== "none" && select.value !== "" && heat.length === cells.length;
-    let lo = Infinity, hi = -Infinity;
-    if (byHeat) for (const v of heat) if (v != null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
-    legend.textContent = byHeat && lo <= hi ? ` ${field}: ${+lo.toPrecision(4)} \u2026 ${+hi.toPrecision(4)}` : "";
+    const lo = scale.lo, hi = scale.hi;
+    cellsBox.classList.toggle("by-value", byHeat);
+    legend.textContent = byHeat && lo == null ? " (no values yet)" : "";
+    paintColorbar(byHeat, field, scale);
     const sel = model.get("selected");
     for (let i = 0; i < cells.length; i++) {
       const c = cells[i], code = now[i] || "q", name = NAMES[code];
-      const v = byHeat ? heat[i] : null;
-      const key = `${code}${v}${i === sel}`;
+      const v = byHeat && lo != null ? heat[i] : null;
+      const key = `${code}${v}${i === sel}${lo}${hi}`;
       if (c._key === key) continue;
       c._key = key;
       c.className = `mapnb-cell s-${name}${i === sel ? " selected" : ""}${v != null ? " heat" : ""}`;
-      c.style.background = v != null ? ramp(hi > lo ? (v - lo) / (hi - lo) : 0.5) : "";
+      if (v != null) {
+        const rgb = rampRGB(hi > lo ? (v - lo) / (hi - lo) : 0.5);
+        c.style.background = `rgb(${rgb.join(",")})`;
+        c.style.color = textOn(rgb);
+        c.textContent = showValues ? short(v) : "";
+      } else {
+        c.style.background = c.style.color = "";
+        c.textContent = "";
+      }
       c.title = `item ${i}: ${name}${v != null ? `, ${field} = ${+v.toPrecision(6)}` : ""}`;
     }
   }
@@ -144,9 +215,13 @@ function render({ model, el }) {
     tick();
   }
 
+  // The clock moves every half second while items run, between the kernel's messages
+  // too: from the kernel's last reading of its own clock, plus the time since it arrived.
+  let ranFor = model.get("running_for"), ranAt = performance.now();
+  model.on("change:running_for", () => { ranFor = model.get("running_for"); ranAt = performance.now(); });
   function tick() {
     const done = model.get("elapsed");
-    clock.textContent = seconds(done != null ? done : Date.now() / 1000 - model.get("started"));
+    clock.textContent = seconds(done != null ? done : ranFor + (performance.now() - ranAt) / 1000);
   }
 
   function paintFields() {
@@ -170,21 +245,32 @@ function render({ model, el }) {
     const top = h("div", "mapnb-detail-head");
     const close = h("button", "mapnb-close", "\u00d7");
     close.onclick = () => { model.set("selected", -1); model.save_changes(); };
+    const timing = d.duration != null ? `took ${seconds(d.duration)}` : d.status === "running" ? "running" : "";
     top.append(h("b", "", `item ${d.index}`), h("span", `mapnb-chip s-${d.status}`, d.status),
-      h("span", "", `${d.attempts} attempt${d.attempts === 1 ? "" : "s"}`),
-      h("span", "", d.duration != null ? seconds(d.duration) : ""), close);
+      h("span", "mapnb-attempts", `${d.attempts} attempt${d.attempts === 1 ? "" : "s"}`),
+      h("span", "mapnb-timing", timing), close);
     const inputs = h("table", "mapnb-inputs");
-    for (const [k, v] of d.inputs) {
+    const section = (name, rows) => {
       const tr = h("tr");
-      tr.append(h("th", "", k), h("td", "", v));
+      const th = h("th", "mapnb-section", name);
+      th.colSpan = 2;
+      tr.appendChild(th);
       inputs.appendChild(tr);
-    }
+      for (const [k, v] of rows) {
+        const r = h("tr");
+        r.append(h("th", "", k), h("td", "", v));
+        inputs.appendChild(r);
+      }
+    };
+    section("inputs", d.inputs);
+    if (d.output) section("output", d.output);
     detail.append(top, inputs);
     if (d.error) detail.append(h("pre", "mapnb-error", d.error));
+    detail.append(h("div", "mapnb-log-title", "log"));
     const logBox = h("pre", "mapnb-log");
     if (d.log_dropped) logBox.appendChild(h("span", "mapnb-dropped", `\u2026 ${d.log_dropped} earlier characters: see run.logs(${d.index})\n`));
     for (const [stream, text] of d.log) logBox.appendChild(h("span", `mapnb-${stream}`, text));
-    if (!d.log.length) logBox.appendChild(h("span", "mapnb-dropped", "(no output yet)"));
+    if (!d.log.length) logBox.appendChild(h("span", "mapnb-dropped", d.finished ? "(no output)" : "(no output yet)"));
     detail.append(logBox);
     logBox.scrollTop = logBox.scrollHeight;
   }
@@ -206,6 +292,7 @@ function render({ model, el }) {
   model.on("change:statuses", onCells);
   model.on("change:patch", onCells);
   model.on("change:heat", onCells);
+  model.on("change:heat_scale", onCells);
   model.on("change:selected", onCells);
   for (const k of ["state", "counts", "rate", "eta", "elapsed", "can_retry"]) model.on(`change:${k}`, onHead);
   model.on("change:fields", onFields);
