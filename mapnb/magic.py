@@ -310,13 +310,27 @@ class MapTaskMagics(Magics):
         return df
 
     def _parse(self, line: str) -> Any:
-        tokens = split_line(line)
+        tokens = [_unquote(t) for t in split_line(line)]
         parser = self.map_task.parser  # built by @magic_arguments
         try:
             return parser.parse_intermixed_args(tokens)
         except UsageError as e:
             hint = _did_you_mean(tokens, parser)
             raise UsageError(f"%%map_task: {e}{hint} (see %%map_task? for the options)") from None
+
+
+def _unquote(token: str) -> str:
+    """An option's quoted value (``'core face'``, ``--name="a b"``) as the text it quotes;
+    ``NAME=EXPR`` pairs are Python and stay as written."""
+    option, eq, value = token.partition("=") if token.startswith("--") else ("", "", token)
+    if value[:1] in ("'", '"'):
+        try:
+            text = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return token
+        if isinstance(text, str):
+            return option + eq + text
+    return token
 
 
 def _did_you_mean(tokens: list[str], parser: Any) -> str:

@@ -160,3 +160,9 @@ def test_a_run_is_titled_by_what_it_runs(shell):
     cell(shell, "--run r --name doubling x=[1]", "x * 2")
     assert shell.user_ns["r"].name == "doubling"
     assert "doubling" in repr(shell.user_ns["r"])
+    # A quoted title is the text it quotes, as in a shell; NAME=EXPR stays Python.
+    cell(shell, "--run r --name 'core face' x=['a b']", "x")
+    assert shell.user_ns["r"].name == "core face"
+    assert shell.user_ns["r"].df["output"].tolist() == ["a b"]
+    cell(shell, '--run r --name="x = y" x=[1]', "x")
+    assert shell.user_ns["r"].name == "x = y"
