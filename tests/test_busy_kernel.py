@@ -186,10 +186,11 @@ def test_the_ipywidgets_face_answers_during_a_blocking_run():
         fe.run(SETUP)
         msg_id = fe.start(SLEEPY)
         fe.collect(msg_id, until=lambda: fe.find(_model_name="VBoxModel"))  # the face's last widget
-        pick, cancel = fe.find(description="Item"), fe.find(description="Cancel")
+        pick, cancel = fe.find(description="Show item"), fe.find(description="Cancel")
+        assert pick is not None and cancel is not None
         detail = [c for c in fe.opened if fe.comms[c].get("_model_name") == "HTMLModel"]
         fe.collect(msg_id, until=lambda: any("running" in fe.comms[c].get("value", "") for c in detail))
-        fe.send(pick, {"method": "update", "state": {"value": 0}, "buffer_paths": []})
+        fe.send(pick, {"method": "update", "state": {"value": "0"}, "buffer_paths": []})
         fe.collect(
             msg_id,
             timeout=30,
