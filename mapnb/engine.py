@@ -520,7 +520,12 @@ class Engine:
         if status is Status.SUCCEEDED:
             cache.put(key, self.outputs[i])
             self._hand_out(key, self.outputs[i])
-        elif status is not Status.CACHED:
+        elif status is Status.CACHED:
+            # Found in the cache (at claim time, say: another process had just computed it):
+            # the items waiting for this key are owed the same output, or they wait forever.
+            self._elsewhere.discard(key)
+            self._hand_out(key, self.outputs[i])
+        else:
             cache.release(key)
             if self.state == "running" and key not in self._elsewhere:
                 self._next_in_line(key)

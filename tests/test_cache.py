@@ -16,6 +16,7 @@ from mapnb import InvalidMapError, Status, map_task, task
 
 from . import tasks
 from .tasks import counted, runs_of
+from .test_contract import wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -164,3 +165,22 @@ def test_the_magic_caches_its_body(log_dir):
     df = shell.run_cell_magic("map_task", "--cache x=[1, 2, 3]", body)
     assert df["cached"].tolist() == [True, True, False] and runs_of(log_dir) == 3
     assert mapnb.last_run().statuses[0] is Status.CACHED
+
+
+def test_serialize_hands_a_key_found_at_claim_time_to_its_waiters(log_dir, tmp_path):
+    # Run 1 maps [A, B, B] one at a time; while A runs, another run computes B. When run 1
+    # claims B it finds B cached: the second B, waiting on the first, must get it too
+    # (it used to wait forever) and B is computed once.
+    fn = task(tasks.counted_after, cache=True, cache_serialize=True)
+    gate = str(tmp_path / "gate")
+    run = map_task(fn, concurrency=1, backend="threads").submit(
+        x=[1, 2, 2], log_dir=[log_dir] * 3, gate=[gate, "", ""]
+    )
+    wait_until(lambda: run.statuses[0] is Status.RUNNING, what="item A to start")
+    other = map_task(fn, backend="threads")(x=[2], log_dir=[log_dir], gate=[""])
+    assert other["status"].tolist() == ["succeeded"]
+    open(gate, "w").close()
+    df = run.result(timeout=60)
+    assert df["status"].tolist() == ["succeeded", "cached", "cached"]
+    assert df["output"].tolist() == [10, 20, 20]
+    assert runs_of(log_dir, 2) == 1
