@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 
@@ -184,3 +185,34 @@ def test_serialize_hands_a_key_found_at_claim_time_to_its_waiters(log_dir, tmp_p
     assert df["status"].tolist() == ["succeeded", "cached", "cached"]
     assert df["output"].tolist() == [10, 20, 20]
     assert runs_of(log_dir, 2) == 1
+
+
+def test_a_damaged_store_is_moved_aside_and_rebuilt_with_one_warning(log_dir, cache_dir):
+    cache_dir.mkdir()
+    (cache_dir / "cache.db").write_bytes(b"this is not a database" * 100)
+    fn = task(counted, cache=True)
+    with pytest.warns(UserWarning, match="was damaged .* moved aside") as seen:
+        df = map_task(fn)(x=[1, 2], log_dir=[log_dir] * 2)
+    assert df["status"].tolist() == ["succeeded"] * 2
+    assert str(cache_dir) in str(seen[0].message)
+    assert [p.name.startswith("cache.db.damaged-") for p in cache_dir.glob("cache.db.*")] == [True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning: the new store works
+        again = map_task(fn)(x=[1, 2], log_dir=[log_dir] * 2)
+    assert again["status"].tolist() == ["cached"] * 2 and runs_of(log_dir) == 2
+
+
+def test_a_cache_dir_that_cannot_be_used_warns_once_and_runs_uncached(log_dir, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("MAPNB_CACHE_DIR", str(blocker / "cache"))
+    fn = task(counted, cache=True, cache_serialize=True)
+    with pytest.warns(UserWarning, match="cannot use the mapnb cache in .*a-file/cache.*MAPNB_CACHE_DIR"):
+        df = map_task(fn)(x=[1, 1], log_dir=[log_dir] * 2)
+    assert df["status"].tolist() == ["succeeded"] * 2 and df["output"].tolist() == [10, 10]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process and directory, not per run
+        again = map_task(fn)(x=[1], log_dir=[log_dir])
+    assert again["status"].tolist() == ["succeeded"] and runs_of(log_dir) == 3
+    with pytest.raises(OSError, match="cannot use the mapnb cache"):
+        mapnb.cache.info()
