@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._sqlite import is_damaged, move_aside, warn_once
+
 log = logging.getLogger(__name__)
 
 _BATCH_SECONDS = 0.05  # outcomes gather this long before one transaction writes them
@@ -64,19 +66,77 @@ def fingerprint(names: tuple[str, ...], inputs: list[tuple[Any, ...]], items: by
     return hashlib.sha256(items if items is not None else _items_pickle(names, inputs)).hexdigest()
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+class JournalError(OSError):
+    """The run journal cannot be read (the message says what is wrong and what to do)."""
+
+
+_repair_lock = threading.Lock()  # one repair at a time: the writer thread and the caller's
+_checked: set[Path] = set()  # journals this process has opened once in the caller's thread
+
+
+def _open(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=30, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    with db:
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, names TEXT, n INTEGER, "
-            "fingerprint TEXT, created REAL, spec BLOB)"
-        )
-        db.execute("CREATE TABLE IF NOT EXISTS outcomes (run_id TEXT, seq INTEGER PRIMARY KEY, batch BLOB)")
-        db.execute("CREATE INDEX IF NOT EXISTS outcomes_run ON outcomes (run_id)")
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        with db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, names TEXT, n INTEGER, "
+                "fingerprint TEXT, created REAL, spec BLOB)"
+            )
+            db.execute("CREATE TABLE IF NOT EXISTS outcomes (run_id TEXT, seq INTEGER PRIMARY KEY, batch BLOB)")
+            db.execute("CREATE INDEX IF NOT EXISTS outcomes_run ON outcomes (run_id)")
+    except BaseException:
+        db.close()
+        raise
     return db
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open the journal at ``path``, creating it; a damaged file is moved aside and a new
+    journal built in its place (with a warning)."""
+    with _repair_lock:
+        try:
+            return _open(path)
+        except sqlite3.DatabaseError as e:
+            if not is_damaged(e):
+                raise
+            _set_aside(path, e)
+            return _open(path)
+
+
+def _set_aside(path: Path, error: BaseException) -> Path:
+    aside = move_aside(path)
+    warn_once(
+        f"journal-damaged:{aside}",
+        f"mapnb journal: {path} was damaged ({error}); it was moved aside to {aside.name} and a "
+        "new journal started (runs journaled before it cannot be recovered)",
+    )
+    return aside
+
+
+def _unusable(path: Path, error: BaseException) -> None:
+    """The journal cannot be written: say so once; the runs go on without it."""
+    log.debug("mapnb: could not write the run journal %s", path, exc_info=error)
+    warn_once(
+        f"journal:{path}",
+        f"mapnb journal: cannot write the run journal {path} ({error}); runs go on, but "
+        "mapnb.recover() cannot rebuild them. Set MAPNB_HOME to a folder you can write to, "
+        "or MAPNB_JOURNAL=0 to turn journaling off.",
+    )
+
+
+def _check(path: Path) -> None:
+    """Open the journal once in the caller's thread, so that trouble is reported where the
+    user sees it (under the notebook cell) when their first run starts."""
+    if path in _checked:
+        return
+    _checked.add(path)
+    try:
+        _connect(path).close()
+    except Exception as e:
+        _unusable(path, e)
 
 
 def _dump_batch(run_id: str, records: list[tuple[Any, ...]]) -> bytes:
@@ -135,15 +195,23 @@ class _Writer:
                 except queue.Empty:
                     break
             want = home() / "journal.sqlite"
-            try:
-                if db is None or path != want:
-                    if db is not None:
-                        db.close()
-                    db, path = _connect(want), want
-                self._write(db, ops)
-            except Exception:  # a full disk, a read-only home: the runs go on without it
-                log.exception("mapnb: could not write the run journal in %s", want)
-                db = None
+            for attempt in range(3):
+                try:
+                    if db is None or path != want:
+                        _close(db)
+                        db, path = _connect(want), want
+                    self._write(db, ops)
+                    break
+                except Exception as e:  # a full disk, a read-only home: the runs go on without it
+                    db = _close(db)
+                    if is_damaged(e) and attempt == 0:
+                        continue  # a new connection first: the file may have been replaced
+                    if is_damaged(e) and attempt == 1 and want.exists():
+                        with _repair_lock:
+                            _set_aside(want, e)
+                        continue
+                    _unusable(want, e)
+                    break
             for op in ops:
                 if op[0] == "flush":
                     op[1].set()
@@ -181,6 +249,14 @@ class _Writer:
         return (run_id, ",".join(names), n, fp, time.time(), blob)
 
 
+def _close(db: sqlite3.Connection | None) -> None:
+    if db is not None:
+        try:
+            db.close()
+        except sqlite3.Error:
+            pass
+
+
 _writer = _Writer()
 atexit.register(_writer.flush)
 
@@ -210,6 +286,7 @@ class Journal:
     def __init__(self, run_id: str, names: tuple[str, ...], n: int, spec: dict[str, Any] | None) -> None:
         self.run_id = run_id
         self._batch: list[tuple[int, Any, int, float | None]] = []
+        _check(home() / "journal.sqlite")
         _writer.put(("run", run_id, names, n, spec))
 
     def record(self, index: int, output: Any, attempts: int, duration: float | None) -> None:
@@ -237,18 +314,33 @@ def read(run_id: str) -> tuple[dict[str, Any], dict[int, tuple[Any, int, float |
     _writer.flush()
     path = home() / "journal.sqlite"
     row = None
-    if path.exists():
-        db = sqlite3.connect(path, timeout=30)
-        try:
-            row = db.execute(
-                "SELECT names, n, fingerprint, spec FROM runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
-            batches = [
-                b
-                for (b,) in db.execute("SELECT batch FROM outcomes WHERE run_id = ? ORDER BY seq", (run_id,))
-            ]
-        finally:
-            db.close()
+    try:
+        if path.exists():
+            db = sqlite3.connect(path, timeout=30)
+            try:
+                row = db.execute(
+                    "SELECT names, n, fingerprint, spec FROM runs WHERE run_id = ?", (run_id,)
+                ).fetchone()
+                batches = [
+                    b
+                    for (b,) in db.execute(
+                        "SELECT batch FROM outcomes WHERE run_id = ? ORDER BY seq", (run_id,)
+                    )
+                ]
+            finally:
+                db.close()
+    except sqlite3.Error as e:  # say what is wrong, not a bare sqlite3 error
+        if is_damaged(e):
+            with _repair_lock:
+                aside = _set_aside(path, e)
+            raise JournalError(
+                f"run {run_id!r} cannot be recovered: the run journal {path} is damaged ({e}); "
+                f"it was moved aside to {aside.name} and a new journal started"
+            ) from None
+        raise JournalError(
+            f"cannot read the run journal {path} to recover run {run_id!r}: {e} "
+            "(MAPNB_HOME sets where it is)"
+        ) from None
     if row is None:
         raise FileNotFoundError(f"no journal for run {run_id!r} in {path} (MAPNB_HOME)")
     meta = {"names": row[0], "n": row[1], "fingerprint": row[2], "spec": row[3]}
