@@ -93,7 +93,7 @@ def _open(path: Path) -> Any:
             warn_once(
                 f"cache-damaged:{aside}",
                 f"mapnb cache: {db} was damaged ({e}); it was moved aside to {aside.name} and an "
-                "empty cache started in its place (earlier outputs will be computed again)"
+                "empty cache started in its place (earlier outputs will be computed again)",
             )
             return build()
     except (OSError, sqlite3.Error) as e:

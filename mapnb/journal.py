@@ -6,7 +6,9 @@ All runs of a user share one SQLite database, ``MAPNB_HOME/journal.sqlite``
 - ``runs``: per run, what is needed to run it again: the function, the mapped names and
   inputs, the options (cloudpickle), and a fingerprint of the items;
 - ``outcomes``: the items that succeeded, with their outputs, a row per batch (one
-  pickle per batch keeps the cost per item to a fraction of a microsecond).
+  pickle per batch keeps the cost per item to a fraction of a microsecond). An output
+  whose pickle is over ``INLINE_BYTES`` (1 MiB) is kept in a file of the run's folder,
+  ``runs/<run id>/outputs/``, not in the database.
 
 One background thread per process writes both, in batched transactions, so the engine
 never waits for the disk; SQLite in WAL mode keeps the file consistent when a process
@@ -31,7 +33,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._sqlite import is_damaged, move_aside, warn_once
 
@@ -85,7 +87,9 @@ def _open(path: Path) -> sqlite3.Connection:
                 "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, names TEXT, n INTEGER, "
                 "fingerprint TEXT, created REAL, spec BLOB)"
             )
-            db.execute("CREATE TABLE IF NOT EXISTS outcomes (run_id TEXT, seq INTEGER PRIMARY KEY, batch BLOB)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS outcomes (run_id TEXT, seq INTEGER PRIMARY KEY, batch BLOB)"
+            )
             db.execute("CREATE INDEX IF NOT EXISTS outcomes_run ON outcomes (run_id)")
     except BaseException:
         db.close()
@@ -139,8 +143,17 @@ def _check(path: Path) -> None:
         _unusable(path, e)
 
 
-def _dump_batch(run_id: str, records: list[tuple[Any, ...]]) -> bytes:
-    """One pickle for a batch of (index, output, attempts, duration): plain pickle first
+INLINE_BYTES = 1 << 20  # outputs whose pickle is larger go to files beside the journal
+
+
+class _Spilled(NamedTuple):
+    """Stands for an output kept in a file of its run's folder, not in the journal."""
+
+    file: str
+
+
+def _pickle_records(run_id: str, records: list[tuple[Any, ...]]) -> bytes:
+    """One pickle for (index, output, attempts, duration) records: plain pickle first
     (fast), cloudpickle for notebook classes; what neither can pickle is left out."""
     try:
         return pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
@@ -155,6 +168,42 @@ def _dump_batch(run_id: str, records: list[tuple[Any, ...]]) -> bytes:
             except Exception as e:
                 log.warning("run %s: item %s's output cannot be journaled (%s)", run_id, rec[0], e)
         return cloudpickle.dumps(good, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _dump_batch(run_id: str, records: list[tuple[Any, ...]]) -> bytes:
+    """The journal row for a batch of records. An output whose pickle is over
+    ``INLINE_BYTES`` is written to a file in the run's folder and the row holds its name:
+    a 300 MB output would otherwise be written whole into the database, and again into its
+    write-ahead log."""
+    blob = _pickle_records(run_id, records)
+    if len(blob) <= INLINE_BYTES:
+        return blob
+    kept = []
+    for rec in records:
+        one = blob if len(records) == 1 else _pickle_records(run_id, [rec])
+        if len(one) <= INLINE_BYTES:
+            kept.append(rec)
+            continue
+        folder = run_dir(run_id) / "outputs"
+        name = f"{rec[0]}-{rec[2]}.pkl"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{name}.{os.getpid()}"
+            tmp.write_bytes(one)
+            os.replace(tmp, folder / name)  # whole or absent, even if the process dies now
+        except OSError as e:
+            log.warning(
+                "run %s: item %s's output (%d bytes) cannot be journaled (%s)", run_id, rec[0], len(one), e
+            )
+            continue
+        kept.append((rec[0], _Spilled(name), rec[2], rec[3]))
+    return _pickle_records(run_id, kept)
+
+
+def _load_spilled(run_id: str, spilled: _Spilled) -> Any:
+    with open(run_dir(run_id) / "outputs" / spilled.file, "rb") as f:
+        ((_, output, _, _),) = pickle.load(f)
+    return output
 
 
 class _Writer:
@@ -338,8 +387,7 @@ def read(run_id: str) -> tuple[dict[str, Any], dict[int, tuple[Any, int, float |
                 f"it was moved aside to {aside.name} and a new journal started"
             ) from None
         raise JournalError(
-            f"cannot read the run journal {path} to recover run {run_id!r}: {e} "
-            "(MAPNB_HOME sets where it is)"
+            f"cannot read the run journal {path} to recover run {run_id!r}: {e} (MAPNB_HOME sets where it is)"
         ) from None
     if row is None:
         raise FileNotFoundError(f"no journal for run {run_id!r} in {path} (MAPNB_HOME)")
@@ -352,6 +400,17 @@ def read(run_id: str) -> tuple[dict[str, Any], dict[int, tuple[Any, int, float |
             log.warning("run %s: a journaled batch could not be read (%s); its items run again", run_id, e)
             continue
         for idx, output, attempts, duration in records:
+            if type(output) is _Spilled:
+                try:
+                    output = _load_spilled(run_id, output)
+                except Exception as e:
+                    log.warning(
+                        "run %s: item %s's journaled output could not be read (%s); it runs again",
+                        run_id,
+                        idx,
+                        e,
+                    )
+                    continue
             done[idx] = (output, attempts, duration)
     return meta, done
 

@@ -197,3 +197,16 @@ def test_recover_says_what_is_wrong_with_a_damaged_journal(own_home):
         later = map_task(tasks.double, backend="sequential").submit(x=[3])  # journals afresh
         later.wait()
     assert mapnb.recover(later.id).result(timeout=60)["output"].tolist() == [6]
+
+
+def test_big_outputs_are_journaled_in_files_beside_the_journal(own_home):
+    # A 2 MiB output is not written into the database (nor again into its WAL).
+    run = map_task(tasks.big_output, backend="sequential").submit(kib=[2048, 1])
+    run.wait()
+    mapnb.journal._writer.flush()
+    db_bytes = sum(p.stat().st_size for p in own_home.glob("journal.sqlite*"))
+    assert db_bytes < 1 << 20, db_bytes
+    assert [p.name for p in (own_home / "runs" / run.id / "outputs").iterdir()] == ["0-1.pkl"]
+    meta, done = mapnb.journal.read(run.id)
+    assert done[0][0] == "x" * (2048 * 1024) and done[1][0] == "x" * 1024
+    assert mapnb.recover(run.id).result(timeout=60)["output"].str.len().tolist() == [2048 * 1024, 1024]
