@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _BATCH_SECONDS = 0.05  # outcomes gather this long before one transaction writes them
 _PRUNE_EVERY = 20  # runs started between two prunings
+_CACHE_KIB = 256  # SQLite page cache of the journal's connection
 
 
 def home() -> Path:
@@ -82,6 +83,9 @@ def _open(path: Path) -> sqlite3.Connection:
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        # The writer only appends: SQLite's default page cache (2 MB per connection) bought
+        # nothing but a driver that grew with the journal until the cache was full.
+        db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
         with db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, names TEXT, n INTEGER, "

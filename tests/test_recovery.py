@@ -210,3 +210,14 @@ def test_big_outputs_are_journaled_in_files_beside_the_journal(own_home):
     meta, done = mapnb.journal.read(run.id)
     assert done[0][0] == "x" * (2048 * 1024) and done[1][0] == "x" * 1024
     assert mapnb.recover(run.id).result(timeout=60)["output"].str.len().tolist() == [2048 * 1024, 1024]
+
+
+def test_the_journal_connection_keeps_a_small_page_cache(own_home):
+    # The driver grew by ~2 MB over its first few hundred runs: the writer's SQLite page
+    # cache filling up (it only appends, so a big cache buys nothing).
+    db = mapnb.journal._connect(own_home / "journal.sqlite")
+    try:
+        assert db.execute("PRAGMA cache_size").fetchone()[0] == -mapnb.journal._CACHE_KIB
+        assert mapnb.journal._CACHE_KIB <= 256
+    finally:
+        db.close()
