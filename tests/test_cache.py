@@ -216,3 +216,41 @@ def test_a_cache_dir_that_cannot_be_used_warns_once_and_runs_uncached(log_dir, t
     assert again["status"].tolist() == ["succeeded"] and runs_of(log_dir) == 3
     with pytest.raises(OSError, match="cannot use the mapnb cache"):
         mapnb.cache.info()
+
+
+def test_serialize_across_processes_with_repeated_keys_always_finishes(log_dir, cache_dir, tmp_path):
+    # Two processes on the same keys, each key repeated, one item at a time: whoever finds a
+    # key cached when it claims it must hand it to its own waiters (runs used to hang).
+    script = tmp_path / "sweep.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tasks.__file__.rsplit("/tests/", 1)[0])!r})
+        import mapnb
+        from tests.tasks import counted
+        fn = mapnb.task(counted, cache=True, cache_serialize=True)
+        xs = [int(a) for a in sys.argv[1].split(",")]
+        df = mapnb.map_task(fn, concurrency=1, backend="threads", progress=False)(
+            x=xs, log_dir=[{log_dir!r}] * len(xs), delay=[0.05] * len(xs))
+        print(df["status"].tolist())
+    """)
+    )
+    env = {**__import__("os").environ, "MAPNB_CACHE_DIR": str(cache_dir)}
+    for rnd in range(3):
+        keys = [10 * rnd + k for k in range(4)]
+        orders = [keys, keys[::-1]]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(script), ",".join(str(x) for k in order for x in (k, k))],
+                env=env, stdout=subprocess.PIPE, text=True,
+            )
+            for order in orders
+        ]  # fmt: skip
+        try:
+            outs = [p.communicate(timeout=120)[0] for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+        assert all(p.returncode == 0 for p in procs), outs
+        assert all(runs_of(log_dir, x) == 1 for x in keys), sorted(__import__("os").listdir(log_dir))
