@@ -103,13 +103,26 @@ def _open(path: Path) -> Any:
         ) from e
 
 
+def _damaged_while_open(error: BaseException) -> None:
+    """The open store's database turned out damaged: warn once, and open it afresh at the
+    next run (a database damaged when opened is moved aside and rebuilt then)."""
+    path = directory()
+    with _stores_lock:
+        _stores.pop(str(path), None)
+    warn_once(
+        f"cache-damaged-open:{path}",
+        f"mapnb cache: the cache database in {path} is damaged ({error}); items are computed "
+        "again. The next run rebuilds it (or delete that folder)",
+    )
+
+
 def _usable_store() -> Any | None:
     """The store, or None (with a warning, once per directory) when it cannot be used: the
     run then goes on uncached rather than failing."""
     try:
         return _store()
     except CacheUnavailable as e:
-        warn_once(f"cache:{directory()}", f"{e}. This run is not cached.")
+        warn_once(f"cache:{directory()}", f"{e}. Runs go on uncached until it can be used.")
         return None
 
 
@@ -233,6 +246,9 @@ class ItemCache:
                 return False, None
             return True, pickle.loads(blob)
         except Exception as e:
+            if is_damaged(e):  # the database, not one entry: say it once, not per item
+                _damaged_while_open(e)
+                return False, None
             log.warning("mapnb cache: entry %s could not be read (%s); computing the item again", key[:12], e)
             return False, None
 
@@ -311,7 +327,10 @@ class ItemCache:
                 if self.store.get(f"claim:{key}") == self._owner:
                     self.store.delete(f"claim:{key}")
             except Exception as e:  # an unpicklable output, a full disk: not cached, not fatal
-                log.warning("mapnb cache: an output could not be stored: %s", e)
+                if is_damaged(e):
+                    _damaged_while_open(e)
+                else:
+                    log.warning("mapnb cache: an output could not be stored: %s", e)
 
 
 class _Release:

@@ -254,3 +254,21 @@ def test_serialize_across_processes_with_repeated_keys_always_finishes(log_dir, 
                 p.wait()
         assert all(p.returncode == 0 for p in procs), outs
         assert all(runs_of(log_dir, x) == 1 for x in keys), sorted(__import__("os").listdir(log_dir))
+
+
+def test_a_store_damaged_while_in_use_warns_once_and_is_rebuilt_by_the_next_run(cache_dir):
+    mt = map_task(task(tasks.double, cache=True), backend="sequential")
+    mt(x=list(range(300)))
+    db = cache_dir / "cache.db"
+    with open(db, "r+b") as f:  # damage every page but the first
+        f.seek(4096)
+        f.write(b"\xff" * (db.stat().st_size - 4096))
+    with pytest.warns(UserWarning, match=f"cache database in {cache_dir} is damaged") as seen:
+        df = mt(x=list(range(300)))
+    assert df["output"].tolist() == [2 * x for x in range(300)]
+    assert len([w for w in seen if "cache" in str(w.message)]) == 1  # once, not per item
+    with pytest.warns(UserWarning, match="moved aside"):
+        mt(x=list(range(300)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mt(x=list(range(300)))["status"].tolist() == ["cached"] * 300
