@@ -221,3 +221,9 @@ def test_the_journal_connection_keeps_a_small_page_cache(own_home):
         assert mapnb.journal._CACHE_KIB <= 256
     finally:
         db.close()
+
+
+def test_recover_says_why_a_journal_cannot_be_read(own_home):
+    (own_home / "journal.sqlite").mkdir(parents=True)  # in the way, and not a database
+    with pytest.raises(mapnb.journal.JournalError, match="cannot read the run journal .*journal.sqlite"):
+        mapnb.recover("abc")
