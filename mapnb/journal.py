@@ -217,7 +217,7 @@ class _Writer:
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._runs_started = 0
+        self._unpruned = 0  # runs written since the last pruning
 
     def put(self, op: tuple[Any, ...]) -> None:
         if op[0] == "run":  # the thread is started (again, after a fork) with each run
@@ -248,7 +248,9 @@ class _Writer:
                 except queue.Empty:
                     break
             want = home() / "journal.sqlite"
-            for attempt in range(3):
+            # A lone flush has nothing to write (unless runs wait for their pruning).
+            busy = any(op[0] != "flush" for op in ops) or (self._unpruned and db is not None and path == want)
+            for attempt in range(3 if busy else 0):
                 try:
                     if db is None or path != want:
                         _close(db)
@@ -281,10 +283,12 @@ class _Writer:
                 db.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)", runs)
             if rows:
                 db.executemany("INSERT INTO outcomes (run_id, batch) VALUES (?, ?)", rows)
-        if runs:
-            self._runs_started += len(runs)
-            if self._runs_started % _PRUNE_EVERY < len(runs):
-                _prune(db)
+        self._unpruned += len(runs)
+        # Every _PRUNE_EVERY runs, and whenever someone waits for the journal (read(), exit):
+        # what a reader sees never depends on how the writes happened to be batched.
+        if self._unpruned >= _PRUNE_EVERY or (self._unpruned and any(op[0] == "flush" for op in ops)):
+            self._unpruned = 0
+            _prune(db)
 
     @staticmethod
     def _run_row(run_id: str, names: tuple[str, ...], n: int, spec: dict[str, Any] | None) -> tuple[Any, ...]:
