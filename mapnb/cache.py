@@ -8,7 +8,8 @@ function in the notebook starts a fresh set of entries.
 Entries live in a diskcache ``Cache`` (SQLite plus files, safe across processes, writes
 atomic) under ``MAPNB_CACHE_DIR``, by default ``~/.cache/mapnb``. Values are pickles:
 never load a cache directory written by someone you do not trust. An entry that cannot
-be read counts as a miss, with a warning in the log.
+be read counts as a miss, with a warning in the log. A damaged database is moved aside
+and rebuilt; a cache that cannot be used at all is warned about once and runs go uncached.
 
 >>> import mapnb.cache
 >>> mapnb.cache.info()  # doctest: +SKIP
@@ -27,12 +28,14 @@ import logging
 import os
 import pickle
 import queue
+import sqlite3
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from ._sqlite import is_damaged, move_aside, warn_once
 from .errors import InvalidMapError
 from .spec import target_function
 
@@ -52,18 +55,75 @@ def directory() -> Path:
     return Path(base) / "mapnb"
 
 
-def _store(path: Path | None = None) -> Any:
-    import diskcache
+class CacheUnavailable(OSError):
+    """The cache's directory or database cannot be used (the message says why and what to do)."""
 
+
+def _store(path: Path | None = None) -> Any:
+    """The diskcache store in ``path`` (default: :func:`directory`), opened once per process.
+
+    A damaged database is moved aside and an empty one built in its place (with a warning);
+    a place that cannot be used raises :class:`CacheUnavailable`.
+    """
     path = path or directory()
     key = str(path)
     with _stores_lock:
         store = _stores.get(key)
         if store is None:
-            path.mkdir(parents=True, exist_ok=True)
-            # Values are our own pickled bytes: diskcache stores them as they are.
-            store = _stores[key] = diskcache.Cache(key, eviction_policy="none", size_limit=2**62)
+            store = _stores[key] = _open(path)
         return store
+
+
+def _open(path: Path) -> Any:
+    import diskcache
+
+    def build() -> Any:
+        # Values are our own pickled bytes: diskcache stores them as they are.
+        return diskcache.Cache(str(path), eviction_policy="none", size_limit=2**62)
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            return build()
+        except sqlite3.DatabaseError as e:
+            if not is_damaged(e):
+                raise
+            db = path / "cache.db"
+            aside = move_aside(db)
+            warn_once(
+                f"cache-damaged:{aside}",
+                f"mapnb cache: {db} was damaged ({e}); it was moved aside to {aside.name} and an "
+                "empty cache started in its place (earlier outputs will be computed again)",
+            )
+            return build()
+    except (OSError, sqlite3.Error) as e:
+        raise CacheUnavailable(
+            f"cannot use the mapnb cache in {path}: {e}. Set MAPNB_CACHE_DIR to a folder you can "
+            "write to, or repair or delete that one"
+        ) from e
+
+
+def _damaged_while_open(error: BaseException) -> None:
+    """The open store's database turned out damaged: warn once, and open it afresh at the
+    next run (a database damaged when opened is moved aside and rebuilt then)."""
+    path = directory()
+    with _stores_lock:
+        _stores.pop(str(path), None)
+    warn_once(
+        f"cache-damaged-open:{path}",
+        f"mapnb cache: the cache database in {path} is damaged ({error}); items are computed "
+        "again. The next run rebuilds it (or delete that folder)",
+    )
+
+
+def _usable_store() -> Any | None:
+    """The store, or None (with a warning, once per directory) when it cannot be used: the
+    run then goes on uncached rather than failing."""
+    try:
+        return _store()
+    except CacheUnavailable as e:
+        warn_once(f"cache:{directory()}", f"{e}. Runs go on uncached until it can be used.")
+        return None
 
 
 def clear() -> int:
@@ -153,7 +213,7 @@ class ItemCache:
 
         self.settings = settings
         self._dumps = functools.partial(cloudpickle.dumps, protocol=5)
-        self.store = _store()
+        self.store = _usable_store()  # None: the cache cannot be used, the run goes uncached
         who, derived = _identity(fn)
         self._prefix = (who, settings.version if settings.version is not None else f"source:{derived}")
         self._names = names
@@ -166,7 +226,10 @@ class ItemCache:
         self._next_renewal = time.monotonic() + LEASE_SECONDS / 3
 
     def key(self, args: tuple[Any, ...]) -> str | None:
-        """The item's key, or None when its inputs cannot be pickled (it then is not cached)."""
+        """The item's key, or None when its inputs cannot be pickled or there is no usable
+        store (the item then is not cached)."""
+        if self.store is None:
+            return None
         inputs = {n: v for n, v in zip(self._names, args) if n not in self.settings.ignore}
         try:
             blob = self._dumps((self._prefix, sorted({**self._bound, **inputs}.items())))
@@ -183,6 +246,9 @@ class ItemCache:
                 return False, None
             return True, pickle.loads(blob)
         except Exception as e:
+            if is_damaged(e):  # the database, not one entry: say it once, not per item
+                _damaged_while_open(e)
+                return False, None
             log.warning("mapnb cache: entry %s could not be read (%s); computing the item again", key[:12], e)
             return False, None
 
@@ -201,15 +267,23 @@ class ItemCache:
 
     def claim(self, key: str) -> bool:
         """Try to become the one computing ``key``; False if someone else already is."""
-        got = bool(self.store.add(f"claim:{key}", self._owner, expire=LEASE_SECONDS))
-        if not got and self.store.get(f"claim:{key}") == self._owner:
-            got = True
+        try:
+            got = bool(self.store.add(f"claim:{key}", self._owner, expire=LEASE_SECONDS))
+            if not got and self.store.get(f"claim:{key}") == self._owner:
+                got = True
+        except Exception as e:  # the store failed under us: compute, rather than wait forever
+            warn_once(f"cache-claim:{directory()}", f"mapnb cache: cache_serialize cannot claim items ({e}); "
+                      "items may be computed more than once")  # fmt: skip
+            return True
         if got:
             self._claims.add(key)
         return got
 
     def claimed_elsewhere(self, key: str) -> bool:
-        owner = self.store.get(f"claim:{key}")
+        try:
+            owner = self.store.get(f"claim:{key}")
+        except Exception:  # unreadable: nobody we know of is computing it
+            return False
         return owner is not None and owner != self._owner
 
     def release(self, key: str) -> None:
@@ -225,7 +299,10 @@ class ItemCache:
         if self._claims and now >= self._next_renewal:
             self._next_renewal = now + LEASE_SECONDS / 3
             for key in list(self._claims):
-                self.store.touch(f"claim:{key}", expire=LEASE_SECONDS)
+                try:
+                    self.store.touch(f"claim:{key}", expire=LEASE_SECONDS)
+                except Exception as e:
+                    log.warning("mapnb cache: could not renew the claim on %s: %s", key[:12], e)
 
     def close(self, wait: bool = True) -> None:
         """Finish the pending writes (and give up claims still held)."""
@@ -250,7 +327,10 @@ class ItemCache:
                 if self.store.get(f"claim:{key}") == self._owner:
                     self.store.delete(f"claim:{key}")
             except Exception as e:  # an unpicklable output, a full disk: not cached, not fatal
-                log.warning("mapnb cache: an output could not be stored: %s", e)
+                if is_damaged(e):
+                    _damaged_while_open(e)
+                else:
+                    log.warning("mapnb cache: an output could not be stored: %s", e)
 
 
 class _Release:

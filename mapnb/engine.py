@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 Q, R, RT = Status.QUEUED, Status.RUNNING, Status.RETRYING
 _TARGET_TASK_SECONDS = 0.02  # grow batches of tiny items until a task takes about this long
+_OVERHEAD_RATIO = 9.0  # ... and at least this many times the per-task overhead (<= 10%)
 _MAX_BATCH = 4096
 _NO_ERROR = ItemError("cancelled", "Cancelled", "the item did not run")
 _task_ids = itertools.count(1)  # process-wide: a shared backend never sees one task id twice
@@ -87,7 +88,7 @@ class LogStore:
 
 
 class _TaskState:
-    __slots__ = ("items", "pos", "since", "dispatched")
+    __slots__ = ("items", "pos", "since", "dispatched", "work")
 
     def __init__(self, items: list[tuple[int, int]], now: float) -> None:
         self.items = items  # (index, attempt) in the order the backend runs them
@@ -96,24 +97,38 @@ class _TaskState:
         # task began (starting a worker or loading the function is not the item's time).
         self.since: float | None = None
         self.dispatched = now
+        self.work = 0.0  # the finished items' own durations, as measured where they ran
 
 
 class Batcher:
-    """Chooses batch sizes: 1 until items are measured, then ~20 ms worth, fairly split."""
+    """Chooses batch sizes from two measurements kept apart: what an item costs where it
+    runs, and what a task costs on top of its items (dispatch, transport, scheduling).
+
+    A task aims at ``_TARGET_TASK_SECONDS`` of work, and at least ``_OVERHEAD_RATIO``
+    times the per-task overhead, so the overhead stays a small share however large it is
+    (a loaded machine, Dask's milliseconds per task, a remote cluster): batches *grow*
+    when overhead is high. Charging the overhead to the items instead made batches shrink
+    to one item exactly then, which made the overhead larger still.
+    """
 
     def __init__(self) -> None:
-        self.per_item: float | None = None
+        self.per_item: float | None = None  # seconds of work per item (running average)
+        self.overhead = 0.0  # seconds per task beyond its items' work (running average)
 
-    def record(self, n_items: int, seconds: float) -> None:
+    def record(self, n_items: int, work: float, wall: float) -> None:
+        """A task ended: ``n_items`` items took ``work`` seconds where they ran, and the
+        task ``wall`` seconds from dispatch to its end as the engine saw it."""
         if n_items:
-            per = max(seconds, 1e-6) / n_items
+            per = max(work, 1e-6) / n_items
             self.per_item = per if self.per_item is None else 0.5 * (self.per_item + per)
+            self.overhead = 0.5 * (self.overhead + max(0.0, wall - work))
 
     def size(self, pending: int, slots: int) -> int:
         if self.per_item is None:
             return 1
-        want = round(_TARGET_TASK_SECONDS / self.per_item)
-        fair = math.ceil(pending / (2 * slots))
+        target = max(_TARGET_TASK_SECONDS, _OVERHEAD_RATIO * self.overhead)
+        want = round(target / self.per_item)
+        fair = math.ceil(pending / (2 * slots))  # every slot still gets work at the end
         return max(1, min(want, fair, _MAX_BATCH))
 
 
@@ -381,6 +396,7 @@ class Engine:
         if ts is not None:
             ts.pos = next((k + 1 for k in range(ts.pos, len(ts.items)) if ts.items[k][0] == i), ts.pos)
             ts.since = t1 if shares_clock else time.monotonic()
+            ts.work += max(0.0, t1 - t0)
         if self.status[i].final or attempt != self.attempts[i] + 1:
             return  # a late report from an attempt already settled
         self.attempts[i] = attempt
@@ -399,7 +415,7 @@ class Engine:
         ts = self._tasks.pop(tid, None)
         if ts is None:
             return  # we killed it and settled its items already
-        self._batcher.record(ts.pos, time.monotonic() - ts.dispatched)
+        self._batcher.record(ts.pos, ts.work, time.monotonic() - ts.dispatched)
         self._settle(ts, None if error is None else lambda attempt: error, all_items)
 
     def _open_items(self, ts: _TaskState) -> Iterator[tuple[int, int]]:
@@ -520,7 +536,12 @@ class Engine:
         if status is Status.SUCCEEDED:
             cache.put(key, self.outputs[i])
             self._hand_out(key, self.outputs[i])
-        elif status is not Status.CACHED:
+        elif status is Status.CACHED:
+            # Found in the cache (at claim time, say: another process had just computed it):
+            # the items waiting for this key are owed the same output, or they wait forever.
+            self._elsewhere.discard(key)
+            self._hand_out(key, self.outputs[i])
+        else:
             cache.release(key)
             if self.state == "running" and key not in self._elsewhere:
                 self._next_in_line(key)

@@ -6,7 +6,9 @@ All runs of a user share one SQLite database, ``MAPNB_HOME/journal.sqlite``
 - ``runs``: per run, what is needed to run it again: the function, the mapped names and
   inputs, the options (cloudpickle), and a fingerprint of the items;
 - ``outcomes``: the items that succeeded, with their outputs, a row per batch (one
-  pickle per batch keeps the cost per item to a fraction of a microsecond).
+  pickle per batch keeps the cost per item to a fraction of a microsecond). An output
+  whose pickle is over ``INLINE_BYTES`` (1 MiB) is kept in a file of the run's folder,
+  ``runs/<run id>/outputs/``, not in the database.
 
 One background thread per process writes both, in batched transactions, so the engine
 never waits for the disk; SQLite in WAL mode keeps the file consistent when a process
@@ -31,12 +33,15 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from ._sqlite import is_damaged, move_aside, warn_once
 
 log = logging.getLogger(__name__)
 
 _BATCH_SECONDS = 0.05  # outcomes gather this long before one transaction writes them
 _PRUNE_EVERY = 20  # runs started between two prunings
+_CACHE_KIB = 256  # SQLite page cache of the journal's connection
 
 
 def home() -> Path:
@@ -64,23 +69,95 @@ def fingerprint(names: tuple[str, ...], inputs: list[tuple[Any, ...]], items: by
     return hashlib.sha256(items if items is not None else _items_pickle(names, inputs)).hexdigest()
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+class JournalError(OSError):
+    """The run journal cannot be read (the message says what is wrong and what to do)."""
+
+
+_repair_lock = threading.Lock()  # one repair at a time: the writer thread and the caller's
+_checked: set[Path] = set()  # journals this process has opened once in the caller's thread
+
+
+def _open(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=30, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    with db:
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, names TEXT, n INTEGER, "
-            "fingerprint TEXT, created REAL, spec BLOB)"
-        )
-        db.execute("CREATE TABLE IF NOT EXISTS outcomes (run_id TEXT, seq INTEGER PRIMARY KEY, batch BLOB)")
-        db.execute("CREATE INDEX IF NOT EXISTS outcomes_run ON outcomes (run_id)")
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        # The writer only appends: SQLite's default page cache (2 MB per connection) bought
+        # nothing but a driver that grew with the journal until the cache was full.
+        db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+        with db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, names TEXT, n INTEGER, "
+                "fingerprint TEXT, created REAL, spec BLOB)"
+            )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS outcomes (run_id TEXT, seq INTEGER PRIMARY KEY, batch BLOB)"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS outcomes_run ON outcomes (run_id)")
+    except BaseException:
+        db.close()
+        raise
     return db
 
 
-def _dump_batch(run_id: str, records: list[tuple[Any, ...]]) -> bytes:
-    """One pickle for a batch of (index, output, attempts, duration): plain pickle first
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open the journal at ``path``, creating it; a damaged file is moved aside and a new
+    journal built in its place (with a warning)."""
+    with _repair_lock:
+        try:
+            return _open(path)
+        except sqlite3.DatabaseError as e:
+            if not is_damaged(e):
+                raise
+            _set_aside(path, e)
+            return _open(path)
+
+
+def _set_aside(path: Path, error: BaseException) -> Path:
+    aside = move_aside(path)
+    warn_once(
+        f"journal-damaged:{aside}",
+        f"mapnb journal: {path} was damaged ({error}); it was moved aside to {aside.name} and a "
+        "new journal started (runs journaled before it cannot be recovered)",
+    )
+    return aside
+
+
+def _unusable(path: Path, error: BaseException) -> None:
+    """The journal cannot be written: say so once; the runs go on without it."""
+    log.debug("mapnb: could not write the run journal %s", path, exc_info=error)
+    warn_once(
+        f"journal:{path}",
+        f"mapnb journal: cannot write the run journal {path} ({error}); runs go on, but "
+        "mapnb.recover() cannot rebuild them. Set MAPNB_HOME to a folder you can write to, "
+        "or MAPNB_JOURNAL=0 to turn journaling off.",
+    )
+
+
+def _check(path: Path) -> None:
+    """Open the journal once in the caller's thread, so that trouble is reported where the
+    user sees it (under the notebook cell) when their first run starts."""
+    if path in _checked:
+        return
+    _checked.add(path)
+    try:
+        _connect(path).close()
+    except Exception as e:
+        _unusable(path, e)
+
+
+INLINE_BYTES = 1 << 20  # outputs whose pickle is larger go to files beside the journal
+
+
+class _Spilled(NamedTuple):
+    """Stands for an output kept in a file of its run's folder, not in the journal."""
+
+    file: str
+
+
+def _pickle_records(run_id: str, records: list[tuple[Any, ...]]) -> bytes:
+    """One pickle for (index, output, attempts, duration) records: plain pickle first
     (fast), cloudpickle for notebook classes; what neither can pickle is left out."""
     try:
         return pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
@@ -97,6 +174,42 @@ def _dump_batch(run_id: str, records: list[tuple[Any, ...]]) -> bytes:
         return cloudpickle.dumps(good, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def _dump_batch(run_id: str, records: list[tuple[Any, ...]]) -> bytes:
+    """The journal row for a batch of records. An output whose pickle is over
+    ``INLINE_BYTES`` is written to a file in the run's folder and the row holds its name:
+    a 300 MB output would otherwise be written whole into the database, and again into its
+    write-ahead log."""
+    blob = _pickle_records(run_id, records)
+    if len(blob) <= INLINE_BYTES:
+        return blob
+    kept = []
+    for rec in records:
+        one = blob if len(records) == 1 else _pickle_records(run_id, [rec])
+        if len(one) <= INLINE_BYTES:
+            kept.append(rec)
+            continue
+        folder = run_dir(run_id) / "outputs"
+        name = f"{rec[0]}-{rec[2]}.pkl"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{name}.{os.getpid()}"
+            tmp.write_bytes(one)
+            os.replace(tmp, folder / name)  # whole or absent, even if the process dies now
+        except OSError as e:
+            log.warning(
+                "run %s: item %s's output (%d bytes) cannot be journaled (%s)", run_id, rec[0], len(one), e
+            )
+            continue
+        kept.append((rec[0], _Spilled(name), rec[2], rec[3]))
+    return _pickle_records(run_id, kept)
+
+
+def _load_spilled(run_id: str, spilled: _Spilled) -> Any:
+    with open(run_dir(run_id) / "outputs" / spilled.file, "rb") as f:
+        ((_, output, _, _),) = pickle.load(f)
+    return output
+
+
 class _Writer:
     """The process's one journal writer: a thread that owns the database connection."""
 
@@ -104,7 +217,7 @@ class _Writer:
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._runs_started = 0
+        self._unpruned = 0  # runs written since the last pruning
 
     def put(self, op: tuple[Any, ...]) -> None:
         if op[0] == "run":  # the thread is started (again, after a fork) with each run
@@ -135,15 +248,25 @@ class _Writer:
                 except queue.Empty:
                     break
             want = home() / "journal.sqlite"
-            try:
-                if db is None or path != want:
-                    if db is not None:
-                        db.close()
-                    db, path = _connect(want), want
-                self._write(db, ops)
-            except Exception:  # a full disk, a read-only home: the runs go on without it
-                log.exception("mapnb: could not write the run journal in %s", want)
-                db = None
+            # A lone flush has nothing to write (unless runs wait for their pruning).
+            busy = any(op[0] != "flush" for op in ops) or (self._unpruned and db is not None and path == want)
+            for attempt in range(3 if busy else 0):
+                try:
+                    if db is None or path != want:
+                        _close(db)
+                        db, path = _connect(want), want
+                    self._write(db, ops)
+                    break
+                except Exception as e:  # a full disk, a read-only home: the runs go on without it
+                    db = _close(db)
+                    if is_damaged(e) and attempt == 0:
+                        continue  # a new connection first: the file may have been replaced
+                    if is_damaged(e) and attempt == 1 and want.exists():
+                        with _repair_lock:
+                            _set_aside(want, e)
+                        continue
+                    _unusable(want, e)
+                    break
             for op in ops:
                 if op[0] == "flush":
                     op[1].set()
@@ -160,10 +283,12 @@ class _Writer:
                 db.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)", runs)
             if rows:
                 db.executemany("INSERT INTO outcomes (run_id, batch) VALUES (?, ?)", rows)
-        if runs:
-            self._runs_started += len(runs)
-            if self._runs_started % _PRUNE_EVERY < len(runs):
-                _prune(db)
+        self._unpruned += len(runs)
+        # Every _PRUNE_EVERY runs, and whenever someone waits for the journal (read(), exit):
+        # what a reader sees never depends on how the writes happened to be batched.
+        if self._unpruned >= _PRUNE_EVERY or (self._unpruned and any(op[0] == "flush" for op in ops)):
+            self._unpruned = 0
+            _prune(db)
 
     @staticmethod
     def _run_row(run_id: str, names: tuple[str, ...], n: int, spec: dict[str, Any] | None) -> tuple[Any, ...]:
@@ -179,6 +304,14 @@ class _Writer:
             except Exception as e:  # a lambda holding a lock...: outcomes are journaled all the same
                 log.info("run %s: cannot save its function and inputs for mapnb.recover(): %s", run_id, e)
         return (run_id, ",".join(names), n, fp, time.time(), blob)
+
+
+def _close(db: sqlite3.Connection | None) -> None:
+    if db is not None:
+        try:
+            db.close()
+        except sqlite3.Error:
+            pass
 
 
 _writer = _Writer()
@@ -210,6 +343,7 @@ class Journal:
     def __init__(self, run_id: str, names: tuple[str, ...], n: int, spec: dict[str, Any] | None) -> None:
         self.run_id = run_id
         self._batch: list[tuple[int, Any, int, float | None]] = []
+        _check(home() / "journal.sqlite")
         _writer.put(("run", run_id, names, n, spec))
 
     def record(self, index: int, output: Any, attempts: int, duration: float | None) -> None:
@@ -237,18 +371,32 @@ def read(run_id: str) -> tuple[dict[str, Any], dict[int, tuple[Any, int, float |
     _writer.flush()
     path = home() / "journal.sqlite"
     row = None
-    if path.exists():
-        db = sqlite3.connect(path, timeout=30)
-        try:
-            row = db.execute(
-                "SELECT names, n, fingerprint, spec FROM runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
-            batches = [
-                b
-                for (b,) in db.execute("SELECT batch FROM outcomes WHERE run_id = ? ORDER BY seq", (run_id,))
-            ]
-        finally:
-            db.close()
+    try:
+        if path.exists():
+            db = sqlite3.connect(path, timeout=30)
+            try:
+                row = db.execute(
+                    "SELECT names, n, fingerprint, spec FROM runs WHERE run_id = ?", (run_id,)
+                ).fetchone()
+                batches = [
+                    b
+                    for (b,) in db.execute(
+                        "SELECT batch FROM outcomes WHERE run_id = ? ORDER BY seq", (run_id,)
+                    )
+                ]
+            finally:
+                db.close()
+    except sqlite3.Error as e:  # say what is wrong, not a bare sqlite3 error
+        if is_damaged(e):
+            with _repair_lock:
+                aside = _set_aside(path, e)
+            raise JournalError(
+                f"run {run_id!r} cannot be recovered: the run journal {path} is damaged ({e}); "
+                f"it was moved aside to {aside.name} and a new journal started"
+            ) from None
+        raise JournalError(
+            f"cannot read the run journal {path} to recover run {run_id!r}: {e} (MAPNB_HOME sets where it is)"
+        ) from None
     if row is None:
         raise FileNotFoundError(f"no journal for run {run_id!r} in {path} (MAPNB_HOME)")
     meta = {"names": row[0], "n": row[1], "fingerprint": row[2], "spec": row[3]}
@@ -260,6 +408,17 @@ def read(run_id: str) -> tuple[dict[str, Any], dict[int, tuple[Any, int, float |
             log.warning("run %s: a journaled batch could not be read (%s); its items run again", run_id, e)
             continue
         for idx, output, attempts, duration in records:
+            if type(output) is _Spilled:
+                try:
+                    output = _load_spilled(run_id, output)
+                except Exception as e:
+                    log.warning(
+                        "run %s: item %s's journaled output could not be read (%s); it runs again",
+                        run_id,
+                        idx,
+                        e,
+                    )
+                    continue
             done[idx] = (output, attempts, duration)
     return meta, done
 

@@ -175,3 +175,10 @@ def hog(mib: int, hold: float = 0.0) -> int:
 def gpus_seen(x: float) -> str:
     time.sleep(x)
     return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+def counted_after(x: int, log_dir: str, gate: str = "") -> int:
+    """:func:`counted`, once the file ``gate`` exists (if one is given)."""
+    if gate:
+        wait_for_file(gate, limit=60.0)
+    return counted(x, log_dir)

@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 
@@ -16,6 +17,7 @@ from mapnb import InvalidMapError, Status, map_task, task
 
 from . import tasks
 from .tasks import counted, runs_of
+from .test_contract import wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -164,3 +166,109 @@ def test_the_magic_caches_its_body(log_dir):
     df = shell.run_cell_magic("map_task", "--cache x=[1, 2, 3]", body)
     assert df["cached"].tolist() == [True, True, False] and runs_of(log_dir) == 3
     assert mapnb.last_run().statuses[0] is Status.CACHED
+
+
+def test_serialize_hands_a_key_found_at_claim_time_to_its_waiters(log_dir, tmp_path):
+    # Run 1 maps [A, B, B] one at a time; while A runs, another run computes B. When run 1
+    # claims B it finds B cached: the second B, waiting on the first, must get it too
+    # (it used to wait forever) and B is computed once.
+    fn = task(tasks.counted_after, cache=True, cache_serialize=True)
+    gate = str(tmp_path / "gate")
+    run = map_task(fn, concurrency=1, backend="threads").submit(
+        x=[1, 2, 2], log_dir=[log_dir] * 3, gate=[gate, "", ""]
+    )
+    wait_until(lambda: run.statuses[0] is Status.RUNNING, what="item A to start")
+    other = map_task(fn, backend="threads")(x=[2], log_dir=[log_dir], gate=[""])
+    assert other["status"].tolist() == ["succeeded"]
+    open(gate, "w").close()
+    df = run.result(timeout=60)
+    assert df["status"].tolist() == ["succeeded", "cached", "cached"]
+    assert df["output"].tolist() == [10, 20, 20]
+    assert runs_of(log_dir, 2) == 1
+
+
+def test_a_damaged_store_is_moved_aside_and_rebuilt_with_one_warning(log_dir, cache_dir):
+    cache_dir.mkdir()
+    (cache_dir / "cache.db").write_bytes(b"this is not a database" * 100)
+    fn = task(counted, cache=True)
+    with pytest.warns(UserWarning, match="was damaged .* moved aside") as seen:
+        df = map_task(fn)(x=[1, 2], log_dir=[log_dir] * 2)
+    assert df["status"].tolist() == ["succeeded"] * 2
+    assert str(cache_dir) in str(seen[0].message)
+    assert [p.name.startswith("cache.db.damaged-") for p in cache_dir.glob("cache.db.*")] == [True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning: the new store works
+        again = map_task(fn)(x=[1, 2], log_dir=[log_dir] * 2)
+    assert again["status"].tolist() == ["cached"] * 2 and runs_of(log_dir) == 2
+
+
+def test_a_cache_dir_that_cannot_be_used_warns_once_and_runs_uncached(log_dir, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("MAPNB_CACHE_DIR", str(blocker / "cache"))
+    fn = task(counted, cache=True, cache_serialize=True)
+    with pytest.warns(UserWarning, match="cannot use the mapnb cache in .*a-file/cache.*MAPNB_CACHE_DIR"):
+        df = map_task(fn)(x=[1, 1], log_dir=[log_dir] * 2)
+    assert df["status"].tolist() == ["succeeded"] * 2 and df["output"].tolist() == [10, 10]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process and directory, not per run
+        again = map_task(fn)(x=[1], log_dir=[log_dir])
+    assert again["status"].tolist() == ["succeeded"] and runs_of(log_dir) == 3
+    with pytest.raises(OSError, match="cannot use the mapnb cache"):
+        mapnb.cache.info()
+
+
+def test_serialize_across_processes_with_repeated_keys_always_finishes(log_dir, cache_dir, tmp_path):
+    # Two processes on the same keys, each key repeated, one item at a time: whoever finds a
+    # key cached when it claims it must hand it to its own waiters (runs used to hang).
+    script = tmp_path / "sweep.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tasks.__file__.rsplit("/tests/", 1)[0])!r})
+        import mapnb
+        from tests.tasks import counted
+        fn = mapnb.task(counted, cache=True, cache_serialize=True)
+        xs = [int(a) for a in sys.argv[1].split(",")]
+        df = mapnb.map_task(fn, concurrency=1, backend="threads", progress=False)(
+            x=xs, log_dir=[{log_dir!r}] * len(xs), delay=[0.05] * len(xs))
+        print(df["status"].tolist())
+    """)
+    )
+    env = {**__import__("os").environ, "MAPNB_CACHE_DIR": str(cache_dir)}
+    for rnd in range(3):
+        keys = [10 * rnd + k for k in range(4)]
+        orders = [keys, keys[::-1]]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(script), ",".join(str(x) for k in order for x in (k, k))],
+                env=env, stdout=subprocess.PIPE, text=True,
+            )
+            for order in orders
+        ]  # fmt: skip
+        try:
+            outs = [p.communicate(timeout=120)[0] for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+        assert all(p.returncode == 0 for p in procs), outs
+        assert all(runs_of(log_dir, x) == 1 for x in keys), sorted(__import__("os").listdir(log_dir))
+
+
+def test_a_store_damaged_while_in_use_warns_once_and_is_rebuilt_by_the_next_run(cache_dir):
+    mt = map_task(task(tasks.double, cache=True), backend="sequential")
+    mt(x=list(range(300)))
+    db = cache_dir / "cache.db"
+    with open(db, "r+b") as f:  # damage every page but the first
+        f.seek(4096)
+        f.write(b"\xff" * (db.stat().st_size - 4096))
+    with pytest.warns(UserWarning, match=f"cache database in {cache_dir} is damaged") as seen:
+        df = mt(x=list(range(300)))
+    assert df["output"].tolist() == [2 * x for x in range(300)]
+    assert len([w for w in seen if "cache" in str(w.message)]) == 1  # once, not per item
+    with pytest.warns(UserWarning, match="moved aside"):
+        mt(x=list(range(300)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mt(x=list(range(300)))["status"].tolist() == ["cached"] * 300

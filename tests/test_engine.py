@@ -8,10 +8,12 @@ import time
 import pytest
 
 from mapnb.backends.base import Backend, Job, ReportFn, Task
-from mapnb.engine import Batcher, Engine
+from mapnb.engine import _MAX_BATCH, Batcher, Engine
 from mapnb.errors import ItemError, worker_died
 from mapnb.events import Status
 from mapnb.worker import ENDED, FINISHED, LOG, STARTED
+
+from . import tasks
 
 
 class Scripted(Backend):
@@ -190,3 +192,51 @@ def test_batch_sizes(per_item, pending, slots, expected):
     b = Batcher()
     b.per_item = per_item
     assert b.size(pending, slots) == expected
+
+
+class SlowDispatch(Backend):
+    """Real threads, with a fixed 50 ms added before every task starts: per-task overhead
+    such as a loaded machine or a remote cluster adds, outside the items' own time."""
+
+    name = "slow-dispatch"
+
+    def __init__(self) -> None:
+        from mapnb.backends.threads import ThreadBackend
+
+        self.inner = ThreadBackend()
+        self.sizes: list[int] = []
+
+    def submit(self, task: Task, report: ReportFn) -> None:
+        import threading
+
+        self.sizes.append(len(task.items))
+
+        def later() -> None:
+            time.sleep(0.05)
+            self.inner.submit(task, report)
+
+        threading.Thread(target=later, daemon=True).start()
+
+
+def test_batches_grow_to_amortise_a_fixed_per_task_overhead():
+    # The batcher used to charge the 50 ms to the items: "items are slow", batches of one,
+    # 1,000 tasks. Kept apart, the overhead makes batches grow instead.
+    b = SlowDispatch()
+    eng = Engine(
+        run_id="t", job=Job("t", tasks.double, ("x",)), inputs=[(i,) for i in range(1000)], backend=b,
+        concurrency=2, min_success_ratio=1.0, retries=0, timeout=None,
+    )  # fmt: skip
+    eng.start()
+    assert eng.done.wait(300) and eng.state == "succeeded"
+    assert sum(b.sizes) == 1000 and len(b.sizes) < 60, b.sizes
+    assert eng._batcher.overhead > 0.03  # measured as overhead, not as the items' time
+
+
+def test_the_batcher_keeps_item_cost_and_task_overhead_apart():
+    b = Batcher()
+    b.record(1, work=1e-5, wall=0.05)  # one tiny item in a task that took 50 ms
+    assert b.per_item == pytest.approx(1e-5) and b.overhead == pytest.approx(0.025, rel=0.01)
+    assert b.size(100_000, 2) == _MAX_BATCH  # overhead dominates: big batches
+    b = Batcher()
+    b.record(10, work=10.0, wall=10.05)  # slow items: overhead does not make batches
+    assert b.size(1000, 2) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import pytest
 
@@ -140,3 +142,88 @@ def test_journaling_can_be_turned_off(monkeypatch):
     run.wait()
     with pytest.raises(InvalidMapError, match="no journal"):
         mapnb.recover(run.id)
+
+
+@pytest.fixture
+def own_home(monkeypatch, tmp_path):
+    d = tmp_path / "home"
+    monkeypatch.setenv("MAPNB_HOME", str(d))
+    return d
+
+
+def test_a_damaged_journal_is_moved_aside_and_rebuilt_with_one_warning(own_home):
+    own_home.mkdir()
+    (own_home / "journal.sqlite").write_bytes(b"this is not a database" * 100)
+    mt = map_task(tasks.double, backend="sequential")
+    with pytest.warns(UserWarning, match="journal: .*journal.sqlite was damaged .* moved aside"):
+        run = mt.submit(x=[1, 2])
+        run.wait()
+    assert [p.name.startswith("journal.sqlite.damaged-") for p in own_home.glob("journal.sqlite.*")] == [True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new journal works: no more warnings
+        again = mapnb.recover(run.id)
+        assert again.result(timeout=60)["output"].tolist() == [2, 4]
+
+
+def test_a_journal_that_cannot_be_written_warns_once_and_runs_go_on(monkeypatch, tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("MAPNB_HOME", str(blocker / "home"))
+    mt = map_task(tasks.double, backend="sequential")
+    with caplog.at_level(logging.WARNING, logger="mapnb"):
+        with pytest.warns(UserWarning, match="cannot write the run journal .*a-file/home.*MAPNB_HOME") as seen:
+            runs = [mt.submit(x=[1, 2]) for _ in range(3)]
+            for r in runs:
+                r.wait()
+            mapnb.journal._writer.flush()
+    assert len([w for w in seen if "journal" in str(w.message)]) == 1  # once, not per write
+    assert all(r.statuses == [Status.SUCCEEDED] * 2 for r in runs)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback per write
+    with pytest.raises(InvalidMapError, match="no journal"):
+        mapnb.recover(runs[0].id)
+
+
+def test_recover_says_what_is_wrong_with_a_damaged_journal(own_home):
+    run = map_task(tasks.double, backend="sequential").submit(x=[1, 2])
+    run.wait()
+    mapnb.journal._writer.flush()
+    for p in own_home.glob("journal.sqlite*"):
+        p.write_bytes(b"garbage" * 1000)
+    with pytest.warns(UserWarning, match="was damaged"):
+        with pytest.raises(mapnb.journal.JournalError, match=f"run '{run.id}' cannot be recovered: .* is damaged"):
+            mapnb.recover(run.id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        later = map_task(tasks.double, backend="sequential").submit(x=[3])  # journals afresh
+        later.wait()
+    assert mapnb.recover(later.id).result(timeout=60)["output"].tolist() == [6]
+
+
+def test_big_outputs_are_journaled_in_files_beside_the_journal(own_home):
+    # A 2 MiB output is not written into the database (nor again into its WAL).
+    run = map_task(tasks.big_output, backend="sequential").submit(kib=[2048, 1])
+    run.wait()
+    mapnb.journal._writer.flush()
+    db_bytes = sum(p.stat().st_size for p in own_home.glob("journal.sqlite*"))
+    assert db_bytes < 1 << 20, db_bytes
+    assert [p.name for p in (own_home / "runs" / run.id / "outputs").iterdir()] == ["0-1.pkl"]
+    meta, done = mapnb.journal.read(run.id)
+    assert done[0][0] == "x" * (2048 * 1024) and done[1][0] == "x" * 1024
+    assert mapnb.recover(run.id).result(timeout=60)["output"].str.len().tolist() == [2048 * 1024, 1024]
+
+
+def test_the_journal_connection_keeps_a_small_page_cache(own_home):
+    # The driver grew by ~2 MB over its first few hundred runs: the writer's SQLite page
+    # cache filling up (it only appends, so a big cache buys nothing).
+    db = mapnb.journal._connect(own_home / "journal.sqlite")
+    try:
+        assert db.execute("PRAGMA cache_size").fetchone()[0] == -mapnb.journal._CACHE_KIB
+        assert mapnb.journal._CACHE_KIB <= 256
+    finally:
+        db.close()
+
+
+def test_recover_says_why_a_journal_cannot_be_read(own_home):
+    (own_home / "journal.sqlite").mkdir(parents=True)  # in the way, and not a database
+    with pytest.raises(mapnb.journal.JournalError, match="cannot read the run journal .*journal.sqlite"):
+        mapnb.recover("abc")
