@@ -130,21 +130,40 @@ def local_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
 
 
-def rss_of_tree(pid: int) -> int:
-    """Resident memory of a process and its descendants, in bytes (Linux /proc)."""
-    page = os.sysconf("SC_PAGE_SIZE")
-    total, todo, seen = 0, [pid], set()
+def children(pid: int) -> list[int]:
+    """Direct children of a process (Linux /proc; [] when it is gone)."""
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every descendant of a process, parents before their children (Linux /proc)."""
+    out: list[int] = []
+    todo, seen = children(pid), {pid}
     while todo:
-        p = todo.pop()
+        p = todo.pop(0)
         if p in seen:
             continue
         seen.add(p)
+        out.append(p)
+        todo += children(p)
+    return out
+
+
+def rss_of_tree(pid: int) -> int:
+    """Resident memory of a process and its descendants, in bytes (Linux /proc)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for p in [pid, *descendants(pid)]:
         try:
             with open(f"/proc/{p}/statm") as f:
                 total += int(f.read().split()[1]) * page
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-        except (OSError, ValueError):
+        except (OSError, ValueError, IndexError):
             continue
     return total

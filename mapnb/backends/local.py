@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidMapError, ItemError, worker_died
-from ..worker import ENDED
+from ..resources import format_memory
+from ..worker import ENDED, RETIRING, Ledger, job_setting
 from ._wire import dump_items, dump_job, load_outputs
 from .base import Backend, ReportFn, Task, usable_cpus
 
@@ -56,10 +57,17 @@ class _Worker:
         "eof",
         "status",
         "send_lock",
+        "ledger",
+        "limit",
+        "mem_spec",
+        "over",
     )
 
-    def __init__(self, wid: int, conn: Connection) -> None:
-        self.wid, self.conn = wid, conn
+    def __init__(self, wid: int, conn: Connection, ledger: Ledger) -> None:
+        self.wid, self.conn, self.ledger = wid, conn, ledger
+        self.limit: int | None = None  # the memory limit the fork server holds it to
+        self.mem_spec: Any = None  # ... as the user wrote it
+        self.over: int | None = None  # bytes used, when the fork server killed it for that
         self.pid: int | None = None
         self.task: int | None = None  # the task id it runs
         self.report: ReportFn | None = None
@@ -119,9 +127,14 @@ class Pool:
             known = task.job.id in worker.jobs
             if not known:
                 worker.jobs = [*worker.jobs[-3:], task.job.id]
-        msg = pickle.dumps(
-            ("task", task.id, task.job.id, None if known else job_blob, items_blob, env or {}), protocol=5
-        )
+            limits = task.job.limits
+            limit = limits.mem_bytes if limits is not None else None
+            worker.mem_spec = limits.mem if limits is not None else None
+            if limit is not None:  # held to it by the fork server from now until the task ends
+                worker.limit = limit
+                self._send_control(("limit", worker.wid, limit))
+        job = None if known else (job_setting(task.job), job_blob)
+        msg = pickle.dumps(("task", task.id, task.job.id, job, items_blob, env or {}), protocol=5)
         with worker.send_lock:
             try:
                 worker.conn.send_bytes(msg)
@@ -186,21 +199,24 @@ class Pool:
 
     def _spawn(self) -> _Worker:
         ours, theirs = socket.socketpair()
-        worker = _Worker(next(self._wids), Connection(ours.detach()))
-        self._workers[worker.wid] = worker
+        ledger_fd = os.memfd_create("mapnb-ledger") if hasattr(os, "memfd_create") else _temp_fd()
         try:
-            self._send_control(("spawn", worker.wid), fd=theirs.fileno())
+            os.ftruncate(ledger_fd, Ledger.SIZE)
+            worker = _Worker(next(self._wids), Connection(ours.detach()), Ledger(ledger_fd))
+            self._workers[worker.wid] = worker
+            self._send_control(("spawn", worker.wid), fds=[theirs.fileno(), ledger_fd])
         finally:
             theirs.close()
+            os.close(ledger_fd)  # the mapping stays
         os.write(self._wake_w, b"x")  # the supervisor must watch the new connection
         return worker
 
-    def _send_control(self, msg: tuple[Any, ...], fd: int | None = None) -> None:
+    def _send_control(self, msg: tuple[Any, ...], fds: list[int] | None = None) -> None:
         with self._control_lock:
             try:
                 self._control.send(msg)
-                if fd is not None:
-                    sendfds(self._sock, [fd])
+                if fds is not None:
+                    sendfds(self._sock, fds)
             except OSError as e:
                 raise PoolBrokenError(f"the local pool's fork server is gone ({e})") from None
 
@@ -243,6 +259,7 @@ class Pool:
                 worker.pid = msg[2]
             elif msg[0] == "exit":
                 worker.status = msg[2]
+                worker.over = msg[3]
                 self._maybe_gone(worker)
 
     def _on_worker(self, worker: _Worker) -> None:
@@ -255,12 +272,21 @@ class Pool:
         records = load_outputs(pickle.loads(data))
         ended = any(r[0] == ENDED for r in records)
         report = worker.report
+        if records and records[-1][0] == RETIRING:  # it exits: give it no more work
+            records.pop()
+            worker.doomed = True
         if ended:
             with self._lock:
                 self._by_task.pop(worker.task, None)  # type: ignore[arg-type]
                 worker.task, worker.report = None, None
                 worker.idle_since = time.monotonic()
                 self._gone.notify_all()
+            if worker.limit is not None:
+                worker.limit = None
+                try:
+                    self._send_control(("limit", worker.wid, None))
+                except PoolBrokenError:
+                    pass
         if report is not None:
             report(records)
 
@@ -276,9 +302,25 @@ class Pool:
             worker.task = worker.report = None
             self._gone.notify_all()
         worker.conn.close()
+        culprit = None
+        try:
+            tid, index, _attempt = worker.ledger.read()
+            if tid == task:  # the item it was running (else none had started yet)
+                culprit = index
+        except ValueError:
+            pass
+        worker.ledger.close()
         if task is not None and report is not None:
-            status = worker.status if isinstance(worker.status, int) else None
-            report([(ENDED, task, worker_died(status), False)])
+            if worker.over is not None:
+                err = ItemError(
+                    "memory",
+                    "MemoryLimitExceeded",
+                    f"the item used {format_memory(worker.over)}, which exceeded its limit "
+                    f"mem={worker.mem_spec}; its worker was stopped",
+                )
+            else:
+                err = worker_died(worker.status if isinstance(worker.status, int) else None)
+            report([(ENDED, task, err, False, culprit)])
 
     def _retire_idle(self) -> None:
         now = time.monotonic()
@@ -315,6 +357,14 @@ class Pool:
             if w.task is not None and w.report is not None:
                 w.report([(ENDED, w.task, lost, False)])
             w.conn.close()
+
+
+def _temp_fd() -> int:
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="mapnb-ledger-")
+    os.unlink(path)
+    return fd
 
 
 _pool: Pool | None = None
