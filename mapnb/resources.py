@@ -123,11 +123,17 @@ def local_gpus() -> list[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+    global _smi_gpus
+    if _smi_gpus is None:  # asked once per process: the hardware does not change
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        _smi_gpus = [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+    return list(_smi_gpus)
+
+
+_smi_gpus: list[str] | None = None
 
 
 def children(pid: int) -> list[int]:

@@ -208,3 +208,25 @@ def test_gpu_requests_of_concurrent_runs_share_one_budget(monkeypatch):
     spans.sort(key=lambda s: s[1])
     for (_, _, a1), (_, b0, _) in zip(spans, spans[1:]):
         assert b0 >= a1 - 0.02  # ... one at a time, across both runs
+
+
+def test_cpu_requests_of_concurrent_runs_share_one_budget():
+    from mapnb.backends.base import usable_cpus
+
+    mt = map_task(gpu_span, concurrency=4).with_overrides(requests=Resources(cpu=usable_cpus()))
+    runs = [mt.submit(x=[0.3, 0.3]), mt.submit(x=[0.3, 0.3])]
+    spans = sorted((s for run in runs for s in run.result(timeout=120)["output"]), key=lambda s: s[1])
+    for (_, _, a1), (_, b0, _) in zip(spans, spans[1:]):
+        assert b0 >= a1 - 0.02  # all the CPUs each: one item at a time, across both runs
+
+
+def test_a_run_waiting_for_the_budget_can_be_cancelled(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    mt = map_task(gpu_span, concurrency=1).with_overrides(requests=Resources(gpu=1))
+    first = mt.submit(x=[2.0])
+    wait_until(lambda: first.counts["running"] == 1, what="the first run to hold the GPU")
+    second = mt.submit(x=[0.1])
+    second.cancel()  # its task waits for the GPU: cancel must not wait for it
+    assert second.statuses[0].value == "cancelled"
+    assert first.result(timeout=60)["output"][0][0] == "0"
+    assert mt(x=[0.1])["output"][0][0] == "0"  # the GPU is free again
