@@ -280,13 +280,13 @@ class Pool:
                 self._by_task.pop(worker.task, None)  # type: ignore[arg-type]
                 worker.task, worker.report = None, None
                 worker.idle_since = time.monotonic()
+                if worker.limit is not None:  # under the lock: before its next task's limit
+                    worker.limit = None
+                    try:
+                        self._send_control(("limit", worker.wid, None))
+                    except PoolBrokenError:
+                        pass
                 self._gone.notify_all()
-            if worker.limit is not None:
-                worker.limit = None
-                try:
-                    self._send_control(("limit", worker.wid, None))
-                except PoolBrokenError:
-                    pass
         if report is not None:
             report(records)
 
