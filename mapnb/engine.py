@@ -424,12 +424,12 @@ class Engine:
         The running item is ``culprit`` when the backend knows it (it may be settled
         already: then no item is charged), else the first open item."""
         first = True
-        for i, attempt in self._open_items(ts):
+        for k, (i, attempt) in enumerate(self._open_items(ts)):
             if culprit is not None and not all_items:
                 first = i == culprit
             if error_for is not None and (first or all_items):
                 self.attempts[i] = attempt
-                if first and ts.since is not None:
+                if first and k == 0 and ts.since is not None:  # since: when the first open one began
                     self.durations[i] = time.monotonic() - ts.since
                 self._attempt_failed(i, error_for(attempt))
             else:
