@@ -31,11 +31,12 @@ def _module(tmp_path: Path, body: str) -> str:
 
 
 def test_a_function_from_a_module_on_a_user_added_sys_path(tmp_path, monkeypatch):
-    name = _module(tmp_path, "def feat(x):\n    return x * 10\n")
+    body = "class Box:\n    def __init__(self, v):\n        self.v = v\n\ndef feat(x):\n    return x.v * 10\n"
+    name = _module(tmp_path, body)
     monkeypatch.syspath_prepend(str(tmp_path / "src"))  # as a notebook's sys.path.insert
     module = __import__(name)  # in sys.modules: cloudpickle sends the function by name
-    try:
-        df = map_task(module.feat, concurrency=1)(x=[1, 2, 3])
+    try:  # the inputs are instances of the module's class: they load there too
+        df = map_task(module.feat, concurrency=1)(x=[module.Box(v) for v in (1, 2, 3)])
     finally:
         del sys.modules[name]
     assert df["status"].tolist() == ["succeeded"] * 3, df["error"].tolist()
