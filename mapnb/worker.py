@@ -536,10 +536,11 @@ class _DataLimit:
     """limits.mem as a kernel limit too (``RLIMIT_DATA``), so that one big allocation
     fails at once with a ``MemoryError`` instead of outrunning the pool's RSS sampling.
 
-    The soft limit is what the worker's data segment holds now plus the item's limit:
-    the item may allocate about ``limit`` more before an allocation fails. Caveats:
-    it counts address space reserved (``malloc``, ``mmap`` of private writable memory),
-    not memory touched, so code that reserves far more than it uses can fail early; set
+    The soft limit is what the worker's data segment holds now plus *twice* the item's
+    limit: a backstop against runaway allocations, while the sampling enforces the limit
+    itself. The slack is there because the kernel counts address space reserved
+    (``malloc``, private writable ``mmap``, thread stacks, BLAS buffers), not memory
+    touched, so code that reserves far more than it uses could fail early; set
     ``MAPNB_RLIMIT_DATA=0`` to rely on the sampling alone. Child processes inherit it
     (each for itself).
     """
@@ -564,7 +565,7 @@ class _DataLimit:
                 except (ValueError, OSError):
                     pass
             return False
-        want = _data_size() + limit
+        want = _data_size() + 2 * limit
         if hard != res.RLIM_INFINITY:
             want = min(want, hard)
         try:
