@@ -411,12 +411,15 @@ class Engine:
             self._attempt_failed(i, value)
 
     def _on_ended(self, r: tuple[Any, ...]) -> None:
-        _, tid, error, all_items = r
+        _, tid, error, all_items, *more = r
         ts = self._tasks.pop(tid, None)
         if ts is None:
             return  # we killed it and settled its items already
         self._batcher.record(ts.pos, ts.work, time.monotonic() - ts.dispatched)
-        self._settle(ts, None if error is None else lambda attempt: error, all_items)
+        # A backend that knows which item was running when its worker died says so (a
+        # fifth field); outcomes of items before it may have been lost with the worker.
+        culprit = more[0] if more else None
+        self._settle(ts, None if error is None else lambda attempt: error, all_items, culprit)
 
     def _open_items(self, ts: _TaskState) -> Iterator[tuple[int, int]]:
         """The task's items that are still its to settle, checked as the caller goes."""
@@ -425,15 +428,24 @@ class Engine:
                 yield i, attempt
 
     def _settle(
-        self, ts: _TaskState, error_for: Callable[[int], ItemError] | None, all_items: bool = False
+        self,
+        ts: _TaskState,
+        error_for: Callable[[int], ItemError] | None,
+        all_items: bool = False,
+        culprit: int | None = None,
     ) -> None:
         """A task ended early: its running item (or, with ``all_items``, every open item)
-        fails with ``error_for(attempt)``; the others go back to the queue uncharged."""
+        fails with ``error_for(attempt)``; the others go back to the queue uncharged.
+
+        The running item is ``culprit`` when the backend knows it (it may be settled
+        already: then no item is charged), else the first open item."""
         first = True
-        for i, attempt in self._open_items(ts):
+        for k, (i, attempt) in enumerate(self._open_items(ts)):
+            if culprit is not None and not all_items:
+                first = i == culprit
             if error_for is not None and (first or all_items):
                 self.attempts[i] = attempt
-                if first and ts.since is not None:
+                if first and k == 0 and ts.since is not None:  # since: when the first open one began
                     self.durations[i] = time.monotonic() - ts.since
                 self._attempt_failed(i, error_for(attempt))
             else:

@@ -123,28 +123,53 @@ def local_gpus() -> list[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    global _smi_gpus
+    if _smi_gpus is None:  # asked once per process: the hardware does not change
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        _smi_gpus = [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+    return list(_smi_gpus)
+
+
+_smi_gpus: list[str] | None = None
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of a process (Linux /proc; [] when it is gone)."""
+    out: list[int] = []
     try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every descendant of a process, parents before their children (Linux /proc)."""
+    out: list[int] = []
+    todo, seen = children(pid), {pid}
+    while todo:
+        p = todo.pop(0)
+        if p in seen:
+            continue
+        seen.add(p)
+        out.append(p)
+        todo += children(p)
+    return out
 
 
 def rss_of_tree(pid: int) -> int:
     """Resident memory of a process and its descendants, in bytes (Linux /proc)."""
     page = os.sysconf("SC_PAGE_SIZE")
-    total, todo, seen = 0, [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
+    total = 0
+    for p in [pid, *descendants(pid)]:
         try:
             with open(f"/proc/{p}/statm") as f:
                 total += int(f.read().split()[1]) * page
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-        except (OSError, ValueError):
+        except (OSError, ValueError, IndexError):
             continue
     return total

@@ -13,9 +13,11 @@ import collections
 import fcntl
 import io
 import logging
+import mmap
 import os
 import pickle
 import signal
+import struct
 import sys
 import tempfile
 import threading
@@ -35,11 +37,15 @@ LOG_TAIL = 512 * 1024  # ... and from the end; what lies between is dropped with
 #   (STARTED, task_id, index, attempt, t0)
 #   (LOG, task_id, index, attempt, stream, text)
 #   (FINISHED, task_id, index, attempt, ok, value_or_ItemError, t0, t1)
-#   (ENDED, task_id, error_or_None, all_items)
-# ENDED closes a task. With an error, the first unfinished item failed with it (a dead
-# worker), or every unfinished item did when all_items is true (the batch could not load);
-# unfinished items without an error go back to the queue.
+#   (ENDED, task_id, error_or_None, all_items[, culprit])
+# ENDED closes a task. With an error, the item that was running failed with it (a dead
+# worker): the item with index ``culprit`` where the backend knows it, else the first
+# unfinished one; or every unfinished item did when all_items is true (the batch could not
+# load). Unfinished items without an error go back to the queue.
 STARTED, LOG, FINISHED, ENDED = "s", "l", "f", "e"
+# A local worker's last record before it exits by itself (its standard descriptors could
+# not be repaired): the pool gives it no more work. Never reaches the engine.
+RETIRING = "r"
 
 Item = tuple[int, int, tuple[Any, ...]]  # (index, attempt, args)
 
@@ -176,6 +182,17 @@ def exception_error(exc: BaseException) -> ItemError:
     return ItemError("exception", type(exc).__qualname__, str(exc), text)
 
 
+def memory_error(spec: Any, cause: ItemError | None = None) -> ItemError:
+    """The item's ``MemoryLimitExceeded`` when an allocation failed under its limit."""
+    why = f" ({cause.one_line()})" if cause is not None else ""
+    return ItemError(
+        "memory",
+        "MemoryLimitExceeded",
+        f"the item exceeded its limit mem={spec}: an allocation failed{why}",
+        cause.traceback if cause is not None else "",
+    )
+
+
 def _ours(globals_: dict[str, Any]) -> bool:
     name = globals_.get("__name__", "")
     return name == "mapnb" or name.startswith("mapnb.")
@@ -187,9 +204,13 @@ def run_items(
     emit: Emitter,
     set_capture: Callable[[Capture | None], None],
     stop: Callable[[], bool] | None = None,
+    mem_limit: Any = None,
 ) -> None:
     """Run each item of ``job`` (a backends.Job) in order, capturing its output and
-    giving it its context (mapnb.current_context()); report everything, raise nothing."""
+    giving it its context (mapnb.current_context()); report everything, raise nothing.
+
+    ``mem_limit`` (the item's ``limits.mem``, where a kernel limit enforces it) turns a
+    ``MemoryError`` into the item's ``MemoryLimitExceeded``."""
     from .context import enter_item, leave_item
 
     fn, names, clock = job.fn, job.names, time.monotonic
@@ -205,6 +226,8 @@ def run_items(
             value, error, ok = fn(**dict(zip(names, args))), None, True
         except BaseException as e:  # the item's failure, whatever it is, is its own
             value, error, ok = None, exception_error(e), False
+            if mem_limit is not None and isinstance(e, MemoryError):
+                error = memory_error(mem_limit, error)
         finally:
             leave_item(token)
             set_capture(None)
@@ -234,9 +257,17 @@ class Outbox:
     that finishes between two flushes sends no "started" at all.
     """
 
-    def __init__(self, conn: Any, interval: float = 0.05, on_tick: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        interval: float = 0.05,
+        on_tick: Callable[[], None] | None = None,
+        ledger: Ledger | None = None,
+    ) -> None:
         self._conn = conn
         self._on_tick = on_tick
+        self._ledger = ledger
+        self.mem_limit: Any = None  # limits.mem of the running job, where a kernel limit holds it
         self._lock = threading.Lock()  # guards _records and _current
         self._send_lock = threading.Lock()  # keeps batches in order on the wire
         self._records: list[Any] = []
@@ -259,6 +290,8 @@ class Outbox:
             cur[3] = True
 
     def started(self, index: int, attempt: int, t0: float) -> None:
+        if self._ledger is not None:  # before the item runs: a crash is then known to be its
+            self._ledger.write(self.task_id, index, attempt)
         with self._lock:
             self._current = [index, attempt, t0, False]
         if self.first_of_task:  # the caller's timeout clock starts when the task really does
@@ -282,6 +315,11 @@ class Outbox:
         if ok:
             try:
                 payload = dumps_value(value)
+            except MemoryError as e:
+                ok = False
+                payload = exception_error(e)
+                if self.mem_limit is not None:
+                    payload = memory_error(self.mem_limit, payload)
             except BaseException as e:
                 ok = False
                 payload = ItemError(
@@ -313,9 +351,12 @@ class Outbox:
         self.flush()
         return True
 
-    def end_task(self, error: ItemError | None = None, all_items: bool = False) -> None:
+    def end_task(self, error: ItemError | None = None, all_items: bool = False, retire: bool = False) -> None:
+        """Close the task; with ``retire``, tell the pool this worker takes no more work."""
         with self._lock:
             self._records.append((ENDED, self.task_id, error, all_items))
+            if retire:
+                self._records.append((RETIRING,))
         self.flush()
 
     def flush(self) -> None:
@@ -338,6 +379,31 @@ class Outbox:
                 self.flush()
             except OSError:  # the parent went away; the main loop notices too
                 return
+
+
+class Ledger:
+    """Which item a local worker runs, in memory its pool reads after the worker died.
+
+    The worker writes ``(task_id, index, attempt)`` before each item starts; outcomes
+    travel in batches and die with the worker, but the ledger says which item was
+    running, so a crash fails that item and no other. A page of shared memory (a memfd
+    created by the pool), written with one store: nothing to flush, nothing to lose.
+    """
+
+    SIZE = 4096
+    _FORMAT = "<qqq"
+
+    def __init__(self, fd: int) -> None:
+        self._map = mmap.mmap(fd, self.SIZE)
+
+    def write(self, task_id: int, index: int, attempt: int) -> None:
+        struct.pack_into(self._FORMAT, self._map, 0, task_id, index, attempt)
+
+    def read(self) -> tuple[int, int, int]:
+        return struct.unpack_from(self._FORMAT, self._map, 0)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._map.close()
 
 
 class _FdCapture:
@@ -367,10 +433,13 @@ class _FdCapture:
         with self._lock:
             for s in self._streams:
                 name, store, original, pos, decoder = s
-                size = os.fstat(store).st_size
-                if size <= pos:
+                try:
+                    size = os.fstat(store).st_size
+                    if size <= pos:
+                        continue
+                    data = os.pread(store, size - pos, pos)
+                except OSError:  # an item closed it: the worker retires after the item
                     continue
-                data = os.pread(store, size - pos, pos)
                 s[3] = pos + len(data)
                 if cap is not None:
                     text = decoder.decode(data)
@@ -381,6 +450,31 @@ class _FdCapture:
                     if s[3] > self._COMPACT:  # nothing runs, so nothing writes: start afresh
                         os.ftruncate(store, 0)
                         s[3] = 0
+
+    def repair(self) -> bool:
+        """Point fds 1 and 2 at their capture files again if an item closed or moved them.
+
+        False when that cannot be done (the item closed the files themselves): the worker
+        must then retire, or every later item on it would fail.
+        """
+        with self._lock:
+            for name, store, _original, _pos, _decoder in self._streams:
+                fd = 1 if name == "stdout" else 2
+                try:
+                    want = os.fstat(store)
+                except OSError:
+                    return False
+                try:
+                    have = os.fstat(fd)
+                    if (have.st_dev, have.st_ino) == (want.st_dev, want.st_ino):
+                        continue
+                except OSError:
+                    pass  # closed
+                try:
+                    os.dup2(store, fd)
+                except OSError:
+                    return False
+        return True
 
 
 def _anonymous_file(name: str) -> int:
@@ -402,50 +496,143 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _apply_environment(job: Any) -> None:
     """Make the worker see the caller's working directory, sys.path and environment."""
-    if job.cwd and os.getcwd() != job.cwd:
+    _apply_setting(job.cwd, job.sys_path, job.env)
+
+
+def _apply_setting(cwd: str | None, sys_path: Any, env: dict[str, str] | None) -> None:
+    if cwd and os.getcwd() != cwd:
         try:
-            os.chdir(job.cwd)
+            os.chdir(cwd)
         except OSError:
-            log.warning("could not change to the caller's directory %s", job.cwd)
-    if job.sys_path is not None and sys.path != list(job.sys_path):
-        sys.path[:] = job.sys_path
-    if job.env is not None and os.environ != job.env:
+            log.warning("could not change to the caller's directory %s", cwd)
+    if sys_path is not None and sys.path != list(sys_path):
+        sys.path[:] = sys_path
+    if env is not None and os.environ != env:
         os.environ.clear()
-        os.environ.update(job.env)
+        os.environ.update(env)
 
 
-class _MemoryGuard:
-    """limits.mem, per item: a worker (and its children) grown past it fails the item
-    that runs and stops itself, so that siblings on other workers go on unharmed."""
+def job_setting(job: Any) -> tuple[Any, ...]:
+    """What a worker must apply before it can unpickle ``job``: a module on the caller's
+    sys.path is imported by name, so the path must be there first."""
+    return (job.cwd, job.sys_path, job.env)
+
+
+def _load_job(blob: Any) -> Any:
+    """The job from ``(setting, job_bytes)``, or the ItemError that every one of its
+    tasks gets on this worker when it cannot be loaded."""
+    try:
+        setting, job_bytes = blob
+        _apply_setting(*setting)
+        return pickle.loads(job_bytes)
+    except BaseException as e:
+        err = exception_error(e)
+        return ItemError(
+            "serialization", err.type, f"could not load the task function in the worker: {e}", err.traceback
+        )
+
+
+class _DataLimit:
+    """limits.mem as a kernel limit too (``RLIMIT_DATA``), so that one big allocation
+    fails at once with a ``MemoryError`` instead of outrunning the pool's RSS sampling.
+
+    The soft limit is what the worker's data segment holds now plus *twice* the item's
+    limit: a backstop against runaway allocations, while the sampling enforces the limit
+    itself. The slack is there because the kernel counts address space reserved
+    (``malloc``, private writable ``mmap``, thread stacks, BLAS buffers), not memory
+    touched, so code that reserves far more than it uses could fail early; set
+    ``MAPNB_RLIMIT_DATA=0`` to rely on the sampling alone. Child processes inherit it
+    (each for itself).
+    """
 
     def __init__(self) -> None:
-        self.limit: int | None = None
-        self.spec: Any = None
+        import resource
 
-    def check(self, outbox: Outbox) -> None:
-        if self.limit is None:
+        self._resource = resource
+        self._original = resource.getrlimit(resource.RLIMIT_DATA)
+        self._set: int | None = None
+
+    def apply(self, limit: int | None) -> bool:
+        """Limit the data segment for a job with ``limit`` bytes (None: lift it); True
+        if the kernel limit is in force. Call with the caller's environment applied."""
+        res = self._resource
+        hard = self._original[1]
+        if limit is None or os.environ.get("MAPNB_RLIMIT_DATA", "1") == "0":
+            if self._set is not None:
+                self._set = None
+                try:
+                    res.setrlimit(res.RLIMIT_DATA, self._original)
+                except (ValueError, OSError):
+                    pass
+            return False
+        want = _data_size() + 2 * limit
+        if hard != res.RLIM_INFINITY:
+            want = min(want, hard)
+        try:
+            res.setrlimit(res.RLIMIT_DATA, (want, hard))
+        except (ValueError, OSError):
+            return False
+        self._set = want
+        return True
+
+
+def _data_size() -> int:
+    """This process's data segment (VmData) in bytes."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _become_subreaper() -> None:
+    """Orphans of what the items start (a double fork, a daemon) become this worker's
+    children instead of init's: they stay in its process tree, where the memory limit
+    counts them and the worker kills them when it exits."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def kill_descendants(pid: int) -> None:
+    """SIGKILL every descendant of ``pid`` (Linux /proc), whatever its session or group."""
+    from .resources import descendants
+
+    for _ in range(3):  # what forks while we kill is found on the next pass
+        found = descendants(pid)
+        if not found:
             return
-        from .resources import format_memory, rss_of_tree
-
-        used = rss_of_tree(os.getpid())
-        if used <= self.limit:
-            return
-        err = ItemError(
-            "memory",
-            "MemoryLimitExceeded",
-            f"the item used {format_memory(used)}, which exceeded its limit mem={self.spec}; its worker was stopped",
-        )
-        if outbox.fail_current(err):
-            os.killpg(os.getpgrp(), signal.SIGKILL)  # this worker and what it started
+        for child in found:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except OSError:
+                pass
 
 
-def serve(conn: Any) -> None:
+def serve(conn: Any, ledger_fd: int | None = None) -> None:
     """The loop of a local worker process: run tasks until told to stop or orphaned.
 
-    Messages in: ``("task", task_id, job_id, job_bytes | None, items_bytes, env)`` and
-    ``("stop",)``. Job bytes come with the first task of a job this worker has not seen;
-    ``env`` is what this task adds to the environment (its GPUs).
+    Messages in: ``("task", task_id, job_id, job | None, items_bytes, env)`` and
+    ``("stop",)``. The job, ``(setting, job_bytes)`` (see :func:`job_setting`), comes with
+    the first task of a job this worker has not seen; ``env`` is what this task adds to
+    the environment (its GPUs). ``ledger_fd``: see :class:`Ledger`.
+
+    On the way out the worker kills every process its items started and left running.
     """
+    _become_subreaper()
+    try:
+        _serve(conn, Ledger(ledger_fd) if ledger_fd is not None else None)
+    finally:
+        kill_descendants(os.getpid())
+
+
+def _serve(conn: Any, ledger: Ledger | None) -> None:
     # Process-wide, not per thread: text printed by threads an item starts belongs to it.
     current: list[Capture | None] = [None]
     fds = _FdCapture()
@@ -456,16 +643,14 @@ def serve(conn: Any) -> None:
         current[0] = cap
 
     outside = {n: open(fd, "w", buffering=1, closefd=False) for n, fd in fds.originals.items()}
-    sys.stdout = Router("stdout", outside["stdout"], lambda: current[0], fd=1)
-    sys.stderr = Router("stderr", outside["stderr"], lambda: current[0], fd=2)
-    guard = _MemoryGuard()
-
-    def on_tick() -> None:
-        fds.drain(current[0])
-        guard.check(outbox)
-
-    outbox = Outbox(conn, on_tick=on_tick)
-    jobs: dict[str, Any] = {}
+    routers = (
+        Router("stdout", outside["stdout"], lambda: current[0], fd=1),
+        Router("stderr", outside["stderr"], lambda: current[0], fd=2),
+    )
+    sys.stdout, sys.stderr = routers
+    data_limit = _DataLimit()
+    outbox = Outbox(conn, on_tick=lambda: fds.drain(current[0]), ledger=ledger)
+    jobs: dict[str, Any] = {}  # job id -> Job, or the ItemError its loading gave
     while True:
         try:
             msg = pickle.loads(conn.recv_bytes())
@@ -475,26 +660,38 @@ def serve(conn: Any) -> None:
             return
         _, task_id, job_id, job_blob, items_blob, env = msg
         outbox.task_id = task_id
-        try:
-            job = jobs.get(job_id)
-            if job is None:
-                job = pickle.loads(job_blob)
+        job = jobs.get(job_id)
+        if job is None:
+            if job_blob is None:  # cannot happen: the pool sends a job to a worker once
+                job = ItemError("serialization", "LookupError", "the worker does not have the task function")
+            else:
+                job = _load_job(job_blob)
                 if len(jobs) >= 4:
                     jobs.pop(next(iter(jobs)))
                 jobs[job_id] = job
+        if isinstance(job, ItemError):  # every task of a job that could not load says why
+            outbox.end_task(job, all_items=True)
+            continue
+        try:
             _apply_environment(job)
             os.environ.update(env)  # this task's own (its GPUs)
-            guard.limit = job.limits.mem_bytes if job.limits is not None else None
-            guard.spec = job.limits.mem if job.limits is not None else None
+            limit = job.limits.mem_bytes if job.limits is not None else None
+            kernel = data_limit.apply(limit)
+            outbox.mem_limit = job.limits.mem if kernel else None
             items = pickle.loads(items_blob)
         except BaseException as e:
-            what = "the task function" if job_id not in jobs else "the inputs"
             err = exception_error(e)
             err = ItemError(
-                "serialization", err.type, f"could not load {what} in the worker: {e}", err.traceback
+                "serialization", err.type, f"could not load the inputs in the worker: {e}", err.traceback
             )
             outbox.end_task(err, all_items=True)
             continue
         outbox.first_of_task = True
-        run_items(job, items, outbox, set_capture)
+        run_items(job, items, outbox, set_capture, mem_limit=outbox.mem_limit)
+        # An item may have closed or redirected the standard streams: later items must
+        # not inherit that. A worker that cannot be repaired takes no more work.
+        sys.stdout, sys.stderr = routers
+        if not fds.repair():
+            outbox.end_task(retire=True)
+            return
         outbox.end_task()

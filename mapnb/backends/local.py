@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidMapError, ItemError, worker_died
-from ..worker import ENDED
+from ..resources import format_memory
+from ..worker import ENDED, RETIRING, Ledger, job_setting
 from ._wire import dump_items, dump_job, load_outputs
 from .base import Backend, ReportFn, Task, usable_cpus
 
@@ -56,10 +57,17 @@ class _Worker:
         "eof",
         "status",
         "send_lock",
+        "ledger",
+        "limit",
+        "mem_spec",
+        "over",
     )
 
-    def __init__(self, wid: int, conn: Connection) -> None:
-        self.wid, self.conn = wid, conn
+    def __init__(self, wid: int, conn: Connection, ledger: Ledger) -> None:
+        self.wid, self.conn, self.ledger = wid, conn, ledger
+        self.limit: int | None = None  # the memory limit the fork server holds it to
+        self.mem_spec: Any = None  # ... as the user wrote it
+        self.over: int | None = None  # bytes used, when the fork server killed it for that
         self.pid: int | None = None
         self.task: int | None = None  # the task id it runs
         self.report: ReportFn | None = None
@@ -119,9 +127,14 @@ class Pool:
             known = task.job.id in worker.jobs
             if not known:
                 worker.jobs = [*worker.jobs[-3:], task.job.id]
-        msg = pickle.dumps(
-            ("task", task.id, task.job.id, None if known else job_blob, items_blob, env or {}), protocol=5
-        )
+            limits = task.job.limits
+            limit = limits.mem_bytes if limits is not None else None
+            worker.mem_spec = limits.mem if limits is not None else None
+            if limit is not None:  # held to it by the fork server from now until the task ends
+                worker.limit = limit
+                self._send_control(("limit", worker.wid, limit))
+        job = None if known else (job_setting(task.job), job_blob)
+        msg = pickle.dumps(("task", task.id, task.job.id, job, items_blob, env or {}), protocol=5)
         with worker.send_lock:
             try:
                 worker.conn.send_bytes(msg)
@@ -186,21 +199,24 @@ class Pool:
 
     def _spawn(self) -> _Worker:
         ours, theirs = socket.socketpair()
-        worker = _Worker(next(self._wids), Connection(ours.detach()))
-        self._workers[worker.wid] = worker
+        ledger_fd = os.memfd_create("mapnb-ledger") if hasattr(os, "memfd_create") else _temp_fd()
         try:
-            self._send_control(("spawn", worker.wid), fd=theirs.fileno())
+            os.ftruncate(ledger_fd, Ledger.SIZE)
+            worker = _Worker(next(self._wids), Connection(ours.detach()), Ledger(ledger_fd))
+            self._workers[worker.wid] = worker
+            self._send_control(("spawn", worker.wid), fds=[theirs.fileno(), ledger_fd])
         finally:
             theirs.close()
+            os.close(ledger_fd)  # the mapping stays
         os.write(self._wake_w, b"x")  # the supervisor must watch the new connection
         return worker
 
-    def _send_control(self, msg: tuple[Any, ...], fd: int | None = None) -> None:
+    def _send_control(self, msg: tuple[Any, ...], fds: list[int] | None = None) -> None:
         with self._control_lock:
             try:
                 self._control.send(msg)
-                if fd is not None:
-                    sendfds(self._sock, [fd])
+                if fds is not None:
+                    sendfds(self._sock, fds)
             except OSError as e:
                 raise PoolBrokenError(f"the local pool's fork server is gone ({e})") from None
 
@@ -243,6 +259,7 @@ class Pool:
                 worker.pid = msg[2]
             elif msg[0] == "exit":
                 worker.status = msg[2]
+                worker.over = msg[3]
                 self._maybe_gone(worker)
 
     def _on_worker(self, worker: _Worker) -> None:
@@ -255,11 +272,20 @@ class Pool:
         records = load_outputs(pickle.loads(data))
         ended = any(r[0] == ENDED for r in records)
         report = worker.report
+        if records and records[-1][0] == RETIRING:  # it exits: give it no more work
+            records.pop()
+            worker.doomed = True
         if ended:
             with self._lock:
                 self._by_task.pop(worker.task, None)  # type: ignore[arg-type]
                 worker.task, worker.report = None, None
                 worker.idle_since = time.monotonic()
+                if worker.limit is not None:  # under the lock: before its next task's limit
+                    worker.limit = None
+                    try:
+                        self._send_control(("limit", worker.wid, None))
+                    except PoolBrokenError:
+                        pass
                 self._gone.notify_all()
         if report is not None:
             report(records)
@@ -276,9 +302,25 @@ class Pool:
             worker.task = worker.report = None
             self._gone.notify_all()
         worker.conn.close()
+        culprit = None
+        try:
+            tid, index, _attempt = worker.ledger.read()
+            if tid == task:  # the item it was running (else none had started yet)
+                culprit = index
+        except ValueError:
+            pass
+        worker.ledger.close()
         if task is not None and report is not None:
-            status = worker.status if isinstance(worker.status, int) else None
-            report([(ENDED, task, worker_died(status), False)])
+            if worker.over is not None:
+                err = ItemError(
+                    "memory",
+                    "MemoryLimitExceeded",
+                    f"the item used {format_memory(worker.over)}, which exceeded its limit "
+                    f"mem={worker.mem_spec}; its worker was stopped",
+                )
+            else:
+                err = worker_died(worker.status if isinstance(worker.status, int) else None)
+            report([(ENDED, task, err, False, culprit)])
 
     def _retire_idle(self) -> None:
         now = time.monotonic()
@@ -317,6 +359,14 @@ class Pool:
             w.conn.close()
 
 
+def _temp_fd() -> int:
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="mapnb-ledger-")
+    os.unlink(path)
+    return fd
+
+
 _pool: Pool | None = None
 _pool_lock = threading.Lock()
 
@@ -336,6 +386,100 @@ def _shutdown_shared_pool() -> None:
         _pool.shutdown()
 
 
+class Budget:
+    """The CPUs, memory and GPUs of this machine, shared by every run in this process.
+
+    A task of a run with ``requests`` starts only when its request fits in what the
+    running tasks of *all* runs (on any :class:`LocalBackend`) leave free; until then it
+    waits here, first come first served. Runs without requests take nothing from it.
+    The GPUs are looked up again whenever none is in use (``CUDA_VISIBLE_DEVICES`` may
+    have changed between runs).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cpus = float(usable_cpus())
+        self._mem: int | None = None
+        self._gpus: list[str] | None = None
+        self._free_cpus = self._cpus
+        self._free_mem = 0
+        self._free_gpus: list[str] = []
+        self._held = 0  # tasks holding a share
+        self._waiting: list[tuple[int, Any, Any]] = []  # (task id, requests, start(gpus))
+
+    def gpus(self) -> list[str]:
+        """The GPUs items may use (looked up now if none is in use)."""
+        from ..resources import local_gpus
+
+        with self._lock:
+            if self._gpus is None or not self._held:
+                self._gpus = local_gpus()
+                self._free_gpus = list(self._gpus)
+            return list(self._gpus)
+
+    def acquire(self, task_id: int, requests: Any, start: Any) -> None:
+        """Call ``start(gpus)`` (the GPUs handed to the task, [] if none) when ``requests``
+        fit, now or once enough is released."""
+        with self._lock:
+            self._waiting.append((task_id, requests, start))
+            ready = self._ready()
+        for start_, gpus in ready:
+            start_(gpus)
+
+    def release(self, requests: Any, gpus: list[str]) -> None:
+        with self._lock:
+            self._held -= 1
+            self._free_cpus = min(self._cpus, self._free_cpus + (requests.cpus or 0.0))
+            self._free_mem += requests.mem_bytes or 0
+            self._free_gpus += [g for g in gpus if g not in self._free_gpus]
+            ready = self._ready()
+        for start, given in ready:
+            start(given)
+
+    def withdraw(self, task_id: int) -> bool:
+        """Forget a task still waiting; False if it is not waiting (it started)."""
+        with self._lock:
+            for k, (tid, _, _) in enumerate(self._waiting):
+                if tid == task_id:
+                    del self._waiting[k]
+                    return True
+        return False
+
+    def _ready(self) -> list[tuple[Any, list[str]]]:
+        """Take the shares of the waiting tasks that fit now, in order (lock held)."""
+        from ..resources import local_gpus, total_memory
+
+        if self._mem is None:
+            self._mem = total_memory() or 0
+            self._free_mem = self._mem
+        out = []
+        while self._waiting:
+            _, req, start = self._waiting[0]
+            cpus, mem, ngpu = req.cpus or 0.0, req.mem_bytes or 0, req.gpu or 0
+            if ngpu and (self._gpus is None or not self._held):
+                self._gpus = local_gpus()
+                self._free_gpus = list(self._gpus)
+            use_gpus = bool(ngpu and self._gpus)  # none here: passed through, not counted
+            if (
+                (self._held and cpus > self._free_cpus + 1e-9)
+                or (self._held and self._mem and mem > self._free_mem)
+                or (use_gpus and ngpu > len(self._free_gpus))
+            ):
+                break  # first come, first served: nothing overtakes the task in front
+            self._waiting.pop(0)
+            self._held += 1
+            self._free_cpus -= cpus
+            self._free_mem -= mem if self._mem else 0
+            mine: list[str] = []
+            if use_gpus:
+                mine, self._free_gpus = self._free_gpus[:ngpu], self._free_gpus[ngpu:]
+            out.append((start, mine))
+        return out
+
+
+_budget = Budget()
+
+
 class LocalBackend(Backend):
     """Worker processes on this machine (the default backend).
 
@@ -343,6 +487,12 @@ class LocalBackend(Backend):
     ----------
     pool : Pool, optional
         A pool of your own; by default the process-wide warm pool.
+
+    Notes
+    -----
+    ``requests`` draw on one budget per process (see :class:`Budget`): two runs that each
+    request the only GPU take turns, whichever backend instance they use. ``concurrency``
+    is per run.
     """
 
     name = "local"
@@ -351,13 +501,11 @@ class LocalBackend(Backend):
     def __init__(self, pool: Pool | None = None) -> None:
         self._own_pool = pool
         self._blobs: dict[str, bytes] = {}
-        self._gpus: list[str] | None = None  # found on first use
-        self._free_gpus: list[str] = []
-        self._gpu_lock = threading.Lock()
+        self._budget = _budget
 
     def fit(self, requests: Any, limits: Any) -> int | None:
         """Items at once that the usable CPUs, the memory and the GPUs can take."""
-        from ..resources import format_memory, local_gpus, total_memory
+        from ..resources import format_memory, total_memory
 
         if not requests:
             return None
@@ -374,33 +522,12 @@ class LocalBackend(Backend):
                 )
             bounds.append(total // requests.mem_bytes)
         if requests.gpu:
-            with self._gpu_lock:
-                if self._gpus is None:
-                    self._gpus = local_gpus()
-                    self._free_gpus = list(self._gpus)
-            if self._gpus:  # none here: the request is passed through, nothing to assign
-                if requests.gpu > len(self._gpus):
-                    raise InvalidMapError(
-                        f"requests gpu={requests.gpu}, but there are {len(self._gpus)} GPUs here"
-                    )
-                bounds.append(len(self._gpus) // requests.gpu)
+            gpus = self._budget.gpus()
+            if gpus:  # none here: the request is passed through, nothing to assign
+                if requests.gpu > len(gpus):
+                    raise InvalidMapError(f"requests gpu={requests.gpu}, but there are {len(gpus)} GPUs here")
+                bounds.append(len(gpus) // requests.gpu)
         return min(bounds) if bounds else None
-
-    def _take_gpus(self, task: Task, report: ReportFn) -> tuple[dict[str, str], ReportFn]:
-        """Give the task GPUs of its own, and take them back when it ends."""
-        need = task.job.requests.gpu if task.job.requests is not None else 0
-        if not need or not self._gpus:
-            return {}, report
-        with self._gpu_lock:
-            mine, self._free_gpus = self._free_gpus[:need], self._free_gpus[need:]
-
-        def give_back(records: list[Any]) -> None:
-            if any(r[0] == ENDED for r in records):
-                with self._gpu_lock:
-                    self._free_gpus += [g for g in mine if g not in self._free_gpus]
-            report(records)
-
-        return {"CUDA_VISIBLE_DEVICES": ",".join(mine)}, give_back
 
     @property
     def pool(self) -> Pool:
@@ -420,7 +547,29 @@ class LocalBackend(Backend):
         task, items_blob = dump_items(task, report, "a worker process")
         if items_blob is None:
             return
-        env, report = self._take_gpus(task, report)
+        requests = task.job.requests
+        if not requests:
+            self._start(task, report, blob, items_blob, {})
+            return
+
+        def start(gpus: list[str]) -> None:
+            def give_back(records: list[Any]) -> None:
+                if any(r[0] == ENDED for r in records):
+                    self._budget.release(requests, gpus)
+                report(records)
+
+            env = {"CUDA_VISIBLE_DEVICES": ",".join(gpus)} if gpus else {}
+            try:
+                self._start(task, give_back, blob, items_blob, env)
+            except Exception as e:  # called from another run's thread too: report, never raise
+                err = ItemError("internal", type(e).__qualname__, f"the local backend failed: {e}")
+                give_back([(ENDED, task.id, err, True)])
+
+        self._budget.acquire(task.id, requests, start)
+
+    def _start(
+        self, task: Task, report: ReportFn, blob: bytes, items_blob: bytes, env: dict[str, str]
+    ) -> None:
         try:
             self.pool.submit(task, report, blob, items_blob, env)
         except PoolBrokenError:
@@ -429,6 +578,8 @@ class LocalBackend(Backend):
             self.pool.submit(task, report, blob, items_blob, env)  # a fresh shared pool
 
     def kill(self, task_id: int) -> None:
+        if self._budget.withdraw(task_id):  # never started: nothing to stop
+            return
         self.pool.kill(task_id)
 
     def join(self, task_ids: list[int], timeout: float) -> None:
