@@ -1,0 +1,222 @@
+"""flytekit 1.x tasks in mapnb.map_task: parallel, with their own settings, as Flyte runs them.
+
+Real flytekit objects throughout (tests/flyte_tasks.py); several cases are flytekit's own
+local map-task tests (test_array_node_map_task) and the flytesnacks checkpoint example,
+with flytekit's expected values.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+
+import pytest
+
+import mapnb
+from mapnb import InvalidMapError, MapTaskError, Resources, Status
+
+flytekit = pytest.importorskip("flytekit")
+
+from . import flyte_tasks as ft  # noqa: E402  (needs flytekit)
+
+
+def _spans(outputs: list[str]) -> list[tuple[float, float]]:
+    return [tuple(map(float, o.split())) for o in outputs]  # type: ignore[misc]
+
+
+def test_items_of_a_flytekit_task_run_at_the_same_time_on_the_local_pool():
+    """flytekit runs a map serially (3 x 1 s take 3 s); here the items overlap."""
+    df = mapnb.map_task(ft.sleepy, concurrency=3, progress=False)(x=[1, 2, 3])
+    spans = _spans(df["output"].tolist())
+    # How many items were running at once, at the moment each one started.
+    overlap = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+    assert overlap >= 2, spans
+
+
+def test_a_flytekit_map_task_object_runs_with_its_concurrency_and_bound_inputs():
+    """Today's failure: every item failed with TypeTransformerFailedError ('...-arraynode')."""
+    m = flytekit.map_task(functools.partial(ft.scale, factor=10), concurrency=2)
+    mt = mapnb.map_task(m, backend="threads", progress=False)
+    assert mt.options.concurrency == 2 and mt.name == "scale"
+    assert mt(a=[1, 2, 3])["output"].tolist() == [10, 20, 30]
+    # Explicit mapnb arguments win over the map's own.
+    assert mapnb.map_task(m, concurrency=1, progress=False).options.concurrency == 1
+
+
+def test_partials_as_in_flytekits_tests():
+    """test_array_node_map_task: map_task(functools.partial(t1, b="hello"))."""
+    expected = ["1hello", "2hello", "3hello"]
+    p = functools.partial(ft.t1, b="hello")
+    assert mapnb.map_task(p, backend="threads", progress=False)(a=[1, 2, 3])["output"].tolist() == expected
+    m = flytekit.map_task(p)
+    assert mapnb.map_task(m, backend="threads", progress=False)(a=[1, 2, 3])["output"].tolist() == expected
+    bound = flytekit.map_task(ft.t1, bound_inputs_values={"b": "hello"})
+    assert (
+        mapnb.map_task(bound, backend="threads", progress=False)(a=[1, 2, 3])["output"].tolist() == expected
+    )
+
+
+@pytest.mark.parametrize(
+    "min_success_ratio, should_raise_error",
+    [(None, True), (1, True), (0.75, False), (0.5, False)],
+)
+def test_min_success_ratio_as_in_flytekits_tests(min_success_ratio, should_raise_error):
+    """test_array_node_map_task: [1, None, 3, 4] unless the ratio asks for every item."""
+    m = flytekit.map_task(ft.some_task1, min_success_ratio=min_success_ratio)
+    mt = mapnb.map_task(m, backend="threads", progress=False)
+    if should_raise_error:
+        with pytest.raises(MapTaskError, match="Unexpected inputs: 2"):
+            mt(inputs=[1, 2, 3, 4])
+    else:
+        assert mt(inputs=[1, 2, 3, 4])["output"].tolist() == [1, None, 3, 4]
+
+
+def test_min_successes_of_a_flytekit_map_task():
+    ok = mapnb.map_task(flytekit.map_task(ft.some_task1, min_successes=3), backend="threads", progress=False)
+    assert ok(inputs=[1, 2, 3, 4])["output"].tolist() == [1, None, 3, 4]
+    too_many = flytekit.map_task(ft.some_task1, min_successes=4)
+    with pytest.raises(MapTaskError, match="of 4 items succeeded, 4 needed"):
+        mapnb.map_task(too_many, backend="threads", progress=False)(inputs=[1, 2, 3, 4])
+    # An explicit min_success_ratio wins over the map's min_successes.
+    mt = mapnb.map_task(too_many, min_success_ratio=0.5, backend="threads", progress=False)
+    assert mt(inputs=[1, 2, 3, 4])["status"].tolist() == ["succeeded", "failed", "succeeded", "succeeded"]
+
+
+def test_a_wrong_element_type_fails_that_item_with_flytekits_message():
+    df = mapnb.map_task(ft.scale, min_success_ratio=0.5, progress=False)(a=[1, "x", 3])
+    assert df["status"].tolist() == ["succeeded", "failed", "succeeded"]
+    assert df["output"].tolist() == [1, None, 3]
+    assert df.loc[1, "error"].startswith("TypeTransformerFailedError: Failed to convert inputs of task")
+    assert "Expected value of type <class 'int'> but got 'x'" in df.loc[1, "error"]
+
+
+def test_a_bound_input_of_the_wrong_type_is_refused_before_anything_runs():
+    """flytekit runs it (and fails every item); mapnb refuses it with flytekit's message."""
+    with pytest.raises(InvalidMapError, match="bound input of .*scale has the wrong type.*factor"):
+        mapnb.map_task(functools.partial(ft.scale, factor=[1, 2]))
+    with pytest.raises(InvalidMapError, match="wrong type"):
+        mapnb.map_task(flytekit.map_task(functools.partial(ft.scale, factor="ten")))
+
+
+def test_the_error_column_and_map_task_error_show_flytekits_cause():
+    """flytekit puts the cause on line 2 ("Error encountered while executing '...':" first)."""
+    run = mapnb.map_task(ft.some_task1, progress=False).submit(inputs=[1, 2])
+    with pytest.raises(MapTaskError) as info:
+        run.result()
+    assert "ValueError: Error encountered while executing 'tests.flyte_tasks.some_task1': " in str(info.value)
+    assert "Unexpected inputs: 2" in str(info.value)
+    assert run.df.loc[1, "error"].endswith("some_task1': Unexpected inputs: 2")
+    # The item's traceback starts in the task's own code, not in flytekit's plumbing.
+    tb = run.errors[1].traceback
+    assert tb.splitlines()[1].strip().startswith('File "') and tb.splitlines()[1].endswith("in some_task1")
+
+
+def test_the_tasks_retries_and_timeout_are_honoured():
+    df = mapnb.map_task(ft.fails_first_attempt, progress=False)(x=[1, 2])
+    assert df["output"].tolist() == [2, 2] and df["attempts"].tolist() == [2, 2]
+    with pytest.raises(MapTaskError, match="first attempt fails"):
+        mapnb.map_task(ft.fails_first_attempt, retries=0, progress=False)(x=[1])  # explicit wins
+    mt = mapnb.map_task(ft.hangs, min_success_ratio=0.5, progress=False)
+    assert mt.options.timeout == 2.0
+    df = mt(x=[0, 1])
+    assert df["status"].tolist() == ["succeeded", "failed"]
+    assert df.loc[1, "error"].startswith("TimeoutError: attempt 1 ran longer than timeout=2s")
+
+
+def test_flytesnacks_checkpoint_example_resumes_across_retries():
+    """Each attempt fails a third of the way on; a retry resumes from the checkpoint."""
+    df = mapnb.map_task(ft.use_checkpoint, progress=False)(n_iterations=[10, 10])
+    assert df["output"].tolist() == [9, 9] and df["attempts"].tolist() == [4, 4]
+
+
+def test_checkpoint_restore_without_a_path_and_read_of_several_files_as_flytekit():
+    df = mapnb.map_task(ft.two_checkpoint_files, progress=False)(x=[1])
+    assert df.loc[0, "output"] == "['a', 'b'] Expected exactly one checkpoint - found 2"
+
+
+def test_current_context_identifies_the_item():
+    run = mapnb.map_task(ft.where_am_i, backend="threads", progress=False).submit(x=[5, 6])
+    assert run.result()["output"].tolist() == [f"{run.id} 0 1", f"{run.id} 1 1"]
+
+
+def test_the_tasks_cache_settings_become_mapnbs(tmp_path):
+    for t in (ft.counted, ft.counted_old_style):
+        log = tmp_path / f"{t.name}.log"
+        mt = mapnb.map_task(functools.partial(t, log=str(log)), backend="threads", progress=False)
+        assert mt.cache.enabled and mt.cache.ignore == ("log",)
+        first = mt(x=[1, 2, 3])
+        again = mapnb.map_task(functools.partial(t, log=str(tmp_path / "other.log")), progress=False)(
+            x=[1, 2, 3, 4]
+        )
+        assert again["status"].tolist() == ["cached"] * 3 + ["succeeded"]
+        assert again["output"].tolist()[:3] == first["output"].tolist()
+        assert sorted(log.read_text().split()) == ["1", "2", "3"]  # each item computed once
+    assert mapnb.map_task(ft.counted).cache.version == "1"
+    old = mapnb.map_task(ft.counted_old_style).cache
+    assert old.version == "2" and old.serialize
+
+
+def test_requests_and_limits_become_mapnb_resources():
+    mt = mapnb.map_task(ft.modest, progress=False)
+    assert mt.requests == Resources(cpu="500m", mem="100Mi") and mt.requests.cpus == 0.5
+    assert mt.limits == Resources(mem="1Gi", gpu=0)
+    assert mt(x=[1, 2])["output"].tolist() == [1, 2]
+
+
+def test_file_and_directory_outputs_stay_whole_and_usable():
+    """Not split into path/metadata/... columns: one usable object per item."""
+    df = mapnb.map_task(ft.make_file, progress=False)(x=[1, 2])
+    assert "path" not in df.columns
+    assert [open(f).read() for f in df["output"]] == ["content 1", "content 2"]
+    d = mapnb.map_task(ft.make_dir, progress=False)(x=[3])["output"][0]
+    assert isinstance(d, flytekit.types.directory.FlyteDirectory)
+    assert open(f"{d.path}/part").read() == "3"
+
+
+def test_structured_dataset_outputs_stay_whole():
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    df = mapnb.map_task(ft.make_frame, progress=False)(n=[1, 2])
+    assert "uri" not in df.columns
+    assert df["output"][1].open(pd.DataFrame).all()["n"].tolist() == [2, 3]
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        (ft.two_outputs, r"has 2 outputs \(o0, o1\); a Flyte map task needs one output"),
+        (ft.dyn, "is a @dynamic task, which Flyte does not map"),
+        (ft.eager_one, "is an @eager workflow, which Flyte does not map"),
+        (ft.wf, "is a flytekit workflow; mapnb maps tasks, not workflows: map a @task"),
+        (ft.wf_lp, "is a flytekit launch plan"),
+        (functools.partial(ft.scale, 2), "bind a flytekit task's inputs by name"),
+    ],
+)
+def test_what_flyte_does_not_map_is_refused_before_anything_runs(target, message):
+    with pytest.raises(InvalidMapError, match=message):
+        mapnb.map_task(target)
+
+
+def test_lists_of_different_lengths_are_refused():
+    """flytekit truncates to the shorter list silently."""
+    with pytest.raises(InvalidMapError, match="same length: a has 2 items, factor has 1 item"):
+        mapnb.map_task(ft.scale)(a=[1, 2], factor=[3])
+
+
+def test_mapnb_and_its_workers_import_flytekit_only_for_a_flytekit_task():
+    code = (
+        "import sys, mapnb\n"
+        "df = mapnb.map_task(lambda x: 'flytekit' in sys.modules, progress=False)(x=[1])\n"
+        "print(df['output'].tolist(), 'flytekit' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[False] False"
+
+
+def test_status_of_items_is_as_for_plain_functions():
+    run = mapnb.map_task(ft.scale, backend="sequential", progress=False).submit(a=[1, 2])
+    run.wait(60)
+    assert run.statuses == [Status.SUCCEEDED, Status.SUCCEEDED]
