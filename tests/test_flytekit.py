@@ -220,3 +220,43 @@ def test_status_of_items_is_as_for_plain_functions():
     run = mapnb.map_task(ft.scale, backend="sequential", progress=False).submit(a=[1, 2])
     run.wait(60)
     assert run.statuses == [Status.SUCCEEDED, Status.SUCCEEDED]
+
+
+@pytest.fixture(scope="module")
+def shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "mapnb")
+    return sh
+
+
+def test_the_magic_maps_a_task_of_the_notebook_by_name(shell):
+    shell.user_ns.update(scale=ft.scale, tasks=ft, m=flytekit.map_task(ft.some_task1, min_success_ratio=0.5))
+    df = shell.run_line_magic("map_task", "--backend threads --task scale a=[1, 2] factor=[3, 4]")
+    assert df["output"].tolist() == [3, 8]
+    df = shell.run_line_magic("map_task", "--backend threads --task tasks.scale a=[5]")
+    assert df["output"].tolist() == [5]
+    # The map's own min_success_ratio holds: the magic has no default of its own.
+    df = shell.run_line_magic("map_task", "--backend threads --task m inputs=[1, 2, 3, 4]")
+    assert df["output"].tolist() == [1, None, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "line, body, message",
+    [
+        ("--task scale a=[1]", "print(a)", "leave the cell body empty"),
+        ("--task nowhere a=[1]", None, "--task nowhere: NameError"),
+        ("--task 'x y' a=[1]", None, "must name a function or task"),
+        ("--task answer a=[1]", None, "--task answer must be a function or task; answer is a int"),
+    ],
+)
+def test_the_magics_task_option_says_what_is_wrong(shell, line, body, message):
+    from IPython.core.error import UsageError
+
+    shell.user_ns.update(scale=ft.scale, answer=42)
+    with pytest.raises(UsageError, match=message):
+        if body is None:
+            shell.run_line_magic("map_task", line)
+        else:
+            shell.run_cell_magic("map_task", line, body)
