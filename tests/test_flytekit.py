@@ -260,3 +260,13 @@ def test_the_magics_task_option_says_what_is_wrong(shell, line, body, message):
             shell.run_line_magic("map_task", line)
         else:
             shell.run_cell_magic("map_task", line, body)
+
+
+def test_a_maps_metadata_applies_to_its_subtasks():
+    """flytekit.map_task(t, metadata=TaskMetadata(...)) sets the subtasks' retries, timeout."""
+    from flytekit.core.base_task import TaskMetadata
+
+    m = flytekit.map_task(ft.fails_first_attempt, metadata=TaskMetadata(retries=1, timeout=30))
+    mt = mapnb.map_task(m, backend="threads", progress=False)
+    assert mt.options.retries == 1 and mt.options.timeout == 30.0
+    assert mt(x=[1])["attempts"].tolist() == [2]
