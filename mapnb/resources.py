@@ -118,10 +118,29 @@ class Resources:
         return self.cpu is not None or self.mem is not None or bool(self.gpu)
 
 
+def from_flytekit(value: Any) -> Resources | None:
+    """flytekit's ``Resources`` as mapnb's (None when it sets nothing), read by attribute
+    so that flytekit is not imported."""
+    fields = {k: getattr(value, k, None) for k in ("cpu", "mem", "gpu", "ephemeral_storage")}
+    for k, v in fields.items():
+        if isinstance(v, (tuple, list)):  # flytekit's (request, limit) pairs: not one value
+            raise InvalidMapError(
+                f"{k}={v!r}: pass requests and limits separately, e.g. requests=Resources({k}=...)"
+            )
+    if all(v is None for v in fields.values()):
+        return None
+    return Resources(**fields)
+
+
 def check(value: Any, what: str) -> Resources | None:
     if value is None or isinstance(value, Resources):
         return value
-    raise InvalidMapError(f"{what} must be mapnb.Resources(cpu=..., mem=..., gpu=...); got {value!r}")
+    cls = type(value)
+    if cls.__name__ == "Resources" and cls.__module__.split(".")[0] == "flytekit":
+        return from_flytekit(value)
+    raise InvalidMapError(
+        f"{what} must be mapnb.Resources(cpu=..., mem=..., gpu=...) or flytekit.Resources; got {value!r}"
+    )
 
 
 def total_memory() -> int | None:

@@ -7,6 +7,7 @@ with flytekit's expected values.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import subprocess
 import sys
@@ -270,3 +271,42 @@ def test_a_maps_metadata_applies_to_its_subtasks():
     mt = mapnb.map_task(m, backend="threads", progress=False)
     assert mt.options.retries == 1 and mt.options.timeout == 30.0
     assert mt(x=[1])["attempts"].tolist() == [2]
+
+
+def test_with_overrides_on_the_map_applies_to_every_subtask_as_on_a_cluster():
+    mt = mapnb.map_task(ft.fails_first_attempt, backend="threads", progress=False)
+    over = mt.with_overrides(
+        retries=0,
+        timeout=datetime.timedelta(seconds=45),
+        resources=flytekit.Resources(cpu=("250m", "1"), mem="200Mi"),
+        cache=flytekit.Cache(version="v7", serialize=True),
+    )
+    assert over.options.retries == 0 and over.options.timeout == 45.0
+    assert over.requests == Resources(cpu="250m", mem="200Mi") and over.limits == Resources(
+        cpu="1", mem="200Mi"
+    )
+    assert over.cache.enabled and over.cache.version == "v7" and over.cache.serialize
+    assert mt.options.retries == 2 and not mt.cache.enabled  # the original is unchanged
+    with pytest.raises(MapTaskError, match="first attempt fails"):
+        over.with_overrides(cache=False)(x=[1])
+    limited = mt.with_overrides(requests=flytekit.Resources(cpu="500m"), limits=Resources(mem="1Gi"))
+    assert limited.requests == Resources(cpu="500m") and limited.limits == Resources(mem="1Gi")
+    with pytest.raises(InvalidMapError, match=r"with_overrides\(interruptible=...\) has no meaning"):
+        mt.with_overrides(interruptible=True)
+
+
+def test_flytekit_resources_are_accepted_where_mapnb_resources_are():
+    @mapnb.task(requests=flytekit.Resources(cpu="500m", mem="1Gi"), limits=flytekit.Resources(gpu="1"))
+    def f(x: int) -> int:
+        return x
+
+    assert f.requests == Resources(cpu="500m", mem="1Gi") and f.requests.cpus == 0.5
+    assert f.limits == Resources(gpu=1)
+    with pytest.raises(InvalidMapError, match="pass requests and limits separately"):
+        mapnb.task(requests=flytekit.Resources(cpu=("1", "2")))
+
+
+def test_run_all_sub_nodes_is_said_to_differ():
+    m = flytekit.map_task(ft.some_task1, run_all_sub_nodes=True)
+    with pytest.warns(UserWarning, match="run_all_sub_nodes=True: mapnb stops a map"):
+        mapnb.map_task(m)

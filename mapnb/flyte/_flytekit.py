@@ -25,6 +25,8 @@ than one output, ``@dynamic`` and ``@eager`` tasks, workflows and launch plans.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import functools
 import inspect
 import shutil
@@ -32,6 +34,7 @@ import signal
 import tempfile
 import threading
 import types
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,8 +42,9 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from ..api import MapTask, map_task, task
+from ..cache import CacheSettings
 from ..errors import InvalidMapError
-from ..resources import Resources
+from ..resources import Resources, from_flytekit
 
 if TYPE_CHECKING:
     from flytekit.core.python_function_task import PythonFunctionTask
@@ -114,12 +118,7 @@ def _check_task(t: Any) -> PythonFunctionTask:
 
 def _resources(r: Any) -> Resources | None:
     """flytekit's ``Resources`` (requests or limits) as mapnb's, or None when empty."""
-    if r is None:
-        return None
-    values = {k: getattr(r, k, None) for k in ("cpu", "mem", "gpu", "ephemeral_storage")}
-    if all(v is None for v in values.values()):
-        return None
-    return Resources(**values)
+    return None if r is None else from_flytekit(r)
 
 
 def _settings(t: PythonFunctionTask, metadata: Any) -> dict[str, Any]:
@@ -185,6 +184,12 @@ def adapt(obj: Any) -> tuple[Callable[..., Any], dict[str, Any]]:
         if obj._partial is not None:  # flytekit keeps them only here
             bound = {**obj._partial.keywords, **bound}
         bound = {**bound, **obj._bound_inputs_values}  # as flytekit: bound values win over partials
+        if obj.run_all_sub_nodes:
+            warnings.warn(
+                "run_all_sub_nodes=True: mapnb stops a map as soon as its min_success_ratio cannot be "
+                "reached (set min_success_ratio=0 to run every item)",
+                stacklevel=4,
+            )
         metadata = obj.metadata
         obj = obj.python_function_task
     t = _check_task(obj)
@@ -197,10 +202,21 @@ def adapt(obj: Any) -> tuple[Callable[..., Any], dict[str, Any]]:
 
 
 class FlyteMapTask(MapTask):
-    """A :class:`~mapnb.MapTask` of a flytekit task whose map asks for ``min_successes``
-    items (turned into a ratio once the number of items is known)."""
+    """A :class:`~mapnb.MapTask` of a flytekit task.
+
+    Two things more than a MapTask: a map that asks for ``min_successes`` items (turned into
+    a ratio once the number of items is known), and :meth:`with_overrides` as flytekit's
+    nodes have it.
+    """
 
     min_successes: int | None = None
+
+    @classmethod
+    def of(cls, mt: MapTask, min_successes: int | None) -> FlyteMapTask:
+        out = cls.__new__(cls)
+        out.__dict__.update(mt.__dict__)
+        out.min_successes = min_successes
+        return out
 
     def _start(self, names: Any, inputs: Any, axes: Any, run_id: Any = None, recovered: Any = None) -> Any:
         if self.min_successes is None or not inputs:
@@ -209,23 +225,94 @@ class FlyteMapTask(MapTask):
         ratio = min(1.0, max(0.0, (self.min_successes - 0.5) / len(inputs)))
         view = MapTask.__new__(MapTask)
         view.__dict__.update(self.__dict__)
-        view.options = type(self.options)(**{**self.options.__dict__, "min_success_ratio": ratio})
+        view.options = dataclasses.replace(self.options, min_success_ratio=ratio)
         return MapTask._start(view, names, inputs, axes, run_id, recovered)
 
     def __repr__(self) -> str:
-        return super().__repr__().replace(
+        text = super().__repr__()
+        if self.min_successes is None:
+            return text
+        return text.replace(
             f"min_success_ratio={self.options.min_success_ratio}", f"min_successes={self.min_successes}"
         )
 
-    def with_overrides(self, **kwargs: Any) -> MapTask:
-        mt = super().with_overrides(**kwargs)
-        out = FlyteMapTask.__new__(FlyteMapTask)
-        out.__dict__.update(mt.__dict__)
-        out.min_successes = self.min_successes
-        return out
+    def with_overrides(  # type: ignore[override]
+        self,
+        *,
+        requests: Any = None,
+        limits: Any = None,
+        resources: Any = None,
+        retries: int | None = None,
+        timeout: float | datetime.timedelta | None = None,
+        cache: Any = None,
+        cache_version: str | None = None,
+        cache_serialize: bool | None = None,
+        **other: Any,
+    ) -> FlyteMapTask:
+        """A copy with other settings for every subtask, as flytekit's
+        ``map_task(t)(...).with_overrides(...)`` on a cluster.
+
+        ``requests``/``limits`` take ``mapnb.Resources`` or ``flytekit.Resources``;
+        ``resources`` a ``flytekit.Resources`` whose values may be ``(request, limit)``
+        pairs; ``cache`` a bool or ``flytekit.Cache``.
+        """
+        if other:
+            raise InvalidMapError(
+                f"with_overrides({', '.join(sorted(other))}=...) has no meaning for a local map; "
+                "mapnb takes requests, limits, resources, retries, timeout, cache, cache_version, "
+                "cache_serialize"
+            )
+        if resources is not None:
+            req, lim = _split_resources(resources)
+            requests = req if requests is None else requests
+            limits = lim if limits is None else limits
+        mt = MapTask.with_overrides(self, requests=requests, limits=limits)
+        opts = self.options
+        if retries is not None or timeout is not None:
+            if isinstance(timeout, datetime.timedelta):
+                timeout = timeout.total_seconds()
+            opts = dataclasses.replace(
+                opts,
+                retries=opts.retries if retries is None else retries,
+                timeout=opts.timeout if timeout is None else timeout,
+            )
+        mt.options = opts
+        if cache is not None or cache_version is not None or cache_serialize is not None:
+            base = self.cache
+            ignore = base.ignore
+            if cache is not None and not isinstance(cache, bool):  # flytekit.Cache
+                cache_version = cache_version if cache_version is not None else cache.version
+                cache_serialize = cache_serialize if cache_serialize is not None else cache.serialize
+                ignore = tuple(cache.get_ignored_inputs()) or ignore
+                cache = True
+            enabled = base.enabled if cache is None else cache
+            mt.cache = CacheSettings.make(
+                enabled,
+                (cache_version if cache_version is not None else base.version) if enabled else None,
+                (base.serialize if cache_serialize is None else cache_serialize) if enabled else False,
+                ignore if enabled else (),
+                base.overwrite if enabled else False,
+            )
+        return FlyteMapTask.of(mt, self.min_successes)
 
 
-def map_flytekit(obj: Any, **options: Any) -> MapTask:
+def _split_resources(r: Any) -> tuple[Resources | None, Resources | None]:
+    """flytekit's ``resources=Resources(cpu=("1", "2"), mem="1Gi")``: requests and limits
+    (a single value is both, as in flytekit)."""
+    if hasattr(r, "requests") and hasattr(r, "limits"):  # a ResourceSpec
+        return _resources(r.requests), _resources(r.limits)
+    req: dict[str, Any] = {}
+    lim: dict[str, Any] = {}
+    for k in ("cpu", "mem", "gpu", "ephemeral_storage"):
+        v = getattr(r, k, None)
+        if isinstance(v, (tuple, list)):
+            req[k], lim[k] = v
+        elif v is not None:
+            req[k] = lim[k] = v
+    return (Resources(**req) if req else None), (Resources(**lim) if lim else None)
+
+
+def map_flytekit(obj: Any, **options: Any) -> FlyteMapTask:
     """:func:`mapnb.map_task` for a flytekit object: its settings, then the caller's."""
     fn, defaults = adapt(obj)
     min_successes = defaults.pop("min_successes", None)
@@ -234,15 +321,11 @@ def map_flytekit(obj: Any, **options: Any) -> MapTask:
     for k, v in defaults.items():
         if options.get(k) is None:
             options[k] = v
-    mt = map_task(fn, **options)
-    if min_successes is None:
-        return mt
-    if isinstance(min_successes, bool) or not isinstance(min_successes, int) or min_successes < 0:
+    if min_successes is not None and (
+        isinstance(min_successes, bool) or not isinstance(min_successes, int) or min_successes < 0
+    ):
         raise InvalidMapError(f"min_successes must be an integer >= 0; got {min_successes!r}")
-    out = FlyteMapTask.__new__(FlyteMapTask)
-    out.__dict__.update(mt.__dict__)
-    out.min_successes = min_successes
-    return out
+    return FlyteMapTask.of(map_task(fn, **options), min_successes)
 
 
 # --------------------------------------------------------------------------------------
