@@ -162,3 +162,10 @@ def wf(x: int) -> int:
 
 
 wf_lp = LaunchPlan.get_or_create(wf, name="tests_flyte_tasks_wf_lp")
+
+
+@task
+def sigint_ignored(x: int) -> bool:
+    import signal
+
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN

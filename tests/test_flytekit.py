@@ -310,3 +310,9 @@ def test_run_all_sub_nodes_is_said_to_differ():
     m = flytekit.map_task(ft.some_task1, run_all_sub_nodes=True)
     with pytest.warns(UserWarning, match="run_all_sub_nodes=True: mapnb stops a map"):
         mapnb.map_task(m)
+
+
+def test_a_worker_keeps_ignoring_sigint_after_importing_flytekit():
+    """flytekit installs a SIGINT handler on import; a worker leaves Ctrl-C to the caller."""
+    df = mapnb.map_task(ft.sigint_ignored, progress=False)(x=[1, 2])
+    assert df["output"].tolist() == [True, True]

@@ -195,7 +195,13 @@ def adapt(obj: Any) -> tuple[Callable[..., Any], dict[str, Any]]:
     t = _check_task(obj)
     if bound:
         _check_bound(t, bound)
-    fn: Callable[..., Any] = task(FlyteItem(t), **_settings(t, metadata or t.metadata))
+    tf = task(FlyteItem(t), **_settings(t, metadata or t.metadata))
+    # functools.update_wrapper copied the item's attributes: the task (and the signature's
+    # flytekit types) would then travel outside FlyteItem's own pickling, which imports
+    # flytekit under _keep_sigint. The signature is found through __wrapped__.
+    for name in ("_flyte_task", "__signature__"):
+        tf.__dict__.pop(name, None)
+    fn: Callable[..., Any] = tf
     if bound:
         fn = functools.partial(fn, **bound)
     return fn, defaults
