@@ -169,3 +169,16 @@ def sigint_ignored(x: int) -> bool:
     import signal
 
     return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+@task(retries=1)
+def saves_a_file(x: int) -> str:
+    """Attempt 1 saves a file and fails; attempt 2 reads it back with read()."""
+    cp = flytekit.current_context().checkpoint
+    prev = cp.read()
+    if prev is None:
+        path = pathlib.Path(flytekit.current_context().working_directory) / "progress.txt"
+        path.write_text(f"done {x}")
+        cp.save(str(path))
+        raise FlyteRecoverableException("preempted")
+    return prev.decode()

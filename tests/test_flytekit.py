@@ -136,6 +136,11 @@ def test_checkpoint_restore_without_a_path_and_read_of_several_files_as_flytekit
     assert df.loc[0, "output"] == "['a', 'b'] Expected exactly one checkpoint - found 2"
 
 
+def test_read_after_save_of_a_file_as_flytekit():
+    df = mapnb.map_task(ft.saves_a_file, backend="threads", progress=False)(x=[7])
+    assert df.loc[0, "output"] == "done 7" and df.loc[0, "attempts"] == 2
+
+
 def test_current_context_identifies_the_item():
     run = mapnb.map_task(ft.where_am_i, backend="threads", progress=False).submit(x=[5, 6])
     assert run.result()["output"].tolist() == [f"{run.id} 0 1", f"{run.id} 1 1"]

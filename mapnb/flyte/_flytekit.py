@@ -415,7 +415,6 @@ def _params(base: Any, workdir: str) -> Any:
     cp = item.checkpoint
     dest = cp._dir(cp._attempt)  # noqa: SLF001 (mapnb's own checkpoint layout)
     prev = cp._prev  # noqa: SLF001
-    dest.mkdir(parents=True, exist_ok=True)
     b.checkpoint = SyncCheckpoint(checkpoint_dest=str(dest), checkpoint_src=str(prev) if prev else None)
     if item.run_id is not None:
         b.execution_id = WorkflowExecutionIdentifier("local", "local", str(item.run_id))
