@@ -321,3 +321,11 @@ def test_a_worker_keeps_ignoring_sigint_after_importing_flytekit():
     """flytekit installs a SIGINT handler on import; a worker leaves Ctrl-C to the caller."""
     df = mapnb.map_task(ft.sigint_ignored, progress=False)(x=[1, 2])
     assert df["output"].tolist() == [True, True]
+
+
+def test_a_flytekit_task_runs_on_every_backend(backend):
+    """Type checks, the checkpoint across retries and file outputs hold on each backend."""
+    mt = mapnb.map_task(ft.use_checkpoint, backend=backend, progress=False)
+    assert mt(n_iterations=[10, 6])["output"].tolist() == [9, 5]
+    df = mapnb.map_task(ft.scale, backend=backend, min_success_ratio=0.5, progress=False)(a=[2, "x"])
+    assert df["output"].tolist() == [2, None] and "Failed argument 'a'" in df.loc[1, "error"]
