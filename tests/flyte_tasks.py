@@ -182,3 +182,11 @@ def saves_a_file(x: int) -> str:
         cp.save(str(path))
         raise FlyteRecoverableException("preempted")
     return prev.decode()
+
+
+@task
+def chained(x: int) -> int:
+    try:
+        return {}["missing"]
+    except KeyError as e:
+        raise RuntimeError("lookup failed") from e

@@ -113,6 +113,13 @@ def test_the_error_column_and_map_task_error_show_flytekits_cause():
     assert tb.splitlines()[1].strip().startswith('File "') and tb.splitlines()[1].endswith("in some_task1")
 
 
+def test_the_tasks_own_exception_chain_is_kept():
+    run = mapnb.map_task(ft.chained, backend="threads", progress=False).submit(x=[1])
+    run.wait(60)
+    tb = run.errors[0].traceback
+    assert "KeyError: 'missing'" in tb and "direct cause" in tb and "RuntimeError: Error encountered" in tb
+
+
 def test_the_tasks_retries_and_timeout_are_honoured():
     df = mapnb.map_task(ft.fails_first_attempt, progress=False)(x=[1, 2])
     assert df["output"].tolist() == [2, 2] and df["attempts"].tolist() == [2, 2]

@@ -384,8 +384,9 @@ class FlyteItem:
         try:
             return _execute(t, kwargs)
         except Exception as e:
-            # The item's traceback starts in the user's function, not in flytekit's plumbing.
-            raise e.with_traceback(_from_code(e.__traceback__, t.task_function.__code__)) from None
+            # The item's traceback starts in the user's function, not in flytekit's plumbing
+            # (its own __cause__, if any, is kept).
+            raise e.with_traceback(_from_code(e.__traceback__, t.task_function.__code__))  # noqa: B904
 
     def __repr__(self) -> str:
         return f"<flytekit task {self._flyte_task.name}>"
