@@ -190,3 +190,13 @@ def chained(x: int) -> int:
         return {}["missing"]
     except KeyError as e:
         raise RuntimeError("lookup failed") from e
+
+
+@task
+def say_hello(name: str) -> str:
+    return f"hello {name}!"
+
+
+@task
+def many_inputs(a: int, b: str, c: float) -> str:
+    return f"{a} - {b} - {c}"

@@ -58,6 +58,24 @@ def test_partials_as_in_flytekits_tests():
     )
 
 
+def test_map_and_execution_as_in_flytekits_tests():
+    """test_array_node_map_task's test_map and test_execution (a map of a map's outputs)."""
+    mt = mapnb.map_task(flytekit.map_task(ft.say_hello), backend="threads", progress=False)
+    assert mt(name=["abc", "def"])["output"].tolist() == ["hello abc!", "hello def!"]
+    xs = mt(name=["earth", "mars"])["output"].tolist()
+    assert mt(name=xs)["output"].tolist() == ["hello hello earth!!", "hello hello mars!!"]
+
+
+def test_nested_partials_as_in_flytekits_tests():
+    """test_inputs_outputs_length: partial(partial(many_inputs, c=1.0), b="hello")."""
+    p2 = functools.partial(functools.partial(ft.many_inputs, c=1.0), b="hello")
+    for target in (p2, flytekit.map_task(p2)):
+        df = mapnb.map_task(target, backend="threads", progress=False)(a=[1, 2])
+        assert df["output"].tolist() == ["1 - hello - 1.0", "2 - hello - 1.0"]
+    with pytest.raises(InvalidMapError, match="'a' is fixed by functools.partial"):
+        mapnb.map_task(functools.partial(p2, a=1))(a=[1, 2, 3])
+
+
 @pytest.mark.parametrize(
     "min_success_ratio, should_raise_error",
     [(None, True), (1, True), (0.75, False), (0.5, False)],
