@@ -8,8 +8,9 @@ import time
 import typing
 
 import flytekit
-from flytekit import Cache, LaunchPlan, Resources, dynamic, eager, task, workflow
+from flytekit import Cache, LaunchPlan, Resources, dynamic, eager, kwtypes, task, workflow
 from flytekit.exceptions.user import FlyteRecoverableException
+from flytekit.extras.tasks.shell import ShellTask
 from flytekit.types.directory import FlyteDirectory
 from flytekit.types.file import FlyteFile
 from flytekit.types.structured import StructuredDataset
@@ -200,3 +201,10 @@ def say_hello(name: str) -> str:
 @task
 def many_inputs(a: int, b: str, c: float) -> str:
     return f"{a} - {b} - {c}"
+
+
+shout = ShellTask(
+    name="shout",
+    script="test {inputs.x} -lt 3 && echo item {inputs.x}",
+    inputs=kwtypes(x=int),
+)

@@ -354,3 +354,11 @@ def test_a_flytekit_task_runs_on_every_backend(backend):
     assert mt(n_iterations=[10, 6])["output"].tolist() == [9, 5]
     df = mapnb.map_task(ft.scale, backend=backend, min_success_ratio=0.5, progress=False)(a=[2, "x"])
     assert df["output"].tolist() == [2, None] and "Failed argument 'a'" in df.loc[1, "error"]
+
+
+def test_an_instance_task_such_as_shell_task_is_mapped_as_flytekit_maps_it():
+    mt = mapnb.map_task(ft.shout, min_success_ratio=0.5, progress=False)
+    assert mt.name == "shout"
+    run = mt.submit(x=[1, 2, 5])
+    assert run.result()["status"].tolist() == ["succeeded", "succeeded", "failed"]
+    assert "item 2" in run.logs(1) and run.errors[2].type == "FlyteRecoverableException"

@@ -89,8 +89,11 @@ def _refuse(obj: Any) -> None:
 
 
 def _check_task(t: Any) -> PythonFunctionTask:
-    from flytekit.core.python_function_task import PythonFunctionTask
+    from flytekit.core.python_function_task import PythonFunctionTask, PythonInstanceTask
 
+    if isinstance(t, PythonInstanceTask):  # ShellTask and the like: flytekit maps them too
+        _check_outputs(t)
+        return t  # type: ignore[return-value]
     if not isinstance(t, PythonFunctionTask):
         _refuse(t)
     name = t.name
@@ -107,13 +110,17 @@ def _check_task(t: Any) -> PythonFunctionTask:
         )
     if inspect.iscoroutinefunction(t.task_function):
         raise InvalidMapError(f"{name} is an async task; mapnb maps flytekit tasks defined with a plain def")
+    _check_outputs(t)
+    return t
+
+
+def _check_outputs(t: Any) -> None:
     outputs = list(t.python_interface.outputs)
     if len(outputs) > 1:
         raise InvalidMapError(
-            f"{name} has {len(outputs)} outputs ({', '.join(outputs)}); a Flyte map task needs one output: "
+            f"{t.name} has {len(outputs)} outputs ({', '.join(outputs)}); a Flyte map task needs one output: "
             "return a dataclass (mapnb splits it into columns) or a tuple annotated as one value"
         )
-    return t
 
 
 def _resources(r: Any) -> Resources | None:
@@ -359,18 +366,33 @@ def _restore(blob: bytes) -> FlyteItem:
 class FlyteItem:
     """One item of a flytekit task: its function between flytekit's type conversions."""
 
-    # target_function() follows __wrapped__ to the task's function: names, signature and
-    # the source that versions cache entries are the user's.
-    __mapnb_task__ = True
-
     def __init__(self, t: PythonFunctionTask) -> None:
         self._flyte_task = t
-        self.__wrapped__ = t.task_function
-        self.__signature__ = inspect.signature(t.task_function)
-        self.__name__ = t.task_function.__name__
-        self.__qualname__ = t.task_function.__qualname__
-        self.__module__ = t.task_function.__module__
-        self.__doc__ = t.task_function.__doc__
+        fn = getattr(t, "task_function", None)
+        if fn is not None:
+            # target_function() follows __wrapped__ to the task's function: names, signature
+            # and the source that versions cache entries are the user's.
+            self.__mapnb_task__ = True
+            self.__wrapped__ = fn
+            self.__signature__ = inspect.signature(fn)
+            self.__name__, self.__qualname__ = fn.__name__, fn.__qualname__
+            self.__module__, self.__doc__ = fn.__module__, fn.__doc__
+            return
+        # A PythonInstanceTask (ShellTask, ...) has no function: its interface is the
+        # signature, its name the identity (cache entries need a cache_version to change).
+        defaults = t.python_interface.default_inputs_as_kwargs
+        self.__signature__ = inspect.Signature(
+            [
+                inspect.Parameter(
+                    n, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(n, inspect.Parameter.empty)
+                )
+                for n in t.python_interface.inputs
+            ]
+        )
+        self.__name__ = t.name.rsplit(".", 1)[-1]
+        self.__qualname__ = t.name
+        self.__module__ = type(t).__module__
+        self.__doc__ = getattr(t, "__doc__", None)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Whole, with cloudpickle (tasks defined in a notebook travel by value); restored
@@ -386,7 +408,10 @@ class FlyteItem:
         except Exception as e:
             # The item's traceback starts in the user's function, not in flytekit's plumbing
             # (its own __cause__, if any, is kept).
-            raise e.with_traceback(_from_code(e.__traceback__, t.task_function.__code__))  # noqa: B904
+            fn = getattr(t, "task_function", None)
+            if fn is None:
+                raise
+            raise e.with_traceback(_from_code(e.__traceback__, fn.__code__))  # noqa: B904
 
     def __repr__(self) -> str:
         return f"<flytekit task {self._flyte_task.name}>"
