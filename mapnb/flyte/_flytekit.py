@@ -6,6 +6,7 @@ What ``mapnb.map_task`` takes from flytekit's objects (explicit ``map_task`` arg
   ``cache`` (``True``, ``flytekit.Cache(version=, serialize=, ignored_inputs=)``, or the
   older ``cache_version``/``cache_serialize``/``cache_ignore_input_vars``) and its
   ``requests``/``limits`` (as :class:`mapnb.Resources`, Kubernetes units accepted).
+- a ``PythonInstanceTask`` (``ShellTask``, ...): the same, its interface as signature.
 - ``functools.partial(t, b=...)``: ``b`` is the same for every item.
 - ``flytekit.map_task(t, concurrency=, min_success_ratio=, min_successes=, metadata=)``:
   those settings, and its bound inputs.
