@@ -18,9 +18,10 @@ from flytekit.types.structured import StructuredDataset
 
 @task
 def sleepy(x: int) -> str:
-    """Sleeps a second; returns when it ran, as 'start end' wall-clock seconds."""
+    """Sleeps 2 s (not 1: margin for workers that import flytekit at different speeds on a
+    loaded machine); returns when it ran, as 'start end' wall-clock seconds."""
     t0 = time.time()
-    time.sleep(1.0)
+    time.sleep(2.0)
     return f"{t0} {time.time()}"
 
 
