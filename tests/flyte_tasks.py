@@ -209,3 +209,8 @@ shout = ShellTask(
     script="test {inputs.x} -lt 3 && echo item {inputs.x}",
     inputs=kwtypes(x=int),
 )
+
+
+@task(resources=Resources(cpu=("500m", "1"), mem="200Mi"))
+def ranged(x: int) -> int:
+    return x

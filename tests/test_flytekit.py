@@ -196,6 +196,9 @@ def test_requests_and_limits_become_mapnb_resources():
     assert mt.requests == Resources(cpu="500m", mem="100Mi") and mt.requests.cpus == 0.5
     assert mt.limits == Resources(mem="1Gi", gpu=0)
     assert mt(x=[1, 2])["output"].tolist() == [1, 2]
+    # resources=: (request, limit) pairs, a single value the request, as flytekit reads them.
+    ranged = mapnb.map_task(ft.ranged)
+    assert ranged.requests == Resources(cpu="500m", mem="200Mi") and ranged.limits == Resources(cpu="1")
 
 
 def test_file_and_directory_outputs_stay_whole_and_usable():
@@ -315,9 +318,7 @@ def test_with_overrides_on_the_map_applies_to_every_subtask_as_on_a_cluster():
         cache=flytekit.Cache(version="v7", serialize=True),
     )
     assert over.options.retries == 0 and over.options.timeout == 45.0
-    assert over.requests == Resources(cpu="250m", mem="200Mi") and over.limits == Resources(
-        cpu="1", mem="200Mi"
-    )
+    assert over.requests == Resources(cpu="250m", mem="200Mi") and over.limits == Resources(cpu="1")
     assert over.cache.enabled and over.cache.version == "v7" and over.cache.serialize
     assert mt.options.retries == 2 and not mt.cache.enabled  # the original is unchanged
     with pytest.raises(MapTaskError, match="first attempt fails"):

@@ -311,19 +311,13 @@ class FlyteMapTask(MapTask):
 
 
 def _split_resources(r: Any) -> tuple[Resources | None, Resources | None]:
-    """flytekit's ``resources=Resources(cpu=("1", "2"), mem="1Gi")``: requests and limits
-    (a single value is both, as in flytekit)."""
-    if hasattr(r, "requests") and hasattr(r, "limits"):  # a ResourceSpec
-        return _resources(r.requests), _resources(r.limits)
-    req: dict[str, Any] = {}
-    lim: dict[str, Any] = {}
-    for k in ("cpu", "mem", "gpu", "ephemeral_storage"):
-        v = getattr(r, k, None)
-        if isinstance(v, (tuple, list)):
-            req[k], lim[k] = v
-        elif v is not None:
-            req[k] = lim[k] = v
-    return (Resources(**req) if req else None), (Resources(**lim) if lim else None)
+    """flytekit's ``resources=Resources(cpu=("1", "2"), mem="1Gi")`` as requests and limits,
+    split by flytekit itself (a pair is (request, limit); a single value is the request)."""
+    if not (hasattr(r, "requests") and hasattr(r, "limits")):  # not already a ResourceSpec
+        from flytekit.core.resources import ResourceSpec
+
+        r = ResourceSpec.from_multiple_resource(r)
+    return _resources(r.requests), _resources(r.limits)
 
 
 def map_flytekit(obj: Any, **options: Any) -> FlyteMapTask:
