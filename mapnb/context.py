@@ -46,6 +46,7 @@ class Checkpoint:
         self._root = Path(root)
         self._attempt = attempt
         self._prev = self._find_previous()
+        self._restored: Path | None = None
 
     def _dir(self, attempt: int) -> Path:
         return self._root / str(attempt)
@@ -97,9 +98,13 @@ class Checkpoint:
         if self._prev is None:
             return None
         if path is None:
+            if self._restored is not None:  # once, as flytekit's: later calls get the same folder
+                return self._restored
             path = tempfile.mkdtemp(prefix="mapnb-restored-")
         dest = Path(path)
         shutil.copytree(self._prev, dest, dirs_exist_ok=True)
+        if self._restored is None:
+            self._restored = dest
         return dest
 
     def save(self, src: str | os.PathLike[str] | IO[bytes]) -> None:
