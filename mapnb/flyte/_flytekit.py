@@ -104,7 +104,8 @@ def _check_task(t: Any) -> PythonFunctionTask:
             f"{name} is a @dynamic task, which Flyte does not map (a map task's items are single tasks); "
             "map the @task(s) it calls instead, or call the dynamic task once"
         )
-    if mode == PythonFunctionTask.ExecutionBehavior.EAGER or getattr(t.metadata, "is_eager", False):
+    eager = getattr(PythonFunctionTask.ExecutionBehavior, "EAGER", None)  # flytekit >= 1.11
+    if (eager is not None and mode == eager) or getattr(t.metadata, "is_eager", False):
         raise InvalidMapError(
             f"{name} is an @eager workflow, which Flyte does not map; "
             "map the @task(s) it calls instead, or call it once (asyncio.run(...))"
@@ -183,16 +184,18 @@ def adapt(obj: Any) -> tuple[Callable[..., Any], dict[str, Any]]:
     defaults: dict[str, Any] = {}
     metadata = None
     if isinstance(obj, ArrayNodeMapTask):
-        concurrency = obj.concurrency
-        defaults["concurrency"] = concurrency or None  # 0: unbounded on Flyte, the backend's limit here
-        if obj.min_successes is not None:
+        # getattr: not every flytekit >= 1.10 has every setting.
+        defaults["concurrency"] = obj.concurrency or None  # 0: unbounded on Flyte, the backend's limit here
+        if getattr(obj, "min_successes", None) is not None:
             defaults["min_successes"] = obj.min_successes
         elif obj.min_success_ratio is not None:
             defaults["min_success_ratio"] = obj.min_success_ratio
-        if obj._partial is not None:  # flytekit keeps them only here
-            bound = {**obj._partial.keywords, **bound}
-        bound = {**bound, **obj._bound_inputs_values}  # as flytekit: bound values win over partials
-        if obj.run_all_sub_nodes:
+        partial = getattr(obj, "_partial", None)  # flytekit keeps a partial's inputs only here
+        if partial is not None:
+            bound = {**partial.keywords, **bound}
+        # As flytekit: bound values win over partials.
+        bound = {**bound, **(getattr(obj, "_bound_inputs_values", None) or {})}
+        if getattr(obj, "run_all_sub_nodes", False):
             warnings.warn(
                 "run_all_sub_nodes=True: mapnb stops a map as soon as its min_success_ratio cannot be "
                 "reached (set min_success_ratio=0 to run every item)",
