@@ -366,3 +366,10 @@ def test_an_instance_task_such_as_shell_task_is_mapped_as_flytekit_maps_it():
     run = mt.submit(x=[1, 2, 5])
     assert run.result()["status"].tolist() == ["succeeded", "succeeded", "failed"]
     assert "item 2" in run.logs(1) and run.errors[2].type == "FlyteRecoverableException"
+
+
+def test_items_that_write_no_files_leave_no_folders():
+    run = mapnb.map_task(ft.scale, backend="threads", progress=False).submit(a=[1, 2, 3])
+    run.result()
+    flyte = mapnb.journal.run_dir(run.id) / "flyte"
+    assert not flyte.exists() or not any(flyte.iterdir())

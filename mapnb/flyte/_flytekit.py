@@ -30,6 +30,7 @@ import dataclasses
 import datetime
 import functools
 import inspect
+import os
 import shutil
 import signal
 import tempfile
@@ -514,3 +515,6 @@ def _execute(t: PythonFunctionTask, kwargs: dict[str, Any]) -> Any:
         # is a path into this folder), so it stays unless it is empty.
         if temporary or not ok or not any(Path(workdir).iterdir()):
             shutil.rmtree(workdir, ignore_errors=True)
+            if not temporary:
+                with contextlib.suppress(OSError):  # the item's folder, unless another attempt kept files
+                    os.rmdir(Path(workdir).parent)
