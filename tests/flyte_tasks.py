@@ -214,3 +214,9 @@ shout = ShellTask(
 @task(resources=Resources(cpu=("500m", "1"), mem="200Mi"))
 def ranged(x: int) -> int:
     return x
+
+
+@task
+def slow(x: int) -> int:
+    time.sleep(60)
+    return x

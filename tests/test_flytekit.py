@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime
 import functools
+import os
+import pathlib
 import subprocess
 import sys
 
@@ -373,3 +375,26 @@ def test_items_that_write_no_files_leave_no_folders():
     run.result()
     flyte = mapnb.journal.run_dir(run.id) / "flyte"
     assert not flyte.exists() or not any(flyte.iterdir())
+
+
+def test_an_interrupt_cancels_the_run_although_flytekit_turns_it_into_system_exit(tmp_path):
+    """flytekit's SIGINT handler raises SystemExit(1); the run is cancelled all the same."""
+    code = (
+        "import os, signal, sys, threading, time\n"
+        "import mapnb\n"
+        "from tests import flyte_tasks as ft\n"
+        "def interrupt_soon():\n"
+        "    while mapnb.last_run() is None or 'running' not in [s.value for s in mapnb.last_run().statuses]:\n"
+        "        time.sleep(0.05)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "threading.Thread(target=interrupt_soon, daemon=True).start()\n"
+        "try:\n"
+        "    mapnb.map_task(ft.slow, progress=False)(x=[1, 2])\n"
+        "except KeyboardInterrupt as e:\n"
+        "    print(type(e).__name__, mapnb.last_run().state)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parent.parent)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env
+    )
+    assert out.stdout.strip() == "RunInterrupted cancelled", out.stdout + out.stderr[-2000:]
