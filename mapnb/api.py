@@ -273,7 +273,7 @@ class MapTask:
 
         try:
             show_progress(run, self.progress)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):  # SystemExit: Ctrl-C once flytekit is imported
             run.cancel(wait=True)
             # One line saying what happened, not a traceback through mapnb's waiting code.
             raise RunInterrupted(run) from None

@@ -377,8 +377,10 @@ def test_items_that_write_no_files_leave_no_folders():
     assert not flyte.exists() or not any(flyte.iterdir())
 
 
-def test_an_interrupt_cancels_the_run_although_flytekit_turns_it_into_system_exit(tmp_path):
-    """flytekit's SIGINT handler raises SystemExit(1); the run is cancelled all the same."""
+@pytest.mark.parametrize("target", ["ft.slow", "lambda x: time.sleep(60)"])
+def test_an_interrupt_cancels_the_run_although_flytekit_turns_it_into_system_exit(target, tmp_path):
+    """flytekit's SIGINT handler raises SystemExit(1); the run is cancelled all the same,
+    for a flytekit task and for a plain function in a process that imported flytekit."""
     code = (
         "import os, signal, sys, threading, time\n"
         "import mapnb\n"
@@ -389,7 +391,7 @@ def test_an_interrupt_cancels_the_run_although_flytekit_turns_it_into_system_exi
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "threading.Thread(target=interrupt_soon, daemon=True).start()\n"
         "try:\n"
-        "    mapnb.map_task(ft.slow, progress=False)(x=[1, 2])\n"
+        f"    mapnb.map_task({target}, progress=False)(x=[1, 2])\n"
         "except KeyboardInterrupt as e:\n"
         "    print(type(e).__name__, mapnb.last_run().state)\n"
     )

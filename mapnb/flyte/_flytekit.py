@@ -45,7 +45,7 @@ import cloudpickle
 
 from ..api import MapTask, map_task, task
 from ..cache import CacheSettings
-from ..errors import InvalidMapError, RunInterrupted
+from ..errors import InvalidMapError
 from ..resources import Resources, from_flytekit
 
 if TYPE_CHECKING:
@@ -245,16 +245,6 @@ class FlyteMapTask(MapTask):
         view.__dict__.update(self.__dict__)
         view.options = dataclasses.replace(self.options, min_success_ratio=ratio)
         return MapTask._start(view, names, inputs, axes, run_id, recovered)
-
-    def _block(self, run: Any) -> Any:
-        try:
-            return super()._block(run)
-        except SystemExit:
-            # Importing flytekit installs its SIGINT handler, which turns Ctrl-C (and the
-            # notebook's Interrupt button) into SystemExit(1): cancel the run, as mapnb does
-            # for an interrupt, instead of leaving it running behind the caller's back.
-            run.cancel(wait=True)
-            raise RunInterrupted(run) from None
 
     def __repr__(self) -> str:
         text = super().__repr__()
