@@ -220,3 +220,9 @@ def ranged(x: int) -> int:
 def slow(x: int) -> int:
     time.sleep(60)
     return x
+
+
+@task
+def file_size(f: FlyteFile) -> int:
+    with open(f) as fh:
+        return len(fh.read())

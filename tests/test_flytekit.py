@@ -400,3 +400,14 @@ def test_an_interrupt_cancels_the_run_although_flytekit_turns_it_into_system_exi
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env
     )
     assert out.stdout.strip() == "RunInterrupted cancelled", out.stdout + out.stderr[-2000:]
+
+
+def test_file_inputs_from_paths_or_flyte_files(tmp_path):
+    paths = []
+    for i in range(3):
+        (tmp_path / f"f{i}.txt").write_text("x" * (i + 1))
+        paths.append(str(tmp_path / f"f{i}.txt"))
+    mt = mapnb.map_task(ft.file_size, progress=False)
+    assert mt(f=paths)["output"].tolist() == [1, 2, 3]
+    FlyteFile = flytekit.types.file.FlyteFile
+    assert mt(f=[FlyteFile(p) for p in paths])["output"].tolist() == [1, 2, 3]
