@@ -17,6 +17,7 @@ from .backends import Backend, Job, get_backend
 from .cache import CacheSettings, ItemCache
 from .engine import Engine
 from .errors import InvalidMapError, RunInterrupted
+from .flyte import is_flytekit
 from .journal import Journal
 from .resources import Resources
 from .resources import check as check_resources
@@ -272,7 +273,7 @@ class MapTask:
 
         try:
             show_progress(run, self.progress)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):  # SystemExit: Ctrl-C once flytekit is imported
             run.cancel(wait=True)
             # One line saying what happened, not a traceback through mapnb's waiting code.
             raise RunInterrupted(run) from None
@@ -336,7 +337,7 @@ def map_task(
     fn: Callable[..., Any],
     *,
     concurrency: int | None = None,
-    min_success_ratio: float = 1.0,
+    min_success_ratio: float | None = None,
     retries: int | None = None,
     timeout: float | datetime.timedelta | None = None,
     backend: str | Backend = "local",
@@ -353,15 +354,17 @@ def map_task(
     fn : callable
         A function, a :func:`task`, or a ``functools.partial`` whose bound arguments are
         fixed inputs of every item. Functions and lambdas defined in a notebook or
-        ``__main__`` work (they travel with cloudpickle).
+        ``__main__`` work (they travel with cloudpickle). A ``@flytekit.task``, a partial
+        of one or a ``flytekit.map_task(...)`` brings its own settings (see
+        :mod:`mapnb.flyte`).
     concurrency : int, optional
         At most this many items run at once; the rest queue. Default: the backend's
         (the number of usable CPUs for ``"local"``).
-    min_success_ratio : float
+    min_success_ratio : float, optional
         The run succeeds when at least ``ceil(n * min_success_ratio)`` items succeed;
         failed items are ``None`` in the results. As soon as that cannot be reached, the
         run aborts (queued items never start, running ones are killed) and raises
-        :class:`MapTaskError`.
+        :class:`MapTaskError`. None (the default) is 1.0: every item must succeed.
     retries : int, optional
         Extra attempts per failed item (default: the task's, else 0).
     timeout : float or datetime.timedelta, optional
@@ -387,6 +390,16 @@ def map_task(
     --------
     >>> df = map_task(str.upper, concurrency=2)(self=["a", "b"])  # doctest: +SKIP
     """
+    if is_flytekit(fn):  # its settings become the defaults; flytekit is imported only now
+        from .flyte._flytekit import map_flytekit
+
+        return map_flytekit(
+            fn, concurrency=concurrency, min_success_ratio=min_success_ratio, retries=retries,
+            timeout=timeout, backend=backend, progress=progress, cache=cache, cache_version=cache_version,
+            cache_serialize=cache_serialize, cache_overwrite=cache_overwrite,
+        )  # fmt: skip
+    if min_success_ratio is None:
+        min_success_ratio = 1.0
     if not callable(fn):
         raise InvalidMapError(f"map_task needs a function; got {type(fn).__name__} {fn!r}")
     settings = _task_settings(fn)

@@ -46,6 +46,7 @@ class Checkpoint:
         self._root = Path(root)
         self._attempt = attempt
         self._prev = self._find_previous()
+        self._restored: Path | None = None
 
     def _dir(self, attempt: int) -> Path:
         return self._root / str(attempt)
@@ -62,10 +63,22 @@ class Checkpoint:
         return self._prev is not None
 
     def read(self) -> bytes | None:
-        """The bytes the previous attempt wrote with :meth:`write`, or None."""
-        if self._prev is None or not (self._prev / _DATA).is_file():
+        """The bytes the previous attempt wrote with :meth:`write` (or the one file it
+        saved with :meth:`save`), or None.
+
+        As flytekit's ``SyncCheckpoint.read``: a checkpoint of several files raises
+        ``ValueError``; use :meth:`restore` for those.
+        """
+        if self._prev is None:
             return None
-        return (self._prev / _DATA).read_bytes()
+        if (self._prev / _DATA).is_file():
+            return (self._prev / _DATA).read_bytes()
+        files = list(self._prev.iterdir())
+        if not files:
+            return None
+        if len(files) > 1:
+            raise ValueError(f"Expected exactly one checkpoint - found {len(files)}")
+        return files[0].read_bytes() if files[0].is_file() else None
 
     def write(self, data: bytes) -> None:
         """Save ``data`` as this attempt's checkpoint (replacing what it saved before)."""
@@ -78,13 +91,20 @@ class Checkpoint:
             f.write(data)
         os.replace(tmp, d / _DATA)
 
-    def restore(self, path: str | os.PathLike[str]) -> Path | None:
-        """Copy the previous attempt's checkpoint into folder ``path``; return it, or None
-        when there is nothing to restore."""
+    def restore(self, path: str | os.PathLike[str] | None = None) -> Path | None:
+        """Copy the previous attempt's checkpoint into folder ``path`` (by default a
+        temporary folder, as flytekit's); return it, or None when there is nothing to
+        restore."""
         if self._prev is None:
             return None
+        if path is None:
+            if self._restored is not None:  # once, as flytekit's: later calls get the same folder
+                return self._restored
+            path = tempfile.mkdtemp(prefix="mapnb-restored-")
         dest = Path(path)
         shutil.copytree(self._prev, dest, dirs_exist_ok=True)
+        if self._restored is None:
+            self._restored = dest
         return dest
 
     def save(self, src: str | os.PathLike[str] | IO[bytes]) -> None:

@@ -71,7 +71,10 @@ class ItemError:
 
     def one_line(self) -> str:
         """``Type: message`` on a single line, as shown in the ``error`` column."""
-        first = self.message.strip().splitlines()[0] if self.message.strip() else ""
+        lines = [line.strip() for line in self.message.strip().splitlines() if line.strip()]
+        first = lines[0] if lines else ""
+        if first.endswith(":") and len(lines) > 1:  # "Error ... executing 't':" then the cause (flytekit)
+            first = f"{first} {lines[1]}"
         return f"{self.type}: {first}" if first else self.type
 
 

@@ -2,7 +2,8 @@
 
 Columns: the mapped inputs by name; the output (one ``output`` column, or one column per
 field when every successful output is a dict, a dataclass or a NamedTuple; a field whose
-name is already taken becomes ``output.<field>``); then ``status``, ``error``,
+name is already taken becomes ``output.<field>``; flytekit's ``FlyteFile``,
+``FlyteDirectory`` and ``StructuredDataset`` stay whole in ``output``); then ``status``, ``error``,
 ``attempts`` and ``duration_s``. Output columns hold ``None`` for every item that did not
 succeed.
 """
@@ -33,6 +34,8 @@ def _fields(outputs: list[Any]) -> list[str] | None:
     first = type(outputs[0])
     if any(type(o) is not first for o in outputs):
         return None
+    if first.__module__.split(".")[0] == "flytekit":
+        return None  # FlyteFile, FlyteDirectory, StructuredDataset: one value each, kept whole
     if dataclasses.is_dataclass(first):
         return [f.name for f in dataclasses.fields(first)]
     if issubclass(first, tuple) and hasattr(first, "_fields"):

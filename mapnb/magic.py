@@ -186,9 +186,8 @@ class MapTaskMagics(Magics):
     @argument(
         "--min-success-ratio",
         type=float,
-        default=1.0,
         metavar="R",
-        help="succeed when at least ceil(n*R) items succeed; failed ones are None",
+        help="succeed when at least ceil(n*R) items succeed (default 1); failed ones are None",
     )
     @argument("--retries", type=int, metavar="N", help="extra attempts per failed item")
     @argument("--timeout", type=float, metavar="S", help="seconds per attempt before it is killed")
@@ -205,6 +204,12 @@ class MapTaskMagics(Magics):
     @argument("--cache-overwrite", action="store_true", help="run every item again and replace its entry")
     @argument(
         "--recover", metavar="RUN_ID", help="continue that run of the same items: what succeeded is kept"
+    )
+    @argument(
+        "--task",
+        metavar="NAME",
+        help="map the notebook's function or task NAME (a @flytekit.task, flytekit.map_task(...), "
+        "a partial) instead of a cell body",
     )
     @argument("--name", metavar="TITLE", help="the run's title (default: the body's first line)")
     @argument("--out", metavar="VAR", help="bind the DataFrame to VAR (the partial one on failure)")
@@ -234,13 +239,17 @@ class MapTaskMagics(Magics):
             %%map_task --concurrency 4 --out results x=[1, 2, 3] scale=[10, 20, 30]
             print("working on", x)
             {"x": x, "y": x * scale}
+
+        A function or task of the notebook (a ``@flytekit.task``, ``flytekit.map_task(...)``)
+        is mapped by name, on one line: ``%map_task --task square x=[1, 2, 3]``.
         """
-        if cell is None:
+        opts = self._parse(line)
+        if cell is None and opts.task is None:
             raise UsageError(
                 "%%map_task is a cell magic: put it on the first line of a cell, options and "
-                "NAME=EXPR pairs after it, and the body to run per item below (see %map_task?)"
+                "NAME=EXPR pairs after it, and the body to run per item below; or map a function "
+                "of the notebook on one line: %map_task --task NAME x=[...] (see %map_task?)"
             )
-        opts = self._parse(line)
         ns = self.shell.user_ns
         lists: dict[str, Any] = {}
         for token in opts.inputs:
@@ -262,9 +271,12 @@ class MapTaskMagics(Magics):
         if opts.no_wait and opts.out:
             raise UsageError("--out needs the run to finish; with --no-wait use --run VAR, then VAR.df")
 
-        MapTaskMagics._cells += 1
-        filename = f"<map_task cell {MapTaskMagics._cells}>"
-        fn = compile_body(cell, list(lists), ns, filename, line, opts.name or "")
+        if opts.task is not None:
+            fn = _named_task(opts.task, cell, ns)
+        else:
+            MapTaskMagics._cells += 1
+            filename = f"<map_task cell {MapTaskMagics._cells}>"
+            fn = compile_body(cell or "", list(lists), ns, filename, line, opts.name or "")
         backend: Any = opts.backend
         if opts.address:
             if backend not in ("local", "dask"):
@@ -285,6 +297,8 @@ class MapTaskMagics(Magics):
                 cache_serialize=opts.cache_serialize or None,
                 cache_overwrite=opts.cache_overwrite,
             )
+            if opts.task is not None and opts.name:
+                mt.name = opts.name
             submit = mt.submit_product if opts.product else mt.submit
             run = submit(recover=opts.recover, **lists)
         except (InvalidMapError, BackendError, ModuleNotFoundError) as e:  # bad input, no cluster
@@ -331,6 +345,23 @@ def _unquote(token: str) -> str:
         if isinstance(text, str):
             return option + eq + text
     return token
+
+
+def _named_task(name: str, cell: str | None, ns: dict[str, Any]) -> Any:
+    """``--task NAME``: the notebook's callable NAME (a dotted name is looked up too)."""
+    if not all(part.isidentifier() for part in name.split(".")):
+        raise UsageError(f"--task must name a function or task of the notebook, such as square; got {name!r}")
+    if cell is not None and cell.strip():
+        raise UsageError(
+            f"--task {name} maps {name}: leave the cell body empty, or drop --task to map the body"
+        )
+    try:
+        fn = eval(name, ns)  # a (dotted) name, checked above
+    except Exception as e:
+        raise UsageError(f"--task {name}: {type(e).__name__}: {e}") from None
+    if not callable(fn):
+        raise UsageError(f"--task {name} must be a function or task; {name} is a {type(fn).__name__}")
+    return fn
 
 
 def _did_you_mean(tokens: list[str], parser: Any) -> str:

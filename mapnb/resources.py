@@ -28,6 +28,19 @@ _UNITS = {
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
 }  # fmt: skip
 _QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kKMGT]i?)?\s*$")
+_MILLI = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*m\s*$")  # Kubernetes millicores: "500m" is half a CPU
+
+
+def parse_cpu(value: Any) -> float:
+    """CPUs from ``2``, ``0.5``, ``"0.5"`` or Kubernetes millicores ``"500m"``; -1.0 when invalid."""
+    if isinstance(value, bool):
+        return -1.0
+    if isinstance(value, str) and (m := _MILLI.match(value)):
+        return float(m.group(1)) / 1000
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return -1.0
 
 
 def parse_memory(value: Any, what: str = "mem") -> int:
@@ -60,29 +73,34 @@ class Resources:
     Parameters
     ----------
     cpu : int, float or str, optional
-        CPUs, e.g. ``2`` or ``"0.5"``.
+        CPUs, e.g. ``2``, ``"0.5"`` or, as in Kubernetes, ``"500m"``.
     mem : str or int, optional
         Memory, e.g. ``"4Gi"``, ``"512Mi"``, ``"2G"`` or bytes.
-    gpu : int, optional
-        GPUs.
+    gpu : int or str, optional
+        GPUs, e.g. ``1`` or ``"1"`` (as flytekit writes it).
+    ephemeral_storage : str or int, optional
+        Scratch disk, as flytekit's ``Resources`` has it: checked, then used only by a Flyte
+        cluster (the local and Dask backends do not limit disk).
     """
 
     cpu: float | str | None = None
     mem: str | int | None = None
     gpu: int | None = None
+    ephemeral_storage: str | int | None = None
 
     def __post_init__(self) -> None:
         if self.cpu is not None:
-            try:
-                cpu = float(self.cpu)
-            except (TypeError, ValueError):
-                cpu = -1.0
-            if isinstance(self.cpu, bool) or not cpu > 0 or math.isinf(cpu):
+            cpu = parse_cpu(self.cpu)
+            if not cpu > 0 or math.isinf(cpu):
                 raise InvalidMapError(
-                    f"cpu must be a number of CPUs > 0, such as 2 or '0.5'; got {self.cpu!r}"
+                    f"cpu must be a number of CPUs > 0, such as 2, '0.5' or '500m'; got {self.cpu!r}"
                 )
+        if isinstance(self.gpu, str) and self.gpu.strip().isdigit():
+            object.__setattr__(self, "gpu", int(self.gpu))  # flytekit and Kubernetes write gpu="1"
         if self.mem is not None:
             parse_memory(self.mem)
+        if self.ephemeral_storage is not None:
+            parse_memory(self.ephemeral_storage, "ephemeral_storage")
         if self.gpu is not None and (
             isinstance(self.gpu, bool) or not isinstance(self.gpu, int) or self.gpu < 0
         ):
@@ -90,7 +108,7 @@ class Resources:
 
     @property
     def cpus(self) -> float | None:
-        return None if self.cpu is None else float(self.cpu)
+        return None if self.cpu is None else parse_cpu(self.cpu)
 
     @property
     def mem_bytes(self) -> int | None:
@@ -100,10 +118,29 @@ class Resources:
         return self.cpu is not None or self.mem is not None or bool(self.gpu)
 
 
+def from_flytekit(value: Any) -> Resources | None:
+    """flytekit's ``Resources`` as mapnb's (None when it sets nothing), read by attribute
+    so that flytekit is not imported."""
+    fields = {k: getattr(value, k, None) for k in ("cpu", "mem", "gpu", "ephemeral_storage")}
+    for k, v in fields.items():
+        if isinstance(v, (tuple, list)):  # flytekit's (request, limit) pairs: not one value
+            raise InvalidMapError(
+                f"{k}={v!r}: pass requests and limits separately, e.g. requests=Resources({k}=...)"
+            )
+    if all(v is None for v in fields.values()):
+        return None
+    return Resources(**fields)
+
+
 def check(value: Any, what: str) -> Resources | None:
     if value is None or isinstance(value, Resources):
         return value
-    raise InvalidMapError(f"{what} must be mapnb.Resources(cpu=..., mem=..., gpu=...); got {value!r}")
+    cls = type(value)
+    if cls.__name__ == "Resources" and cls.__module__.split(".")[0] == "flytekit":
+        return from_flytekit(value)
+    raise InvalidMapError(
+        f"{what} must be mapnb.Resources(cpu=..., mem=..., gpu=...) or flytekit.Resources; got {value!r}"
+    )
 
 
 def total_memory() -> int | None:

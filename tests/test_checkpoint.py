@@ -57,3 +57,34 @@ def test_checkpoints_live_in_the_runs_folder():
     folder = mapnb.journal.run_dir(run.id) / "checkpoints" / "0"
     assert sorted(p.name for p in folder.iterdir()) == ["1", "2"]
     assert (folder / "1" / "checkpoint").read_bytes() == b"3"
+
+
+def test_read_restore_and_several_files_as_flytekits_sync_checkpoint(tmp_path):
+    """restore() without a path, read() after save(file), ValueError for several files."""
+
+    def job(x: int, scratch: str) -> str:
+        import pathlib
+
+        cp = mapnb.current_context().checkpoint
+        if not cp.prev_exists():
+            work = pathlib.Path(scratch) / f"work-{x}"
+            work.mkdir()
+            (work / "state.txt").write_text(f"state {x}")
+            if x == 2:
+                (work / "more.txt").write_text("more")
+                cp.save(work)  # a folder of two files
+            else:
+                cp.save(work / "state.txt")  # one file, under its own name
+            raise RuntimeError("preempted")
+        restored = cp.restore()  # no path: a folder of its own
+        names = sorted(p.name for p in restored.iterdir())
+        try:
+            return f"{names} {cp.read().decode()}"
+        except ValueError as e:
+            return f"{names} {e}"
+
+    df = map_task(job, retries=1, backend="threads")(x=[1, 2], scratch=[str(tmp_path)] * 2)
+    assert df["output"].tolist() == [
+        "['state.txt'] state 1",
+        "['more.txt', 'state.txt'] Expected exactly one checkpoint - found 2",
+    ]

@@ -106,3 +106,15 @@ def test_dask_requests_map_to_worker_resources():
         df = mt(x=[0.3, 0.3])
         (a0, a1), (b0, b1) = sorted(zip(df["t0"], df["t1"]))
         assert b0 >= a1 - 0.02  # CPU=2 each on a worker with CPU=2: one at a time
+
+
+def test_kubernetes_quantities_as_flytekit_writes_them():
+    """cpu="500m" (millicores), gpu="1" and ephemeral_storage, as in flytekit's Resources."""
+    r = Resources(cpu="500m", mem="1Gi", gpu="1", ephemeral_storage="10Gi")
+    assert r.cpus == 0.5 and r.gpu == 1 and isinstance(r.gpu, int) and r.mem_bytes == 2**30
+    assert Resources(cpu="1500m").cpus == 1.5 and Resources(cpu="0.25").cpus == 0.25
+    for bad in ("0m", "m", "5mm", True):
+        with pytest.raises(InvalidMapError, match="cpu must be"):
+            Resources(cpu=bad)
+    with pytest.raises(InvalidMapError, match="ephemeral_storage must be a size"):
+        Resources(ephemeral_storage="lots")

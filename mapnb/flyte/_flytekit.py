@@ -1,0 +1,520 @@
+"""flytekit 1.x tasks in :func:`mapnb.map_task`: each item is one subtask, run as Flyte runs it.
+
+What ``mapnb.map_task`` takes from flytekit's objects (explicit ``map_task`` arguments win):
+
+- ``@flytekit.task`` ``t`` (a ``PythonFunctionTask``): its ``retries``, ``timeout``,
+  ``cache`` (``True``, ``flytekit.Cache(version=, serialize=, ignored_inputs=)``, or the
+  older ``cache_version``/``cache_serialize``/``cache_ignore_input_vars``) and its
+  ``requests``/``limits`` (as :class:`mapnb.Resources`, Kubernetes units accepted).
+- a ``PythonInstanceTask`` (``ShellTask``, ...): the same, its interface as signature.
+- ``functools.partial(t, b=...)``: ``b`` is the same for every item.
+- ``flytekit.map_task(t, concurrency=, min_success_ratio=, min_successes=, metadata=)``:
+  those settings, and its bound inputs.
+
+Each item runs the task's function between flytekit's own type conversions (an element
+of the wrong type fails that item with flytekit's message), in a flytekit execution
+context whose ``flytekit.current_context().checkpoint`` is the item's mapnb checkpoint: a
+retry sees what the attempt before saved, as on a cluster. Outputs come back as flytekit
+returns them locally: a ``FlyteFile``/``FlyteDirectory`` with a local path, a
+``StructuredDataset`` (``.open(pd.DataFrame).all()``), or the DataFrame when the task is
+annotated so.
+
+What Flyte refuses in a map task is refused here before anything runs: tasks with more
+than one output, ``@dynamic`` and ``@eager`` tasks, workflows and launch plans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import functools
+import inspect
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import types
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from ..api import MapTask, map_task, task
+from ..cache import CacheSettings
+from ..errors import InvalidMapError
+from ..resources import Resources, from_flytekit
+
+if TYPE_CHECKING:
+    from flytekit.core.python_function_task import PythonFunctionTask
+
+# flytekit is imported inside the functions: a worker that unpickles an item imports it
+# under _keep_sigint (importing flytekit replaces the SIGINT handler).
+
+_MAP_HINT = (
+    "map a @task over lists instead: mapnb.map_task(my_task)(x=[...]), "
+    "and run the workflow's other steps before or after it"
+)
+
+
+def _refuse(obj: Any) -> None:
+    """A clear error for the flytekit objects a map task cannot run (as Flyte refuses them)."""
+    names = {c.__module__ + "." + c.__name__ for c in type(obj).__mro__}
+    what = type(obj).__name__
+    if "flytekit.core.workflow.WorkflowBase" in names:
+        raise InvalidMapError(
+            f"{getattr(obj, 'name', what)} is a flytekit workflow; mapnb maps tasks, not workflows: {_MAP_HINT}"
+        )
+    if "flytekit.core.launch_plan.LaunchPlan" in names:
+        raise InvalidMapError(
+            f"{getattr(obj, 'name', what)} is a flytekit launch plan; a launch plan is mapped on a Flyte "
+            f"cluster (flytekit.map_task(launch_plan) in a workflow), not locally: {_MAP_HINT}"
+        )
+    if "flytekit.core.array_node.ArrayNode" in names:
+        raise InvalidMapError(
+            "this is flytekit.map_task over a launch plan or reference entity, which only a Flyte cluster runs; "
+            "pass a @task to mapnb.map_task instead"
+        )
+    if any(n.startswith("flytekit.remote.") for n in names):
+        raise InvalidMapError(f"{what} is a remote Flyte entity, which runs on its cluster; {_MAP_HINT}")
+    if "flytekit.core.reference_entity.ReferenceEntity" in names:
+        raise InvalidMapError(
+            f"{what} is a reference to a registered Flyte entity; mapnb needs the @task's code"
+        )
+    raise InvalidMapError(
+        f"mapnb.map_task takes a @flytekit.task, a functools.partial of one, or flytekit.map_task(...) of one; "
+        f"got {what} {obj!r}"
+    )
+
+
+def _check_task(t: Any) -> PythonFunctionTask:
+    from flytekit.core.python_function_task import PythonFunctionTask, PythonInstanceTask
+
+    if isinstance(t, PythonInstanceTask):  # ShellTask and the like: flytekit maps them too
+        _check_outputs(t)
+        return t  # type: ignore[return-value]
+    if not isinstance(t, PythonFunctionTask):
+        _refuse(t)
+    name = t.name
+    mode = t.execution_mode
+    if mode == PythonFunctionTask.ExecutionBehavior.DYNAMIC:
+        raise InvalidMapError(
+            f"{name} is a @dynamic task, which Flyte does not map (a map task's items are single tasks); "
+            "map the @task(s) it calls instead, or call the dynamic task once"
+        )
+    eager = getattr(PythonFunctionTask.ExecutionBehavior, "EAGER", None)  # flytekit >= 1.11
+    if (eager is not None and mode == eager) or getattr(t.metadata, "is_eager", False):
+        raise InvalidMapError(
+            f"{name} is an @eager workflow, which Flyte does not map; "
+            "map the @task(s) it calls instead, or call it once (asyncio.run(...))"
+        )
+    if inspect.iscoroutinefunction(t.task_function):
+        raise InvalidMapError(f"{name} is an async task; mapnb maps flytekit tasks defined with a plain def")
+    _check_outputs(t)
+    return t
+
+
+def _check_outputs(t: Any) -> None:
+    outputs = list(t.python_interface.outputs)
+    if len(outputs) > 1:
+        raise InvalidMapError(
+            f"{t.name} has {len(outputs)} outputs ({', '.join(outputs)}); a Flyte map task needs one output: "
+            "return a dataclass (mapnb splits it into columns) or a tuple annotated as one value"
+        )
+
+
+def _resources(r: Any) -> Resources | None:
+    """flytekit's ``Resources`` (requests or limits) as mapnb's, or None when empty."""
+    return None if r is None else from_flytekit(r)
+
+
+def _settings(t: PythonFunctionTask, metadata: Any) -> dict[str, Any]:
+    """The task's metadata as :func:`mapnb.task` settings."""
+    spec = getattr(t, "resources", None)
+    caching = bool(metadata.cache)
+    return dict(
+        retries=int(metadata.retries or 0),
+        timeout=metadata.timeout or None,  # flytekit: 0 is "no timeout"
+        cache=caching,
+        # flytekit's "" means "not set": mapnb then versions by the function's source.
+        cache_version=(metadata.cache_version or None) if caching else None,
+        cache_serialize=bool(metadata.cache_serialize) if caching else False,
+        cache_ignore_input_vars=tuple(metadata.cache_ignore_input_vars or ()) if caching else (),
+        requests=_resources(getattr(spec, "requests", None)),
+        limits=_resources(getattr(spec, "limits", None)),
+    )
+
+
+def _check_bound(t: PythonFunctionTask, bound: dict[str, Any]) -> None:
+    """Bound inputs go through flytekit's type check once, before any item runs."""
+    from flytekit.core.context_manager import FlyteContextManager
+    from flytekit.core.promise import translate_inputs_to_literals
+
+    inputs = t.interface.inputs
+    unknown = [k for k in bound if k not in inputs]
+    if unknown:
+        raise InvalidMapError(
+            f"{t.name} has no input {', '.join(map(repr, unknown))}; its inputs are {', '.join(inputs) or '(none)'}"
+        )
+    types_ = t.get_input_types()
+    try:
+        translate_inputs_to_literals(
+            FlyteContextManager.current_context(),
+            incoming_values=dict(bound),
+            flyte_interface_types={k: inputs[k] for k in bound},
+            native_types={k: types_[k] for k in bound},
+        )
+    except Exception as e:
+        raise InvalidMapError(f"bound input of {t.name} has the wrong type: {e}") from None
+
+
+def adapt(obj: Any) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """A flytekit object as what mapnb maps, and the map's own settings (when it is a
+    ``flytekit.map_task``): ``concurrency``, ``min_success_ratio``, ``min_successes``."""
+    from flytekit.core.array_node_map_task import ArrayNodeMapTask
+
+    bound: dict[str, Any] = {}
+    while isinstance(obj, functools.partial):
+        if obj.args:
+            raise InvalidMapError("bind a flytekit task's inputs by name: functools.partial(t, b=...)")
+        bound = {**obj.keywords, **bound}
+        obj = obj.func
+    defaults: dict[str, Any] = {}
+    metadata = None
+    if isinstance(obj, ArrayNodeMapTask):
+        # getattr: not every flytekit >= 1.10 has every setting.
+        defaults["concurrency"] = obj.concurrency or None  # 0: unbounded on Flyte, the backend's limit here
+        if getattr(obj, "min_successes", None) is not None:
+            defaults["min_successes"] = obj.min_successes
+        elif obj.min_success_ratio is not None:
+            defaults["min_success_ratio"] = obj.min_success_ratio
+        partial = getattr(obj, "_partial", None)  # flytekit keeps a partial's inputs only here
+        if partial is not None:
+            bound = {**partial.keywords, **bound}
+        # As flytekit: bound values win over partials.
+        bound = {**bound, **(getattr(obj, "_bound_inputs_values", None) or {})}
+        if getattr(obj, "run_all_sub_nodes", False):
+            warnings.warn(
+                "run_all_sub_nodes=True: mapnb stops a map as soon as its min_success_ratio cannot be "
+                "reached (set min_success_ratio=0 to run every item)",
+                stacklevel=4,
+            )
+        metadata = obj.metadata
+        obj = obj.python_function_task
+    t = _check_task(obj)
+    if bound:
+        _check_bound(t, bound)
+    tf = task(FlyteItem(t), **_settings(t, metadata or t.metadata))
+    # functools.update_wrapper copied the item's attributes: the task (and the signature's
+    # flytekit types) would then travel outside FlyteItem's own pickling, which imports
+    # flytekit under _keep_sigint. The signature is found through __wrapped__.
+    for name in ("_flyte_task", "__signature__"):
+        tf.__dict__.pop(name, None)
+    fn: Callable[..., Any] = tf
+    if bound:
+        fn = functools.partial(fn, **bound)
+    return fn, defaults
+
+
+class FlyteMapTask(MapTask):
+    """A :class:`~mapnb.MapTask` of a flytekit task.
+
+    Two things more than a MapTask: a map that asks for ``min_successes`` items (turned into
+    a ratio once the number of items is known), and :meth:`with_overrides` as flytekit's
+    nodes have it.
+    """
+
+    min_successes: int | None = None
+
+    @classmethod
+    def of(cls, mt: MapTask, min_successes: int | None) -> FlyteMapTask:
+        out = cls.__new__(cls)
+        out.__dict__.update(mt.__dict__)
+        out.min_successes = min_successes
+        return out
+
+    def _start(self, names: Any, inputs: Any, axes: Any, run_id: Any = None, recovered: Any = None) -> Any:
+        if self.min_successes is None or not inputs:
+            return super()._start(names, inputs, axes, run_id, recovered)
+        # ceil(n * ratio) must be min_successes exactly: aim half an item below it.
+        ratio = min(1.0, max(0.0, (self.min_successes - 0.5) / len(inputs)))
+        view = MapTask.__new__(MapTask)
+        view.__dict__.update(self.__dict__)
+        view.options = dataclasses.replace(self.options, min_success_ratio=ratio)
+        return MapTask._start(view, names, inputs, axes, run_id, recovered)
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        if self.min_successes is None:
+            return text
+        return text.replace(
+            f"min_success_ratio={self.options.min_success_ratio}", f"min_successes={self.min_successes}"
+        )
+
+    def with_overrides(  # type: ignore[override]
+        self,
+        *,
+        requests: Any = None,
+        limits: Any = None,
+        resources: Any = None,
+        retries: int | None = None,
+        timeout: float | datetime.timedelta | None = None,
+        cache: Any = None,
+        cache_version: str | None = None,
+        cache_serialize: bool | None = None,
+        **other: Any,
+    ) -> FlyteMapTask:
+        """A copy with other settings for every subtask, as flytekit's
+        ``map_task(t)(...).with_overrides(...)`` on a cluster.
+
+        ``requests``/``limits`` take ``mapnb.Resources`` or ``flytekit.Resources``;
+        ``resources`` a ``flytekit.Resources`` whose values may be ``(request, limit)``
+        pairs; ``cache`` a bool or ``flytekit.Cache``.
+        """
+        if other:
+            raise InvalidMapError(
+                f"with_overrides({', '.join(sorted(other))}=...) has no meaning for a local map; "
+                "mapnb takes requests, limits, resources, retries, timeout, cache, cache_version, "
+                "cache_serialize"
+            )
+        if resources is not None:
+            req, lim = _split_resources(resources)
+            requests = req if requests is None else requests
+            limits = lim if limits is None else limits
+        mt = MapTask.with_overrides(self, requests=requests, limits=limits)
+        opts = self.options
+        if retries is not None or timeout is not None:
+            if isinstance(timeout, datetime.timedelta):
+                timeout = timeout.total_seconds()
+            opts = dataclasses.replace(
+                opts,
+                retries=opts.retries if retries is None else retries,
+                timeout=opts.timeout if timeout is None else timeout,
+            )
+        mt.options = opts
+        if cache is not None or cache_version is not None or cache_serialize is not None:
+            base = self.cache
+            ignore = base.ignore
+            if cache is not None and not isinstance(cache, bool):  # flytekit.Cache
+                cache_version = cache_version if cache_version is not None else cache.version
+                cache_serialize = cache_serialize if cache_serialize is not None else cache.serialize
+                ignore = tuple(cache.get_ignored_inputs()) or ignore
+                cache = True
+            enabled = base.enabled if cache is None else cache
+            mt.cache = CacheSettings.make(
+                enabled,
+                (cache_version if cache_version is not None else base.version) if enabled else None,
+                (base.serialize if cache_serialize is None else cache_serialize) if enabled else False,
+                ignore if enabled else (),
+                base.overwrite if enabled else False,
+            )
+        return FlyteMapTask.of(mt, self.min_successes)
+
+
+def _split_resources(r: Any) -> tuple[Resources | None, Resources | None]:
+    """flytekit's ``resources=Resources(cpu=("1", "2"), mem="1Gi")`` as requests and limits,
+    split by flytekit itself (a pair is (request, limit); a single value is the request)."""
+    if not (hasattr(r, "requests") and hasattr(r, "limits")):  # not already a ResourceSpec
+        from flytekit.core.resources import ResourceSpec
+
+        r = ResourceSpec.from_multiple_resource(r)
+    return _resources(r.requests), _resources(r.limits)
+
+
+def map_flytekit(obj: Any, **options: Any) -> FlyteMapTask:
+    """:func:`mapnb.map_task` for a flytekit object: its settings, then the caller's."""
+    fn, defaults = adapt(obj)
+    min_successes = defaults.pop("min_successes", None)
+    if options.get("min_success_ratio") is not None:
+        min_successes = None  # the caller's ratio wins
+    for k, v in defaults.items():
+        if options.get(k) is None:
+            options[k] = v
+    if min_successes is not None and (
+        isinstance(min_successes, bool) or not isinstance(min_successes, int) or min_successes < 0
+    ):
+        raise InvalidMapError(f"min_successes must be an integer >= 0; got {min_successes!r}")
+    return FlyteMapTask.of(map_task(fn, **options), min_successes)
+
+
+# --------------------------------------------------------------------------------------
+# What runs per item (in the worker).
+
+
+@contextlib.contextmanager
+def _keep_sigint() -> Iterator[None]:
+    """Importing flytekit installs its own SIGINT handler; a worker keeps ignoring Ctrl-C
+    (the caller cancels the run)."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    finally:
+        if main and before is not None and signal.getsignal(signal.SIGINT) is not before:
+            signal.signal(signal.SIGINT, before)
+
+
+def _restore(blob: bytes) -> FlyteItem:
+    with _keep_sigint():
+        return FlyteItem(cloudpickle.loads(blob))
+
+
+class FlyteItem:
+    """One item of a flytekit task: its function between flytekit's type conversions."""
+
+    def __init__(self, t: PythonFunctionTask) -> None:
+        self._flyte_task = t
+        fn = getattr(t, "task_function", None)
+        if fn is not None:
+            # target_function() follows __wrapped__ to the task's function: names, signature
+            # and the source that versions cache entries are the user's.
+            self.__mapnb_task__ = True
+            self.__wrapped__ = fn
+            self.__signature__ = inspect.signature(fn)
+            self.__name__, self.__qualname__ = fn.__name__, fn.__qualname__
+            self.__module__, self.__doc__ = fn.__module__, fn.__doc__
+            return
+        # A PythonInstanceTask (ShellTask, ...) has no function: its interface is the
+        # signature, its name the identity (cache entries need a cache_version to change).
+        defaults = t.python_interface.default_inputs_as_kwargs
+        self.__signature__ = inspect.Signature(
+            [
+                inspect.Parameter(
+                    n, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(n, inspect.Parameter.empty)
+                )
+                for n in t.python_interface.inputs
+            ]
+        )
+        self.__name__ = t.name.rsplit(".", 1)[-1]
+        self.__qualname__ = t.name
+        self.__module__ = type(t).__module__
+        self.__doc__ = getattr(t, "__doc__", None)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Whole, with cloudpickle (tasks defined in a notebook travel by value); restored
+        # with the worker's signal handling kept.
+        return (_restore, (cloudpickle.dumps(self._flyte_task),))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            kwargs = self.__signature__.bind_partial(*args, **kwargs).arguments
+        t = self._flyte_task
+        try:
+            return _execute(t, kwargs)
+        except Exception as e:
+            # The item's traceback starts in the user's function, not in flytekit's plumbing
+            # (its own __cause__, if any, is kept).
+            fn = getattr(t, "task_function", None)
+            if fn is None:
+                raise
+            raise e.with_traceback(_from_code(e.__traceback__, fn.__code__))  # noqa: B904
+
+    def __repr__(self) -> str:
+        return f"<flytekit task {self._flyte_task.name}>"
+
+
+def _from_code(tb: types.TracebackType | None, code: types.CodeType) -> types.TracebackType | None:
+    t = tb
+    while t is not None:
+        if t.tb_frame.f_code is code:
+            return t
+        t = t.tb_next
+    return tb
+
+
+def _params(base: Any, workdir: str) -> Any:
+    """flytekit's ``current_context()`` for this item: mapnb's run as the execution id,
+    and the item's mapnb checkpoint (this attempt's folder; the last one that saved)."""
+    from flytekit.core.checkpointer import SyncCheckpoint
+    from flytekit.core.context_manager import ExecutionParameters
+    from flytekit.interfaces.cli_identifiers import WorkflowExecutionIdentifier
+
+    from ..context import current_context
+
+    item = current_context()
+    b = ExecutionParameters.new_builder(base)
+    b.working_dir = workdir
+    cp = item.checkpoint
+    dest = cp._dir(cp._attempt)  # noqa: SLF001 (mapnb's own checkpoint layout)
+    prev = cp._prev  # noqa: SLF001
+    b.checkpoint = SyncCheckpoint(checkpoint_dest=str(dest), checkpoint_src=str(prev) if prev else None)
+    if item.run_id is not None:
+        b.execution_id = WorkflowExecutionIdentifier("local", "local", str(item.run_id))
+        b.attrs = {
+            **b.attrs,
+            "ARRAY_INDEX": item.index,
+            "ATTEMPT": item.attempt,
+        }  # flytekit upper-cases names
+    return b.build()
+
+
+def _sandbox() -> tuple[str, bool]:
+    """The item's working folder (``current_context().working_directory``), and whether
+    it is a temporary one. In a map run it is ``<run folder>/flyte/<item>/<attempt>``,
+    kept with the run (pruned with it): a ``FlyteFile`` output points into it."""
+    from ..context import current_context
+
+    item = current_context()
+    if item.index is None or item._root is None:  # noqa: SLF001
+        return tempfile.mkdtemp(prefix="mapnb-flyte-"), True
+    folder = Path(item._root).parent / "flyte" / str(item.index) / str(item.attempt)  # noqa: SLF001
+    shutil.rmtree(folder, ignore_errors=True)  # a rerun of the run starts clean
+    folder.mkdir(parents=True)
+    return str(folder), False
+
+
+def _execute(t: PythonFunctionTask, kwargs: dict[str, Any]) -> Any:
+    """Run one item as flytekit's local execution of ``t`` does, less its local cache
+    (mapnb caches per item) and with the item's checkpoint."""
+    from flytekit.core.context_manager import ExecutionState, FlyteContextManager, OutputMetadataTracker
+    from flytekit.core.promise import (
+        Promise,
+        create_native_named_tuple,
+        create_task_output,
+        translate_inputs_to_literals,
+    )
+    from flytekit.core.type_engine import TypeTransformerFailedError
+    from flytekit.models.literals import LiteralMap
+
+    ctx = FlyteContextManager.current_context()
+    workdir, temporary = _sandbox()
+    ok = False
+    try:
+        es = ctx.new_execution_state().with_params(
+            mode=ExecutionState.Mode.LOCAL_TASK_EXECUTION,
+            user_space_params=_params(ctx.user_space_params, workdir),
+        )
+        with FlyteContextManager.with_context(
+            ctx.with_execution_state(es).with_output_metadata_tracker(OutputMetadataTracker())
+        ) as child:
+            try:
+                literals = translate_inputs_to_literals(
+                    child,
+                    incoming_values=kwargs,
+                    flyte_interface_types=t.interface.inputs,
+                    native_types=t.get_input_types(),
+                )
+            except TypeTransformerFailedError as exc:  # worded as flytekit's local_execute words it
+                exc.args = (f"Failed to convert inputs of task '{t.name}':\n  {exc.args[0]}",)
+                raise
+            out = t.dispatch_execute(child, LiteralMap(literals=literals))
+            names = list(t.interface.outputs)
+            result = None
+            if names:
+                promises = create_task_output(
+                    [Promise(n, out.literals[n]) for n in names], t.python_interface
+                )
+                result = create_native_named_tuple(child, promises, t.python_interface)
+            ok = True
+            return result
+    finally:
+        # A failed attempt's files are of no use; a success's may be its output (a FlyteFile
+        # is a path into this folder), so it stays unless it is empty.
+        if temporary or not ok or not any(Path(workdir).iterdir()):
+            shutil.rmtree(workdir, ignore_errors=True)
+            if not temporary:
+                with contextlib.suppress(OSError):  # the item's folder, unless another attempt kept files
+                    os.rmdir(Path(workdir).parent)

@@ -1,0 +1,413 @@
+"""flytekit 1.x tasks in mapnb.map_task: parallel, with their own settings, as Flyte runs them.
+
+Real flytekit objects throughout (tests/flyte_tasks.py); several cases are flytekit's own
+local map-task tests (test_array_node_map_task) and the flytesnacks checkpoint example,
+with flytekit's expected values.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import mapnb
+from mapnb import InvalidMapError, MapTaskError, Resources, Status
+
+flytekit = pytest.importorskip("flytekit")
+
+from . import flyte_tasks as ft  # noqa: E402  (needs flytekit)
+
+
+def _spans(outputs: list[str]) -> list[tuple[float, float]]:
+    return [tuple(map(float, o.split())) for o in outputs]  # type: ignore[misc]
+
+
+def test_items_of_a_flytekit_task_run_at_the_same_time_on_the_local_pool():
+    """flytekit runs a map serially (3 x 1 s take 3 s); here the items overlap in time.
+
+    Proven from when each item ran, not from the wall clock of the whole run, which a
+    loaded machine stretches."""
+    df = mapnb.map_task(ft.sleepy, concurrency=3, progress=False)(x=[1, 2, 3])
+    spans = _spans(df["output"].tolist())
+    # How many items were running at once, at the moment each one started.
+    overlap = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+    assert overlap >= 2, spans
+
+
+def test_a_flytekit_map_task_object_runs_with_its_concurrency_and_bound_inputs():
+    """Today's failure: every item failed with TypeTransformerFailedError ('...-arraynode')."""
+    m = flytekit.map_task(functools.partial(ft.scale, factor=10), concurrency=2)
+    mt = mapnb.map_task(m, backend="threads", progress=False)
+    assert mt.options.concurrency == 2 and mt.name == "scale"
+    assert mt(a=[1, 2, 3])["output"].tolist() == [10, 20, 30]
+    # Explicit mapnb arguments win over the map's own.
+    assert mapnb.map_task(m, concurrency=1, progress=False).options.concurrency == 1
+
+
+def test_partials_as_in_flytekits_tests():
+    """test_array_node_map_task: map_task(functools.partial(t1, b="hello"))."""
+    expected = ["1hello", "2hello", "3hello"]
+    p = functools.partial(ft.t1, b="hello")
+    assert mapnb.map_task(p, backend="threads", progress=False)(a=[1, 2, 3])["output"].tolist() == expected
+    m = flytekit.map_task(p)
+    assert mapnb.map_task(m, backend="threads", progress=False)(a=[1, 2, 3])["output"].tolist() == expected
+    bound = flytekit.map_task(ft.t1, bound_inputs_values={"b": "hello"})
+    assert (
+        mapnb.map_task(bound, backend="threads", progress=False)(a=[1, 2, 3])["output"].tolist() == expected
+    )
+
+
+def test_map_and_execution_as_in_flytekits_tests():
+    """test_array_node_map_task's test_map and test_execution (a map of a map's outputs)."""
+    mt = mapnb.map_task(flytekit.map_task(ft.say_hello), backend="threads", progress=False)
+    assert mt(name=["abc", "def"])["output"].tolist() == ["hello abc!", "hello def!"]
+    xs = mt(name=["earth", "mars"])["output"].tolist()
+    assert mt(name=xs)["output"].tolist() == ["hello hello earth!!", "hello hello mars!!"]
+
+
+def test_nested_partials_as_in_flytekits_tests():
+    """test_inputs_outputs_length: partial(partial(many_inputs, c=1.0), b="hello")."""
+    p2 = functools.partial(functools.partial(ft.many_inputs, c=1.0), b="hello")
+    for target in (p2, flytekit.map_task(p2)):
+        df = mapnb.map_task(target, backend="threads", progress=False)(a=[1, 2])
+        assert df["output"].tolist() == ["1 - hello - 1.0", "2 - hello - 1.0"]
+    with pytest.raises(InvalidMapError, match="'a' is fixed by functools.partial"):
+        mapnb.map_task(functools.partial(p2, a=1))(a=[1, 2, 3])
+
+
+@pytest.mark.parametrize(
+    "min_success_ratio, should_raise_error",
+    [(None, True), (1, True), (0.75, False), (0.5, False)],
+)
+def test_min_success_ratio_as_in_flytekits_tests(min_success_ratio, should_raise_error):
+    """test_array_node_map_task: [1, None, 3, 4] unless the ratio asks for every item."""
+    m = flytekit.map_task(ft.some_task1, min_success_ratio=min_success_ratio)
+    mt = mapnb.map_task(m, backend="threads", progress=False)
+    if should_raise_error:
+        with pytest.raises(MapTaskError, match="Unexpected inputs: 2"):
+            mt(inputs=[1, 2, 3, 4])
+    else:
+        assert mt(inputs=[1, 2, 3, 4])["output"].tolist() == [1, None, 3, 4]
+
+
+def test_min_successes_of_a_flytekit_map_task():
+    ok = mapnb.map_task(flytekit.map_task(ft.some_task1, min_successes=3), backend="threads", progress=False)
+    assert ok(inputs=[1, 2, 3, 4])["output"].tolist() == [1, None, 3, 4]
+    too_many = flytekit.map_task(ft.some_task1, min_successes=4)
+    with pytest.raises(MapTaskError, match="of 4 items succeeded, 4 needed"):
+        mapnb.map_task(too_many, backend="threads", progress=False)(inputs=[1, 2, 3, 4])
+    # An explicit min_success_ratio wins over the map's min_successes.
+    mt = mapnb.map_task(too_many, min_success_ratio=0.5, backend="threads", progress=False)
+    assert mt(inputs=[1, 2, 3, 4])["status"].tolist() == ["succeeded", "failed", "succeeded", "succeeded"]
+
+
+def test_a_wrong_element_type_fails_that_item_with_flytekits_message():
+    df = mapnb.map_task(ft.scale, min_success_ratio=0.5, progress=False)(a=[1, "x", 3])
+    assert df["status"].tolist() == ["succeeded", "failed", "succeeded"]
+    assert df["output"].tolist() == [1, None, 3]
+    assert df.loc[1, "error"].startswith("TypeTransformerFailedError: Failed to convert inputs of task")
+    assert "Expected value of type <class 'int'> but got 'x'" in df.loc[1, "error"]
+
+
+def test_a_bound_input_of_the_wrong_type_is_refused_before_anything_runs():
+    """flytekit runs it (and fails every item); mapnb refuses it with flytekit's message."""
+    with pytest.raises(InvalidMapError, match="bound input of .*scale has the wrong type.*factor"):
+        mapnb.map_task(functools.partial(ft.scale, factor=[1, 2]))
+    with pytest.raises(InvalidMapError, match="wrong type"):
+        mapnb.map_task(flytekit.map_task(functools.partial(ft.scale, factor="ten")))
+
+
+def test_the_error_column_and_map_task_error_show_flytekits_cause():
+    """flytekit puts the cause on line 2 ("Error encountered while executing '...':" first)."""
+    run = mapnb.map_task(ft.some_task1, progress=False).submit(inputs=[1, 2])
+    with pytest.raises(MapTaskError) as info:
+        run.result()
+    assert "ValueError: Error encountered while executing 'tests.flyte_tasks.some_task1': " in str(info.value)
+    assert "Unexpected inputs: 2" in str(info.value)
+    assert run.df.loc[1, "error"].endswith("some_task1': Unexpected inputs: 2")
+    # The item's traceback starts in the task's own code, not in flytekit's plumbing.
+    tb = run.errors[1].traceback
+    assert tb.splitlines()[1].strip().startswith('File "') and tb.splitlines()[1].endswith("in some_task1")
+
+
+def test_the_tasks_own_exception_chain_is_kept():
+    run = mapnb.map_task(ft.chained, backend="threads", progress=False).submit(x=[1])
+    run.wait(60)
+    tb = run.errors[0].traceback
+    assert "KeyError: 'missing'" in tb and "direct cause" in tb and "RuntimeError: Error encountered" in tb
+
+
+def test_the_tasks_retries_and_timeout_are_honoured():
+    df = mapnb.map_task(ft.fails_first_attempt, progress=False)(x=[1, 2])
+    assert df["output"].tolist() == [2, 2] and df["attempts"].tolist() == [2, 2]
+    with pytest.raises(MapTaskError, match="first attempt fails"):
+        mapnb.map_task(ft.fails_first_attempt, retries=0, progress=False)(x=[1])  # explicit wins
+    mt = mapnb.map_task(ft.hangs, min_success_ratio=0.5, progress=False)
+    assert mt.options.timeout == 2.0
+    df = mt(x=[0, 1])
+    assert df["status"].tolist() == ["succeeded", "failed"]
+    assert df.loc[1, "error"].startswith("TimeoutError: attempt 1 ran longer than timeout=2s")
+
+
+def test_flytesnacks_checkpoint_example_resumes_across_retries():
+    """Each attempt fails a third of the way on; a retry resumes from the checkpoint."""
+    df = mapnb.map_task(ft.use_checkpoint, progress=False)(n_iterations=[10, 10])
+    assert df["output"].tolist() == [9, 9] and df["attempts"].tolist() == [4, 4]
+
+
+def test_checkpoint_restore_without_a_path_and_read_of_several_files_as_flytekit():
+    df = mapnb.map_task(ft.two_checkpoint_files, progress=False)(x=[1])
+    assert df.loc[0, "output"] == "['a', 'b'] Expected exactly one checkpoint - found 2"
+
+
+def test_read_after_save_of_a_file_as_flytekit():
+    df = mapnb.map_task(ft.saves_a_file, backend="threads", progress=False)(x=[7])
+    assert df.loc[0, "output"] == "done 7" and df.loc[0, "attempts"] == 2
+
+
+def test_current_context_identifies_the_item():
+    run = mapnb.map_task(ft.where_am_i, backend="threads", progress=False).submit(x=[5, 6])
+    assert run.result()["output"].tolist() == [f"{run.id} 0 1", f"{run.id} 1 1"]
+
+
+def test_the_tasks_cache_settings_become_mapnbs(tmp_path):
+    for t in (ft.counted, ft.counted_old_style):
+        log = tmp_path / f"{t.name}.log"
+        mt = mapnb.map_task(functools.partial(t, log=str(log)), backend="threads", progress=False)
+        assert mt.cache.enabled and mt.cache.ignore == ("log",)
+        first = mt(x=[1, 2, 3])
+        again = mapnb.map_task(functools.partial(t, log=str(tmp_path / "other.log")), progress=False)(
+            x=[1, 2, 3, 4]
+        )
+        assert again["status"].tolist() == ["cached"] * 3 + ["succeeded"]
+        assert again["output"].tolist()[:3] == first["output"].tolist()
+        assert sorted(log.read_text().split()) == ["1", "2", "3"]  # each item computed once
+    assert mapnb.map_task(ft.counted).cache.version == "1"
+    old = mapnb.map_task(ft.counted_old_style).cache
+    assert old.version == "2" and old.serialize
+
+
+def test_requests_and_limits_become_mapnb_resources():
+    mt = mapnb.map_task(ft.modest, progress=False)
+    assert mt.requests == Resources(cpu="500m", mem="100Mi") and mt.requests.cpus == 0.5
+    assert mt.limits == Resources(mem="1Gi", gpu=0)
+    assert mt(x=[1, 2])["output"].tolist() == [1, 2]
+    # resources=: (request, limit) pairs, a single value the request, as flytekit reads them.
+    ranged = mapnb.map_task(ft.ranged)
+    assert ranged.requests == Resources(cpu="500m", mem="200Mi") and ranged.limits == Resources(cpu="1")
+
+
+def test_file_and_directory_outputs_stay_whole_and_usable():
+    """Not split into path/metadata/... columns: one usable object per item."""
+    df = mapnb.map_task(ft.make_file, progress=False)(x=[1, 2])
+    assert "path" not in df.columns
+    assert [open(f).read() for f in df["output"]] == ["content 1", "content 2"]
+    d = mapnb.map_task(ft.make_dir, progress=False)(x=[3])["output"][0]
+    assert isinstance(d, flytekit.types.directory.FlyteDirectory)
+    assert open(f"{d.path}/part").read() == "3"
+
+
+def test_structured_dataset_outputs_stay_whole():
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    df = mapnb.map_task(ft.make_frame, progress=False)(n=[1, 2])
+    assert "uri" not in df.columns
+    assert df["output"][1].open(pd.DataFrame).all()["n"].tolist() == [2, 3]
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        (ft.two_outputs, r"has 2 outputs \(o0, o1\); a Flyte map task needs one output"),
+        (ft.dyn, "is a @dynamic task, which Flyte does not map"),
+        (ft.eager_one, "is an @eager workflow, which Flyte does not map"),
+        (ft.wf, "is a flytekit workflow; mapnb maps tasks, not workflows: map a @task"),
+        (ft.wf_lp, "is a flytekit launch plan"),
+        (functools.partial(ft.scale, 2), "bind a flytekit task's inputs by name"),
+    ],
+)
+def test_what_flyte_does_not_map_is_refused_before_anything_runs(target, message):
+    with pytest.raises(InvalidMapError, match=message):
+        mapnb.map_task(target)
+
+
+def test_lists_of_different_lengths_are_refused():
+    """flytekit truncates to the shorter list silently."""
+    with pytest.raises(InvalidMapError, match="same length: a has 2 items, factor has 1 item"):
+        mapnb.map_task(ft.scale)(a=[1, 2], factor=[3])
+
+
+def test_mapnb_and_its_workers_import_flytekit_only_for_a_flytekit_task():
+    code = (
+        "import sys, mapnb\n"
+        "df = mapnb.map_task(lambda x: 'flytekit' in sys.modules, progress=False)(x=[1])\n"
+        "print(df['output'].tolist(), 'flytekit' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[False] False"
+
+
+def test_status_of_items_is_as_for_plain_functions():
+    run = mapnb.map_task(ft.scale, backend="sequential", progress=False).submit(a=[1, 2])
+    run.wait(60)
+    assert run.statuses == [Status.SUCCEEDED, Status.SUCCEEDED]
+
+
+@pytest.fixture(scope="module")
+def shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "mapnb")
+    return sh
+
+
+def test_the_magic_maps_a_task_of_the_notebook_by_name(shell):
+    shell.user_ns.update(scale=ft.scale, tasks=ft, m=flytekit.map_task(ft.some_task1, min_success_ratio=0.5))
+    df = shell.run_line_magic("map_task", "--backend threads --task scale a=[1, 2] factor=[3, 4]")
+    assert df["output"].tolist() == [3, 8]
+    df = shell.run_line_magic("map_task", "--backend threads --task tasks.scale a=[5]")
+    assert df["output"].tolist() == [5]
+    # The map's own min_success_ratio holds: the magic has no default of its own.
+    df = shell.run_line_magic("map_task", "--backend threads --task m inputs=[1, 2, 3, 4]")
+    assert df["output"].tolist() == [1, None, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "line, body, message",
+    [
+        ("--task scale a=[1]", "print(a)", "leave the cell body empty"),
+        ("--task nowhere a=[1]", None, "--task nowhere: NameError"),
+        ("--task 'x y' a=[1]", None, "must name a function or task"),
+        ("--task answer a=[1]", None, "--task answer must be a function or task; answer is a int"),
+    ],
+)
+def test_the_magics_task_option_says_what_is_wrong(shell, line, body, message):
+    from IPython.core.error import UsageError
+
+    shell.user_ns.update(scale=ft.scale, answer=42)
+    with pytest.raises(UsageError, match=message):
+        if body is None:
+            shell.run_line_magic("map_task", line)
+        else:
+            shell.run_cell_magic("map_task", line, body)
+
+
+def test_a_maps_metadata_applies_to_its_subtasks():
+    """flytekit.map_task(t, metadata=TaskMetadata(...)) sets the subtasks' retries, timeout."""
+    from flytekit.core.base_task import TaskMetadata
+
+    m = flytekit.map_task(ft.fails_first_attempt, metadata=TaskMetadata(retries=1, timeout=30))
+    mt = mapnb.map_task(m, backend="threads", progress=False)
+    assert mt.options.retries == 1 and mt.options.timeout == 30.0
+    assert mt(x=[1])["attempts"].tolist() == [2]
+
+
+def test_with_overrides_on_the_map_applies_to_every_subtask_as_on_a_cluster():
+    mt = mapnb.map_task(ft.fails_first_attempt, backend="threads", progress=False)
+    over = mt.with_overrides(
+        retries=0,
+        timeout=datetime.timedelta(seconds=45),
+        resources=flytekit.Resources(cpu=("250m", "1"), mem="200Mi"),
+        cache=flytekit.Cache(version="v7", serialize=True),
+    )
+    assert over.options.retries == 0 and over.options.timeout == 45.0
+    assert over.requests == Resources(cpu="250m", mem="200Mi") and over.limits == Resources(cpu="1")
+    assert over.cache.enabled and over.cache.version == "v7" and over.cache.serialize
+    assert mt.options.retries == 2 and not mt.cache.enabled  # the original is unchanged
+    with pytest.raises(MapTaskError, match="first attempt fails"):
+        over.with_overrides(cache=False)(x=[1])
+    limited = mt.with_overrides(requests=flytekit.Resources(cpu="500m"), limits=Resources(mem="1Gi"))
+    assert limited.requests == Resources(cpu="500m") and limited.limits == Resources(mem="1Gi")
+    with pytest.raises(InvalidMapError, match=r"with_overrides\(interruptible=...\) has no meaning"):
+        mt.with_overrides(interruptible=True)
+
+
+def test_flytekit_resources_are_accepted_where_mapnb_resources_are():
+    @mapnb.task(requests=flytekit.Resources(cpu="500m", mem="1Gi"), limits=flytekit.Resources(gpu="1"))
+    def f(x: int) -> int:
+        return x
+
+    assert f.requests == Resources(cpu="500m", mem="1Gi") and f.requests.cpus == 0.5
+    assert f.limits == Resources(gpu=1)
+    with pytest.raises(InvalidMapError, match="pass requests and limits separately"):
+        mapnb.task(requests=flytekit.Resources(cpu=("1", "2")))
+
+
+def test_run_all_sub_nodes_is_said_to_differ():
+    m = flytekit.map_task(ft.some_task1, run_all_sub_nodes=True)
+    with pytest.warns(UserWarning, match="run_all_sub_nodes=True: mapnb stops a map"):
+        mapnb.map_task(m)
+
+
+def test_a_worker_keeps_ignoring_sigint_after_importing_flytekit():
+    """flytekit installs a SIGINT handler on import; a worker leaves Ctrl-C to the caller."""
+    df = mapnb.map_task(ft.sigint_ignored, progress=False)(x=[1, 2])
+    assert df["output"].tolist() == [True, True]
+
+
+def test_a_flytekit_task_runs_on_every_backend(backend):
+    """Type checks, the checkpoint across retries and file outputs hold on each backend."""
+    mt = mapnb.map_task(ft.use_checkpoint, backend=backend, progress=False)
+    assert mt(n_iterations=[10, 6])["output"].tolist() == [9, 5]
+    df = mapnb.map_task(ft.scale, backend=backend, min_success_ratio=0.5, progress=False)(a=[2, "x"])
+    assert df["output"].tolist() == [2, None] and "Failed argument 'a'" in df.loc[1, "error"]
+
+
+def test_an_instance_task_such_as_shell_task_is_mapped_as_flytekit_maps_it():
+    mt = mapnb.map_task(ft.shout, min_success_ratio=0.5, progress=False)
+    assert mt.name == "shout"
+    run = mt.submit(x=[1, 2, 5])
+    assert run.result()["status"].tolist() == ["succeeded", "succeeded", "failed"]
+    assert "item 2" in run.logs(1) and run.errors[2].type == "FlyteRecoverableException"
+
+
+def test_items_that_write_no_files_leave_no_folders():
+    run = mapnb.map_task(ft.scale, backend="threads", progress=False).submit(a=[1, 2, 3])
+    run.result()
+    flyte = mapnb.journal.run_dir(run.id) / "flyte"
+    assert not flyte.exists() or not any(flyte.iterdir())
+
+
+@pytest.mark.parametrize("target", ["ft.slow", "lambda x: time.sleep(60)"])
+def test_an_interrupt_cancels_the_run_although_flytekit_turns_it_into_system_exit(target, tmp_path):
+    """flytekit's SIGINT handler raises SystemExit(1); the run is cancelled all the same,
+    for a flytekit task and for a plain function in a process that imported flytekit."""
+    code = (
+        "import os, signal, sys, threading, time\n"
+        "import mapnb\n"
+        "from tests import flyte_tasks as ft\n"
+        "def interrupt_soon():\n"
+        "    while mapnb.last_run() is None or 'running' not in [s.value for s in mapnb.last_run().statuses]:\n"
+        "        time.sleep(0.05)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "threading.Thread(target=interrupt_soon, daemon=True).start()\n"
+        "try:\n"
+        f"    mapnb.map_task({target}, progress=False)(x=[1, 2])\n"
+        "except KeyboardInterrupt as e:\n"
+        "    print(type(e).__name__, mapnb.last_run().state)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parent.parent)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env
+    )
+    assert out.stdout.strip() == "RunInterrupted cancelled", out.stdout + out.stderr[-2000:]
+
+
+def test_file_inputs_from_paths_or_flyte_files(tmp_path):
+    paths = []
+    for i in range(3):
+        (tmp_path / f"f{i}.txt").write_text("x" * (i + 1))
+        paths.append(str(tmp_path / f"f{i}.txt"))
+    mt = mapnb.map_task(ft.file_size, progress=False)
+    assert mt(f=paths)["output"].tolist() == [1, 2, 3]
+    FlyteFile = flytekit.types.file.FlyteFile
+    assert mt(f=[FlyteFile(p) for p in paths])["output"].tolist() == [1, 2, 3]
