@@ -235,23 +235,24 @@ def test_map_runs_items_at_the_same_time_on_the_local_pool(t, tmp_path):
 
 
 def test_map_aio_runs_items_at_the_same_time_and_leaves_the_loop_free(tmp_path):
-    ticks = []
+    """The items finish only once a coroutine of the caller's event loop has seen all three
+    arrive and arrived itself: so the loop ran while the async for waited."""
 
-    async def ticker():
-        while True:
-            ticks.append(1)
-            await asyncio.sleep(0.05)
+    async def arrive_last():
+        while len(list(tmp_path.iterdir())) < 3:
+            await asyncio.sleep(0.02)
+        (tmp_path / "loop").write_text("")
 
     async def main():
-        tick = asyncio.create_task(ticker())
-        part = functools.partial(ft.async_rendezvous, folder=str(tmp_path), n=3)
+        last = asyncio.create_task(arrive_last())
+        part = functools.partial(ft.async_rendezvous, folder=str(tmp_path), n=4)
         out = [r async for r in mapnb.flyte.map.aio(part, range(3), concurrency=3, backend="threads")]
-        tick.cancel()
+        await last
         return out
 
     times = asyncio.run(main())
+    assert not any(isinstance(r, BaseException) for r in times), times
     assert max(s for s, _ in times) < min(e for _, e in times)
-    assert len(ticks) > 1  # the event loop ran while the items did
 
 
 def test_map_retries_and_caches_as_the_task_says(tmp_path):
