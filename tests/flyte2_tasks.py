@@ -218,3 +218,8 @@ def first_quick(x: int) -> int:
     if x:
         time.sleep(60)
     return x
+
+
+@env.task(retries=3)
+def gives_up(x: int) -> int:
+    raise flyte.errors.NonRecoverableError(f"no point retrying {x}")

@@ -80,6 +80,12 @@ def test_the_tasks_retries_are_honoured(t, tmp_path):
         mapnb.map_task(functools.partial(t, marks=str(tmp_path)), retries=0, progress=False)(x=[3])
 
 
+def test_a_non_recoverable_error_is_not_retried_as_in_flyte():
+    df = mapnb.map_task(ft.gives_up, backend="threads", min_success_ratio=0, progress=False)(x=[1])
+    assert df["attempts"].tolist() == [1] and df["status"].tolist() == ["failed"]
+    assert df.loc[0, "error"] == "NonRecoverableError: no point retrying 1"
+
+
 @pytest.mark.parametrize("t", [ft.hangs, ft.async_hangs])
 def test_the_tasks_timeout_is_honoured(t):
     mt = mapnb.map_task(t, min_success_ratio=0.5, progress=False)
