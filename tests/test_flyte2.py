@@ -325,3 +325,13 @@ def test_map_says_what_is_wrong_when_called(args, kwargs, message):
         mapnb.flyte.map(*args, **kwargs)
     with pytest.raises(InvalidMapError, match=message):
         mapnb.flyte.map.aio(*args, **kwargs)
+
+
+def test_the_magic_maps_a_flyte2_task_of_the_notebook_by_name():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "mapnb")
+    shell.user_ns.update(mul=ft.mul)
+    df = shell.run_line_magic("map_task", "--backend threads --task mul x=[1, 2] y=[3, 4]")
+    assert df["output"].tolist() == [3, 8]

@@ -486,7 +486,8 @@ async def _results_aio(
                 except asyncio.TimeoutError:
                     pass
             yield _outcome(run, i, return_exceptions)
-        await asyncio.to_thread(_check_ratio, run)
+        await asyncio.to_thread(run.wait)
+        _check_ratio(run)  # done now; in the caller's thread, which brings a shown grid's picture up to date
     finally:
         unsubscribe()
         if not run.done():
