@@ -111,7 +111,7 @@ def _timeout(t: Any) -> float | None:
             warnings.warn(
                 f"{t.name}: Timeout({name}=...) is not honoured locally; mapnb bounds each attempt "
                 "by max_runtime",
-                stacklevel=5,
+                stacklevel=6,
             )
     return _seconds(timeout.max_runtime)
 
@@ -122,7 +122,7 @@ def _retries(t: Any) -> int:
     if count and getattr(r, "backoff", None) is not None:
         warnings.warn(
             f"{t.name}: RetryStrategy(backoff=...) is not honoured locally; mapnb retries at once",
-            stacklevel=5,
+            stacklevel=6,
         )
     return count
 
@@ -142,7 +142,7 @@ def _cache(t: Any) -> dict[str, Any]:
     if c.max_age:
         warnings.warn(
             f"{t.name}: Cache(max_age=...) is not honoured locally; mapnb's cache entries do not expire",
-            stacklevel=5,
+            stacklevel=6,
         )
     return dict(
         cache=True,
@@ -298,7 +298,7 @@ def _columns(iterables: tuple[Iterable[Any], ...], names: tuple[str, ...], what:
         warnings.warn(
             f"map of {what}: the iterables have different lengths ({', '.join(map(str, sized))}); "
             f"as flyte.map, the map stops at the shortest ({min(sized)} items)",
-            stacklevel=4,
+            stacklevel=5,
         )
     rows = list(zip(*iterables))
     return {n: [r[k] for r in rows] for k, n in enumerate(names)}
