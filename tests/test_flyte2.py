@@ -193,6 +193,7 @@ def flyte_local():
     return json.loads(line[0][len("RESULTS ") :])
 
 
+@pytest.mark.timeout(360)  # the first one waits for Flyte's own run too
 def test_map_gives_what_flytes_own_local_map_gives(flyte_local):
     """Ordering, return_exceptions (a RuntimeUserError whose code is the type), zip to the
     shortest, partials and iterators: as the same parent does under flyte.run."""
@@ -206,6 +207,7 @@ def test_map_gives_what_flytes_own_local_map_gives(flyte_local):
     assert ours == flyte_local["map"]
 
 
+@pytest.mark.timeout(360)  # the first one waits for Flyte's own run too
 def test_map_without_return_exceptions_raises_as_flyte_does(flyte_local):
     seen = []
     with pytest.raises(flyte.errors.RuntimeUserError) as info:
@@ -220,6 +222,7 @@ def test_map_without_return_exceptions_raises_as_flyte_does(flyte_local):
     assert mapnb.last_run().done()
 
 
+@pytest.mark.timeout(360)  # the first one waits for Flyte's own run too
 def test_map_aio_gives_what_flytes_own_aio_gives(flyte_local):
     async def main():
         out = [_shown(r) async for r in mapnb.flyte.map.aio(ft.add, range(5), [100] * 5)]
