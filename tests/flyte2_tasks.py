@@ -223,3 +223,11 @@ def first_quick(x: int) -> int:
 @env.task(retries=3)
 def gives_up(x: int) -> int:
     raise flyte.errors.NonRecoverableError(f"no point retrying {x}")
+
+
+@env.task
+def where_am_i(x: int) -> str:
+    import mapnb
+
+    c = mapnb.current_context()
+    return f"{c.index} {c.attempt} {bool(flyte.ctx())}"

@@ -56,6 +56,11 @@ def test_the_traceback_starts_in_the_tasks_function():
     assert "_task.py" not in run.errors[0].traceback  # none of flyte's plumbing
 
 
+def test_an_item_is_a_call_outside_a_flyte_run_with_mapnbs_context():
+    df = mapnb.map_task(ft.where_am_i, backend="threads", progress=False)(x=[5, 6])
+    assert df["output"].tolist() == ["0 1 False", "1 1 False"]
+
+
 def test_bound_inputs_by_partial_positional_or_keyword():
     assert mapnb.map_task(functools.partial(ft.mul, y=3), progress=False)(x=[1, 2])["output"].tolist() == [
         3,

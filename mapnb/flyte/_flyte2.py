@@ -18,8 +18,9 @@ Not honoured locally, with a warning: ``RetryStrategy.backoff`` (retries follow 
 
 Each item calls ``task.forward(...)``, what Flyte 2 itself does when a task is called
 outside a run: the function runs as written, a sync one directly, an ``async def`` one
-to completion where the item runs. ``flyte.ctx()`` is ``None`` there, and tasks it calls
-run inline, as in any call of a task outside ``flyte.run``.
+to completion where the item runs. ``flyte.ctx()`` is Flyte's falsy null context there
+(:func:`mapnb.current_context` has the item's index, attempt and checkpoint), and tasks it
+calls run inline, as in any call of a task outside ``flyte.run``.
 
 :func:`map` and :func:`map_aio` are ``flyte.map`` and ``flyte.map.aio`` running the items
 in parallel on a mapnb backend.
