@@ -318,10 +318,16 @@ def test_the_heatmap_scale_is_stable_and_says_when_it_widened(frontends):
     fe = grid_front(grid, frontends)
     losses = [0.5, 2.4, 1.0, 0.2, 4.1, 1.5]
     seen = []
+    played = 0
     while not run.done():
         if play(backend, values=lambda i: {"loss": losses[i]}):
-            grid.wait(0.05)
-            grid.flush()
+            played += 1
+            # One value per flush, whatever the load: the widening is judged value by value.
+            deadline = time.monotonic() + 30
+            while sum(isinstance(v, (int, float)) for v in fe.state.get("heat") or []) < played:
+                assert time.monotonic() < deadline, fe.state.get("heat")
+                grid.wait(0.05)
+                grid.flush()
             if fe.state.get("heat_scale"):
                 seen.append(dict(fe.state["heat_scale"]))
     grid.wait(10)
