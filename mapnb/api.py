@@ -21,7 +21,7 @@ from .journal import Journal
 from .resources import Resources
 from .resources import check as check_resources
 from .run import MapRun
-from .spec import Options, build_inputs, check_int, check_seconds, function_name
+from .spec import Options, build_inputs, check_int, check_seconds, describe, function_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,7 +51,7 @@ class TaskFunction:
         limits: Resources | None = None,
     ) -> None:
         if not callable(fn):
-            raise InvalidMapError(f"task() needs a function; got {type(fn).__name__} {fn!r}")
+            raise InvalidMapError(f"task() needs a function; got {describe(fn)}")
         functools.update_wrapper(self, fn)
         self.__wrapped__ = fn
         self.retries = retries
@@ -388,7 +388,7 @@ def map_task(
     >>> df = map_task(str.upper, concurrency=2)(self=["a", "b"])  # doctest: +SKIP
     """
     if not callable(fn):
-        raise InvalidMapError(f"map_task needs a function; got {type(fn).__name__} {fn!r}")
+        raise InvalidMapError(f"map_task needs a function; got {describe(fn)}")
     settings = _task_settings(fn)
     if retries is None:
         retries = settings.retries if settings else 0

@@ -18,15 +18,27 @@ from typing import Any
 from .errors import InvalidMapError
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     """A value for an error message: its type and a short one-line repr."""
     shape = getattr(value, "shape", None)
     if isinstance(shape, tuple) and not isinstance(value, (str, bytes)):
         return f"{type(value).__name__} of shape {shape}"  # arrays, frames: no multi-line repr
-    text = " ".join(repr(value).split())
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
+    return f"{type(value).__name__} {short_repr(value)}"
+
+
+def short_text(text: str, limit: int = 60) -> str:
+    """``text`` on one line, cut to ``limit`` characters (headlines stay short)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters."""
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not hide the real error
+        text = f"<{type(value).__qualname__} object>"
+    return short_text(text, limit)
 
 
 def check_int(name: str, value: Any, *, minimum: int, none_ok: bool = False) -> int | None:
@@ -35,7 +47,7 @@ def check_int(name: str, value: Any, *, minimum: int, none_ok: bool = False) -> 
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         allowed = f"an integer >= {minimum}" + (" or None" if none_ok else "")
-        raise InvalidMapError(f"{name} must be {allowed}; got {_describe(value)}")
+        raise InvalidMapError(f"{name} must be {allowed}; got {describe(value)}")
     return int(value)
 
 
@@ -44,14 +56,14 @@ def check_seconds(name: str, value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, Real) or not (value > 0) or math.isinf(value):
-        raise InvalidMapError(f"{name} must be a number of seconds > 0 or None; got {_describe(value)}")
+        raise InvalidMapError(f"{name} must be a number of seconds > 0 or None; got {describe(value)}")
     return float(value)
 
 
 def check_ratio(name: str, value: Any) -> float:
     """A ratio in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, Real) or not (0.0 <= value <= 1.0):
-        raise InvalidMapError(f"{name} must be a number between 0 and 1; got {_describe(value)}")
+        raise InvalidMapError(f"{name} must be a number between 0 and 1; got {describe(value)}")
     return float(value)
 
 
@@ -83,9 +95,19 @@ def target_function(fn: Any) -> Callable[..., Any]:
 
 
 def function_name(fn: Any) -> str:
-    """A short readable name for the task function."""
+    """A short readable name for the task function, for headlines and titles.
+
+    The qualified name (``Model.predict``; what encloses a local function is left out),
+    else a ``name`` attribute (a Flyte task's), else the start of its one-line repr: a
+    callable object's repr can be thousands of characters, and it opens error messages.
+    """
     target = target_function(fn)
-    return getattr(target, "__name__", None) or repr(target)
+    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
+    if not isinstance(name, str) or not name:
+        name = getattr(target, "name", None)
+    if isinstance(name, str) and name:
+        return short_text(name.rpartition("<locals>.")[2])
+    return short_repr(target)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,16 +149,16 @@ def _materialise(name: str, value: Any) -> list[Any]:
     elif cls.__name__ == "DataFrame" and cls.__module__.startswith("pandas"):
         hint = f"pass a column, {name}=df['col'], or rows, {name}=list(df.itertuples())"
     if hint:
-        raise InvalidMapError(f"{name}= got {_describe(value)}, which is not a list of inputs; {hint}")
+        raise InvalidMapError(f"{name}= got {describe(value)}, which is not a list of inputs; {hint}")
     if not isinstance(value, Iterable):
         raise InvalidMapError(
             f"{name}= must be a finite iterable (list, tuple, range, numpy array, pandas Series); "
-            f"got {_describe(value)}"
+            f"got {describe(value)}"
         )
     try:
         return list(value)
     except TypeError as e:  # e.g. a 0-d numpy array
-        raise InvalidMapError(f"{name}= could not be iterated: {e}; got {_describe(value)}") from None
+        raise InvalidMapError(f"{name}= could not be iterated: {e}; got {describe(value)}") from None
 
 
 def build_inputs(

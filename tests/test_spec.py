@@ -114,3 +114,45 @@ def test_errors_are_value_errors_too():
     with pytest.raises(ValueError):
         map_task(tasks.double, concurrency=-1)
     assert issubclass(InvalidMapError, mapnb.MapnbError)
+
+
+class _HugeRepr:
+    """A callable object whose repr is thousands of characters (a model, a Flyte 2 task)."""
+
+    def __init__(self, name: str | None = None) -> None:
+        if name is not None:
+            self.name = name
+
+    def __repr__(self) -> str:
+        return "HugeRepr(" + "weights " * 1000 + ")"
+
+    def __call__(self, x: int) -> int:
+        raise ValueError("bad item")
+
+
+@pytest.mark.parametrize(
+    "fn, start",
+    [(_HugeRepr(), "HugeRepr(weights weights"), (_HugeRepr("train_model"), "train_model: 0 of 1")],
+)
+def test_failure_headline_names_the_task_shortly(fn, start):
+    with pytest.raises(mapnb.MapTaskError) as info:
+        map_task(fn, backend="sequential", progress=False)(x=[1])
+    headline = str(info.value).splitlines()[0]
+    assert headline.startswith(start) and len(headline) < 160, headline
+    assert len(info.value.run.name) <= 60
+
+
+def test_task_names_are_qualified_and_short():
+    from mapnb.spec import function_name
+
+    assert function_name(str.upper) == "str.upper"
+    assert function_name(lambda x: x) == "<lambda>"  # not test_task_names_....<locals>.<lambda>
+    assert function_name(functools.partial(mapnb.task(tasks.add), b=1)) == "add"
+    with raises(r"map_task needs a function; got list \[0, 0, .*\.\.\.$"):
+        map_task([0] * 10_000)
+
+
+def test_failure_headline_cuts_long_inputs():
+    with pytest.raises(mapnb.MapTaskError) as info:
+        map_task(tasks.fail_on, backend="sequential", progress=False)(x=[2], bad=[(2,) * 5000])
+    assert len(str(info.value).splitlines()[1]) < 300
