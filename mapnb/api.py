@@ -267,15 +267,22 @@ class MapTask:
     def _block(self, run: MapRun) -> pd.DataFrame:
         from .progress import show_progress
 
+        importer = None
         if "pandas" not in sys.modules:  # import it while the items run, not after
-            threading.Thread(target=importlib.import_module, args=("pandas",), daemon=True).start()
-
+            importer = threading.Thread(target=_import_quietly, args=("pandas",), daemon=True)
+            importer.start()
         try:
             show_progress(run, self.progress)
         except KeyboardInterrupt:
             run.cancel(wait=True)
             # One line saying what happened, not a traceback through mapnb's waiting code.
             raise RunInterrupted(run) from None
+        finally:
+            # The import ends here, whatever happened: a script whose run failed fast would
+            # otherwise reach interpreter shutdown mid-import, where the import's
+            # atexit registrations fail and print a long traceback after the real error.
+            if importer is not None:
+                importer.join()
         return run.result()
 
     def __repr__(self) -> str:
@@ -284,6 +291,14 @@ class MapTask:
             f"MapTask({self.name}, concurrency={o.concurrency}, min_success_ratio={o.min_success_ratio}, "
             f"retries={o.retries}, timeout={o.timeout}, backend={self._backend!r})"
         )
+
+
+def _import_quietly(module: str) -> None:
+    """Import ``module`` ahead of need; a failure shows where it is really imported."""
+    try:
+        importlib.import_module(module)
+    except BaseException:  # noqa: BLE001 - the real import later raises it properly
+        pass
 
 
 def _journal_off() -> bool:
