@@ -11,6 +11,8 @@ import functools
 import inspect
 import itertools
 import math
+import operator
+import os
 from collections.abc import Callable, Iterable, Mapping
 from numbers import Real
 from typing import Any
@@ -155,10 +157,61 @@ def _materialise(name: str, value: Any) -> list[Any]:
             f"{name}= must be a finite iterable (list, tuple, range, numpy array, pandas Series); "
             f"got {describe(value)}"
         )
+    if isinstance(value, (itertools.count, itertools.cycle)) or (
+        isinstance(value, itertools.repeat) and _unsized(value)
+    ):
+        raise InvalidMapError(
+            f"{name}= got {describe(value)}, which never ends; pass a finite list, "
+            f"e.g. {name}=list(itertools.islice(it, 100)) or {name}=range(100)"
+        )
+    limit = max_items()
     try:
-        return list(value)
+        size = len(value)
+    except TypeError:  # not sized (a generator, say): count while taking, one past the bound
+        size = None
+    if size is not None and size > limit:
+        raise _too_many(name, f"{size:,} items", limit)
+    try:
+        items = list(itertools.islice(value, limit + 1)) if size is None else list(value)
     except TypeError as e:  # e.g. a 0-d numpy array
         raise InvalidMapError(f"{name}= could not be iterated: {e}; got {describe(value)}") from None
+    if len(items) > limit:
+        raise _too_many(name, f"more than {limit:,} items (it may never end)", limit)
+    return items
+
+
+_MAX_ITEMS_DEFAULT = 10_000_000
+
+
+def max_items() -> int:
+    """The most items one run may map: ``MAPNB_MAX_ITEMS``, default 10 million.
+
+    The bound keeps an endless iterator from filling the caller's memory.
+    """
+    text = os.environ.get("MAPNB_MAX_ITEMS", "").strip().replace("_", "")
+    if not text:
+        return _MAX_ITEMS_DEFAULT
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InvalidMapError(
+            f"MAPNB_MAX_ITEMS must be a whole number >= 1; got {os.environ['MAPNB_MAX_ITEMS']!r}"
+        )
+    return value
+
+
+def _unsized(it: Any) -> bool:
+    # repeat(x, times) knows how many are left; repeat(x) has no length hint at all.
+    return operator.length_hint(it, -1) < 0
+
+
+def _too_many(name: str, what: str, limit: int) -> InvalidMapError:
+    return InvalidMapError(
+        f"{name}= has {what}; a run maps at most {limit:,} (MAPNB_MAX_ITEMS): "
+        "split the inputs into several runs, or raise MAPNB_MAX_ITEMS"
+    )
 
 
 def build_inputs(
@@ -195,6 +248,13 @@ def build_inputs(
     names = tuple(lists)
     columns = [_materialise(n, v) for n, v in lists.items()]
     if product:
+        total, limit = math.prod(len(c) for c in columns), max_items()
+        if total > limit:
+            sizes = " x ".join(f"{len(c):,}" for c in columns)
+            raise InvalidMapError(
+                f"the product of {', '.join(names)} has {sizes} = {total:,} items; a run maps at most "
+                f"{limit:,} (MAPNB_MAX_ITEMS): sweep fewer values, or raise MAPNB_MAX_ITEMS"
+            )
         return names, list(itertools.product(*columns)), columns
     lengths = {n: len(c) for n, c in zip(names, columns)}
     if len(set(lengths.values())) > 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -156,3 +157,43 @@ def test_failure_headline_cuts_long_inputs():
     with pytest.raises(mapnb.MapTaskError) as info:
         map_task(tasks.fail_on, backend="sequential", progress=False)(x=[2], bad=[(2,) * 5000])
     assert len(str(info.value).splitlines()[1]) < 300
+
+
+@pytest.mark.parametrize(
+    "endless", [itertools.count(), itertools.cycle([1, 2]), itertools.repeat(7)], ids=repr
+)
+def test_endless_iterators_are_refused_before_anything_is_taken(endless):
+    with raises(r"^x= got .* which never ends; pass a finite list"):
+        map_task(tasks.double)(x=endless)
+
+
+def test_repeat_with_times_is_finite():
+    df = map_task(tasks.double, backend="sequential", progress=False)(x=itertools.repeat(4, 3))
+    assert list(df["output"]) == [8, 8, 8]
+
+
+def test_inputs_are_bounded_by_mapnb_max_items(monkeypatch):
+    monkeypatch.setenv("MAPNB_MAX_ITEMS", "1000")
+    taken = []
+
+    def endless():  # an unknown endless generator: taken one past the bound, then refused
+        n = 0
+        while True:
+            taken.append(n)
+            yield n
+            n += 1
+
+    with raises(r"^x= has more than 1,000 items \(it may never end\); a run maps at most 1,000"):
+        map_task(tasks.double)(x=endless())
+    assert len(taken) == 1001
+    with raises(r"^x= has 1,000,000,000,000 items; .*MAPNB_MAX_ITEMS"):  # sized: not even iterated
+        map_task(tasks.double)(x=range(10**12))
+    with raises(r"the product of a, b has 100 x 100 = 10,000 items"):
+        map_task(tasks.add).product(a=range(100), b=range(100))
+    assert len(map_task(tasks.double, backend="sequential", progress=False)(x=range(1000))) == 1000
+
+
+def test_a_bad_mapnb_max_items_is_named(monkeypatch):
+    monkeypatch.setenv("MAPNB_MAX_ITEMS", "lots")
+    with raises(r"MAPNB_MAX_ITEMS must be a whole number >= 1; got 'lots'"):
+        map_task(tasks.double)(x=[1])
