@@ -96,6 +96,24 @@ def target_function(fn: Any) -> Callable[..., Any]:
             return fn
 
 
+def check_function(fn: Any, what: str = "map_task") -> None:
+    """Refuse, before anything runs, a task function whose outputs could never come back.
+
+    A generator function's items would each return a generator, which cannot be pickled
+    (nor kept in a DataFrame), so every item would fail after running.
+    """
+    if not callable(fn):
+        raise InvalidMapError(f"{what} needs a function; got {describe(fn)}")
+    target = target_function(fn)
+    code_of = target if inspect.isroutine(target) else type(target).__call__  # noqa: B004 - the method's code, not callability
+    if inspect.isgeneratorfunction(code_of) or inspect.isasyncgenfunction(code_of):
+        kind = "an async generator" if inspect.isasyncgenfunction(code_of) else "a generator"
+        raise InvalidMapError(
+            f"{function_name(fn)} is {kind} function (it yields); an item must return its output: "
+            "return a list instead (e.g. `return list(...)`, or collect the yields into a list)"
+        )
+
+
 def function_name(fn: Any) -> str:
     """A short readable name for the task function, for headlines and titles.
 
@@ -119,6 +137,8 @@ class Signature:
     required: tuple[str, ...]  # must be mapped: no default and not bound by a partial
     accepted: frozenset[str] | None  # None: takes **kwargs, so any name is accepted
     bound: frozenset[str]  # fixed by functools.partial keywords
+    positional: tuple[str, ...] = ()  # positional-only parameters, in order (``len(obj, /)``)
+    defaults: tuple[Any, ...] = ()  # their defaults (``_EMPTY``: none), for ``ByName``
 
     @classmethod
     def of(cls, fn: Callable[..., Any]) -> Signature:
@@ -128,14 +148,66 @@ class Signature:
         except (TypeError, ValueError):  # some builtins: nothing to check
             return cls((), None, bound)
         required, accepted, var_kw = [], set(), False
+        positional, defaults = [], []
         for p in sig.parameters.values():
             if p.kind is p.VAR_KEYWORD:
                 var_kw = True
-            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
                 accepted.add(p.name)
                 if p.default is p.empty and p.name not in bound:
                     required.append(p.name)
-        return cls(tuple(required), None if var_kw else frozenset(accepted), bound)
+                if p.kind is p.POSITIONAL_ONLY:
+                    positional.append(p.name)
+                    defaults.append(_EMPTY if p.default is p.empty else p.default)
+        return cls(
+            tuple(required), None if var_kw else frozenset(accepted), bound, tuple(positional), tuple(defaults)
+        )
+
+    def describe_parameters(self) -> str:
+        """The parameters for an error message, positional-only ones marked."""
+        if not self.accepted:
+            return "(none)"
+        return ", ".join(
+            f"{n} (positional-only)" if n in self.positional else n for n in sorted(self.accepted)
+        )
+
+
+_EMPTY = inspect.Parameter.empty
+
+
+class ByName:
+    """Calls a function whose mapped parameters include positional-only ones (``len(obj, /)``,
+    ``str.upper(self, /)``): items pass every input by name, this passes those by position.
+
+    Parameters
+    ----------
+    fn : callable
+        The task function.
+    positional : tuple of str
+        Its positional-only parameters, in order, up to the last one that is mapped.
+    defaults : tuple
+        Their defaults (``inspect.Parameter.empty`` for none), used for the ones not mapped.
+    """
+
+    def __init__(self, fn: Callable[..., Any], positional: tuple[str, ...], defaults: tuple[Any, ...]) -> None:
+        self.fn, self.positional, self.defaults = fn, positional, defaults
+
+    def __call__(self, /, **kwargs: Any) -> Any:
+        args = [kwargs.pop(n) if n in kwargs else d for n, d in zip(self.positional, self.defaults)]
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"ByName({self.fn!r})"
+
+
+def by_name(fn: Callable[..., Any], names: tuple[str, ...]) -> Callable[..., Any]:
+    """``fn``, wrapped in :class:`ByName` when some of ``names`` are positional-only parameters."""
+    sig = Signature.of(fn)
+    mapped = [k for k, n in enumerate(sig.positional) if n in names]
+    if not mapped:
+        return fn
+    last = mapped[-1] + 1
+    return ByName(fn, sig.positional[:last], sig.defaults[:last])
 
 
 def _materialise(name: str, value: Any) -> list[Any]:
@@ -232,7 +304,7 @@ def build_inputs(
         if unknown:
             raise InvalidMapError(
                 f"{fname} has no parameter {', '.join(map(repr, unknown))}; "
-                f"its parameters are {', '.join(sorted(sig.accepted)) or '(none)'}"
+                f"its parameters are {sig.describe_parameters()}"
             )
     clash = [n for n in lists if n in sig.bound]
     if clash:

@@ -197,3 +197,60 @@ def test_a_bad_mapnb_max_items_is_named(monkeypatch):
     monkeypatch.setenv("MAPNB_MAX_ITEMS", "lots")
     with raises(r"MAPNB_MAX_ITEMS must be a whole number >= 1; got 'lots'"):
         map_task(tasks.double)(x=[1])
+
+
+def _yields(x: int):
+    yield x
+
+
+async def _async_yields(x: int):
+    yield x
+
+
+class _YieldingCallable:
+    def __call__(self, x: int):
+        yield x
+
+
+@pytest.mark.parametrize(
+    "fn, kind",
+    [
+        (_yields, "a generator"),
+        (_async_yields, "an async generator"),
+        (functools.partial(task(retries=1)(_yields)), "a generator"),
+        (_YieldingCallable(), "a generator"),
+    ],
+)
+def test_generator_functions_are_refused_before_anything_runs(fn, kind):
+    with raises(rf"is {kind} function \(it yields\); an item must return its output: return a list"):
+        map_task(fn)
+
+
+def sequential(fn, **kw):
+    return map_task(fn, backend="sequential", progress=False, **kw)
+
+
+def test_positional_only_parameters_are_mapped_by_name():
+    assert list(sequential(len)(obj=["ab", [1, 2, 3]])["output"]) == [2, 3]
+    assert list(sequential(divmod)(y=[3, 4], x=[10, 10])["output"]) == [(3, 1), (2, 2)]
+    assert list(sequential(functools.partial(divmod, 10))(y=[3])["output"]) == [(3, 1)]
+    with raises(r"divmod has no parameter 'a'; its parameters are x \(positional-only\), y \(positional-only\)"):
+        sequential(divmod)(a=[1], x=[1], y=[1])
+    with raises(r"divmod needs 'y'"):
+        sequential(divmod)(x=[1])
+
+
+def _with_recover(x: int, recover: str) -> str:
+    return f"{x}:{recover}"
+
+
+def test_self_and_recover_can_be_mapped():
+    # The docstring's own example: `self` is str.upper's parameter, not MapTask's.
+    assert list(sequential(str.upper)(self=["a", "b"])["output"]) == ["A", "B"]
+    assert list(sequential(str.upper).product(self=["a"])["output"]) == ["A"]
+    assert list(sequential(str.upper).submit(self=["c"]).result()["output"]) == ["C"]
+    # A task with a `recover` parameter maps it; mapnb's recover= is for other tasks.
+    assert list(sequential(_with_recover).submit(x=[1], recover=["r"]).result()["output"]) == ["1:r"]
+    assert list(sequential(_with_recover).submit_product(x=[1], recover=["s"]).result()["output"]) == ["1:s"]
+    with raises(r"recover must be a run id"):
+        sequential(tasks.double).submit(x=[1], recover=5)
