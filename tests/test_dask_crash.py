@@ -66,3 +66,28 @@ def test_a_crashing_item_fails_alone_and_runs_once(dask_client, tmp_path, how, c
     assert attempts_of(tmp_path, 2) == 1
     assert [attempts_of(tmp_path, i) for i in others] == [1] * (n - 1)
     wait_until(lambda: len(dask_client.nthreads()) == 2, timeout=90, what="the nanny to restart the worker")
+
+
+def _exit_worker() -> None:
+    os._exit(3)
+
+
+class KillsTheWorkerAsItLoads:
+    """A task function whose unpickling ends the worker process: no task of it ever starts."""
+
+    def __reduce__(self):
+        return (_exit_worker, ())
+
+    def __call__(self, x: int) -> int:
+        return x
+
+
+def test_tasks_that_die_before_they_start_are_blamed_after_a_few(dask_client):
+    # A task lost before it started is re-queued without counting an attempt; one that can
+    # never start must still end, as a failure, not loop forever.
+    run = map_task(KillsTheWorkerAsItLoads(), backend="dask", progress=False).submit(x=[1])
+    assert run.wait(timeout=180)
+    assert run.statuses == [Status.FAILED] and run.attempts == [1]
+    err = run.errors[0]
+    assert err.kind == "worker-died" and "before the task started (4 times in this run)" in err.message
+    wait_until(lambda: len(dask_client.nthreads()) == 2, timeout=90, what="the nannies to restart the workers")

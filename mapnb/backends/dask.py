@@ -34,6 +34,7 @@ from .base import Backend, Job, ReportFn, Task
 log = logging.getLogger(__name__)
 
 _STREAM_LIMIT = 64 * 1024  # outputs up to this size (pickled) also travel with the live stream
+_UNSTARTED_LOSSES = 3  # tasks of a job lost before they started, re-queued without blame
 _INLINE_JOB = 1 << 20  # a pickled job (function and what it captures) up to this size rides with each task
 _HINT = (
     "connect to a Dask cluster first: `from distributed import Client; client = Client()` starts "
@@ -81,6 +82,7 @@ class DaskBackend(Backend):
         self._tasks: dict[int, _Running] = {}
         self._by_key: dict[str, int] = {}
         self._jobs: dict[str, Any] = {}  # job id -> the pickled job, or its scattered Future
+        self._unstarted_losses: dict[str, int] = {}  # job id -> its tasks lost before they started
         self._subscribed_to: Any = None
         self._previous_all: Any = None
 
@@ -192,6 +194,8 @@ class DaskBackend(Backend):
             busy = {key.rsplit("-", 1)[0].removeprefix("mapnb-") for key in self._by_key}
             for job_id in [j for j in self._jobs if j not in busy]:
                 del self._jobs[job_id]
+            for job_id in [j for j in self._unstarted_losses if j not in busy]:
+                del self._unstarted_losses[job_id]
 
     def shutdown(self) -> None:
         if self._own is not None:
@@ -251,7 +255,21 @@ class DaskBackend(Backend):
             return
         if running.future is not None:  # or Dask would run the whole batch again elsewhere
             _cancel(running.future)
-        running.report([(ENDED, tid, _lost_error(running, why), False)])
+        running.report([(ENDED, tid, self._lost_error(running, why), False)])
+
+    def _lost_error(self, running: _Running, why: str) -> ItemError | None:
+        """The error of a task whose worker was lost: None (its items go back to the
+        queue, no attempt counted) when it never started there, which the worker says
+        before it runs its first item. A job whose tasks keep dying before they start
+        (its function kills the worker as it loads, say) is blamed after a few."""
+        if not running.worker:
+            job_id = running.key.removeprefix("mapnb-").rsplit("-", 1)[0]
+            with self._lock:
+                losses = self._unstarted_losses[job_id] = self._unstarted_losses.get(job_id, 0) + 1
+            if losses <= _UNSTARTED_LOSSES:
+                return None
+            why += f" before the task started ({losses} times in this run)"
+        return ItemError("worker-died", "WorkerLost", why)
 
     def _on_done(self, tid: int, future: Any) -> None:
         """The Dask task is over (in a thread of the client's): every outcome, then the end."""
@@ -263,7 +281,7 @@ class DaskBackend(Backend):
         except BaseException as e:
             error = _task_error(e, running.worker)
             if error.kind == "worker-died":
-                error = _lost_error(running, error.message)
+                error = self._lost_error(running, error.message)
             running.report([(ENDED, tid, error, False)])
             return
         running.report([*load_outputs(pickle.loads(blob)), (ENDED, tid, None, False)])
@@ -297,15 +315,6 @@ def _cancel(future: Any) -> None:
     pending = future.cancel()
     if inspect.isawaitable(pending):
         asyncio.ensure_future(pending)
-
-
-def _lost_error(running: _Running, why: str) -> ItemError | None:
-    """The error of a task whose worker was lost: None (its items go back to the queue,
-    no attempt counted) when it never started there, which the worker says before it
-    runs its first item."""
-    if not running.worker:
-        return None
-    return ItemError("worker-died", "WorkerLost", why)
 
 
 _plugin_lock = threading.Lock()
