@@ -143,12 +143,13 @@ class DaskBackend(Backend):
             if self._subscribed_to is client:
                 return
             client.subscribe_topic(self._topic, self._on_stream)
-            _no_dask_reruns(client)
             # Worker losses are announced on the scheduler's "all" topic; a handler the
             # user set there keeps working.
             self._previous_all = client._event_handlers.get("all")
             client.subscribe_topic("all", self._on_cluster_event)
             self._subscribed_to = client
+        # Outside the lock: this waits for the client's event loop, whose handlers take it.
+        _no_dask_reruns(client)
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -318,7 +319,7 @@ def _cancel(future: Any) -> None:
 
 
 _plugin_lock = threading.Lock()
-_plugin_done: set[str] = set()  # schedulers (by id) that have the plugin
+_plugin_done: set[str] = set()  # schedulers (by address) that have the plugin
 
 
 def _no_dask_reruns(client: Any) -> None:
@@ -331,12 +332,9 @@ def _no_dask_reruns(client: Any) -> None:
     ``KilledWorker``; other work on the cluster keeps Dask's behaviour. The plugin's class
     travels by value: the scheduler needs no mapnb.
     """
-    try:
-        scheduler_id = client.scheduler_info().get("id", "")
-    except Exception:  # noqa: BLE001 - registering below reports the real trouble
-        scheduler_id = ""
+    address = getattr(client.scheduler, "address", "") or ""
     with _plugin_lock:
-        if scheduler_id and scheduler_id in _plugin_done:
+        if address and address in _plugin_done:
             return
         try:
             client.register_plugin(_plugin_class()(), name="mapnb-no-dask-reruns")
@@ -347,7 +345,7 @@ def _no_dask_reruns(client: Any) -> None:
                 RuntimeWarning,
                 stacklevel=4,
             )
-        _plugin_done.add(scheduler_id)
+        _plugin_done.add(address)
 
 
 _PLUGIN: Any = None
