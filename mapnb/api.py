@@ -22,7 +22,17 @@ from .journal import Journal
 from .resources import Resources
 from .resources import check as check_resources
 from .run import MapRun
-from .spec import Options, build_inputs, check_int, check_seconds, function_name
+from .spec import (
+    Options,
+    Signature,
+    build_inputs,
+    by_name,
+    check_function,
+    check_int,
+    check_seconds,
+    describe,
+    function_name,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,7 +62,7 @@ class TaskFunction:
         limits: Resources | None = None,
     ) -> None:
         if not callable(fn):
-            raise InvalidMapError(f"task() needs a function; got {type(fn).__name__} {fn!r}")
+            raise InvalidMapError(f"task() needs a function; got {describe(fn)}")
         functools.update_wrapper(self, fn)
         self.__wrapped__ = fn
         self.retries = retries
@@ -175,7 +185,11 @@ class MapTask:
         """The backend instance the runs go to."""
         return get_backend(self._backend)
 
-    def __call__(self, *args: Any, **lists: Any) -> pd.DataFrame:
+    # mapnb's own arguments are positional-only (or, for ``recover``, yield to a task
+    # parameter of that name), so that every name of the task can be mapped:
+    # map_task(str.upper)(self=["a", "b"]) maps ``self``.
+
+    def __call__(self, /, *args: Any, **lists: Any) -> pd.DataFrame:
         """Run the map and block until it is done; return the DataFrame.
 
         One keyword per mapped parameter; the lists map element-wise. A KeyboardInterrupt
@@ -184,21 +198,35 @@ class MapTask:
         """
         return self._block(self._submit(args, lists, product=False))
 
-    def submit(self, *args: Any, recover: str | None = None, **lists: Any) -> MapRun:
+    def submit(self, /, *args: Any, **lists: Any) -> MapRun:
         """Start the map and return a :class:`MapRun` at once.
 
         With ``recover=run_id``, continue that earlier run of the same items (even one
         whose process died): what succeeded comes from its journal, the rest runs again.
+        A task with a parameter named ``recover`` maps it instead; such a run is
+        continued with :func:`mapnb.recover`.
         """
+        recover = self._take_recover(lists)
         return self._submit(args, lists, product=False, recover=recover)
 
-    def product(self, *args: Any, **lists: Any) -> pd.DataFrame:
+    def product(self, /, *args: Any, **lists: Any) -> pd.DataFrame:
         """Run over every combination of the lists (a sweep); block and return the DataFrame."""
         return self._block(self._submit(args, lists, product=True))
 
-    def submit_product(self, *args: Any, recover: str | None = None, **lists: Any) -> MapRun:
-        """Start a sweep over every combination of the lists; return a :class:`MapRun`."""
+    def submit_product(self, /, *args: Any, **lists: Any) -> MapRun:
+        """Start a sweep over every combination of the lists; return a :class:`MapRun`.
+
+        ``recover=run_id`` works as in :meth:`submit`.
+        """
+        recover = self._take_recover(lists)
         return self._submit(args, lists, product=True, recover=recover)
+
+    def _take_recover(self, lists: dict[str, Any]) -> str | None:
+        """mapnb's ``recover`` keyword, unless the task has a parameter of that name."""
+        accepted = Signature.of(self.fn).accepted
+        if "recover" in lists and (accepted is None or "recover" not in accepted):
+            return lists.pop("recover")
+        return None
 
     def _submit(
         self, args: tuple[Any, ...], lists: dict[str, Any], *, product: bool, recover: str | None = None
@@ -228,8 +256,8 @@ class MapTask:
         run_id = run_id or uuid.uuid4().hex[:12]
         # A job id of its own: a recovered run keeps its run id but may bring a new function.
         checkpoints = str(journal.run_dir(run_id) / "checkpoints")
-        job = Job(
-            uuid.uuid4().hex[:12], self.fn, names, os.getcwd(), tuple(sys.path), dict(os.environ),
+        job = Job(  # positional-only parameters are mapped by name through a small wrapper
+            uuid.uuid4().hex[:12], by_name(self.fn, names), names, os.getcwd(), tuple(sys.path), dict(os.environ),
             run_id, checkpoints, self.requests, self.limits,
         )  # fmt: skip
         concurrency = self.options.concurrency or backend.default_concurrency()
@@ -268,15 +296,22 @@ class MapTask:
     def _block(self, run: MapRun) -> pd.DataFrame:
         from .progress import show_progress
 
+        importer = None
         if "pandas" not in sys.modules:  # import it while the items run, not after
-            threading.Thread(target=importlib.import_module, args=("pandas",), daemon=True).start()
-
+            importer = threading.Thread(target=_import_quietly, args=("pandas",), daemon=True)
+            importer.start()
         try:
             show_progress(run, self.progress)
         except (KeyboardInterrupt, SystemExit):  # SystemExit: Ctrl-C once flytekit is imported
             run.cancel(wait=True)
             # One line saying what happened, not a traceback through mapnb's waiting code.
             raise RunInterrupted(run) from None
+        finally:
+            # The import ends here, whatever happened: a script whose run failed fast would
+            # otherwise reach interpreter shutdown mid-import, where the import's
+            # atexit registrations fail and print a long traceback after the real error.
+            if importer is not None:
+                importer.join()
         return run.result()
 
     def __repr__(self) -> str:
@@ -285,6 +320,14 @@ class MapTask:
             f"MapTask({self.name}, concurrency={o.concurrency}, min_success_ratio={o.min_success_ratio}, "
             f"retries={o.retries}, timeout={o.timeout}, backend={self._backend!r})"
         )
+
+
+def _import_quietly(module: str) -> None:
+    """Import ``module`` ahead of need; a failure shows where it is really imported."""
+    try:
+        importlib.import_module(module)
+    except BaseException:  # noqa: BLE001 - the real import later raises it properly
+        pass
 
 
 def _journal_off() -> bool:
@@ -408,8 +451,7 @@ def map_task(
         )  # fmt: skip
     if min_success_ratio is None:
         min_success_ratio = 1.0
-    if not callable(fn):
-        raise InvalidMapError(f"map_task needs a function; got {type(fn).__name__} {fn!r}")
+    check_function(fn)
     settings = _task_settings(fn)
     if retries is None:
         retries = settings.retries if settings else 0

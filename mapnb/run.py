@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .engine import Engine
 from .errors import ItemError, MapTaskError, RemoteError
 from .events import Event, RunFinished, Status
+from .spec import short_repr
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,7 +115,7 @@ class MapRun:
             if i is not None:
                 err = eng.errors[i]
                 assert err is not None
-                where = ", ".join(f"{n}={v!r}" for n, v in zip(self.names, self.inputs[i]))
+                where = ", ".join(f"{n}={short_repr(v)}" for n, v in zip(self.names, self.inputs[i]))
                 msg += (
                     f".\nFirst failure: item {i} ({where}) after {eng.attempts[i]} "
                     f"attempt{'s' * (eng.attempts[i] != 1)}: {err.one_line()}"

@@ -11,6 +11,8 @@ import functools
 import inspect
 import itertools
 import math
+import operator
+import os
 from collections.abc import Callable, Iterable, Mapping
 from numbers import Real
 from typing import Any
@@ -18,15 +20,27 @@ from typing import Any
 from .errors import InvalidMapError
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     """A value for an error message: its type and a short one-line repr."""
     shape = getattr(value, "shape", None)
     if isinstance(shape, tuple) and not isinstance(value, (str, bytes)):
         return f"{type(value).__name__} of shape {shape}"  # arrays, frames: no multi-line repr
-    text = " ".join(repr(value).split())
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
+    return f"{type(value).__name__} {short_repr(value)}"
+
+
+def short_text(text: str, limit: int = 60) -> str:
+    """``text`` on one line, cut to ``limit`` characters (headlines stay short)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters."""
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not hide the real error
+        text = f"<{type(value).__qualname__} object>"
+    return short_text(text, limit)
 
 
 def check_int(name: str, value: Any, *, minimum: int, none_ok: bool = False) -> int | None:
@@ -35,7 +49,7 @@ def check_int(name: str, value: Any, *, minimum: int, none_ok: bool = False) -> 
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         allowed = f"an integer >= {minimum}" + (" or None" if none_ok else "")
-        raise InvalidMapError(f"{name} must be {allowed}; got {_describe(value)}")
+        raise InvalidMapError(f"{name} must be {allowed}; got {describe(value)}")
     return int(value)
 
 
@@ -44,14 +58,14 @@ def check_seconds(name: str, value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, Real) or not (value > 0) or math.isinf(value):
-        raise InvalidMapError(f"{name} must be a number of seconds > 0 or None; got {_describe(value)}")
+        raise InvalidMapError(f"{name} must be a number of seconds > 0 or None; got {describe(value)}")
     return float(value)
 
 
 def check_ratio(name: str, value: Any) -> float:
     """A ratio in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, Real) or not (0.0 <= value <= 1.0):
-        raise InvalidMapError(f"{name} must be a number between 0 and 1; got {_describe(value)}")
+        raise InvalidMapError(f"{name} must be a number between 0 and 1; got {describe(value)}")
     return float(value)
 
 
@@ -82,10 +96,38 @@ def target_function(fn: Any) -> Callable[..., Any]:
             return fn
 
 
-def function_name(fn: Any) -> str:
-    """A short readable name for the task function."""
+def check_function(fn: Any, what: str = "map_task") -> None:
+    """Refuse, before anything runs, a task function whose outputs could never come back.
+
+    A generator function's items would each return a generator, which cannot be pickled
+    (nor kept in a DataFrame), so every item would fail after running.
+    """
+    if not callable(fn):
+        raise InvalidMapError(f"{what} needs a function; got {describe(fn)}")
     target = target_function(fn)
-    return getattr(target, "__name__", None) or repr(target)
+    code_of = target if inspect.isroutine(target) else type(target).__call__  # noqa: B004 - the method's code, not callability
+    if inspect.isgeneratorfunction(code_of) or inspect.isasyncgenfunction(code_of):
+        kind = "an async generator" if inspect.isasyncgenfunction(code_of) else "a generator"
+        raise InvalidMapError(
+            f"{function_name(fn)} is {kind} function (it yields); an item must return its output: "
+            "return a list instead (e.g. `return list(...)`, or collect the yields into a list)"
+        )
+
+
+def function_name(fn: Any) -> str:
+    """A short readable name for the task function, for headlines and titles.
+
+    The qualified name (``Model.predict``; what encloses a local function is left out),
+    else a ``name`` attribute (a Flyte task's), else the start of its one-line repr: a
+    callable object's repr can be thousands of characters, and it opens error messages.
+    """
+    target = target_function(fn)
+    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
+    if not isinstance(name, str) or not name:
+        name = getattr(target, "name", None)
+    if isinstance(name, str) and name:
+        return short_text(name.rpartition("<locals>.")[2])
+    return short_repr(target)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +137,8 @@ class Signature:
     required: tuple[str, ...]  # must be mapped: no default and not bound by a partial
     accepted: frozenset[str] | None  # None: takes **kwargs, so any name is accepted
     bound: frozenset[str]  # fixed by functools.partial keywords
+    positional: tuple[str, ...] = ()  # positional-only parameters, in order (``len(obj, /)``)
+    defaults: tuple[Any, ...] = ()  # their defaults (``_EMPTY``: none), for ``ByName``
 
     @classmethod
     def of(cls, fn: Callable[..., Any]) -> Signature:
@@ -104,14 +148,66 @@ class Signature:
         except (TypeError, ValueError):  # some builtins: nothing to check
             return cls((), None, bound)
         required, accepted, var_kw = [], set(), False
+        positional, defaults = [], []
         for p in sig.parameters.values():
             if p.kind is p.VAR_KEYWORD:
                 var_kw = True
-            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            elif p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
                 accepted.add(p.name)
                 if p.default is p.empty and p.name not in bound:
                     required.append(p.name)
-        return cls(tuple(required), None if var_kw else frozenset(accepted), bound)
+                if p.kind is p.POSITIONAL_ONLY:
+                    positional.append(p.name)
+                    defaults.append(_EMPTY if p.default is p.empty else p.default)
+        return cls(
+            tuple(required), None if var_kw else frozenset(accepted), bound, tuple(positional), tuple(defaults)
+        )
+
+    def describe_parameters(self) -> str:
+        """The parameters for an error message, positional-only ones marked."""
+        if not self.accepted:
+            return "(none)"
+        return ", ".join(
+            f"{n} (positional-only)" if n in self.positional else n for n in sorted(self.accepted)
+        )
+
+
+_EMPTY = inspect.Parameter.empty
+
+
+class ByName:
+    """Calls a function whose mapped parameters include positional-only ones (``len(obj, /)``,
+    ``str.upper(self, /)``): items pass every input by name, this passes those by position.
+
+    Parameters
+    ----------
+    fn : callable
+        The task function.
+    positional : tuple of str
+        Its positional-only parameters, in order, up to the last one that is mapped.
+    defaults : tuple
+        Their defaults (``inspect.Parameter.empty`` for none), used for the ones not mapped.
+    """
+
+    def __init__(self, fn: Callable[..., Any], positional: tuple[str, ...], defaults: tuple[Any, ...]) -> None:
+        self.fn, self.positional, self.defaults = fn, positional, defaults
+
+    def __call__(self, /, **kwargs: Any) -> Any:
+        args = [kwargs.pop(n) if n in kwargs else d for n, d in zip(self.positional, self.defaults)]
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"ByName({self.fn!r})"
+
+
+def by_name(fn: Callable[..., Any], names: tuple[str, ...]) -> Callable[..., Any]:
+    """``fn``, wrapped in :class:`ByName` when some of ``names`` are positional-only parameters."""
+    sig = Signature.of(fn)
+    mapped = [k for k, n in enumerate(sig.positional) if n in names]
+    if not mapped:
+        return fn
+    last = mapped[-1] + 1
+    return ByName(fn, sig.positional[:last], sig.defaults[:last])
 
 
 def _materialise(name: str, value: Any) -> list[Any]:
@@ -127,16 +223,67 @@ def _materialise(name: str, value: Any) -> list[Any]:
     elif cls.__name__ == "DataFrame" and cls.__module__.startswith("pandas"):
         hint = f"pass a column, {name}=df['col'], or rows, {name}=list(df.itertuples())"
     if hint:
-        raise InvalidMapError(f"{name}= got {_describe(value)}, which is not a list of inputs; {hint}")
+        raise InvalidMapError(f"{name}= got {describe(value)}, which is not a list of inputs; {hint}")
     if not isinstance(value, Iterable):
         raise InvalidMapError(
             f"{name}= must be a finite iterable (list, tuple, range, numpy array, pandas Series); "
-            f"got {_describe(value)}"
+            f"got {describe(value)}"
         )
+    if isinstance(value, (itertools.count, itertools.cycle)) or (
+        isinstance(value, itertools.repeat) and _unsized(value)
+    ):
+        raise InvalidMapError(
+            f"{name}= got {describe(value)}, which never ends; pass a finite list, "
+            f"e.g. {name}=list(itertools.islice(it, 100)) or {name}=range(100)"
+        )
+    limit = max_items()
     try:
-        return list(value)
+        size = len(value)
+    except TypeError:  # not sized (a generator, say): count while taking, one past the bound
+        size = None
+    if size is not None and size > limit:
+        raise _too_many(name, f"{size:,} items", limit)
+    try:
+        items = list(itertools.islice(value, limit + 1)) if size is None else list(value)
     except TypeError as e:  # e.g. a 0-d numpy array
-        raise InvalidMapError(f"{name}= could not be iterated: {e}; got {_describe(value)}") from None
+        raise InvalidMapError(f"{name}= could not be iterated: {e}; got {describe(value)}") from None
+    if len(items) > limit:
+        raise _too_many(name, f"more than {limit:,} items (it may never end)", limit)
+    return items
+
+
+_MAX_ITEMS_DEFAULT = 10_000_000
+
+
+def max_items() -> int:
+    """The most items one run may map: ``MAPNB_MAX_ITEMS``, default 10 million.
+
+    The bound keeps an endless iterator from filling the caller's memory.
+    """
+    text = os.environ.get("MAPNB_MAX_ITEMS", "").strip().replace("_", "")
+    if not text:
+        return _MAX_ITEMS_DEFAULT
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InvalidMapError(
+            f"MAPNB_MAX_ITEMS must be a whole number >= 1; got {os.environ['MAPNB_MAX_ITEMS']!r}"
+        )
+    return value
+
+
+def _unsized(it: Any) -> bool:
+    # repeat(x, times) knows how many are left; repeat(x) has no length hint at all.
+    return operator.length_hint(it, -1) < 0
+
+
+def _too_many(name: str, what: str, limit: int) -> InvalidMapError:
+    return InvalidMapError(
+        f"{name}= has {what}; a run maps at most {limit:,} (MAPNB_MAX_ITEMS): "
+        "split the inputs into several runs, or raise MAPNB_MAX_ITEMS"
+    )
 
 
 def build_inputs(
@@ -157,7 +304,7 @@ def build_inputs(
         if unknown:
             raise InvalidMapError(
                 f"{fname} has no parameter {', '.join(map(repr, unknown))}; "
-                f"its parameters are {', '.join(sorted(sig.accepted)) or '(none)'}"
+                f"its parameters are {sig.describe_parameters()}"
             )
     clash = [n for n in lists if n in sig.bound]
     if clash:
@@ -173,6 +320,13 @@ def build_inputs(
     names = tuple(lists)
     columns = [_materialise(n, v) for n, v in lists.items()]
     if product:
+        total, limit = math.prod(len(c) for c in columns), max_items()
+        if total > limit:
+            sizes = " x ".join(f"{len(c):,}" for c in columns)
+            raise InvalidMapError(
+                f"the product of {', '.join(names)} has {sizes} = {total:,} items; a run maps at most "
+                f"{limit:,} (MAPNB_MAX_ITEMS): sweep fewer values, or raise MAPNB_MAX_ITEMS"
+            )
         return names, list(itertools.product(*columns)), columns
     lengths = {n: len(c) for n, c in zip(names, columns)}
     if len(set(lengths.values())) > 1:

@@ -387,6 +387,13 @@ def _refresh_finished(*_: Any) -> None:
                 log.exception("live grid for run %s could not update its picture", grid.run.id)
 
 
+def attempts_text(status: str, attempts: int) -> str:
+    """``attempt 2`` for a running item (``attempts`` counts finished ones), else ``3 attempts``."""
+    if status == "running":
+        return f"attempt {attempts + 1}"
+    return f"{attempts} attempt{'s' * (attempts != 1)}" if attempts else ""
+
+
 def _detail_html(d: dict[str, Any]) -> str:
     """The detail panel of the core-ipywidgets face: what the anywidget panel shows."""
     import html
@@ -420,7 +427,7 @@ def _detail_html(d: dict[str, Any]) -> str:
     return (
         f'<div class="mapnb-core-detail" style="border:1px solid var(--jp-border-color1,#bdbdbd);'
         f'border-radius:4px;padding:6px;max-width:900px;line-height:1.4">'
-        f"<b>item {d['index']}</b> {chip} {d['attempts']} attempt{'s' * (d['attempts'] != 1)} {esc(timing)}"
+        f"<b>item {d['index']}</b> {chip} {attempts_text(s, d['attempts'])} {esc(timing)}"
         f'<table style="border-collapse:collapse">{rows("inputs", d["inputs"])}'
         f"{rows('output', d['output']) if d.get('output') else ''}</table>"
         + (

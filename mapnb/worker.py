@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import collections.abc
 import fcntl
 import io
 import logging
@@ -223,7 +224,7 @@ def run_items(
         set_capture(cap)
         token = enter_item(job.checkpoints, job.run_id, index, attempt)
         try:
-            value, error, ok = fn(**dict(zip(names, args))), None, True
+            value, error, ok = settle(fn(**dict(zip(names, args)))), None, True
         except BaseException as e:  # the item's failure, whatever it is, is its own
             value, error, ok = None, exception_error(e), False
             if mem_limit is not None and isinstance(e, MemoryError):
@@ -233,6 +234,54 @@ def run_items(
             set_capture(None)
         cap.close()
         emit.finished(index, attempt, ok, value, error, t0, clock())
+
+
+def settle(value: Any) -> Any:
+    """The output of an item: what an ``async def`` task's coroutine returns, run to
+    completion here in an event loop of its own; any other value as it is.
+
+    Flyte 2 tasks are ``async def``; without this each item would return an unpicklable
+    coroutine that was never awaited. The coroutine's exception is re-raised with the
+    traceback from the task's own frame on, without asyncio's frames.
+    """
+    if not isinstance(value, collections.abc.Coroutine):
+        return value
+    import asyncio
+
+    code = getattr(value, "cr_code", None)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: no loop runs in this thread
+        nested = False
+    else:
+        nested = True
+    try:
+        if not nested:
+            return asyncio.run(value)
+        # A loop runs in this thread already (an in-process backend called from async
+        # code): asyncio.run cannot nest, so the coroutine gets a thread of its own.
+        box: list[Any] = []
+
+        def run() -> None:
+            try:
+                box.append((True, asyncio.run(value)))
+            except BaseException as e:  # noqa: BLE001 - handed to the item below
+                box.append((False, e))
+
+        thread = threading.Thread(target=run, name="mapnb-coroutine", daemon=True)
+        thread.start()
+        thread.join()
+        ok, result = box[0]
+        if not ok:
+            raise result
+        return result
+    except BaseException as e:
+        tb = e.__traceback__
+        while tb is not None and tb.tb_frame.f_code is not code:
+            tb = tb.tb_next
+        if tb is None:
+            raise
+        raise e.with_traceback(tb)  # noqa: B904 - the same exception, its traceback trimmed
 
 
 # --------------------------------------------------------------------------------------

@@ -77,6 +77,8 @@ def drive(server, page, ui: str, tag: str, tmp_path) -> None:
     end = probe_until(page, lambda s: s["grids"][1]["state"] == "cancelled" and s["kernel"] == "idle",
                       30, "the cancelled run")  # fmt: skip
     took = time.monotonic() - t0
+    with open(SHOTS / "busy_timings.txt", "a") as f:  # kept with the screenshots
+        f.write(f"{tag}: log shown {shown_after:.2f} s after the click, cell ended {took:.2f} s after Cancel\n")
     assert end["grids"][1]["cancelled"] >= 12, end
     assert took < 5, took  # "within 2 s" on a quiet machine; margin for a loaded one
 

@@ -6,7 +6,6 @@ import functools
 import logging
 import subprocess
 import sys
-import textwrap
 import warnings
 
 import pytest
@@ -112,18 +111,22 @@ def test_serialize_computes_identical_items_once_within_a_run(log_dir):
     assert sorted(df["status"]) == ["cached", "cached", "succeeded", "succeeded"]
 
 
-def test_serialize_computes_once_across_processes(log_dir, cache_dir, tmp_path):
+def serialized_sweep(tmp_path, run: str):
+    """A script that maps ``counted`` with ``cache_serialize=True`` (``run`` makes ``df``)."""
     script = tmp_path / "sweep.py"
+    root = str(tasks.__file__.rsplit("/tests/", 1)[0])
     script.write_text(
-        textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(tasks.__file__.rsplit("/tests/", 1)[0])!r})
-        import mapnb
-        from tests.tasks import counted
-        fn = mapnb.task(counted, cache=True, cache_serialize=True)
-        df = mapnb.map_task(fn, concurrency=2)(x=[1, 2, 3, 4], log_dir=[{log_dir!r}] * 4, delay=[0.8] * 4)
-        print(df["status"].tolist())
-    """)
+        f"import sys\nsys.path.insert(0, {root!r})\nimport mapnb\nfrom tests.tasks import counted\n"
+        "fn = mapnb.task(counted, cache=True, cache_serialize=True)\n"
+        f"{run}\nprint(df['status'].tolist())\n"
+    )
+    return script
+
+
+def test_serialize_computes_once_across_processes(log_dir, cache_dir, tmp_path):
+    script = serialized_sweep(
+        tmp_path,
+        f"df = mapnb.map_task(fn, concurrency=2)(x=[1, 2, 3, 4], log_dir=[{log_dir!r}] * 4, delay=[0.8] * 4)",
     )
     env = {**__import__("os").environ, "MAPNB_CACHE_DIR": str(cache_dir)}
     procs = [subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, text=True)
@@ -221,19 +224,11 @@ def test_a_cache_dir_that_cannot_be_used_warns_once_and_runs_uncached(log_dir, t
 def test_serialize_across_processes_with_repeated_keys_always_finishes(log_dir, cache_dir, tmp_path):
     # Two processes on the same keys, each key repeated, one item at a time: whoever finds a
     # key cached when it claims it must hand it to its own waiters (runs used to hang).
-    script = tmp_path / "sweep.py"
-    script.write_text(
-        textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(tasks.__file__.rsplit("/tests/", 1)[0])!r})
-        import mapnb
-        from tests.tasks import counted
-        fn = mapnb.task(counted, cache=True, cache_serialize=True)
-        xs = [int(a) for a in sys.argv[1].split(",")]
-        df = mapnb.map_task(fn, concurrency=1, backend="threads", progress=False)(
-            x=xs, log_dir=[{log_dir!r}] * len(xs), delay=[0.05] * len(xs))
-        print(df["status"].tolist())
-    """)
+    script = serialized_sweep(
+        tmp_path,
+        "xs = [int(a) for a in sys.argv[1].split(',')]\n"
+        "df = mapnb.map_task(fn, concurrency=1, backend='threads', progress=False)("
+        f"x=xs, log_dir=[{log_dir!r}] * len(xs), delay=[0.05] * len(xs))",
     )
     env = {**__import__("os").environ, "MAPNB_CACHE_DIR": str(cache_dir)}
     for rnd in range(3):

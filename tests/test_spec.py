@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -114,3 +115,142 @@ def test_errors_are_value_errors_too():
     with pytest.raises(ValueError):
         map_task(tasks.double, concurrency=-1)
     assert issubclass(InvalidMapError, mapnb.MapnbError)
+
+
+class _HugeRepr:
+    """A callable object whose repr is thousands of characters (a model, a Flyte 2 task)."""
+
+    def __init__(self, name: str | None = None) -> None:
+        if name is not None:
+            self.name = name
+
+    def __repr__(self) -> str:
+        return "HugeRepr(" + "weights " * 1000 + ")"
+
+    def __call__(self, x: int) -> int:
+        raise ValueError("bad item")
+
+
+@pytest.mark.parametrize(
+    "fn, start",
+    [(_HugeRepr(), "HugeRepr(weights weights"), (_HugeRepr("train_model"), "train_model: 0 of 1")],
+)
+def test_failure_headline_names_the_task_shortly(fn, start):
+    with pytest.raises(mapnb.MapTaskError) as info:
+        map_task(fn, backend="sequential", progress=False)(x=[1])
+    headline = str(info.value).splitlines()[0]
+    assert headline.startswith(start) and len(headline) < 160, headline
+    assert len(info.value.run.name) <= 60
+
+
+def test_task_names_are_qualified_and_short():
+    from mapnb.spec import function_name
+
+    assert function_name(str.upper) == "str.upper"
+    assert function_name(lambda x: x) == "<lambda>"  # not test_task_names_....<locals>.<lambda>
+    assert function_name(functools.partial(mapnb.task(tasks.add), b=1)) == "add"
+    with raises(r"map_task needs a function; got list \[0, 0, .*\.\.\.$"):
+        map_task([0] * 10_000)
+
+
+def test_failure_headline_cuts_long_inputs():
+    with pytest.raises(mapnb.MapTaskError) as info:
+        map_task(tasks.fail_on, backend="sequential", progress=False)(x=[2], bad=[(2,) * 5000])
+    assert len(str(info.value).splitlines()[1]) < 300
+
+
+@pytest.mark.parametrize(
+    "endless", [itertools.count(), itertools.cycle([1, 2]), itertools.repeat(7)], ids=repr
+)
+def test_endless_iterators_are_refused_before_anything_is_taken(endless):
+    with raises(r"^x= got .* which never ends; pass a finite list"):
+        map_task(tasks.double)(x=endless)
+
+
+def test_repeat_with_times_is_finite():
+    df = map_task(tasks.double, backend="sequential", progress=False)(x=itertools.repeat(4, 3))
+    assert list(df["output"]) == [8, 8, 8]
+
+
+def test_inputs_are_bounded_by_mapnb_max_items(monkeypatch):
+    monkeypatch.setenv("MAPNB_MAX_ITEMS", "1000")
+    taken = []
+
+    def endless():  # an unknown endless generator: taken one past the bound, then refused
+        n = 0
+        while True:
+            taken.append(n)
+            yield n
+            n += 1
+
+    with raises(r"^x= has more than 1,000 items \(it may never end\); a run maps at most 1,000"):
+        map_task(tasks.double)(x=endless())
+    assert len(taken) == 1001
+    with raises(r"^x= has 1,000,000,000,000 items; .*MAPNB_MAX_ITEMS"):  # sized: not even iterated
+        map_task(tasks.double)(x=range(10**12))
+    with raises(r"the product of a, b has 100 x 100 = 10,000 items"):
+        map_task(tasks.add).product(a=range(100), b=range(100))
+    assert len(map_task(tasks.double, backend="sequential", progress=False)(x=range(1000))) == 1000
+
+
+def test_a_bad_mapnb_max_items_is_named(monkeypatch):
+    monkeypatch.setenv("MAPNB_MAX_ITEMS", "lots")
+    with raises(r"MAPNB_MAX_ITEMS must be a whole number >= 1; got 'lots'"):
+        map_task(tasks.double)(x=[1])
+
+
+def _yields(x: int):
+    yield x
+
+
+async def _async_yields(x: int):
+    yield x
+
+
+class _YieldingCallable:
+    def __call__(self, x: int):
+        yield x
+
+
+@pytest.mark.parametrize(
+    "fn, kind",
+    [
+        (_yields, "a generator"),
+        (_async_yields, "an async generator"),
+        (functools.partial(task(retries=1)(_yields)), "a generator"),
+        (_YieldingCallable(), "a generator"),
+    ],
+)
+def test_generator_functions_are_refused_before_anything_runs(fn, kind):
+    with raises(rf"is {kind} function \(it yields\); an item must return its output: return a list"):
+        map_task(fn)
+
+
+def sequential(fn, **kw):
+    return map_task(fn, backend="sequential", progress=False, **kw)
+
+
+def test_positional_only_parameters_are_mapped_by_name():
+    assert list(sequential(len)(obj=["ab", [1, 2, 3]])["output"]) == [2, 3]
+    assert list(sequential(divmod)(y=[3, 4], x=[10, 10])["output"]) == [(3, 1), (2, 2)]
+    assert list(sequential(functools.partial(divmod, 10))(y=[3])["output"]) == [(3, 1)]
+    with raises(r"divmod has no parameter 'a'; its parameters are x \(positional-only\), y \(positional-only\)"):
+        sequential(divmod)(a=[1], x=[1], y=[1])
+    with raises(r"divmod needs 'y'"):
+        sequential(divmod)(x=[1])
+
+
+def _with_recover(x: int, recover: str) -> str:
+    return f"{x}:{recover}"
+
+
+def test_self_and_recover_can_be_mapped():
+    # The docstring's own example: `self` is str.upper's parameter, not MapTask's.
+    assert list(sequential(str.upper)(self=["a", "b"])["output"]) == ["A", "B"]
+    assert list(sequential(str.upper).product(self=["a"])["output"]) == ["A"]
+    assert list(sequential(str.upper).submit(self=["c"]).result()["output"]) == ["C"]
+    # A task with a `recover` parameter maps it; mapnb's recover= is for other tasks.
+    assert list(sequential(_with_recover).submit(x=[1], recover=["r"]).result()["output"]) == ["1:r"]
+    assert list(sequential(_with_recover).submit_product(x=[1], recover=["s"]).result()["output"]) == ["1:s"]
+    with raises(r"recover must be a run id"):
+        sequential(tasks.double).submit(x=[1], recover=5)

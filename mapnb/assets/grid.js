@@ -237,6 +237,13 @@ function render({ model, el }) {
     select.value = model.get("heat_field") || "";
   }
 
+  // A running item is in its attempt n+1 (attempts counts the finished ones).
+  function attemptsText(d) {
+    if (d.status === "running") return `attempt ${d.attempts + 1}`;
+    if (!d.attempts) return "";
+    return `${d.attempts} attempt${d.attempts === 1 ? "" : "s"}`;
+  }
+
   function paintDetail() {
     const d = model.get("detail") || {};
     detail.replaceChildren();
@@ -247,7 +254,7 @@ function render({ model, el }) {
     close.onclick = () => { model.set("selected", -1); model.save_changes(); };
     const timing = d.duration != null ? `took ${seconds(d.duration)}` : d.status === "running" ? "running" : "";
     top.append(h("b", "", `item ${d.index}`), h("span", `mapnb-chip s-${d.status}`, d.status),
-      h("span", "mapnb-attempts", `${d.attempts} attempt${d.attempts === 1 ? "" : "s"}`),
+      h("span", "mapnb-attempts", attemptsText(d)),
       h("span", "mapnb-timing", timing), close);
     const inputs = h("table", "mapnb-inputs");
     const section = (name, rows) => {

@@ -23,6 +23,7 @@ import os
 import pickle
 import threading
 import uuid
+import warnings
 from typing import Any
 
 from ..errors import BackendError, ItemError
@@ -33,6 +34,7 @@ from .base import Backend, Job, ReportFn, Task
 log = logging.getLogger(__name__)
 
 _STREAM_LIMIT = 64 * 1024  # outputs up to this size (pickled) also travel with the live stream
+_UNSTARTED_LOSSES = 3  # tasks of a job lost before they started, re-queued without blame
 _INLINE_JOB = 1 << 20  # a pickled job (function and what it captures) up to this size rides with each task
 _HINT = (
     "connect to a Dask cluster first: `from distributed import Client; client = Client()` starts "
@@ -80,6 +82,7 @@ class DaskBackend(Backend):
         self._tasks: dict[int, _Running] = {}
         self._by_key: dict[str, int] = {}
         self._jobs: dict[str, Any] = {}  # job id -> the pickled job, or its scattered Future
+        self._unstarted_losses: dict[str, int] = {}  # job id -> its tasks lost before they started
         self._subscribed_to: Any = None
         self._previous_all: Any = None
 
@@ -145,6 +148,8 @@ class DaskBackend(Backend):
             self._previous_all = client._event_handlers.get("all")
             client.subscribe_topic("all", self._on_cluster_event)
             self._subscribed_to = client
+        # Outside the lock: this waits for the client's event loop, whose handlers take it.
+        _no_dask_reruns(client)
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -190,6 +195,8 @@ class DaskBackend(Backend):
             busy = {key.rsplit("-", 1)[0].removeprefix("mapnb-") for key in self._by_key}
             for job_id in [j for j in self._jobs if j not in busy]:
                 del self._jobs[job_id]
+            for job_id in [j for j in self._unstarted_losses if j not in busy]:
+                del self._unstarted_losses[job_id]
 
     def shutdown(self) -> None:
         if self._own is not None:
@@ -222,7 +229,10 @@ class DaskBackend(Backend):
         running.report(load_outputs(records))
         if msg.get("complete") and self._end(msg["tid"]) is running:
             # Every outcome came with the stream: free the slot now rather than after a
-            # round trip to fetch the task's result.
+            # round trip to fetch the task's result, and let Dask forget the task, or
+            # the loss of the worker holding its result would make Dask run it again.
+            if running.future is not None:
+                _cancel(running.future)
             running.report([(ENDED, msg["tid"], None, False)])
 
     def _on_cluster_event(self, event: tuple[float, Any]) -> None:
@@ -245,10 +255,22 @@ class DaskBackend(Backend):
         if running is None:
             return
         if running.future is not None:  # or Dask would run the whole batch again elsewhere
-            pending = running.future.cancel()
-            if inspect.isawaitable(pending):  # we are on the client's event loop
-                asyncio.ensure_future(pending)
-        running.report([(ENDED, tid, ItemError("worker-died", "WorkerLost", why), False)])
+            _cancel(running.future)
+        running.report([(ENDED, tid, self._lost_error(running, why), False)])
+
+    def _lost_error(self, running: _Running, why: str) -> ItemError | None:
+        """The error of a task whose worker was lost: None (its items go back to the
+        queue, no attempt counted) when it never started there, which the worker says
+        before it runs its first item. A job whose tasks keep dying before they start
+        (its function kills the worker as it loads, say) is blamed after a few."""
+        if not running.worker:
+            job_id = running.key.removeprefix("mapnb-").rsplit("-", 1)[0]
+            with self._lock:
+                losses = self._unstarted_losses[job_id] = self._unstarted_losses.get(job_id, 0) + 1
+            if losses <= _UNSTARTED_LOSSES:
+                return None
+            why += f" before the task started ({losses} times in this run)"
+        return ItemError("worker-died", "WorkerLost", why)
 
     def _on_done(self, tid: int, future: Any) -> None:
         """The Dask task is over (in a thread of the client's): every outcome, then the end."""
@@ -258,7 +280,10 @@ class DaskBackend(Backend):
         try:
             blob = future.result()
         except BaseException as e:
-            running.report([(ENDED, tid, _task_error(e, running.worker), False)])
+            error = _task_error(e, running.worker)
+            if error.kind == "worker-died":
+                error = self._lost_error(running, error.message)
+            running.report([(ENDED, tid, error, False)])
             return
         running.report([*load_outputs(pickle.loads(blob)), (ENDED, tid, None, False)])
 
@@ -286,6 +311,68 @@ class _Running:
         self.worker = ""
 
 
+def _cancel(future: Any) -> None:
+    """Cancel ``future`` from any thread (on the client's event loop, cancel is a coroutine)."""
+    pending = future.cancel()
+    if inspect.isawaitable(pending):
+        asyncio.ensure_future(pending)
+
+
+_plugin_lock = threading.Lock()
+_plugin_done: set[str] = set()  # schedulers (by address) that have the plugin
+
+
+def _no_dask_reruns(client: Any) -> None:
+    """Ask the scheduler never to run a mapnb task again after its worker died.
+
+    mapnb owns retries: Dask's own (``allowed-failures``, 3 by default) would run a
+    crashing item on the next worker and kill that one too, and run items mapnb has
+    already failed or re-queued. A scheduler plugin marks every ``mapnb-*`` task as
+    suspicious as often as Dask allows, so the first worker death fails it with
+    ``KilledWorker``; other work on the cluster keeps Dask's behaviour. The plugin's class
+    travels by value: the scheduler needs no mapnb.
+    """
+    address = getattr(client.scheduler, "address", "") or ""
+    with _plugin_lock:
+        if address and address in _plugin_done:
+            return
+        try:
+            client.register_plugin(_plugin_class()(), name="mapnb-no-dask-reruns")
+        except Exception as e:  # noqa: BLE001 - runs still work, with Dask's reruns
+            warnings.warn(
+                f"mapnb could not install its scheduler plugin ({type(e).__name__}: {e}); Dask may run "
+                "an item again after its worker died, on another worker",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        _plugin_done.add(address)
+
+
+_PLUGIN: Any = None
+
+
+def _plugin_class() -> Any:
+    """The scheduler plugin's class, made here so that it pickles by value."""
+    global _PLUGIN
+    if _PLUGIN is None:
+        from distributed.diagnostics.plugin import SchedulerPlugin
+
+        def update_graph(self: Any, scheduler: Any, *, keys: Any = (), **kwargs: Any) -> None:
+            limit = scheduler.allowed_failures
+            for key in keys:
+                if isinstance(key, str) and key.startswith("mapnb-"):
+                    ts = scheduler.tasks.get(key)
+                    if ts is not None and ts.suspicious < limit:
+                        ts.suspicious = limit
+
+        _PLUGIN = type(
+            "MapnbNoDaskReruns",
+            (SchedulerPlugin,),
+            {"update_graph": update_graph, "idempotent": True},
+        )
+    return _PLUGIN
+
+
 def _task_error(e: BaseException, worker: str) -> ItemError:
     name = type(e).__qualname__
     if name == "KilledWorker":
@@ -301,15 +388,31 @@ def _task_error(e: BaseException, worker: str) -> ItemError:
 
 
 class _StreamConn:
-    """What an Outbox sends through: one Dask event per batch of records."""
+    """What an Outbox sends through: one Dask event per batch of records.
+
+    The first batch (the task's first "started") goes straight to the scheduler, and the
+    item waits until it is there: a worker that dies in that item is then known to have
+    run it, and one that dies before has run nothing of the task (its items are re-queued
+    without counting an attempt). Later batches ride the worker's batched stream.
+    """
 
     def __init__(self, worker: Any, topic: str, tid: int) -> None:
         self._worker, self._topic, self._tid = worker, topic, tid
+        self._confirmed = False
 
     def send_bytes(self, data: bytes, complete: bool = False) -> None:
         msg = {"tid": self._tid, "recs": data, "worker": self._worker.address}
         if complete:
             msg["complete"] = True
+        if not self._confirmed:
+            self._confirmed = True
+            try:
+                from distributed.utils import sync
+
+                sync(self._worker.loop, self._worker.scheduler.log_event, topic=self._topic, msg=msg)
+                return
+            except Exception:  # noqa: BLE001 - the batched stream below still carries it
+                log.debug("mapnb: a direct event to the scheduler failed", exc_info=True)
         self._worker.log_event(self._topic, msg)
 
 
