@@ -82,12 +82,26 @@ class KillsTheWorkerAsItLoads:
         return x
 
 
-def test_tasks_that_die_before_they_start_are_blamed_after_a_few(dask_client):
+@pytest.mark.timeout(300)
+def test_tasks_that_die_before_they_start_are_blamed_after_a_few():
     # A task lost before it started is re-queued without counting an attempt; one that can
-    # never start must still end, as a failure, not loop forever.
-    run = map_task(KillsTheWorkerAsItLoads(), backend="dask", progress=False).submit(x=[1])
-    assert run.wait(timeout=180)
+    # never start must still end, as a failure, not loop forever. It kills a worker four
+    # times, so it gets a cluster of its own: nannies restarting workers that die as they
+    # load must not leave the cluster the other tests share without workers.
+    from distributed import Client, LocalCluster
+
+    from mapnb.backends.dask import DaskBackend
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                     silence_logs=40) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):  # fmt: skip
+        run = map_task(KillsTheWorkerAsItLoads(), backend=DaskBackend(client), progress=False).submit(x=[1])
+        ended = run.wait(timeout=240)
+        if not ended:
+            run.cancel()
+        assert ended, f"the run did not end; workers now: {client.nthreads()}"
     assert run.statuses == [Status.FAILED] and run.attempts == [1]
     err = run.errors[0]
     assert err.kind == "worker-died" and "before the task started (4 times in this run)" in err.message
-    wait_until(lambda: len(dask_client.nthreads()) == 2, timeout=90, what="the nannies to restart the workers")
