@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import journal
+from ._code import origin_of
 from .backends import Backend, Job, get_backend
 from .cache import CacheSettings, ItemCache
 from .engine import Engine
@@ -258,7 +259,7 @@ class MapTask:
         checkpoints = str(journal.run_dir(run_id) / "checkpoints")
         job = Job(  # positional-only parameters are mapped by name through a small wrapper
             uuid.uuid4().hex[:12], by_name(self.fn, names), names, os.getcwd(), tuple(sys.path), dict(os.environ),
-            run_id, checkpoints, self.requests, self.limits,
+            run_id, checkpoints, self.requests, self.limits, origin_of(self.fn),
         )  # fmt: skip
         concurrency = self.options.concurrency or backend.default_concurrency()
         fits = backend.fit(self.requests, self.limits)

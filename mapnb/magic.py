@@ -13,7 +13,6 @@ import inspect
 import keyword
 import linecache
 import sys
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from ._code import with_filename
 from .api import map_task
 from .errors import BackendError, InvalidMapError, MapTaskError
 
@@ -110,19 +110,11 @@ class CellFunction:
         if self.fn.__code__.co_filename != self.filename:
             # cloudpickle >= 3.1.3 ships code as "<dynamic-code>"; name the cell again so a
             # worker's traceback shows the cell's lines.
-            self.fn.__code__ = _with_filename(self.fn.__code__, self.filename)
+            self.fn.__code__ = with_filename(self.fn.__code__, self.filename)
         return self.fn(**kwargs)
 
     def __repr__(self) -> str:
         return f"<%%map_task body of {', '.join(self.__signature__.parameters)}>"
-
-
-def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
-    """``code`` and the code of the functions defined in it, with ``co_filename`` set."""
-    consts = tuple(
-        _with_filename(c, filename) if isinstance(c, types.CodeType) else c for c in code.co_consts
-    )
-    return code.replace(co_filename=filename, co_consts=consts)
 
 
 def title_of(body: str, width: int = 60) -> str:

@@ -27,6 +27,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from ._code import restore_origin
 from .errors import ItemError
 
 log = logging.getLogger(__name__)
@@ -573,7 +574,9 @@ def _load_job(blob: Any) -> Any:
     try:
         setting, job_bytes = blob
         _apply_setting(*setting)
-        return pickle.loads(job_bytes)
+        job = pickle.loads(job_bytes)
+        restore_origin(job.fn, job.origin)
+        return job
     except BaseException as e:
         err = exception_error(e)
         return ItemError(

@@ -166,3 +166,16 @@ def test_a_run_is_titled_by_what_it_runs(shell):
     assert shell.user_ns["r"].df["output"].tolist() == ["a b"]
     cell(shell, '--run r --name="x = y" x=[1]', "x")
     assert shell.user_ns["r"].name == "x = y"
+
+
+def test_a_notebook_functions_traceback_in_a_worker_shows_its_cell_lines(shell):
+    # cloudpickle ships notebook code as "<dynamic-code>", and a worker has no copy of the
+    # cell: the job carries the cell's file name and lines.
+    shell.run_cell("import mapnb\ndef ratio(x):\n    total = 10\n    return total // x\n")
+    shell.run_cell("run = mapnb.map_task(ratio, min_success_ratio=0, progress=False).submit(x=[0, 5])")
+    run = shell.user_ns["run"]
+    assert run.wait(60) and run.outputs == [None, 2]
+    tb = run.errors[0].traceback
+    assert "<dynamic-code>" not in tb and "return total // x" in tb, tb
+    filename = shell.user_ns["ratio"].__code__.co_filename
+    assert f'File "{filename}", line 4, in ratio' in tb, tb

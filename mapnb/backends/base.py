@@ -37,6 +37,7 @@ class Job:
     checkpoints: str | None = None  # the run's checkpoint folder (see mapnb.context)
     requests: Any = None  # mapnb.Resources: what one item needs
     limits: Any = None  # mapnb.Resources: what one item may use at most
+    origin: tuple[str, tuple[str, ...]] | None = None  # the code's file and lines (see mapnb._code)
 
 
 @dataclasses.dataclass(frozen=True)

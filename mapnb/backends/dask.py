@@ -26,6 +26,7 @@ import uuid
 import warnings
 from typing import Any
 
+from .._code import restore_origin
 from ..errors import BackendError, ItemError
 from ..worker import ENDED, Outbox, run_items
 from ._wire import dump_items, dump_job, load_outputs
@@ -456,6 +457,7 @@ def run_on_worker(job_id: str, job_blob: bytes, items_blob: bytes, tid: int, top
         job = _jobs.get(job_id)
         if job is None:
             job = _jobs[job_id] = pickle.loads(job_blob)
+            restore_origin(job.fn, job.origin)
             while len(_jobs) > 4:
                 _jobs.pop(next(iter(_jobs)))
     assert isinstance(job, Job)
