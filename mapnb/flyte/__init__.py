@@ -21,3 +21,11 @@ def is_flytekit(obj: Any) -> bool:
     while isinstance(obj, functools.partial):
         obj = obj.func
     return any(cls.__module__.split(".")[0] == "flytekit" for cls in type(obj).__mro__)
+
+
+def to_flyte(mt: Any, /, **lists: Any) -> Any:
+    """The flytekit ArrayNode map task (and a workflow around it) a map task is on a Flyte
+    cluster; ``.idl()`` is its serialised text. See :func:`mapnb.flyte._translate.to_flyte`."""
+    from ._translate import to_flyte as translate
+
+    return translate(mt, **lists)

@@ -1,0 +1,157 @@
+"""backend="flyte": the translation to flytekit's ArrayNode map task, and following a run.
+
+No Flyte cluster runs here. The translation is checked on flytekit's own serialised
+models (``get_serializable``, as ``pyflyte register`` sends them); the following logic on
+flytekit's own model objects (``flytekit.models``) built from recorded phase sequences.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+
+import pytest
+
+import mapnb
+from mapnb import InvalidMapError, Resources
+
+flytekit = pytest.importorskip("flytekit")
+
+from mapnb.flyte import to_flyte  # noqa: E402
+
+from . import flyte_tasks as ft  # noqa: E402  (needs flytekit)
+
+
+def scaled(x: int, factor: float) -> float:
+    return x * factor
+
+
+def untyped(x, y) -> float:  # noqa: ANN001 - inputs without annotations on purpose
+    return x + y
+
+
+def no_return_type(x: int):  # noqa: ANN201
+    return x
+
+
+def _simple(t) -> str:
+    from flyteidl.core import types_pb2
+
+    return types_pb2.SimpleType.Name(t.simple)
+
+
+def _quantities(entries) -> set[tuple[str, str]]:
+    from flyteidl.core import tasks_pb2
+
+    return {(tasks_pb2.Resources.ResourceName.Name(r.name), r.value) for r in entries}
+
+
+def _sub_task(fm):
+    """The registered task the ArrayNode's sub-node runs (its template, as a protobuf)."""
+    ref = fm.array_node().node.task_node.reference_id
+    return next(
+        m.template.to_flyte_idl()
+        for m in fm.serialize().values()
+        if getattr(m, "template", None) is not None and m.template.id == ref
+    )
+
+
+def test_a_plain_function_becomes_an_array_node_with_the_users_settings():
+    mt = mapnb.map_task(
+        functools.partial(scaled, factor=1.5), concurrency=3, min_success_ratio=0.5, retries=2,
+        timeout=datetime.timedelta(minutes=2), cache=True, cache_version="v7", cache_serialize=True,
+    ).with_overrides(requests=Resources(cpu="500m", mem="1Gi"), limits=Resources(mem="2Gi", gpu=1))  # fmt: skip
+    fm = to_flyte(mt, x=[1, 2, 3])
+    an = fm.array_node().to_flyte_idl()
+    assert an.parallelism == 3
+    assert an.min_success_ratio == pytest.approx(0.5)
+    assert list(an.bound_inputs) == ["factor"]
+    node = an.node
+    bindings = {b.var: b.binding for b in node.inputs}
+    assert bindings["factor"].scalar.primitive.float_value == 1.5  # bound: a scalar, not a list
+    assert bindings["x"].promise.var == "x"  # mapped: the workflow's list input
+    assert node.metadata.retries.retries == 2
+    assert node.metadata.timeout.seconds == 120
+    res = node.task_node.overrides.resources
+    assert _quantities(res.requests) == {("CPU", "500m"), ("MEMORY", "1Gi")}
+    assert _quantities(res.limits) == {("GPU", "1"), ("MEMORY", "2Gi")}
+    meta = _sub_task(fm).metadata
+    assert meta.discoverable and meta.discovery_version == "v7" and meta.cache_serializable
+    assert meta.retries.retries == 2
+    # The workflow takes the mapped list; its output is a list of optionals (failed slots None).
+    iface = fm.workflow_spec().template.to_flyte_idl().interface
+    assert list(iface.inputs.variables) == ["x"]
+    assert _simple(iface.inputs.variables["x"].type.collection_type) == "INTEGER"
+    out = iface.outputs.variables["o0"].type.collection_type
+    assert {_simple(v) for v in out.union_type.variants} == {"FLOAT", "NONE"}
+    assert fm.inputs == {"x": [1, 2, 3]} and fm.bound == {"factor": 1.5}
+
+
+def test_defaults_leave_parallelism_to_the_workflow_and_need_every_item():
+    fm = to_flyte(mapnb.map_task(functools.partial(scaled, factor=2.0)), x=[1])
+    an = fm.array_node().to_flyte_idl()
+    assert not an.HasField("parallelism")  # flytekit's None: the workflow's parallelism
+    assert an.min_success_ratio == 1.0
+    meta = _sub_task(fm).metadata
+    assert not meta.discoverable and meta.retries.retries == 0 and not meta.HasField("timeout")
+
+
+def test_cache_without_a_version_takes_mapnbs_version_from_the_source():
+    fm = to_flyte(mapnb.map_task(functools.partial(scaled, factor=2.0), cache=True), x=[1])
+    version = _sub_task(fm).metadata.discovery_version
+    assert len(version) == 16
+    # The same function: the same version, whatever is bound or mapped.
+    again = to_flyte(mapnb.map_task(scaled, cache=True), x=[1], factor=[1.0])
+    assert _sub_task(again).metadata.discovery_version == version
+
+
+def test_a_flytekit_task_keeps_its_own_settings_and_ignored_inputs():
+    fm = to_flyte(mapnb.map_task(ft.counted), x=[1, 2], log=["a", "b"])
+    meta = _sub_task(fm).metadata
+    assert meta.discoverable and meta.discovery_version == "1"
+    assert list(meta.cache_ignore_input_vars) == ["log"]
+    fm = to_flyte(mapnb.map_task(ft.fails_first_attempt, retries=5), x=[1])
+    assert fm.array_node().to_flyte_idl().node.metadata.retries.retries == 5  # mapnb's argument wins
+    assert fm.task is ft.fails_first_attempt
+    res = to_flyte(mapnb.map_task(ft.modest), x=[1]).array_node().to_flyte_idl().node.task_node.overrides
+    assert _quantities(res.resources.requests) == {("CPU", "500m"), ("MEMORY", "100Mi")}
+
+
+def test_a_flytekit_map_task_keeps_min_successes_and_bound_values():
+    fmt = flytekit.map_task(functools.partial(ft.t1, b="!"), concurrency=2, min_successes=2)
+    an = to_flyte(mapnb.map_task(fmt), a=[1, 2, 3]).array_node().to_flyte_idl()
+    assert an.parallelism == 2
+    assert an.WhichOneof("success_criteria") == "min_successes" and an.min_successes == 2
+    assert {b.var: b.binding.scalar.primitive.string_value for b in an.node.inputs if b.var == "b"} == {
+        "b": "!"
+    }
+
+
+def test_unannotated_inputs_take_their_values_type_or_ask_for_an_annotation():
+    fm = to_flyte(mapnb.map_task(untyped, backend="sequential"), x=[1, 2], y=[0.5, 1.5])
+    inputs = fm.task.python_interface.inputs
+    assert inputs == {"x": int, "y": float}
+    with pytest.raises(InvalidMapError, match=r"type of untyped's input 'y'.*annotate it"):
+        to_flyte(mapnb.map_task(untyped), x=[1, 2], y=[1, "a"])
+    with pytest.raises(InvalidMapError, match=r"return type of no_return_type: annotate it"):
+        to_flyte(mapnb.map_task(no_return_type), x=[1])
+
+
+def test_a_map_task_cell_is_translated_with_its_values_types():
+    from mapnb.magic import compile_body
+
+    cell = compile_body("y = x * 2\ny", ["x"], {}, "<cell>")
+    fm = to_flyte(mapnb.map_task(cell, retries=1), x=[1, 2])
+    assert fm.task.python_interface.inputs == {"x": int}
+    assert fm.array_node().to_flyte_idl().node.metadata.retries.retries == 1
+    assert fm.task.execute(x=4) == 8  # the wrapped cell runs as flytekit calls it
+
+
+def test_the_idl_prints_as_json_blocks():
+    text = to_flyte(mapnb.map_task(functools.partial(scaled, factor=2.0), concurrency=4), x=[1]).idl()
+    assert text.startswith("# TaskSpec ")
+    blocks = text.split("\n\n# ")
+    wf = json.loads(blocks[-1].split("\n", 1)[1])
+    node = wf["template"]["nodes"][0]["arrayNode"]
+    assert node["parallelism"] == 4
