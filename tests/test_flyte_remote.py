@@ -155,3 +155,198 @@ def test_the_idl_prints_as_json_blocks():
     wf = json.loads(blocks[-1].split("\n", 1)[1])
     node = wf["template"]["nodes"][0]["arrayNode"]
     assert node["parallelism"] == 4
+
+
+# --------------------------------------------------------------------------------------
+# Following a run: flytekit's own models (as FlyteRemote's client returns them), built from
+# phase sequences an ArrayNode reports (propeller sends one ExternalResourceInfo per
+# subtask attempt; admin keeps the latest per (index, attempt)).
+
+
+def _read(*subtasks, phase: str = "RUNNING"):
+    """One read of the ArrayNode's task execution: ``subtasks`` are
+    (index, attempt, phase, cache_status) tuples; -> flytekit's TaskExecution model."""
+    from flyteidl.admin import task_execution_pb2
+    from flyteidl.core import catalog_pb2, execution_pb2, identifier_pb2
+    from flyteidl.event import event_pb2
+    from flytekit.models.admin.task_execution import TaskExecution
+
+    resources = [
+        event_pb2.ExternalResourceInfo(
+            external_id=f"abc-n0-0-n{i}-{a}",
+            index=i,
+            retry_attempt=a,
+            phase=execution_pb2.TaskExecution.Phase.Value(p),
+            cache_status=catalog_pb2.CatalogCacheStatus.Value(cache),
+            logs=[execution_pb2.TaskLog(uri=f"https://logs/{i}/{a}", name="Kubernetes Logs")]
+            if p not in ("QUEUED", "WAITING_FOR_RESOURCES") and cache != "CACHE_HIT"
+            else [],
+        )
+        for i, a, p, cache in ((*s, "CACHE_DISABLED") if len(s) == 3 else s for s in subtasks)
+    ]
+    pb = task_execution_pb2.TaskExecution(
+        id=identifier_pb2.TaskExecutionIdentifier(
+            node_execution_id=identifier_pb2.NodeExecutionIdentifier(
+                node_id="n0",
+                execution_id=identifier_pb2.WorkflowExecutionIdentifier(project="p", domain="d", name="abc"),
+            )
+        ),
+        closure=task_execution_pb2.TaskExecutionClosure(
+            phase=execution_pb2.TaskExecution.Phase.Value(phase),
+            metadata=event_pb2.TaskExecutionMetadata(external_resources=resources),
+        ),
+    )
+    return TaskExecution.from_flyte_idl(pb)
+
+
+def _wf(phase: str) -> int:
+    from flyteidl.core import execution_pb2
+
+    return execution_pb2.WorkflowExecution.Phase.Value(phase)
+
+
+def _follow(n, reads, end: str, outputs_at_end=True):
+    """Drive a Follower through the reads, the last with the execution's end phase; return
+    (final states, every change)."""
+    from mapnb.flyte._follow import Follower
+
+    f = Follower(n)
+    seen = []
+    for r in reads[:-1]:
+        seen += f.update([r], execution_phase=_wf("RUNNING"))
+    seen += f.update([reads[-1]], execution_phase=_wf(end), outputs_ready=outputs_at_end)
+    return f, seen
+
+
+def test_the_enums_read_by_value_are_flyteidls():
+    from flyteidl.core import catalog_pb2, execution_pb2
+
+    from mapnb.flyte import _follow
+
+    assert _follow._TASK_PHASES == {v: k for k, v in execution_pb2.TaskExecution.Phase.items()}
+    assert _follow._WORKFLOW_PHASES == {v: k for k, v in execution_pb2.WorkflowExecution.Phase.items()}
+    assert _follow._CACHE_STATUSES == {v: k for k, v in catalog_pb2.CatalogCacheStatus.items()}
+
+
+def test_following_a_map_that_succeeds():
+    reads = [
+        _read((0, 0, "QUEUED"), (1, 0, "WAITING_FOR_RESOURCES")),
+        _read((0, 0, "RUNNING"), (1, 0, "INITIALIZING")),
+        _read((0, 0, "SUCCEEDED"), (1, 0, "RUNNING")),
+        _read((0, 0, "SUCCEEDED"), (1, 0, "SUCCEEDED"), phase="SUCCEEDED"),
+    ]
+    f, seen = _follow(2, reads, "SUCCEEDED")
+    assert [(s.status, s.attempts) for s in f.states] == [(mapnb.Status.SUCCEEDED, 1)] * 2
+    assert f.done
+    # Each item: started once, its log link once, finished once, and only when outputs are in.
+    for i in range(2):
+        kinds = [c.kind for c in seen if c.index == i]
+        assert kinds.count("started") == 1 and kinds.count("finished") == 1 and kinds[-1] == "finished"
+        links = [c.text for c in seen if c.index == i and "log (" in c.text]
+        assert links == [f"[flyte] attempt 1 log (Kubernetes Logs): https://logs/{i}/0\n"]
+    early = [c for c in seen[: len(seen) // 2] if c.kind == "finished"]
+    assert not early
+
+
+def test_following_a_partial_failure():
+    reads = [
+        _read((0, 0, "RUNNING"), (1, 0, "RUNNING"), (2, 0, "RUNNING")),
+        _read((0, 0, "SUCCEEDED"), (1, 0, "FAILED"), (2, 0, "RUNNING")),
+        _read((0, 0, "SUCCEEDED"), (1, 0, "FAILED"), (2, 0, "SUCCEEDED"), phase="SUCCEEDED"),
+    ]
+    from mapnb.flyte._follow import Follower
+
+    f = Follower(3)
+    f.update([reads[0]], execution_phase=_wf("RUNNING"))
+    mid = f.update([reads[1]], execution_phase=_wf("RUNNING"))
+    # The failure is told at once; the success waits for the map's outputs.
+    assert [(c.index, c.status) for c in mid if c.kind == "finished"] == [(1, mapnb.Status.FAILED)]
+    assert "attempt 1 failed on Flyte; see its log: https://logs/1/0" in f.states[1].error
+    end = f.update([reads[2]], execution_phase=_wf("SUCCEEDED"), outputs_ready=True)
+    assert [(c.index, c.status) for c in end if c.kind == "finished"] == [
+        (0, mapnb.Status.SUCCEEDED),
+        (2, mapnb.Status.SUCCEEDED),
+    ]
+    assert f.done
+
+
+def test_following_a_retry():
+    reads = [
+        _read((0, 0, "RUNNING")),
+        _read((0, 0, "RETRYABLE_FAILED")),
+        _read((0, 0, "RETRYABLE_FAILED"), (0, 1, "QUEUED")),
+        _read((0, 0, "RETRYABLE_FAILED"), (0, 1, "RUNNING")),
+        _read((0, 0, "RETRYABLE_FAILED"), (0, 1, "SUCCEEDED"), phase="SUCCEEDED"),
+    ]
+    from mapnb.flyte._follow import Follower
+
+    f = Follower(1)
+    statuses = []
+    for r in reads[:-1]:
+        f.update([r], execution_phase=_wf("RUNNING"))
+        statuses.append((f.states[0].status, f.states[0].attempts))
+    assert statuses == [
+        (mapnb.Status.RUNNING, 1),
+        (mapnb.Status.RETRYING, 1),
+        (mapnb.Status.RETRYING, 1),
+        (mapnb.Status.RUNNING, 2),
+    ]
+    f.update([reads[-1]], execution_phase=_wf("SUCCEEDED"), outputs_ready=True)
+    s = f.states[0]
+    assert (s.status, s.attempts) == (mapnb.Status.SUCCEEDED, 2)
+    assert [uri for _, _, uri in s.logs] == ["https://logs/0/0", "https://logs/0/1"]
+
+
+def test_a_retry_shows_in_the_items_log():
+    reads = [
+        _read((0, 0, "RUNNING")),
+        _read((0, 0, "RETRYABLE_FAILED"), (0, 1, "RUNNING")),
+        _read((0, 0, "RETRYABLE_FAILED"), (0, 1, "FAILED"), phase="FAILED"),
+    ]
+    f, seen = _follow(1, reads, "FAILED")
+    text = "".join(c.text for c in seen)
+    assert "[flyte] attempt 2 started (attempt 1 failed)" in text
+    assert "attempt 2 log (Kubernetes Logs): https://logs/0/1" in text
+    assert (f.states[0].status, f.states[0].attempts) == (mapnb.Status.FAILED, 2)
+
+
+def test_following_cache_hits():
+    reads = [
+        _read((0, 0, "SUCCEEDED", "CACHE_HIT"), (1, 0, "RUNNING", "CACHE_MISS")),
+        _read((0, 0, "SUCCEEDED", "CACHE_HIT"), (1, 0, "SUCCEEDED", "CACHE_POPULATED"), phase="SUCCEEDED"),
+    ]
+    f, seen = _follow(2, reads, "SUCCEEDED")
+    assert [(s.status, s.attempts, s.cache) for s in f.states] == [
+        (mapnb.Status.CACHED, 0, "CACHE_HIT"),
+        (mapnb.Status.SUCCEEDED, 1, "CACHE_POPULATED"),
+    ]
+    assert [(c.index, c.status) for c in seen if c.kind == "finished"] == [
+        (0, mapnb.Status.CACHED),
+        (1, mapnb.Status.SUCCEEDED),
+    ]
+
+
+def test_following_an_aborted_execution():
+    reads = [
+        _read((0, 0, "SUCCEEDED"), (1, 0, "RUNNING")),
+        _read((0, 0, "SUCCEEDED"), (1, 0, "ABORTED"), phase="ABORTED"),
+    ]
+    f, seen = _follow(3, reads, "ABORTED")  # item 2 never started
+    assert [s.status for s in f.states] == [
+        mapnb.Status.SUCCEEDED,
+        mapnb.Status.CANCELLED,
+        mapnb.Status.CANCELLED,
+    ]
+    assert f.states[2].error == "the Flyte execution was terminated"
+    assert f.done
+
+
+def test_following_a_map_that_fails_its_min_success_ratio():
+    reads = [
+        _read((0, 0, "FAILED"), (1, 0, "RUNNING")),
+        _read((0, 0, "FAILED"), (1, 0, "ABORTED"), phase="FAILED"),
+    ]
+    f, _ = _follow(3, reads, "FAILED", outputs_at_end=False)
+    assert [s.status for s in f.states] == [mapnb.Status.FAILED, mapnb.Status.ABORTED, mapnb.Status.ABORTED]
+    assert "min_success_ratio" in f.states[1].error
+    assert f.states[2].error == "the Flyte execution failed before this item ended"
