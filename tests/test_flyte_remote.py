@@ -350,3 +350,120 @@ def test_following_a_map_that_fails_its_min_success_ratio():
     assert [s.status for s in f.states] == [mapnb.Status.FAILED, mapnb.Status.ABORTED, mapnb.Status.ABORTED]
     assert "min_success_ratio" in f.states[1].error
     assert f.states[2].error == "the Flyte execution failed before this item ended"
+
+
+# --------------------------------------------------------------------------------------
+# The backend: its errors, and its wiring into a run (a stand-in for FlyteRemote that
+# replays reads of flytekit's own models: no cluster runs here).
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+@pytest.fixture
+def no_flyte_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FLYTECTL_CONFIG", raising=False)
+    monkeypatch.delenv("_FLYTECTL_CONFIG_PYFLYTE_OVERRIDE", raising=False)
+
+
+def test_without_a_flyte_config_the_error_names_both_places(no_flyte_config):
+    mt = mapnb.map_task(double, backend="flyte", progress=False)
+    with pytest.raises(mapnb.BackendError, match=r"FLYTECTL_CONFIG.*~/\.flyte/config\.yaml"):
+        mt.submit(x=[1, 2])
+
+
+def test_what_flyte_cannot_take_is_refused_before_anything_runs(tmp_path):
+    from mapnb.backends.flyte import FlyteBackend
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("admin:\n  endpoint: dns:///localhost:1\n")
+    backend = FlyteBackend(cfg)
+    with pytest.raises(InvalidMapError, match="return type of no_return_type"):
+        mapnb.map_task(no_return_type, backend=backend, progress=False).submit(x=[1])
+    assert not backend._runs
+
+
+class _Replay:
+    """Stands in for FlyteRemote: launching records what was sent; each sync returns the
+    next recorded read (flytekit's TaskExecution models) until the last, which stays."""
+
+    def __init__(self, reads, outputs=None, end="SUCCEEDED"):
+        self.reads, self.outputs, self.end = list(reads), outputs, end
+        self.launched = None
+        self.terminated = None
+
+    def execute(self, workflow, inputs, **kw):
+        from types import SimpleNamespace
+
+        self.launched = (workflow, inputs, kw)
+        return SimpleNamespace(id=SimpleNamespace(name="abc"), is_done=False)
+
+    def sync_execution(self, execution, sync_nodes):
+        from types import SimpleNamespace as NS
+
+        read = self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
+        last = len(self.reads) == 1 and self.end is not None
+        phase = _wf(self.end if last else "RUNNING")
+        outputs = NS(get=lambda name, as_type: self.outputs) if last and self.outputs is not None else None
+        node = NS(metadata=NS(is_array=True), task_executions=[read])
+        return NS(
+            id=execution.id, is_done=last, closure=NS(phase=phase), error=None, outputs=outputs,
+            node_executions={"n0": node, "start-node": NS(metadata=NS(is_array=False), task_executions=[])},
+        )  # fmt: skip
+
+    def terminate(self, execution, cause):
+        self.terminated = cause
+
+
+def _backend(tmp_path, remote):
+    from mapnb.backends.flyte import FlyteBackend
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("admin:\n  endpoint: dns:///localhost:1\n")
+    backend = FlyteBackend(cfg, poll_interval=0.01)
+    backend._remote = remote
+    return backend
+
+
+def test_a_run_on_the_flyte_backend_follows_the_execution_into_the_dataframe(tmp_path):
+    remote = _Replay(
+        [
+            _read((0, 0, "RUNNING"), (1, 0, "RUNNING"), (2, 0, "SUCCEEDED", "CACHE_HIT")),
+            _read(
+                (0, 0, "SUCCEEDED"),
+                (1, 0, "RETRYABLE_FAILED"),
+                (1, 1, "RUNNING"),
+                (2, 0, "SUCCEEDED", "CACHE_HIT"),
+            ),
+            _read((0, 0, "SUCCEEDED"), (1, 1, "FAILED"), (2, 0, "SUCCEEDED", "CACHE_HIT"), phase="SUCCEEDED"),
+        ],
+        outputs=[2, None, 6],
+    )
+    mt = mapnb.map_task(
+        double, backend=_backend(tmp_path, remote), min_success_ratio=0.5, retries=1, progress=False
+    )
+    run = mt.submit(x=[1, 2, 3])
+    assert run.wait(timeout=60)
+    workflow, inputs, kw = remote.launched
+    assert inputs == {"x": [1, 2, 3]} and kw["wait"] is False
+    assert [str(s) for s in run.statuses] == ["succeeded", "failed", "succeeded"]
+    assert run.outputs == [2, None, 6]
+    assert "attempt 2 failed on Flyte; see its log: https://logs/1/1" in run.errors[1].message
+    assert "[flyte] attempt 2 started (attempt 1 failed)" in run.logs(1)
+    assert "cache: CACHE_HIT" in run.logs(2)
+    assert "[flyte] attempt 1 log (Kubernetes Logs): https://logs/0/0" in run.logs(0)
+    assert remote.terminated is None
+
+
+def test_cancelling_a_run_terminates_its_flyte_execution(tmp_path):
+    remote = _Replay([_read((0, 0, "RUNNING"), (1, 0, "QUEUED"))], end=None)
+    run = mapnb.map_task(double, backend=_backend(tmp_path, remote), progress=False).submit(x=[1, 2])
+    deadline = __import__("time").monotonic() + 60
+    while "running" not in [str(s) for s in run.statuses] and __import__("time").monotonic() < deadline:
+        run.wait(timeout=0.05)
+    run.cancel(wait=True)
+    assert [str(s) for s in run.statuses] == ["cancelled", "cancelled"]
+    assert remote.terminated == "cancelled from mapnb"
