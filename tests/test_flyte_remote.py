@@ -408,10 +408,10 @@ class _Replay:
         last = len(self.reads) == 1 and self.end is not None
         phase = _wf(self.end if last else "RUNNING")
         outputs = NS(get=lambda name, as_type: self.outputs) if last and self.outputs is not None else None
-        node = NS(metadata=NS(is_array=True), task_executions=[read])
+        node = NS(task_executions=[read])
         return NS(
             id=execution.id, is_done=last, closure=NS(phase=phase), error=None, outputs=outputs,
-            node_executions={"n0": node, "start-node": NS(metadata=NS(is_array=False), task_executions=[])},
+            node_executions={"n0": node, "start-node": NS(task_executions=[])},
         )  # fmt: skip
 
     def terminate(self, execution, cause):
@@ -467,3 +467,19 @@ def test_cancelling_a_run_terminates_its_flyte_execution(tmp_path):
     run.cancel(wait=True)
     assert [str(s) for s in run.statuses] == ["cancelled", "cancelled"]
     assert remote.terminated == "cancelled from mapnb"
+
+
+def test_interactive_modes_payload_carries_a_cell_and_runs_it():
+    """What FlyteRemote uploads for notebook code in interactive mode: the pickled tasks."""
+    import cloudpickle
+    from flytekit.core.python_function_task import PythonFunctionTask
+    from flytekit.remote.remote import _get_pickled_target_dict
+
+    from mapnb.magic import compile_body
+
+    fm = to_flyte(mapnb.map_task(compile_body("x * 3", ["x"], {}, "<cell>")), x=[1, 2])
+    _, payload = _get_pickled_target_dict(fm.workflow)
+    loaded = cloudpickle.loads(cloudpickle.dumps(payload))
+    (t,) = [e for e in loaded.entities.values() if isinstance(e, PythonFunctionTask)]
+    assert "mapnb.flyte.wrapped." in t.name
+    assert t.execute(x=4) == 12

@@ -121,7 +121,7 @@ class FlyteBackend(Backend):
 
         lists = {name: [row[k] for row in inputs] for k, name in enumerate(job.names)}
         fm = to_flyte(mt, **lists)
-        run = _Run(self, job, fm, len(inputs))
+        run = _Run(self, job, fm, len(inputs), overwrite_cache=bool(mt.cache.overwrite))
         with self._lock:
             self._runs[job.id] = run
         run.start()
@@ -184,9 +184,10 @@ class FlyteBackend(Backend):
 class _Run:
     """One map's execution: launched, then read until every item's end is reported."""
 
-    def __init__(self, backend: FlyteBackend, job: Job, fm: FlyteMap, n: int) -> None:
+    def __init__(self, backend: FlyteBackend, job: Job, fm: FlyteMap, n: int, overwrite_cache: bool) -> None:
         from ..flyte._follow import Follower
 
+        self.overwrite_cache = overwrite_cache
         self.backend, self.job, self.fm, self.n = backend, job, fm, n
         self.follower = Follower(n)
         self._lock = threading.Lock()
@@ -254,6 +255,7 @@ class _Run:
             project=self.backend.project,
             domain=self.backend.domain,
             image_config=image,
+            overwrite_cache=self.overwrite_cache or None,
             wait=False,
         )
         url = getattr(remote, "generate_console_url", None)
@@ -268,9 +270,9 @@ class _Run:
         remote = self.backend.remote
         ex = remote.sync_execution(self.execution, sync_nodes=True)
         self.execution = ex
-        task_executions = [
-            te for ne in ex.node_executions.values() if ne.metadata.is_array for te in ne.task_executions
-        ]
+        # The workflow has one node, the ArrayNode; only its task executions carry
+        # ExternalResourceInfo (start and end nodes have none).
+        task_executions = [te for ne in ex.node_executions.values() for te in ne.task_executions]
         ready = False
         if ex.is_done:
             ready = True

@@ -221,6 +221,8 @@ def _wrap(fn: Callable[..., Any], bound: dict[str, Any], lists: dict[str, Any]) 
     """``fn`` as a flytekit task, its interface from annotations (or its values' types)."""
     import flytekit
 
+    from . import wrapped  # noqa: F401 - the made tasks' module must be importable
+
     cell = getattr(fn, "__mapnb_cell__", False)
     name = _identifier(function_name(fn))
     sig = inspect.signature(fn)
@@ -296,10 +298,11 @@ def _typed_function(fn: Callable[..., Any], name: str, sig: inspect.Signature) -
 
     flytekit reads a task's interface from its function's signature and refuses nested
     functions (its default resolver imports tasks by module and name); this function is
-    built with ``exec`` so that it is not nested, and travels by value with cloudpickle
-    (Flyte's interactive mode) as notebook code does.
+    built with ``exec`` so that it is not nested. Its module is :mod:`mapnb.flyte.wrapped`
+    (which defines nothing): the task is named ``mapnb.flyte.wrapped.<name>`` wherever the
+    function was defined, and travels by value with cloudpickle (Flyte's interactive mode).
     """
-    namespace: dict[str, Any] = {"__fn": fn, "__name__": getattr(fn, "__module__", None) or "__main__"}
+    namespace: dict[str, Any] = {"__fn": fn, "__name__": "mapnb.flyte.wrapped"}
     source = f"def {name}(**kwargs):\n    return __fn(**kwargs)\n"
     # flytekit reads the function's source (to look for a return statement): linecache
     # holds it under a name of its own.
