@@ -483,3 +483,15 @@ def test_interactive_modes_payload_carries_a_cell_and_runs_it():
     (t,) = [e for e in loaded.entities.values() if isinstance(e, PythonFunctionTask)]
     assert "mapnb.flyte.wrapped." in t.name
     assert t.execute(x=4) == 12
+
+
+def test_a_launch_that_fails_fails_every_item_with_the_reason(tmp_path):
+    class Unreachable(_Replay):
+        def execute(self, workflow, inputs, **kw):
+            raise ConnectionError("failed to connect to dns:///localhost:1")
+
+    backend = _backend(tmp_path, Unreachable([]))
+    run = mapnb.map_task(double, backend=backend, min_success_ratio=0.0, progress=False).submit(x=[1, 2])
+    assert run.wait(timeout=60)
+    assert [str(s) for s in run.statuses] == ["failed", "failed"]
+    assert "the flyte backend failed: ConnectionError: failed to connect" in run.errors[0].message

@@ -99,6 +99,7 @@ class FlyteBackend(Backend):
         self.poll_interval = poll_interval
         self._lock = threading.Lock()
         self._runs: dict[str, _Run] = {}  # job id -> its execution
+        self._ended: set[str] = set()  # job ids whose run has ended
         self._remote: Any = None
 
     # -- what the caller's thread does --------------------------------------------------
@@ -152,9 +153,13 @@ class FlyteBackend(Backend):
     def submit(self, task: Task, report: ReportFn) -> None:
         run = self._runs.get(task.job.id)
         if run is None:
-            err = ItemError(
-                "internal", "BackendError", "the flyte backend runs maps started with map_task(...)"
-            )
+            why = "the flyte backend runs maps started with map_task(...)"
+            if task.job.id in self._ended:
+                why = (
+                    "retry_failed() is not supported on backend='flyte': run the map again "
+                    "(with cache=True, Flyte's cache keeps what succeeded)"
+                )
+            err = ItemError("internal", "BackendError", why)
             report([(ENDED, task.id, err, True)])
             return
         run.attach(task, report)
@@ -171,6 +176,7 @@ class FlyteBackend(Backend):
         with self._lock:
             done = [jid for jid, run in self._runs.items() if run.abandoned]
             finished = [self._runs.pop(jid) for jid in done]
+            self._ended.update(done)
         for run in finished:
             run.stop("cancelled from mapnb")
 
@@ -242,7 +248,7 @@ class _Run:
                 self._stop.wait(self.backend.poll_interval)
         except Exception as e:  # the items fail with the reason; nothing hangs
             log.exception("following the Flyte execution failed")
-            self._fail_all(ItemError("internal", type(e).__qualname__, f"the flyte backend failed: {e}"))
+            self._fail_all(f"the flyte backend failed: {type(e).__qualname__}: {e}")
 
     def _launch(self) -> None:
         from flytekit.configuration import ImageConfig
@@ -316,18 +322,17 @@ class _Run:
         for report, records in batches.values():
             report(records)
 
-    def _fail_all(self, error: ItemError) -> None:
-        with self._lock:
-            targets = list(self._tasks.items())
-        for i, (tid, report) in targets:
+    def _fail_all(self, why: str) -> None:
+        """Every item not yet ended fails with ``why`` (items not submitted yet, when they are)."""
+        from ..events import Status
+        from ..flyte._follow import Change
+
+        changes = []
+        for i in range(self.n):
             if not self.follower.reported[i]:
-                now = time.monotonic()
-                report(
-                    [
-                        (FINISHED, tid, i, 1, False, error, self._t0.get(i, now), now),
-                        (ENDED, tid, None, False),
-                    ]
-                )
+                self.follower.reported[i] = True
+                changes.append(Change(i, "finished", status=Status.FAILED, error=why))
+        self._deliver(changes)
 
 
 def _log(i: int, text: str) -> Change:
