@@ -495,3 +495,35 @@ def test_a_launch_that_fails_fails_every_item_with_the_reason(tmp_path):
     assert run.wait(timeout=60)
     assert [str(s) for s in run.statuses] == ["failed", "failed"]
     assert "the flyte backend failed: ConnectionError: failed to connect" in run.errors[0].message
+
+
+@pytest.fixture
+def shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "mapnb")
+    return sh
+
+
+def test_a_map_task_cell_without_a_flyte_config_says_where_to_put_one(shell, no_flyte_config):
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="FLYTECTL_CONFIG"):
+        shell.run_cell_magic("map_task", "--backend flyte x=[1, 2]", "x * 2")
+
+
+def test_a_map_task_cell_runs_on_the_flyte_backend(shell, tmp_path, monkeypatch):
+    import typing
+
+    from mapnb import backends
+
+    remote = _Replay([_read((0, 0, "SUCCEEDED"), (1, 0, "SUCCEEDED"), phase="SUCCEEDED")], outputs=[2, 4])
+    backend = _backend(tmp_path, remote)
+    monkeypatch.setitem(backends._REGISTRY, "flyte-replay", lambda: backend)
+    monkeypatch.setitem(backends._INSTANCES, "flyte-replay", backend)
+    df = shell.run_cell_magic("map_task", "--backend flyte-replay x=[1, 2]", "x * 2")
+    workflow, inputs, _ = remote.launched
+    assert inputs == {"x": [1, 2]}
+    assert workflow.python_interface.inputs == {"x": typing.List[int]}  # noqa: UP006 - flytekit's
+    assert list(df.output) == [2, 4]
