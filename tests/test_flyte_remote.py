@@ -449,7 +449,8 @@ def test_a_run_on_the_flyte_backend_follows_the_execution_into_the_dataframe(tmp
     assert run.wait(timeout=60)
     workflow, inputs, kw = remote.launched
     assert inputs == {"x": [1, 2, 3]} and kw["wait"] is False
-    assert [str(s) for s in run.statuses] == ["succeeded", "failed", "succeeded"]
+    assert [str(s) for s in run.statuses] == ["succeeded", "failed", "cached"]
+    assert run.attempts == [1, 2, 0]  # Flyte's: item 1 ran twice, item 2 came from its cache
     assert run.outputs == [2, None, 6]
     assert "attempt 2 failed on Flyte; see its log: https://logs/1/1" in run.errors[1].message
     assert "[flyte] attempt 2 started (attempt 1 failed)" in run.logs(1)

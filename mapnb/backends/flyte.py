@@ -10,9 +10,9 @@ and log panel (see :mod:`mapnb.flyte._follow`); the outputs come into the DataFr
 the execution has ended, failed slots None. Cancelling the run terminates the execution.
 
 Because Flyte applies the retries, timeout and cache, mapnb's engine follows the items
-without applying its own: an item's ``attempts`` column counts 1 however many attempts
-Flyte made (its log panel lists them, with their log links), and a Flyte cache hit shows
-as ``succeeded`` with "cache: CACHE_HIT" in its log.
+without applying its own: each item's end is reported with the attempts Flyte made and
+its status (``cached`` for a Flyte cache hit); its log panel lists every attempt with its
+log links.
 
 The Flyte config is the user's: ``FLYTECTL_CONFIG``, else ``./flytekit.config``,
 ``~/.flyte/config`` or ``~/.flyte/config.yaml`` (as flytekit looks for it). Project and
@@ -316,7 +316,9 @@ class _Run:
                 t0 = self._t0.setdefault(c.index, now)
                 ok = c.error is None
                 value = self._outputs[c.index] if ok else _error(c)
-                records += [(FINISHED, tid, c.index, 1, ok, value, t0, now), (ENDED, tid, None, False)]
+                # The ninth field: Flyte's attempts and status (cached, aborted...), final.
+                end = (c.attempts, c.status)
+                records += [(FINISHED, tid, c.index, 1, ok, value, t0, now, end), (ENDED, tid, None, False)]
                 with self._lock:
                     self._open.discard(tid)
         for report, records in batches.values():

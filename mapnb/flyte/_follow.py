@@ -179,13 +179,15 @@ def _state(i: int, reports: dict[int, Any], wf_phase: str, wf_error: str | None)
 @dataclasses.dataclass(frozen=True)
 class Change:
     """One thing to tell mapnb about an item: ``kind`` is ``"started"``, ``"log"`` (with
-    ``text``) or ``"finished"`` (with ``status`` and, unless it succeeded, ``error``)."""
+    ``text``) or ``"finished"`` (with ``status``, ``attempts`` and, unless it succeeded,
+    ``error``)."""
 
     index: int
     kind: str
     text: str = ""
     status: Status | None = None
     error: str | None = None
+    attempts: int = 0
 
 
 def changes(
@@ -216,9 +218,9 @@ def changes(
         out.append(Change(i, "log", f"[flyte] attempt {attempt} log ({name}): {uri}\n"))
     if now.status.final and not reported:
         if now.status not in (Status.SUCCEEDED, Status.CACHED):
-            out.append(Change(i, "finished", status=now.status, error=now.error))
+            out.append(Change(i, "finished", status=now.status, error=now.error, attempts=now.attempts))
         elif outputs_ready:
-            out.append(Change(i, "finished", status=now.status))
+            out.append(Change(i, "finished", status=now.status, attempts=now.attempts))
         elif before is None or before.status is not now.status:
             out.append(Change(i, "log", "[flyte] done; its output comes when the whole map has ended\n"))
     return out
