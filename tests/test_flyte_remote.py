@@ -467,7 +467,7 @@ def test_cancelling_a_run_terminates_its_flyte_execution(tmp_path):
         run.wait(timeout=0.05)
     run.cancel(wait=True)
     assert [str(s) for s in run.statuses] == ["cancelled", "cancelled"]
-    assert remote.terminated == "cancelled from mapnb"
+    assert remote.terminated.startswith("stopped from mapnb: the run was cancelled")
 
 
 def test_interactive_modes_payload_carries_a_cell_and_runs_it():

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_STOPPED = "stopped from mapnb: the run was cancelled, or its min_success_ratio can no longer be met"
 _NO_CONFIG = (
     "no Flyte config found: set FLYTECTL_CONFIG to your config file, or write ~/.flyte/config.yaml "
     "(`flytectl config init --host <your Flyte endpoint>` writes one)"
@@ -178,7 +179,7 @@ class FlyteBackend(Backend):
             finished = [self._runs.pop(jid) for jid in done]
             self._ended.update(done)
         for run in finished:
-            run.stop("cancelled from mapnb")
+            run.stop(_STOPPED)
 
     def shutdown(self) -> None:
         with self._lock:
@@ -270,7 +271,7 @@ class _Run:
             [_log(i, f"[flyte] execution {self.execution.id.name}: {where}\n") for i in range(self.n)]
         )
         if self._stop.is_set():  # cancelled while it was being registered
-            self.stop("cancelled from mapnb")
+            self.stop(_STOPPED)
 
     def _read(self) -> None:
         remote = self.backend.remote
