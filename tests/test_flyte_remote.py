@@ -128,6 +128,17 @@ def test_a_flytekit_map_task_keeps_min_successes_and_bound_values():
     }
 
 
+def test_a_mapnb_task_brings_its_settings_and_bad_maps_are_refused_clearly():
+    t = mapnb.task(retries=2, timeout=30, requests=Resources(cpu=2))(scaled)
+    an = to_flyte(mapnb.map_task(functools.partial(t, factor=1.0)), x=[1]).array_node().to_flyte_idl()
+    assert (an.node.metadata.retries.retries, an.node.metadata.timeout.seconds) == (2, 30)
+    assert _quantities(an.node.task_node.overrides.resources.requests) == {("CPU", "2")}
+    with pytest.raises(InvalidMapError, match=r"binds inputs by name: use functools.partial\(f, b=...\)"):
+        to_flyte(mapnb.map_task(functools.partial(scaled, 1)), factor=[1.0])
+    with pytest.raises(InvalidMapError, match=r"has no input 'y'; its inputs are x, factor"):
+        to_flyte(mapnb.map_task(scaled), x=[1], factor=[1.0], y=[2])
+
+
 def test_unannotated_inputs_take_their_values_type_or_ask_for_an_annotation():
     fm = to_flyte(mapnb.map_task(untyped, backend="sequential"), x=[1, 2], y=[0.5, 1.5])
     inputs = fm.task.python_interface.inputs
