@@ -321,6 +321,47 @@ def test_a_retry_shows_in_the_items_log():
     assert (f.states[0].status, f.states[0].attempts) == (mapnb.Status.FAILED, 2)
 
 
+def test_a_failed_attempt_with_retries_left_waits_for_flytes_next_attempt():
+    """Flyte before RETRYABLE_FAILED reports FAILED for an attempt it then retries."""
+    from mapnb.flyte._follow import Follower
+
+    f = Follower(1, retries=1)
+    f.update([_read((0, 0, "FAILED"))], execution_phase=_wf("RUNNING"))
+    assert (f.states[0].status, f.reported[0]) == (mapnb.Status.RETRYING, False)
+    f.update([_read((0, 0, "FAILED"), (0, 1, "RUNNING"))], execution_phase=_wf("RUNNING"))
+    f.update(
+        [_read((0, 0, "FAILED"), (0, 1, "SUCCEEDED"))], execution_phase=_wf("SUCCEEDED"), outputs_ready=True
+    )
+    assert (f.states[0].status, f.states[0].attempts) == (mapnb.Status.SUCCEEDED, 2)
+
+
+def test_a_failure_flyte_does_not_retry_ends_with_the_execution():
+    """A non-recoverable error: FAILED with retries left, and no further attempt."""
+    from mapnb.flyte._follow import Follower
+
+    f = Follower(2, retries=2)
+    seen = f.update([_read((0, 0, "FAILED"), (1, 0, "RUNNING"))], execution_phase=_wf("RUNNING"))
+    assert not [c for c in seen if c.kind == "finished"]
+    end = _read((0, 0, "FAILED"), (1, 0, "SUCCEEDED"))
+    seen = f.update([end], execution_phase=_wf("SUCCEEDED"), outputs_ready=True)
+    assert [(c.index, c.status, c.attempts) for c in seen if c.kind == "finished"] == [
+        (0, mapnb.Status.FAILED, 1),
+        (1, mapnb.Status.SUCCEEDED, 1),
+    ]
+    assert f.done
+
+
+def test_every_item_ends_when_the_execution_does():
+    """A last read that still shows an item running (stale) cannot leave the run waiting."""
+    from mapnb.flyte._follow import Follower
+
+    f = Follower(2)
+    f.update(
+        [_read((0, 0, "SUCCEEDED"), (1, 0, "RUNNING"))], execution_phase=_wf("SUCCEEDED"), outputs_ready=True
+    )
+    assert f.done and f.states[1].status is mapnb.Status.ABORTED
+
+
 def test_following_cache_hits():
     reads = [
         _read((0, 0, "SUCCEEDED", "CACHE_HIT"), (1, 0, "RUNNING", "CACHE_MISS")),
@@ -415,8 +456,8 @@ class _Replay:
     def sync_execution(self, execution, sync_nodes):
         from types import SimpleNamespace as NS
 
-        read = self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
         last = len(self.reads) == 1 and self.end is not None
+        read = self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
         phase = _wf(self.end if last else "RUNNING")
         outputs = NS(get=lambda name, as_type: self.outputs) if last and self.outputs is not None else None
         node = NS(task_executions=[read])

@@ -196,7 +196,7 @@ class _Run:
 
         self.overwrite_cache = overwrite_cache
         self.backend, self.job, self.fm, self.n = backend, job, fm, n
-        self.follower = Follower(n)
+        self.follower = Follower(n, retries=fm.map_task.metadata.retries)
         self._lock = threading.Lock()
         self._tasks: dict[int, tuple[int, ReportFn]] = {}  # item -> (task id, report)
         self._open: set[int] = set()  # task ids not ended nor killed

@@ -2,8 +2,8 @@
 
 A Flyte ArrayNode reports its subtasks in the task executions of its node: each carries,
 in ``closure.metadata.external_resources``, one ``ExternalResourceInfo`` per subtask
-attempt (``index``, ``retry_attempt``, ``phase``, ``cache_status``, ``logs``). Flyte's
-admin keeps the latest report per (index, attempt). :func:`subtask_states` reads them
+attempt (``index``, ``retry_attempt``, ``phase``, ``cache_status``, ``logs``), which
+flyteadmin merges per (index, retry attempt) (its ``mergeExternalResources``). :func:`subtask_states` reads them
 (as ``FlyteRemote.sync_execution(..., sync_nodes=True)`` returns them) into one
 :class:`SubtaskState` per item; :func:`changes` says what changed between two reads, as
 the records the backend hands to mapnb's engine. Both are pure functions of flytekit's
@@ -19,13 +19,15 @@ no report yet, ``UNDEFINED``,         ``queued`` (``retrying`` when an earlier a
 ``INITIALIZING``, ``RUNNING``         ``running``
 ``RETRYABLE_FAILED``                  ``retrying`` (Flyte starts another attempt)
 ``SUCCEEDED``                         ``succeeded``; ``cached`` with ``CACHE_HIT``
-``FAILED``                            ``failed``
+``FAILED``                            ``failed``; ``retrying`` while retries are left
+                                      (older Flyte reports a retried attempt so)
 ``ABORTED``                           ``aborted``; ``cancelled`` when the execution was
 ====================================  =================================================
 
-When the execution itself ends (``FAILED``/``TIMED_OUT``: the map could no longer meet its
-``min_success_ratio``; ``ABORTED``: terminated), subtasks that had not ended become
-``aborted`` or ``cancelled``, as mapnb's own abort and cancel leave them.
+When the execution itself ends, every subtask is settled: one that had not ended becomes
+``cancelled`` (the execution was terminated) or ``aborted`` (it failed as a whole: the
+map could no longer meet its ``min_success_ratio``), as mapnb's own cancel and abort leave
+them; a failed attempt is then final.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ def subtask_states(
     *,
     execution_phase: int | None = None,
     execution_error: str | None = None,
+    retries: int = 0,
 ) -> list[SubtaskState]:
     """Each of the ``n`` subtasks' state, from the ArrayNode's task executions.
 
@@ -116,6 +119,10 @@ def subtask_states(
         ``WorkflowExecution.Phase``): once it has ended, subtasks still open are settled.
     execution_error : str, optional
         The execution's error message, quoted in the failed items' errors.
+    retries : int
+        The subtasks' retries: a ``FAILED`` attempt with retries left shows ``retrying``
+        until Flyte starts the next attempt or the execution ends (Flyte before its
+        ``RETRYABLE_FAILED`` phase reports ``FAILED`` for an attempt it then retries).
 
     Returns
     -------
@@ -127,13 +134,16 @@ def subtask_states(
         if 0 <= r.index < n:
             attempts.setdefault(r.index, {})[r.retry_attempt] = r
     wf_phase = _WORKFLOW_PHASES.get(execution_phase, "") if execution_phase is not None else ""
-    return [_state(i, attempts.get(i, {}), wf_phase, execution_error) for i in range(n)]
+    return [_state(i, attempts.get(i, {}), wf_phase, execution_error, retries) for i in range(n)]
 
 
-def _state(i: int, reports: dict[int, Any], wf_phase: str, wf_error: str | None) -> SubtaskState:
+def _state(
+    i: int, reports: dict[int, Any], wf_phase: str, wf_error: str | None, retries: int
+) -> SubtaskState:
     logs = tuple(
         (a + 1, log.name or "log", log.uri) for a in sorted(reports) for log in reports[a].logs if log.uri
     )
+    ended = wf_phase in _ENDED_WORKFLOW
     if not reports:
         status, attempts, phase, cache = Status.QUEUED, 0, "", ""
     else:
@@ -147,21 +157,25 @@ def _state(i: int, reports: dict[int, Any], wf_phase: str, wf_error: str | None)
             status = Status.CACHED if cache == "CACHE_HIT" else Status.SUCCEEDED
             if status is Status.CACHED and last == 0:
                 attempts = 0  # nothing ran: the output came from Flyte's cache
-        elif phase == "FAILED":
-            status = Status.FAILED
+        elif phase in ("FAILED", "RETRYABLE_FAILED"):
+            # Flyte before RETRYABLE_FAILED (and a non-recoverable error) reports FAILED; an
+            # attempt with retries left may still be followed by another: final once none
+            # are left, or once the execution has ended.
+            final = ended or (phase == "FAILED" and attempts > retries)
+            status = Status.FAILED if final else Status.RETRYING
         elif phase == "ABORTED":
             status = Status.CANCELLED if wf_phase in ("ABORTED", "ABORTING") else Status.ABORTED
-        elif phase == "RETRYABLE_FAILED" or (not started and last > 0):
+        elif not started and last > 0:
             status = Status.RETRYING
         else:
             status = Status.RUNNING if started else Status.QUEUED
     error = None
-    if not status.final and wf_phase in _ENDED_WORKFLOW:
+    if not status.final and ended:
         # The execution ended around this subtask: terminated, or failed as a whole (the
-        # map could no longer meet its min_success_ratio).
+        # map could no longer meet its min_success_ratio); or a last read was stale.
         if wf_phase == "ABORTED":
             status, error = Status.CANCELLED, "the Flyte execution was terminated"
-        elif wf_phase != "SUCCEEDED":
+        else:
             status = Status.ABORTED
             error = f"the Flyte execution {wf_phase.lower().replace('_', ' ')} before this item ended"
     elif status is Status.FAILED:
@@ -233,10 +247,13 @@ class Follower:
     ----------
     n : int
         The number of items.
+    retries : int
+        The subtasks' retries (see :func:`subtask_states`).
     """
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, retries: int = 0) -> None:
         self.n = n
+        self.retries = retries
         self.states: list[SubtaskState | None] = [None] * n
         self.reported = [False] * n
 
@@ -251,7 +268,11 @@ class Follower:
         """The changes since the last read (see :func:`subtask_states` for the arguments;
         ``outputs_ready``: the execution has ended and its outputs were read)."""
         now = subtask_states(
-            task_executions, self.n, execution_phase=execution_phase, execution_error=execution_error
+            task_executions,
+            self.n,
+            execution_phase=execution_phase,
+            execution_error=execution_error,
+            retries=self.retries,
         )
         out: list[Change] = []
         for i, state in enumerate(now):
