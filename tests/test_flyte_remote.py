@@ -427,6 +427,28 @@ def test_without_a_flyte_config_the_error_names_both_places(no_flyte_config):
         mt.submit(x=[1, 2])
 
 
+def test_the_config_is_found_where_flytekit_looks(tmp_path, no_flyte_config, monkeypatch):
+    from mapnb.backends.flyte import FlyteBackend, config_file
+
+    assert config_file() is None
+    home = tmp_path / ".flyte" / "config.yaml"
+    home.parent.mkdir()
+    home.write_text("admin:\n  endpoint: dns:///localhost:1\n")
+    assert config_file() == home
+    assert config_file("~/.flyte/config.yaml") == home  # "~" is the user's home
+    other = tmp_path / "other.yaml"
+    other.write_text("")
+    monkeypatch.setenv("FLYTECTL_CONFIG", str(other))
+    assert config_file() == other  # FLYTECTL_CONFIG first, as in flytekit
+    monkeypatch.setenv("MAPNB_FLYTE_PROJECT", "ml")
+    assert (FlyteBackend().project, FlyteBackend(project="p").project, FlyteBackend().domain) == (
+        "ml",
+        "p",
+        "development",
+    )
+    FlyteBackend().prepare()  # a config exists: no error
+
+
 def test_what_flyte_cannot_take_is_refused_before_anything_runs(tmp_path):
     from mapnb.backends.flyte import FlyteBackend
 

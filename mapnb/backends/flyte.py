@@ -53,7 +53,8 @@ def config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     """The Flyte config file flytekit would use: ``explicit``, ``FLYTECTL_CONFIG``,
     ``./flytekit.config``, ``~/.flyte/config``, ``~/.flyte/config.yaml``; None if none exists."""
     if explicit is not None:
-        return Path(explicit) if Path(explicit).exists() else None
+        path = Path(explicit).expanduser()
+        return path if path.exists() else None
     candidates = []
     env = os.environ.get("FLYTECTL_CONFIG")
     if env:
@@ -94,14 +95,22 @@ class FlyteBackend(Backend):
         poll_interval: float = 5.0,
     ) -> None:
         self._config = config
-        self.project = project or os.environ.get("MAPNB_FLYTE_PROJECT") or "flytesnacks"
-        self.domain = domain or os.environ.get("MAPNB_FLYTE_DOMAIN") or "development"
+        self._project, self._domain = project, domain
         self.image = image
         self.poll_interval = poll_interval
         self._lock = threading.Lock()
         self._runs: dict[str, _Run] = {}  # job id -> its execution
         self._ended: set[str] = set()  # job ids whose run has ended
         self._remote: Any = None
+
+    @property
+    def project(self) -> str:
+        """Where maps are registered and run (read when used: the environment may change)."""
+        return self._project or os.environ.get("MAPNB_FLYTE_PROJECT") or "flytesnacks"
+
+    @property
+    def domain(self) -> str:
+        return self._domain or os.environ.get("MAPNB_FLYTE_DOMAIN") or "development"
 
     # -- what the caller's thread does --------------------------------------------------
 
