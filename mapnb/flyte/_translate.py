@@ -146,10 +146,9 @@ def to_flyte(mt: MapTask, /, **lists: Any) -> FlyteMap:
     >>> def double(x: int) -> int:
     ...     return 2 * x
     >>> fm = to_flyte(mapnb.map_task(double, concurrency=4, retries=2), x=[1, 2])  # doctest: +SKIP
-    >>> fm.array_node().parallelism  # doctest: +SKIP
+    >>> fm.array_node().to_flyte_idl().parallelism  # doctest: +SKIP
     4
     """
-    import flytekit
     from flytekit.core.array_node_map_task import ArrayNodeMapTask
     from flytekit.core.workflow import ImperativeWorkflow
 
@@ -190,7 +189,6 @@ def to_flyte(mt: MapTask, /, **lists: Any) -> FlyteMap:
         node.with_overrides(**{k: v for k, v in overrides.items() if v is not None})
     for name, t in amt.python_interface.outputs.items():
         wf.add_workflow_output(name, node.outputs[name], python_type=t)
-    _ = flytekit  # imported first: flytekit's plugins load before its core modules are used
     return FlyteMap(flyte_task, amt, wf, {k: list(v) for k, v in lists.items()}, bound)
 
 
