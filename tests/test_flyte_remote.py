@@ -533,6 +533,22 @@ def test_a_run_on_the_flyte_backend_follows_the_execution_into_the_dataframe(tmp
     assert remote.terminated is None
 
 
+def test_a_read_that_fails_now_and_then_is_retried(tmp_path):
+    class Flaky(_Replay):
+        calls = 0
+
+        def sync_execution(self, execution, sync_nodes):
+            self.calls += 1
+            if self.calls in (1, 3):
+                raise ConnectionError("UNAVAILABLE")
+            return super().sync_execution(execution, sync_nodes)
+
+    remote = Flaky([_read((0, 0, "RUNNING")), _read((0, 0, "SUCCEEDED"), phase="SUCCEEDED")], outputs=[2])
+    run = mapnb.map_task(double, backend=_backend(tmp_path, remote), progress=False).submit(x=[1])
+    assert run.wait(timeout=60)
+    assert (run.outputs, remote.calls) == ([2], 4)
+
+
 def test_cancelling_a_run_terminates_its_flyte_execution(tmp_path):
     remote = _Replay([_read((0, 0, "RUNNING"), (1, 0, "QUEUED"))], end=None)
     run = mapnb.map_task(double, backend=_backend(tmp_path, remote), progress=False).submit(x=[1, 2])

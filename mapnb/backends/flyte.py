@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_READ_ATTEMPTS = 5  # reads of an execution that may fail in a row before its items fail
 _STOPPED = "stopped from mapnb: the run was cancelled, or its min_success_ratio can no longer be met"
 _NO_CONFIG = (
     "no Flyte config found: set FLYTECTL_CONFIG to your config file, or write ~/.flyte/config.yaml "
@@ -251,11 +252,23 @@ class _Run:
     def _main(self) -> None:
         try:
             self._launch()
+            misses = 0
             while not self._stop.is_set() and not self.follower.done:
-                self._read()
+                try:
+                    self._read()
+                    misses = 0
+                except Exception:
+                    # A read that fails now and then (the network, the admin service
+                    # restarting) is retried; only several in a row fail the items.
+                    misses += 1
+                    if misses >= _READ_ATTEMPTS:
+                        raise
+                    log.warning(
+                        "reading Flyte execution %s failed; retrying", self.execution.id, exc_info=True
+                    )
                 if self.follower.done:
                     break
-                self._stop.wait(self.backend.poll_interval)
+                self._stop.wait(self.backend.poll_interval * (1 + misses))
         except Exception as e:  # the items fail with the reason; nothing hangs
             log.exception("following the Flyte execution failed")
             self._fail_all(f"the flyte backend failed: {type(e).__qualname__}: {e}")
