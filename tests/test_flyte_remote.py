@@ -618,3 +618,19 @@ def test_a_map_task_cell_runs_on_the_flyte_backend(shell, tmp_path, monkeypatch)
     assert inputs == {"x": [1, 2]}
     assert workflow.python_interface.inputs == {"x": typing.List[int]}  # noqa: UP006 - flytekit's
     assert list(df.output) == [2, 4]
+
+
+def test_a_notebooks_flytekit_task_goes_to_flyte_with_its_own_settings(shell, tmp_path, monkeypatch):
+    from mapnb import backends
+
+    remote = _Replay([_read((0, 0, "SUCCEEDED"), phase="SUCCEEDED")], outputs=[1])
+    backend = _backend(tmp_path, remote)
+    monkeypatch.setitem(backends._REGISTRY, "flyte-replay", lambda: backend)
+    monkeypatch.setitem(backends._INSTANCES, "flyte-replay", backend)
+    shell.user_ns["fails_first_attempt"] = ft.fails_first_attempt  # @task(retries=2)
+    df = shell.run_line_magic("map_task", "--task fails_first_attempt --backend flyte-replay x=[1]")
+    assert list(df.output) == [1]
+    workflow, _, _ = remote.launched
+    (node,) = workflow.nodes
+    assert node.flyte_entity.python_function_task is ft.fails_first_attempt
+    assert node.flyte_entity.metadata.retries == 2
