@@ -18,7 +18,7 @@ from .backends import Backend, Job, get_backend
 from .cache import CacheSettings, ItemCache
 from .engine import Engine
 from .errors import InvalidMapError, RunInterrupted
-from .flyte import is_flytekit
+from .flyte import is_flyte2, is_flytekit
 from .journal import Journal
 from .resources import Resources
 from .resources import check as check_resources
@@ -408,8 +408,8 @@ def map_task(
         A function, a :func:`task`, or a ``functools.partial`` whose bound arguments are
         fixed inputs of every item. Functions and lambdas defined in a notebook or
         ``__main__`` work (they travel with cloudpickle). A ``@flytekit.task``, a partial
-        of one or a ``flytekit.map_task(...)`` brings its own settings (see
-        :mod:`mapnb.flyte`).
+        of one or a ``flytekit.map_task(...)`` brings its own settings, and so does a
+        Flyte 2 ``@env.task``, sync or async (see :mod:`mapnb.flyte`).
     concurrency : int, optional
         At most this many items run at once; the rest queue. Default: the backend's
         (the number of usable CPUs for ``"local"``).
@@ -447,6 +447,14 @@ def map_task(
         from .flyte._flytekit import map_flytekit
 
         return map_flytekit(
+            fn, concurrency=concurrency, min_success_ratio=min_success_ratio, retries=retries,
+            timeout=timeout, backend=backend, progress=progress, cache=cache, cache_version=cache_version,
+            cache_serialize=cache_serialize, cache_overwrite=cache_overwrite,
+        )  # fmt: skip
+    if is_flyte2(fn):  # a Flyte 2 @env.task: the same, flyte imported only now
+        from .flyte._flyte2 import map_flyte2
+
+        return map_flyte2(
             fn, concurrency=concurrency, min_success_ratio=min_success_ratio, retries=retries,
             timeout=timeout, backend=backend, progress=progress, cache=cache, cache_version=cache_version,
             cache_serialize=cache_serialize, cache_overwrite=cache_overwrite,

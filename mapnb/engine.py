@@ -477,7 +477,7 @@ class Engine:
 
     def _attempt_failed(self, i: int, error: ItemError) -> None:
         self.errors[i] = error
-        if self.attempts[i] - self._spent[i] <= self.retries and self.state == "running":
+        if error.retryable and self.attempts[i] - self._spent[i] <= self.retries and self.state == "running":
             self._set(i, RT)
             self._pending.append(i)
             if self._subscribers:

@@ -46,6 +46,10 @@ class RemoteError(MapnbError):
         return "\n" + self.traceback_text.rstrip()
 
 
+NOT_RETRIED = frozenset({"NonRecoverableError"})
+"""Exception class names that end an item whatever its retries (Flyte 2's opt-out)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ItemError:
     """Why one attempt of one item failed.
@@ -68,6 +72,12 @@ class ItemError:
     type: str
     message: str
     traceback: str = ""
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt may help: not for an exception that says it will not
+        (Flyte 2's ``flyte.errors.NonRecoverableError``, as Flyte itself treats it)."""
+        return not (self.kind == "exception" and self.type in NOT_RETRIED)
 
     def one_line(self) -> str:
         """``Type: message`` on a single line, as shown in the ``error`` column."""
