@@ -139,6 +139,14 @@ def test_a_mapnb_task_brings_its_settings_and_bad_maps_are_refused_clearly():
         to_flyte(mapnb.map_task(scaled), x=[1], factor=[1.0], y=[2])
 
 
+def test_a_flyte2_task_is_refused_with_what_to_do_instead():
+    pytest.importorskip("flyte")
+    from . import flyte2_tasks
+
+    with pytest.raises(InvalidMapError, match=r"square is a Flyte 2 task, which a Flyte 2 cluster runs"):
+        to_flyte(mapnb.map_task(flyte2_tasks.square), x=[1])
+
+
 def test_unannotated_inputs_take_their_values_type_or_ask_for_an_annotation():
     fm = to_flyte(mapnb.map_task(untyped, backend="sequential"), x=[1, 2], y=[0.5, 1.5])
     inputs = fm.task.python_interface.inputs

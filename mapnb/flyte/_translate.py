@@ -207,7 +207,15 @@ def _unwrap(fn: Any) -> tuple[Callable[..., Any], dict[str, Any], Any]:
                 )
             bound = {**fn.keywords, **bound}
             fn = fn.func
-        elif getattr(fn, "_flyte_task", None) is not None:  # mapnb.flyte's FlyteItem
+        elif getattr(fn, "_flyte_task", None) is not None:  # mapnb.flyte's FlyteItem (or Flyte2Item)
+            from . import is_flytekit
+
+            if not is_flytekit(fn._flyte_task):
+                raise InvalidMapError(
+                    f"backend='flyte' sends flytekit 1.x map tasks (an ArrayNode); {fn._flyte_task.name} is a "
+                    "Flyte 2 task, which a Flyte 2 cluster runs: use flyte.run(...) there, or map a "
+                    "@flytekit.task (or a plain function)"
+                )
             return fn, bound, fn._flyte_task
         elif getattr(fn, "__mapnb_task__", False) and not getattr(fn, "__mapnb_cell__", False):
             fn = fn.__wrapped__  # mapnb.task: its settings are the MapTask's already
