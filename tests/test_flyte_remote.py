@@ -541,6 +541,15 @@ def test_a_run_on_the_flyte_backend_follows_the_execution_into_the_dataframe(tmp
     assert remote.terminated is None
 
 
+def test_when_the_execution_fails_as_a_whole_no_item_pretends_to_have_an_output(tmp_path):
+    remote = _Replay([_read((0, 0, "SUCCEEDED"), (1, 0, "FAILED"), phase="FAILED")], end="FAILED")
+    backend = _backend(tmp_path, remote)
+    run = mapnb.map_task(double, backend=backend, min_success_ratio=0.0, progress=False).submit(x=[1, 2])
+    assert run.wait(timeout=60)
+    assert [str(s) for s in run.statuses] == ["aborted", "failed"]
+    assert "the map's outputs were not returned" in run.errors[0].message
+
+
 def test_a_read_that_fails_now_and_then_is_retried(tmp_path):
     class Flaky(_Replay):
         calls = 0

@@ -25,6 +25,7 @@ tested offline, on flytekit's own models (``tests/test_flyte_remote.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendError, ItemError
+from ..events import Status
 from ..worker import ENDED, FINISHED, LOG, STARTED
 from .base import Backend, Job, ReportFn, Task
 
@@ -213,6 +215,7 @@ class _Run:
         self._waiting: dict[int, list[Change]] = {}  # changes for items not submitted yet
         self._t0: dict[int, float] = {}
         self._outputs: list[Any] = [None] * n
+        self._lost: str | None = None  # why the outputs of items that succeeded are missing
         self._stop = threading.Event()
         self.execution: Any = None
         self._thread = threading.Thread(target=self._main, name=f"mapnb-flyte-{job.id}", daemon=True)
@@ -305,12 +308,16 @@ class _Run:
         ready = False
         if ex.is_done:
             ready = True
-            if ex.outputs is not None and ex.error is None:
+            name, kind = next(iter(self.fm.map_task.python_interface.outputs.items()), (None, None))
+            if name is not None and ex.outputs is not None and ex.error is None:
                 from ..flyte._follow import outputs_by_index
 
-                name, kind = next(iter(self.fm.map_task.python_interface.outputs.items()), (None, None))
-                if name is not None:
-                    self._outputs = outputs_by_index(ex.outputs.get(name, as_type=kind), self.n)
+                self._outputs = outputs_by_index(ex.outputs.get(name, as_type=kind), self.n)
+            elif name is not None:
+                # A map that fails as a whole returns no outputs: what succeeded is lost.
+                self._lost = (
+                    "succeeded on Flyte, but the execution failed, so the map's outputs were not returned"
+                )
         error = ex.error.message if ex.error is not None else None
         self._deliver(
             self.follower.update(
@@ -337,6 +344,8 @@ class _Run:
                 records.append((LOG, tid, c.index, 1, "stdout", c.text))
             elif c.kind == "finished":
                 t0 = self._t0.setdefault(c.index, now)
+                if c.error is None and self._lost:
+                    c = dataclasses.replace(c, status=Status.ABORTED, error=self._lost)
                 ok = c.error is None
                 value = self._outputs[c.index] if ok else _error(c)
                 # The ninth field: Flyte's attempts and status (cached, aborted...), final.
@@ -349,7 +358,6 @@ class _Run:
 
     def _fail_all(self, why: str) -> None:
         """Every item not yet ended fails with ``why`` (items not submitted yet, when they are)."""
-        from ..events import Status
         from ..flyte._follow import Change
 
         changes = []
@@ -367,8 +375,6 @@ def _log(i: int, text: str) -> Change:
 
 
 def _error(c: Change) -> ItemError:
-    from ..events import Status
-
     kind = {Status.ABORTED: "aborted", Status.CANCELLED: "cancelled"}.get(c.status, "exception")  # type: ignore[arg-type]
     return ItemError(
         kind, "FlyteError" if kind == "exception" else kind.capitalize(), c.error or "failed on Flyte"
