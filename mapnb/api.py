@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import importlib
@@ -277,6 +278,15 @@ class MapTask:
                 }  # fmt: skip
             journaled = Journal(run_id, names, len(inputs), spec)
         opts = self.options
+        item_cache = ItemCache(self.fn, names, self.cache) if self.cache.enabled else None
+        take_map = getattr(backend, "take_map", None)
+        if take_map is not None:
+            # A backend that runs the whole map as one unit (backend="flyte": one execution)
+            # applies its concurrency, retries, timeout and cache there; the engine follows
+            # every item at once and applies none of them again.
+            take_map(self, job, inputs)
+            concurrency, item_cache = max(1, len(inputs)), None
+            opts = dataclasses.replace(opts, retries=0, timeout=None)
         engine = Engine(
             run_id=run_id,
             job=job,
@@ -286,7 +296,7 @@ class MapTask:
             min_success_ratio=opts.min_success_ratio,
             retries=opts.retries,
             timeout=opts.timeout,
-            cache=ItemCache(self.fn, names, self.cache) if self.cache.enabled else None,
+            cache=item_cache,
             journal=journaled,
             recovered=recovered,
         )

@@ -391,7 +391,10 @@ class Engine:
                 self._on_ended(r)
 
     def _on_finished(self, r: tuple[Any, ...], shares_clock: bool) -> None:
-        _, tid, i, attempt, ok, value, t0, t1 = r
+        _, tid, i, attempt, ok, value, t0, t1, *remote = r
+        if remote:  # a backend that retries and caches itself (flyte) says how the item ended
+            self._on_remote_end(tid, i, attempt, value, t0, t1, *remote[0])
+            return
         ts = self._tasks.get(tid)
         if ts is not None:
             ts.pos = next((k + 1 for k in range(ts.pos, len(ts.items)) if ts.items[k][0] == i), ts.pos)
@@ -409,6 +412,26 @@ class Engine:
             self._final(i, Status.SUCCEEDED, None)
         else:
             self._attempt_failed(i, value)
+
+    def _on_remote_end(
+        self, tid: int, i: int, attempt: int, value: Any, t0: float, t1: float, attempts: int, status: Status
+    ) -> None:
+        """A FINISHED report with a ninth field ``(attempts, status)``: the item's end as a
+        backend that applies retries and caching itself saw it (``attempts`` it made;
+        ``status`` succeeded, cached, failed, aborted or cancelled). It is final."""
+        ts = self._tasks.get(tid)
+        if ts is not None:
+            ts.pos = next((k + 1 for k in range(ts.pos, len(ts.items)) if ts.items[k][0] == i), ts.pos)
+        if self.status[i].final or attempt != self.attempts[i] + 1:
+            return
+        self.attempts[i] = attempts
+        self.durations[i] = t1 - t0
+        if status is Status.SUCCEEDED or status is Status.CACHED:
+            self.outputs[i] = value
+            self.errors[i] = None
+            self._final(i, status, None)
+        else:
+            self._final(i, status, value)
 
     def _on_ended(self, r: tuple[Any, ...]) -> None:
         _, tid, error, all_items, *more = r

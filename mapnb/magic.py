@@ -184,7 +184,7 @@ class MapTaskMagics(Magics):
     @argument("--retries", type=int, metavar="N", help="extra attempts per failed item")
     @argument("--timeout", type=float, metavar="S", help="seconds per attempt before it is killed")
     @argument(
-        "--backend", default="local", metavar="NAME", help="local (default), threads, sequential or dask"
+        "--backend", default="local", metavar="NAME", help="local (default), threads, sequential, dask or flyte"
     )
     @argument("--address", metavar="ADDR", help="the Dask scheduler to run on (implies --backend dask)")
     @argument("--product", action="store_true", help="every combination of the lists (a sweep)")

@@ -38,7 +38,8 @@ LOG_TAIL = 512 * 1024  # ... and from the end; what lies between is dropped with
 # Report kinds, the first field of every report tuple a backend sends to the engine:
 #   (STARTED, task_id, index, attempt, t0)
 #   (LOG, task_id, index, attempt, stream, text)
-#   (FINISHED, task_id, index, attempt, ok, value_or_ItemError, t0, t1)
+#   (FINISHED, task_id, index, attempt, ok, value_or_ItemError, t0, t1[, (attempts, Status)])
+#   (the last field from a backend that retries and caches itself, backend="flyte": final)
 #   (ENDED, task_id, error_or_None, all_items[, culprit])
 # ENDED closes a task. With an error, the item that was running failed with it (a dead
 # worker): the item with index ``culprit`` where the backend knows it, else the first

@@ -240,3 +240,28 @@ def test_the_batcher_keeps_item_cost_and_task_overhead_apart():
     b = Batcher()
     b.record(10, work=10.0, wall=10.05)  # slow items: overhead does not make batches
     assert b.size(1000, 2) == 1
+
+
+def test_a_backend_that_retries_and_caches_itself_reports_the_items_end():
+    """FINISHED with a ninth field (attempts, status), as backend='flyte' sends it: final,
+    with the backend's attempts and status; the engine does not retry it."""
+    b = Scripted()
+    eng = make(4, b, concurrency=4, retries=3, min_success_ratio=0)
+    ends = {0: (True, 2, Status.SUCCEEDED), 1: (True, 0, Status.CACHED), 2: (False, 3, Status.FAILED),
+            3: (False, 1, Status.ABORTED)}  # fmt: skip
+    for _ in range(4):
+        task, report = b.next()
+        ((i, attempt, _),) = task.items
+        good, attempts, status = ends[i]
+        value = i * 10 if good else ItemError(status.value, "FlyteError", "on Flyte")
+        report(
+            [
+                (FINISHED, task.id, i, attempt, good, value, 0.0, 1.0, (attempts, status)),
+                (ENDED, task.id, None, False),
+            ]
+        )
+    assert eng.done.wait(10)
+    assert eng.status == [Status.SUCCEEDED, Status.CACHED, Status.FAILED, Status.ABORTED]
+    assert eng.attempts == [2, 0, 3, 1]
+    assert eng.outputs[:2] == [0, 10] and eng.errors[2].message == "on Flyte"
+    assert b.tasks.empty()  # nothing was retried by the engine

@@ -86,7 +86,7 @@ def test_iterables_of_every_kind_work():
         ({"retries": -1}, r"retries must be an integer >= 0; got int -1"),
         ({"timeout": -1}, r"timeout must be a number of seconds > 0 or None; got int -1"),
         ({"timeout": 0}, r"timeout must be"),
-        ({"backend": "nope"}, r"backend must be one of 'dask', 'local', 'sequential', 'threads'.*got 'nope'"),
+        ({"backend": "nope"}, r"backend must be one of 'dask', 'flyte', 'local', 'sequential', 'threads'.*got 'nope'"),
         ({"progress": "yes"}, r"progress must be True, False or None"),
     ],
 )

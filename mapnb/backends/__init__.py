@@ -7,6 +7,8 @@
 ``sequential`` in the calling process, one item after the other: for tests and debugging
 ``dask``       a Dask distributed cluster (``pip install 'mapnb[dask]'``): the current
                ``distributed.Client``, else ``MAPNB_DASK_ADDRESS``
+``flyte``      the whole map as one ArrayNode execution on a Flyte cluster
+               (``pip install 'mapnb[flyte]'``; the user's Flyte config), followed live
 =============  ==========================================================================
 
 Register your own with :func:`register_backend`, or ship one in a package of its own with
@@ -33,6 +35,7 @@ _REGISTRY: dict[str, str | Callable[[], Backend]] = {
     "threads": "mapnb.backends.threads:ThreadBackend",
     "sequential": "mapnb.backends.sequential:SequentialBackend",
     "dask": "mapnb.backends.dask:DaskBackend",
+    "flyte": "mapnb.backends.flyte:FlyteBackend",
 }
 _INSTANCES: dict[str, Backend] = {}
 

@@ -11,6 +11,9 @@
 :data:`map` is a drop-in for ``flyte.map`` (and ``map.aio`` for ``flyte.map.aio``) that
 runs the items in parallel on a mapnb backend, with the live grid in a notebook.
 
+:func:`to_flyte` shows what ``backend="flyte"`` sends to a Flyte cluster: the map as
+flytekit's ArrayNode map task in a workflow (see :mod:`mapnb.flyte._translate`).
+
 This module stays light: it tells Flyte's objects apart by their classes' module names,
 so ``import mapnb`` never imports flytekit or flyte (``pip install "mapnb[flyte]"``
 brings them; a worker imports one only for a task that needs it).
@@ -22,7 +25,7 @@ import functools
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
-__all__ = ["is_flyte2", "is_flytekit", "map"]
+__all__ = ["is_flyte2", "is_flytekit", "map", "to_flyte"]
 
 
 def _top_modules(obj: Any) -> set[str]:
@@ -144,3 +147,11 @@ class _Map:
 
 
 map = _Map()  # noqa: A001 - the name flyte.map has, for a drop-in
+
+
+def to_flyte(mt: Any, /, **lists: Any) -> Any:
+    """The flytekit ArrayNode map task (and a workflow around it) a map task is on a Flyte
+    cluster; ``.idl()`` is its serialised text. See :func:`mapnb.flyte._translate.to_flyte`."""
+    from ._translate import to_flyte as translate
+
+    return translate(mt, **lists)
