@@ -18,17 +18,28 @@ def _private_mapnb_dirs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def dask_client():
+def _dask_cluster():
     """A real cluster: a LocalCluster of 2 worker processes with 1 thread each."""
     from distributed import Client, LocalCluster
 
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
         ) as cluster,
         Client(cluster) as client,
     ):
-        yield client
+        yield cluster, client
+
+
+@pytest.fixture
+def dask_client(_dask_cluster):
+    """The shared cluster's client, with its 2 workers back: a test that kills workers
+    must not leave the tests after it a cluster whose nannies gave up."""
+    cluster, client = _dask_cluster
+    if len(client.nthreads()) < 2:
+        cluster.scale(2)
+        client.wait_for_workers(2, timeout=90)
+    return client
 
 
 @pytest.fixture(params=BACKENDS)
