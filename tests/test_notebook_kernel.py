@@ -127,8 +127,11 @@ def displays(kc, code: str) -> list[dict]:
 def test_a_blocking_run_shows_the_grid_unless_it_is_quick_and_saves_its_final_picture(kernel):
     _, kc = kernel
     widget = "application/vnd.jupyter.widget-view+json"
-    quick = displays(kc, "import time, mapnb\ndf = mapnb.map_task(lambda x: -x)(x=[1, 2])")
-    assert quick == []  # done before the grid's delay: nothing flashes
+    # The pool warm first: a run done before the grid's delay (0.3 s) shows nothing, it would
+    # only flash. On a loaded machine even a warm quick run may take longer: a few tries.
+    displays(kc, "import time, mapnb\ndf = mapnb.map_task(lambda x: -x, progress=False)(x=[1, 2])")
+    tries = [displays(kc, "df = mapnb.map_task(lambda x: -x)(x=[1, 2])") for _ in range(3)]
+    assert [] in tries, tries
     slow = displays(kc, "df = mapnb.map_task(lambda x: time.sleep(0.8) or x, concurrency=2)(x=[1, 2])")
     first, last = slow[0], slow[-1]
     assert first["msg_type"] == "display_data" and widget in first["content"]["data"]
