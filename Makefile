@@ -53,7 +53,7 @@ notebooks: $(VENV)/.installed-test  ## re-execute the tutorials in place, output
 	$(PY) notebooks/execute.py notebooks/*.ipynb
 
 lab: $(VENV)/.installed  ## install JupyterLab beside mapnb and open the tutorials
-	$(PIP) install jupyterlab '.[dask]'
+	$(PIP) install jupyterlab '.[dask,flyte]'
 	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
