@@ -166,6 +166,23 @@ def test_checkpoint_restore_without_a_path_and_read_of_several_files_as_flytekit
     assert df.loc[0, "output"] == "['a', 'b'] Expected exactly one checkpoint - found 2"
 
 
+def test_an_item_that_leaves_its_checkpoint_alone_makes_no_temporary_folder(monkeypatch):
+    """flytekit's SyncCheckpoint makes a temporary folder per item in __init__; making and
+    removing it was half of a trivial item's time. Made on first use only, it still works
+    (the checkpoint tests around this one)."""
+    import tempfile
+
+    made = []
+    real = tempfile.TemporaryDirectory
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", lambda *a, **k: made.append(1) or real(*a, **k))
+    df = mapnb.map_task(ft.scale, backend="threads", progress=False)(a=[1, 2, 3])
+    assert df["output"].tolist() == [1, 2, 3]
+    assert made == []
+    df = mapnb.map_task(ft.two_checkpoint_files, backend="threads", progress=False)(x=[1])
+    assert df.loc[0, "output"] == "['a', 'b'] Expected exactly one checkpoint - found 2"
+    assert made  # restore() and save() have their folder
+
+
 def test_read_after_save_of_a_file_as_flytekit():
     df = mapnb.map_task(ft.saves_a_file, backend="threads", progress=False)(x=[7])
     assert df.loc[0, "output"] == "done 7" and df.loc[0, "attempts"] == 2

@@ -440,7 +440,7 @@ def _params(base: Any, workdir: str) -> Any:
     cp = item.checkpoint
     dest = cp._dir(cp._attempt)  # noqa: SLF001 (mapnb's own checkpoint layout)
     prev = cp._prev  # noqa: SLF001
-    b.checkpoint = SyncCheckpoint(checkpoint_dest=str(dest), checkpoint_src=str(prev) if prev else None)
+    b.checkpoint = _lazy_checkpoint(SyncCheckpoint, str(dest), str(prev) if prev else None)
     if item.run_id is not None:
         b.execution_id = WorkflowExecutionIdentifier("local", "local", str(item.run_id))
         b.attrs = {
@@ -449,6 +449,37 @@ def _params(base: Any, workdir: str) -> Any:
             "ATTEMPT": item.attempt,
         }  # flytekit upper-cases names
     return b.build()
+
+
+class _LazyFolder:
+    """A ``tempfile.TemporaryDirectory`` made on first use: what ``SyncCheckpoint`` keeps in
+    ``_td`` for ``restore()`` and ``save()``."""
+
+    def __init__(self) -> None:
+        self._td: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def name(self) -> str:
+        if self._td is None:
+            self._td = tempfile.TemporaryDirectory()
+        return self._td.name
+
+    def cleanup(self) -> None:
+        if self._td is not None:
+            self._td.cleanup()
+
+
+def _lazy_checkpoint(cls: Any, dest: str, src: str | None) -> Any:
+    """flytekit's ``SyncCheckpoint(dest, src)``, less the temporary folder its ``__init__``
+    makes (and ``__del__`` removes) for every item: most items never touch their checkpoint,
+    and making and removing that folder was half of a trivial item's time in a worker.
+    The attributes are ``SyncCheckpoint.__init__``'s (flytekit 1.x)."""
+    cp = cls.__new__(cls)
+    cp._checkpoint_dest = dest  # noqa: SLF001
+    cp._checkpoint_src = src or None  # noqa: SLF001
+    cp._td = _LazyFolder()  # noqa: SLF001
+    cp._prev_download_path = None  # noqa: SLF001
+    return cp
 
 
 def _sandbox() -> tuple[str, bool]:
