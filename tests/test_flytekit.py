@@ -394,6 +394,30 @@ def test_items_that_write_no_files_leave_no_folders():
     assert not flyte.exists() or not any(flyte.iterdir())
 
 
+def test_an_item_that_does_not_ask_for_its_working_folder_makes_none(monkeypatch):
+    """Making and removing a folder per item was most of a trivial item's time; the folder
+    is made when the item asks for current_context().working_directory (a FlyteFile)."""
+    made: list[str] = []
+    mkdir, makedirs = pathlib.Path.mkdir, os.makedirs
+
+    def counted_mkdir(self, *a, **k):
+        made.extend([str(self)] if "flyte" in self.parts else [])
+        return mkdir(self, *a, **k)
+
+    def counted_makedirs(name, *a, **k):
+        made.extend([str(name)] if "flyte" in pathlib.Path(name).parts else [])
+        return makedirs(name, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", counted_mkdir)
+    monkeypatch.setattr(os, "makedirs", counted_makedirs)
+    run = mapnb.map_task(ft.scale, backend="threads", progress=False).submit(a=[1, 2, 3])
+    assert run.result()["output"].tolist() == [1, 2, 3]
+    assert made == []
+    df = mapnb.map_task(ft.make_file, backend="threads", progress=False)(x=[1])
+    assert open(df["output"][0]).read() == "content 1"
+    assert made  # the item that asked has its folder, kept with its file
+
+
 @pytest.mark.parametrize("target", ["ft.slow", "lambda x: time.sleep(60)"])
 def test_an_interrupt_cancels_the_run_although_flytekit_turns_it_into_system_exit(target, tmp_path):
     """flytekit's SIGINT handler raises SystemExit(1); the run is cancelled all the same,
