@@ -48,12 +48,13 @@ bench: $(VENV)/.installed-bench  ## mapnb against its peers, side by side (see R
 	$(PY) benchmarks/busy_kernel.py
 	$(PY) benchmarks/dask_backend.py
 	$(PY) benchmarks/cache.py
+	$(PY) benchmarks/flyte_side_by_side.py
 
 notebooks: $(VENV)/.installed-test  ## re-execute the tutorials in place, outputs and widget state saved
 	$(PY) notebooks/execute.py notebooks/*.ipynb
 
 lab: $(VENV)/.installed  ## install JupyterLab beside mapnb and open the tutorials
-	$(PIP) install jupyterlab '.[dask]'
+	$(PIP) install jupyterlab '.[dask,flyte]'
 	$(VENV)/bin/jupyter lab notebooks/
 
 clean:

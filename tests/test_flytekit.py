@@ -166,6 +166,23 @@ def test_checkpoint_restore_without_a_path_and_read_of_several_files_as_flytekit
     assert df.loc[0, "output"] == "['a', 'b'] Expected exactly one checkpoint - found 2"
 
 
+def test_an_item_that_leaves_its_checkpoint_alone_makes_no_temporary_folder(monkeypatch):
+    """flytekit's SyncCheckpoint makes a temporary folder per item in __init__; making and
+    removing it was half of a trivial item's time. Made on first use only, it still works
+    (the checkpoint tests around this one)."""
+    import tempfile
+
+    made = []
+    real = tempfile.TemporaryDirectory
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", lambda *a, **k: made.append(1) or real(*a, **k))
+    df = mapnb.map_task(ft.scale, backend="threads", progress=False)(a=[1, 2, 3])
+    assert df["output"].tolist() == [1, 2, 3]
+    assert made == []
+    df = mapnb.map_task(ft.two_checkpoint_files, backend="threads", progress=False)(x=[1])
+    assert df.loc[0, "output"] == "['a', 'b'] Expected exactly one checkpoint - found 2"
+    assert made  # restore() and save() have their folder
+
+
 def test_read_after_save_of_a_file_as_flytekit():
     df = mapnb.map_task(ft.saves_a_file, backend="threads", progress=False)(x=[7])
     assert df.loc[0, "output"] == "done 7" and df.loc[0, "attempts"] == 2
@@ -375,6 +392,30 @@ def test_items_that_write_no_files_leave_no_folders():
     run.result()
     flyte = mapnb.journal.run_dir(run.id) / "flyte"
     assert not flyte.exists() or not any(flyte.iterdir())
+
+
+def test_an_item_that_does_not_ask_for_its_working_folder_makes_none(monkeypatch):
+    """Making and removing a folder per item was most of a trivial item's time; the folder
+    is made when the item asks for current_context().working_directory (a FlyteFile)."""
+    made: list[str] = []
+    mkdir, makedirs = pathlib.Path.mkdir, os.makedirs
+
+    def counted_mkdir(self, *a, **k):
+        made.extend([str(self)] if "flyte" in self.parts else [])
+        return mkdir(self, *a, **k)
+
+    def counted_makedirs(name, *a, **k):
+        made.extend([str(name)] if "flyte" in pathlib.Path(name).parts else [])
+        return makedirs(name, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", counted_mkdir)
+    monkeypatch.setattr(os, "makedirs", counted_makedirs)
+    run = mapnb.map_task(ft.scale, backend="threads", progress=False).submit(a=[1, 2, 3])
+    assert run.result()["output"].tolist() == [1, 2, 3]
+    assert made == []
+    df = mapnb.map_task(ft.make_file, backend="threads", progress=False)(x=[1])
+    assert open(df["output"][0]).read() == "content 1"
+    assert made  # the item that asked has its folder, kept with its file
 
 
 @pytest.mark.parametrize("target", ["ft.slow", "lambda x: time.sleep(60)"])

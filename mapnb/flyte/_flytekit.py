@@ -435,12 +435,15 @@ def _params(base: Any, workdir: str) -> Any:
     from ..context import current_context
 
     item = current_context()
+    # Items on threads share flytekit's context stack: the base may be another item's
+    # parameters, whose working folder copying must not make (it would outlive its item).
+    base = getattr(base, "__dict__", {}).get("_mapnb_base", base)  # (its __getattr__ raises AssertionError)
     b = ExecutionParameters.new_builder(base)
-    b.working_dir = workdir
+    b.working_dir = None  # build() would make the folder: set below, made on first use
     cp = item.checkpoint
     dest = cp._dir(cp._attempt)  # noqa: SLF001 (mapnb's own checkpoint layout)
     prev = cp._prev  # noqa: SLF001
-    b.checkpoint = SyncCheckpoint(checkpoint_dest=str(dest), checkpoint_src=str(prev) if prev else None)
+    b.checkpoint = _lazy_checkpoint(SyncCheckpoint, str(dest), str(prev) if prev else None)
     if item.run_id is not None:
         b.execution_id = WorkflowExecutionIdentifier("local", "local", str(item.run_id))
         b.attrs = {
@@ -448,7 +451,60 @@ def _params(base: Any, workdir: str) -> Any:
             "ARRAY_INDEX": item.index,
             "ATTEMPT": item.attempt,
         }  # flytekit upper-cases names
-    return b.build()
+    params = b.build()
+    params.__class__ = _lazy_workdir_params()
+    params._working_directory = workdir  # noqa: SLF001
+    params._mapnb_base = base  # noqa: SLF001
+    return params
+
+
+@functools.cache
+def _lazy_workdir_params() -> type:
+    from flytekit.core.context_manager import ExecutionParameters
+
+    class LazyWorkdirParams(ExecutionParameters):
+        """flytekit's ``ExecutionParameters`` whose working folder is made when first asked
+        for: most items never ask, and making and removing a folder per item was most of a
+        trivial item's time in a worker (flytekit's own calls of a task do not read it)."""
+
+        @property
+        def working_directory(self) -> str:
+            path = self._working_directory
+            os.makedirs(path, exist_ok=True)
+            return path
+
+    return LazyWorkdirParams
+
+
+class _LazyFolder:
+    """A ``tempfile.TemporaryDirectory`` made on first use: what ``SyncCheckpoint`` keeps in
+    ``_td`` for ``restore()`` and ``save()``."""
+
+    def __init__(self) -> None:
+        self._td: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def name(self) -> str:
+        if self._td is None:
+            self._td = tempfile.TemporaryDirectory()
+        return self._td.name
+
+    def cleanup(self) -> None:
+        if self._td is not None:
+            self._td.cleanup()
+
+
+def _lazy_checkpoint(cls: Any, dest: str, src: str | None) -> Any:
+    """flytekit's ``SyncCheckpoint(dest, src)``, less the temporary folder its ``__init__``
+    makes (and ``__del__`` removes) for every item: most items never touch their checkpoint,
+    and making and removing that folder was half of a trivial item's time in a worker.
+    The attributes are ``SyncCheckpoint.__init__``'s (flytekit 1.x)."""
+    cp = cls.__new__(cls)
+    cp._checkpoint_dest = dest  # noqa: SLF001
+    cp._checkpoint_src = src or None  # noqa: SLF001
+    cp._td = _LazyFolder()  # noqa: SLF001
+    cp._prev_download_path = None  # noqa: SLF001
+    return cp
 
 
 def _sandbox() -> tuple[str, bool]:
@@ -462,8 +518,7 @@ def _sandbox() -> tuple[str, bool]:
         return tempfile.mkdtemp(prefix="mapnb-flyte-"), True
     folder = Path(item._root).parent / "flyte" / str(item.index) / str(item.attempt)  # noqa: SLF001
     shutil.rmtree(folder, ignore_errors=True)  # a rerun of the run starts clean
-    folder.mkdir(parents=True)
-    return str(folder), False
+    return str(folder), False  # made when the item asks for it (_lazy_workdir_params)
 
 
 def _execute(t: PythonFunctionTask, kwargs: dict[str, Any]) -> Any:
@@ -513,7 +568,7 @@ def _execute(t: PythonFunctionTask, kwargs: dict[str, Any]) -> Any:
     finally:
         # A failed attempt's files are of no use; a success's may be its output (a FlyteFile
         # is a path into this folder), so it stays unless it is empty.
-        if temporary or not ok or not any(Path(workdir).iterdir()):
+        if os.path.isdir(workdir) and (temporary or not ok or not any(Path(workdir).iterdir())):
             shutil.rmtree(workdir, ignore_errors=True)
             if not temporary:
                 with contextlib.suppress(OSError):  # the item's folder, unless another attempt kept files
