@@ -64,3 +64,14 @@ def restore_origin(fn: Any, origin: tuple[str, tuple[str, ...]] | None) -> None:
     f.__code__ = with_filename(f.__code__, filename)
     if lines and filename not in linecache.cache:
         linecache.cache[filename] = (sum(map(len, lines)), None, list(lines), filename)
+
+
+def traceback_from(tb: types.TracebackType | None, code: types.CodeType) -> types.TracebackType | None:
+    """``tb`` from the frame running ``code`` on (the user's function, not the plumbing
+    that called it); all of ``tb`` when no frame runs it."""
+    t = tb
+    while t is not None:
+        if t.tb_frame.f_code is code:
+            return t
+        t = t.tb_next
+    return tb

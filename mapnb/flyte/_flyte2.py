@@ -33,11 +33,11 @@ import datetime
 import functools
 import inspect
 import threading
-import types
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
+from .._code import traceback_from
 from ..api import MapTask, map_task, task
 from ..errors import InvalidMapError, RemoteError
 from ..events import Status
@@ -219,19 +219,10 @@ class Flyte2Item:
             return t.forward(*args, **kwargs)
         except Exception as e:
             # The item's traceback starts in the task's function, not in Flyte's forward().
-            raise e.with_traceback(_from_code(e.__traceback__, t.func.__code__))  # noqa: B904
+            raise e.with_traceback(traceback_from(e.__traceback__, t.func.__code__))  # noqa: B904
 
     def __repr__(self) -> str:
         return f"<Flyte 2 task {self._flyte_task.name}>"
-
-
-def _from_code(tb: types.TracebackType | None, code: types.CodeType) -> types.TracebackType | None:
-    t = tb
-    while t is not None:
-        if t.tb_frame.f_code is code:
-            return t
-        t = t.tb_next
-    return tb
 
 
 # --------------------------------------------------------------------------------------

@@ -35,7 +35,6 @@ import shutil
 import signal
 import tempfile
 import threading
-import types
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from .._code import traceback_from
 from ..api import MapTask, map_task, task
 from ..cache import CacheSettings
 from ..errors import InvalidMapError
@@ -410,19 +410,10 @@ class FlyteItem:
             fn = getattr(t, "task_function", None)
             if fn is None:
                 raise
-            raise e.with_traceback(_from_code(e.__traceback__, fn.__code__))  # noqa: B904
+            raise e.with_traceback(traceback_from(e.__traceback__, fn.__code__))  # noqa: B904
 
     def __repr__(self) -> str:
         return f"<flytekit task {self._flyte_task.name}>"
-
-
-def _from_code(tb: types.TracebackType | None, code: types.CodeType) -> types.TracebackType | None:
-    t = tb
-    while t is not None:
-        if t.tb_frame.f_code is code:
-            return t
-        t = t.tb_next
-    return tb
 
 
 def _params(base: Any, workdir: str) -> Any:
