@@ -33,11 +33,55 @@ import os
 import signal
 import socket
 import sys
+import time
 import traceback
 from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import recvfds
+from typing import Any
 
 SAMPLE_EVERY = 0.05  # seconds between two looks at the limited workers' memory
+COVERAGE_GRACE = 2.0  # seconds the workers have to save their coverage data at shutdown
+
+
+def _coverage() -> Any:
+    """The coverage.py measurement running in this process (under ``make test``), else None.
+
+    Never imports coverage: it is in ``sys.modules`` only when its start-up hook started it.
+    """
+    module = sys.modules.get("coverage")
+    return module.Coverage.current() if module is not None else None
+
+
+_saving: list[bool] = []  # not empty once this worker has begun to save its coverage data
+
+
+def _save_coverage() -> None:
+    """Write this process's coverage data now: ``os._exit`` skips the atexit hook that would."""
+    cov = _coverage()
+    if cov is None or _saving:
+        return
+    _saving.append(True)
+    try:
+        cov.stop()
+        cov.save()
+    except Exception:  # pragma: no cover - measuring must never change how a worker ends
+        pass
+
+
+def _save_coverage_on_sigterm() -> None:
+    """Under coverage, a worker that the fork server stops with SIGTERM (at shutdown)
+    saves its data, then dies of the signal as it would have."""
+    if _coverage() is None:
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if _saving:  # it is saving on its way out already: let it finish
+            return
+        _save_coverage()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _kill(pid: int) -> None:
@@ -82,6 +126,7 @@ def _child(fd: int, ledger_fd: int, closing: list[int]) -> None:
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller's Ctrl-C/Interrupt cancels us
+    _save_coverage_on_sigterm()
     for other in closing:
         os.close(other)
     os.setsid()
@@ -94,6 +139,7 @@ def _child(fd: int, ledger_fd: int, closing: list[int]) -> None:
         traceback.print_exc(file=sys.__stderr__)
         code = 1
     finally:
+        _save_coverage()
         os._exit(code)
 
 
@@ -185,13 +231,45 @@ def main(control_fd: int) -> None:
     except (EOFError, OSError):
         pass
     finally:
-        for pid in list(children):
-            _kill(pid)
+        _stop_all(children)
+
+
+def _stop_all(children: dict[int, int]) -> None:
+    """The caller is gone: kill every worker and reap it.
+
+    Under coverage, the workers first get SIGTERM and a moment to save their data (see
+    :func:`_save_coverage_on_sigterm`), which a SIGKILL would lose.
+    """
+    if _coverage() is not None:
+        _terminate(children, COVERAGE_GRACE)
+        _kill_orphans(children)  # what the terminated workers' items left running
+    for pid in list(children):
+        _kill(pid)
+    for pid in list(children):
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _terminate(children: dict[int, int], grace: float) -> None:
+    """SIGTERM every worker, and reap (dropping from ``children``) those that exit in time."""
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while children and time.monotonic() < deadline:
         for pid in list(children):
             try:
-                os.waitpid(pid, 0)
+                done, _ = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
-                pass
+                done = pid
+            if done:
+                del children[pid]
+                _kill_group(pid)  # what it left behind in its group
+        time.sleep(0.01)
 
 
 if __name__ == "__main__":

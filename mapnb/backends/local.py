@@ -38,6 +38,7 @@ from .base import Backend, ReportFn, Task, usable_cpus
 log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT = float(os.environ.get("MAPNB_IDLE_TIMEOUT", "120"))
+ZYGOTE_EXIT_TIMEOUT = 5.0  # seconds shutdown() waits for the fork server before killing it
 
 
 class PoolBrokenError(RuntimeError):
@@ -176,7 +177,7 @@ class Pool:
             pass
         self._sock.close()
         try:
-            self._zygote.wait(timeout=5)
+            self._zygote.wait(timeout=ZYGOTE_EXIT_TIMEOUT)
         except subprocess.TimeoutExpired:
             self._zygote.kill()
         os.write(self._wake_w, b"x")
@@ -342,11 +343,19 @@ class Pool:
     def _break(self) -> None:
         """The fork server is gone: end every task still running and refuse new ones."""
         with self._lock:
+            orderly = self._closed  # shutdown() closed the control socket
             self._closed = True
             workers = list(self._workers.values())
             self._workers.clear()
             self._by_task.clear()
             self._gone.notify_all()
+        if orderly:
+            # The fork server stops and reaps its workers itself (letting them save their
+            # coverage data under `make test`): killing them from here too would race it.
+            try:
+                self._zygote.wait(timeout=ZYGOTE_EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
         lost = ItemError("worker-died", "PoolBroken", "the local pool shut down")
         for w in workers:
             if w.pid is not None:
