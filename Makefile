@@ -33,8 +33,9 @@ test: $(VENV)/.installed-test chromium lint  ## install, lint, run the tests and
 	$(PY) -m coverage run -m pytest --nbval-lax --nbval-current-env; status=$$?; \
 	  $(PY) -m coverage combine -q && $(PY) -m coverage report; exit $$status
 
-lint: $(VENV)/.installed-test  ## ruff over the code, tests, benchmarks, examples and notebooks
+lint: $(VENV)/.installed-test  ## ruff over the code, tests, benchmarks, examples and notebooks; mypy over mapnb/
 	$(PY) -m ruff check mapnb tests benchmarks examples notebooks
+	$(PY) -m mypy
 
 # The browser tests drive Debian's Chromium through Playwright (never `playwright install`).
 # Installing it needs root; without it those tests skip, unless MAPNB_REQUIRE_BROWSER=1.

@@ -242,7 +242,7 @@ class MapTaskMagics(Magics):
                 "NAME=EXPR pairs after it, and the body to run per item below; or map a function "
                 "of the notebook on one line: %map_task --task NAME x=[...] (see %map_task?)"
             )
-        ns = self.shell.user_ns
+        ns = self._user_ns()
         lists: dict[str, Any] = {}
         for token in opts.inputs:
             name, eq, expr = token.partition("=")
@@ -314,6 +314,12 @@ class MapTaskMagics(Magics):
             run._grid.display_frame(df)
             return None
         return df
+
+    def _user_ns(self) -> dict[str, Any]:
+        """The notebook's namespace: where ``EXPR`` is evaluated and ``--out``/``--run`` bind."""
+        if self.shell is None:  # a MapTaskMagics made by hand, outside IPython
+            raise UsageError("%%map_task runs in an IPython shell: %load_ext mapnb there")
+        return self.shell.user_ns
 
     def _parse(self, line: str) -> Any:
         tokens = [_unquote(t) for t in split_line(line)]

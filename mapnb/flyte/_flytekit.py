@@ -95,7 +95,7 @@ def _check_task(t: Any) -> PythonFunctionTask:
 
     if isinstance(t, PythonInstanceTask):  # ShellTask and the like: flytekit maps them too
         _check_outputs(t)
-        return t  # type: ignore[return-value]
+        return t
     if not isinstance(t, PythonFunctionTask):
         _refuse(t)
     name = t.name
@@ -254,7 +254,7 @@ class FlyteMapTask(MapTask):
             f"min_success_ratio={self.options.min_success_ratio}", f"min_successes={self.min_successes}"
         )
 
-    def with_overrides(  # type: ignore[override]
+    def with_overrides(
         self,
         *,
         requests: Any = None,
