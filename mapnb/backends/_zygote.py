@@ -35,6 +35,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import recvfds
 from typing import Any
@@ -144,26 +145,91 @@ def _child(fd: int, ledger_fd: int, closing: list[int]) -> None:
 
 
 def main(control_fd: int) -> None:
+    """Serve the pool on ``control_fd`` until the caller closes it; then kill every worker."""
     import cloudpickle  # noqa: F401  (preloaded for the workers)
 
+    import mapnb.resources  # noqa: F401  (the memory sampling's, loaded before any fork)
     import mapnb.worker  # noqa: F401
-    from mapnb.resources import rss_of_tree
     from mapnb.worker import _become_subreaper
 
-    sock = socket.socket(fileno=control_fd)
-    control = Connection(os.dup(control_fd))
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
+    server = _ForkServer(control_fd)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _become_subreaper()
-    children: dict[int, int] = {}  # pid -> wid
-    limits: dict[int, int] = {}  # wid -> bytes, for the workers that run a limited job
-    over: dict[int, int] = {}  # wid -> bytes used, for the workers killed for their memory
+    try:
+        server.serve()
+    except (EOFError, OSError):
+        pass
+    finally:
+        _stop_all(server.children)
 
-    def reap() -> None:
+
+class _ForkServer:
+    """The state of the fork server's loop and one method per thing it does."""
+
+    def __init__(self, control_fd: int) -> None:
+        self.control_fd = control_fd
+        self.sock = socket.socket(fileno=control_fd)
+        self.control = Connection(os.dup(control_fd))
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        self.children: dict[int, int] = {}  # pid -> wid
+        self.limits: dict[int, int] = {}  # wid -> bytes, for the workers that run a limited job
+        self.over: dict[int, int] = {}  # wid -> bytes used, for the workers killed for their memory
+        self.handlers: dict[str, Callable[[tuple[Any, ...]], None]] = {
+            "spawn": self.spawn,
+            "kill": self.kill,
+            "limit": self.limit,
+        }
+
+    def serve(self) -> None:
+        """Answer the caller and watch the workers until the control socket closes."""
+        while True:
+            ready = wait([self.control, self.wake_r], timeout=SAMPLE_EVERY if self.limits else 1.0)
+            if self.limits:
+                self.sample()
+            if not ready:  # now and then: orphans a worker's children left when they exited
+                _kill_orphans(self.children)
+                continue
+            if self.wake_r in ready:  # a signal (SIGCHLD): a worker may have ended
+                _drain(self.wake_r)
+                self.reap()
+            if self.control in ready:
+                msg = self.control.recv()
+                handler = self.handlers.get(msg[0])
+                if handler is not None:
+                    handler(msg)
+                self.reap()
+
+    def spawn(self, msg: tuple[Any, ...]) -> None:
+        """``("spawn", wid)`` and two descriptors: fork a worker that serves them."""
+        fd, ledger_fd = recvfds(self.sock, 2)
+        pid = os.fork()
+        if pid == 0:
+            _child(fd, ledger_fd, [self.wake_r, self.wake_w, self.control.fileno(), self.control_fd])
+        os.close(fd)
+        os.close(ledger_fd)
+        self.children[pid] = msg[1]
+        self.control.send(("spawned", msg[1], pid))
+
+    def kill(self, msg: tuple[Any, ...]) -> None:
+        """``("kill", wid)``: SIGKILL that worker and what it started."""
+        for pid, wid in list(self.children.items()):
+            if wid == msg[1]:
+                _kill(pid)
+
+    def limit(self, msg: tuple[Any, ...]) -> None:
+        """``("limit", wid, nbytes | None)``: hold that worker to a memory limit, or no more."""
+        _, wid, nbytes = msg
+        if nbytes is None:
+            self.limits.pop(wid, None)
+        elif wid in self.children.values():
+            self.limits[wid] = nbytes
+
+    def reap(self) -> None:
+        """Report the workers that ended, and kill what they left behind."""
         dead = False
         while True:
             try:
@@ -172,66 +238,37 @@ def main(control_fd: int) -> None:
                 break
             if pid == 0:
                 break
-            wid = children.pop(pid, None)
+            wid = self.children.pop(pid, None)
             if wid is not None:
                 dead = True
-                limits.pop(wid, None)
+                self.limits.pop(wid, None)
                 _kill_group(pid)  # what it left behind in its group
-                control.send(("exit", wid, os.waitstatus_to_exitcode(status), over.pop(wid, None)))
+                code = os.waitstatus_to_exitcode(status)
+                self.control.send(("exit", wid, code, self.over.pop(wid, None)))
         if dead:
-            _kill_orphans(children)
+            _kill_orphans(self.children)
 
-    def sample() -> None:
-        for pid, wid in list(children.items()):
-            limit = limits.get(wid)
-            if limit is None or wid in over:
+    def sample(self) -> None:
+        """Kill each limited worker whose process tree uses more memory than its limit."""
+        from mapnb.resources import rss_of_tree
+
+        for pid, wid in list(self.children.items()):
+            limit = self.limits.get(wid)
+            if limit is None or wid in self.over:
                 continue
             used = rss_of_tree(pid)
             if used > limit:
-                over[wid] = used
+                self.over[wid] = used
                 _kill(pid)
 
+
+def _drain(fd: int) -> None:
+    """Read a non-blocking pipe empty."""
     try:
-        while True:
-            ready = wait([control, wake_r], timeout=SAMPLE_EVERY if limits else 1.0)
-            if limits:
-                sample()
-            if not ready:  # now and then: orphans a worker's children left when they exited
-                _kill_orphans(children)
-                continue
-            if wake_r in ready:
-                try:
-                    while os.read(wake_r, 512):
-                        pass
-                except BlockingIOError:
-                    pass
-                reap()
-            if control not in ready:
-                continue
-            msg = control.recv()
-            if msg[0] == "spawn":
-                fd, ledger_fd = recvfds(sock, 2)
-                pid = os.fork()
-                if pid == 0:
-                    _child(fd, ledger_fd, [wake_r, wake_w, control.fileno(), control_fd])
-                os.close(fd)
-                os.close(ledger_fd)
-                children[pid] = msg[1]
-                control.send(("spawned", msg[1], pid))
-            elif msg[0] == "kill":
-                for pid, wid in list(children.items()):
-                    if wid == msg[1]:
-                        _kill(pid)
-            elif msg[0] == "limit":
-                if msg[2] is None:
-                    limits.pop(msg[1], None)
-                elif msg[1] in children.values():
-                    limits[msg[1]] = msg[2]
-            reap()
-    except (EOFError, OSError):
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
         pass
-    finally:
-        _stop_all(children)
 
 
 def _stop_all(children: dict[int, int]) -> None:
