@@ -230,16 +230,7 @@ class Pool:
                 if self._closed:
                     break
                 for obj in ready:
-                    if obj is self._wake_r:
-                        try:
-                            while os.read(self._wake_r, 512):
-                                pass
-                        except BlockingIOError:
-                            pass
-                    elif obj is self._control:
-                        self._on_control()
-                    else:
-                        self._on_worker(conns[obj])
+                    self._on_ready(obj, conns)
                 self._retire_idle()
         except (EOFError, OSError) as e:
             if not self._closed:
@@ -248,6 +239,20 @@ class Pool:
             log.exception("the local pool's supervisor failed")
         finally:
             self._break()
+
+    def _on_ready(self, obj: Any, conns: dict[Any, _Worker]) -> None:
+        """One of the supervisor's inputs has something: the wake-up pipe (a new worker
+        to watch), the fork server, or a worker's connection."""
+        if obj is self._wake_r:
+            try:
+                while os.read(self._wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+        elif obj is self._control:
+            self._on_control()
+        else:
+            self._on_worker(conns[obj])
 
     def _on_control(self) -> None:
         while self._control.poll():
