@@ -25,12 +25,30 @@ from .errors import (
 )
 from .events import Status
 from .resources import Resources
-from .run import MapRun, last_run
+from .run import MapRun, last_run, set_display_hook
 
 __version__ = "0.1.0"
 
 # A library logs; what reaches the screen is the application's choice.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+class _NotebookLayer:
+    """How a run displays itself: the notebook layer (widget, grid), imported on first use,
+    registered here so that no module below it imports it."""
+
+    def grid(self, run: MapRun) -> object:
+        from .widget import run_grid
+
+        return run_grid(run)
+
+    def static(self, run: MapRun) -> dict[str, object]:
+        from .grid import static_bundle
+
+        return static_bundle(run)
+
+
+set_display_hook(_NotebookLayer())
 
 
 def load_ipython_extension(ipython: object) -> None:

@@ -193,7 +193,7 @@ class GridModel:
 
     def __init__(self, run: MapRun) -> None:
         self.run = run
-        self._eng = run._engine
+        self._v = run.view
         self._lock = threading.Lock()
         self._dirty: set[int] = set()
         self._log_dirty: set[int] = set()
@@ -232,7 +232,7 @@ class GridModel:
 
     def _axes(self) -> dict[str, Any]:
         axes = self.run.axes
-        if axes is None or len(axes) != 2 or not 0 < self.run._engine.n <= HEAT_MAX_CELLS:
+        if axes is None or len(axes) != 2 or not 0 < self._v.n <= HEAT_MAX_CELLS:
             return {}
         names = self.run.names
         return {
@@ -242,7 +242,7 @@ class GridModel:
 
     def changes(self) -> dict[str, Any]:
         """The values that differ from what was last returned (all of them the first time)."""
-        eng = self._eng
+        rv = self._v
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             logs, self._log_dirty = self._log_dirty, set()
@@ -254,16 +254,16 @@ class GridModel:
                 run_id=self.run.id,
                 title=self.run.name,
                 names=list(self.run.names),
-                n=eng.n,
-                backend=eng.backend.name,
-                concurrency=eng.concurrency,
+                n=rv.n,
+                backend=rv.backend,
+                concurrency=rv.concurrency,
                 started=self.run.started,
                 sheet=self.sheet,
                 statuses=self._full_statuses(),
                 patch={},
             )
             dirty = set()
-        status = eng.status
+        status = rv.status
         for i in dirty:
             self._patch[str(i)] = CODES[status[i]]
         if len(self._patch) > PATCH_CAP:
@@ -271,12 +271,12 @@ class GridModel:
             self._patch = {}
         elif dirty:
             out["patch"] = dict(self._patch)
-        if dirty or header or first or eng.done.is_set():
+        if dirty or header or first or rv.done.is_set():
             out.update(self._header())
         if self.sheet and (dirty or first):
-            out.update(self._heat_changes(dirty if not first else range(eng.n)))
+            out.update(self._heat_changes(dirty if not first else range(rv.n)))
         sel = self.selected
-        if 0 <= sel < eng.n and (first or sel in dirty or sel in logs or self._sent.get("_sel") != sel):
+        if 0 <= sel < rv.n and (first or sel in dirty or sel in logs or self._sent.get("_sel") != sel):
             out["detail"] = self.detail(sel)
             self._sent["_sel"] = sel
         elif sel < 0 and self._sent.get("_sel", -1) >= 0:
@@ -292,12 +292,12 @@ class GridModel:
         return out
 
     def _full_statuses(self) -> str:
-        return "".join(CODES[s] for s in self._eng.status)
+        return "".join(CODES[s] for s in self._v.status)
 
     def _header(self) -> dict[str, Any]:
-        eng = self._eng
-        counts = {s.value: k for s, k in eng.counts.items()}
-        done = sum(k for s, k in eng.counts.items() if s.final)
+        rv = self._v
+        counts = {s.value: k for s, k in rv.counts.items()}
+        done = sum(k for s, k in rv.counts.items() if s.final)
         ran = counts["succeeded"] + counts["failed"] + counts["cached"]  # what the rate is about
         now = time.monotonic()
         self._rate.append((now, ran))
@@ -308,13 +308,13 @@ class GridModel:
                 break
         span = now - t0
         if span < 0.5:  # too short a window: use the whole run so far
-            span, d0 = now - eng.started_at, 0
+            span, d0 = now - rv.started_at, 0
         rate = (ran - d0) / span if span > 0 else 0.0
-        finished = eng.finished_at is not None and self._eng.done.is_set()
+        finished = rv.finished_at is not None and rv.done.is_set()
         if finished:  # the whole run's rate, which no longer changes
-            rate = ran / max(eng.finished_at - eng.started_at, 1e-9)
-        left = eng.n - done
-        state = self.run.state
+            rate = ran / max(rv.elapsed(), 1e-9)
+        left = rv.n - done
+        state = str(self.run.state)
         failures = counts["failed"] + counts["aborted"] + counts["cancelled"]
         return {
             "state": state,
@@ -329,13 +329,13 @@ class GridModel:
         }
 
     def _heat_changes(self, indices: Any) -> dict[str, Any]:
-        eng = self._eng
+        rv = self._v
         out: dict[str, Any] = {}
         changed = False
         for i in indices:
-            if eng.status[i] not in (Status.SUCCEEDED, Status.CACHED):
+            if rv.status[i] not in (Status.SUCCEEDED, Status.CACHED):
                 continue
-            fields = _numeric_fields(eng.outputs[i])
+            fields = _numeric_fields(rv.outputs[i])
             new = [f for f in fields if f not in self._fields]
             if new:
                 self._fields.update(dict.fromkeys(new))
@@ -375,20 +375,20 @@ class GridModel:
 
     def heat_values(self) -> dict[str, Any]:
         """Every item's value of the selected numeric field (None where there is none)."""
-        eng = self._eng
-        self._heat = [None] * eng.n
+        rv = self._v
+        self._heat = [None] * rv.n
         self._scale = self._was = None  # another field: a scale of its own
         if self.heat_field:
-            for i, s in enumerate(eng.status):
+            for i, s in enumerate(rv.status):
                 if s in (Status.SUCCEEDED, Status.CACHED):
-                    v = _numeric_fields(eng.outputs[i]).get(self.heat_field)
+                    v = _numeric_fields(rv.outputs[i]).get(self.heat_field)
                     self._heat[i] = None if v is None else _finite(v)
         return {"heat": list(self._heat), "heat_scale": self._rescale()}
 
     def detail(self, i: int) -> dict[str, Any]:
         """What the panel shows for item ``i``: inputs, state, and the tail of its log."""
-        eng = self._eng
-        chunks = eng.logs.chunks(i)
+        rv = self._v
+        chunks = rv.log_chunks(i)
         total = sum(len(t) for _, t in chunks)
         tail: list[list[str]] = []
         room = LOG_TAIL
@@ -399,19 +399,19 @@ class GridModel:
             room -= len(piece)
             tail.append([stream, piece])
         tail.reverse()
-        err = eng.errors[i]
+        err = rv.errors[i]
         error = ""
         if err is not None:
             error = (err.traceback or err.one_line())[-TEXT_CAP:]
-        duration = eng.durations[i]
-        status = eng.status[i]
+        duration = rv.durations[i]
+        status = rv.status[i]
         return {
             "index": i,
-            "inputs": [[n, _inputs.repr(v)] for n, v in zip(self.run.names, eng.inputs[i])],
-            "output": _output_fields(eng.outputs[i]) if status in (Status.SUCCEEDED, Status.CACHED) else None,
+            "inputs": [[n, _inputs.repr(v)] for n, v in zip(self.run.names, rv.inputs[i])],
+            "output": _output_fields(rv.outputs[i]) if status in (Status.SUCCEEDED, Status.CACHED) else None,
             "finished": status.final,
             "status": status.value,
-            "attempts": eng.attempts[i],
+            "attempts": rv.attempts[i],
             "duration": None if duration is None else round(duration, 3),
             "error": error,
             "log": tail,
@@ -420,11 +420,11 @@ class GridModel:
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state now, for the static picture."""
-        eng = self._eng
+        rv = self._v
         return {
             "run_id": self.run.id,
             "title": self.run.name,
-            "n": eng.n,
+            "n": rv.n,
             "statuses": self._full_statuses(),
             **self._header(),
             "elapsed": round(self.run.elapsed, 2),
@@ -445,6 +445,11 @@ def _fmt_seconds(s: float | None) -> str:
         return f"{s:.1f} s"
     m, s = divmod(int(s), 60)
     return f"{m} min {s} s" if m < 60 else f"{m // 60} h {m % 60} min"
+
+
+def static_bundle(run: MapRun) -> dict[str, Any]:
+    """The run drawn without a live widget: its repr and the grid as static HTML."""
+    return {"text/plain": repr(run), "text/html": render_html(GridModel(run).snapshot())}
 
 
 def render_html(snap: dict[str, Any], max_cells: int = 2000) -> str:

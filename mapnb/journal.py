@@ -33,9 +33,13 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._sqlite import is_damaged, move_aside, warn_once
+from .events import Status
+
+if TYPE_CHECKING:
+    from .state import RunState
 
 log = logging.getLogger(__name__)
 
@@ -349,6 +353,11 @@ class Journal:
     def record(self, index: int, output: Any, attempts: int, duration: float | None) -> None:
         """An item succeeded."""
         self._batch.append((index, output, attempts, duration))
+
+    def item_final(self, i: int, status: Status, state: RunState) -> None:
+        """The engine's observer hook: what succeeded (or came from the cache) is kept."""
+        if status is Status.SUCCEEDED or status is Status.CACHED:
+            self._batch.append((i, state.outputs[i], state.attempts[i], state.durations[i]))
 
     def flush(self) -> None:
         if self._batch:

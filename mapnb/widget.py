@@ -66,6 +66,15 @@ def grid_wanted() -> bool:
     return in_notebook() and widget_kind() != "off"
 
 
+def run_grid(run: MapRun) -> LiveGrid | None:
+    """The run's live grid, made on first use (None where no grid is wanted)."""
+    if not grid_wanted():
+        return None
+    if run._grid is None:
+        run._grid = LiveGrid(run)
+    return run._grid  # type: ignore[no-any-return]
+
+
 def _grid_widget_class() -> type:
     import anywidget
     import traitlets
@@ -254,7 +263,7 @@ class LiveGrid:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the run is done and its final state has been sent."""
-        if not self.run._engine.done.wait(timeout):  # not run.wait(): that refreshes the display
+        if not self.run.view.done.wait(timeout):  # not run.wait(): that refreshes the display
             return False
         self.model.finished.wait(timeout)  # the last events have reached the model
         self.flush()  # now, not at the flusher's next tick; the flusher then finds nothing

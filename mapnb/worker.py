@@ -29,75 +29,10 @@ from typing import Any, Protocol
 
 from ._code import restore_origin
 from .errors import ItemError
+from .logs import BoundedText
+from .protocol import LOG, Ended, Finished, Item, Log, Retiring, Started
 
 log = logging.getLogger(__name__)
-
-LOG_HEAD = 512 * 1024  # characters of an item's output kept from the start ...
-LOG_TAIL = 512 * 1024  # ... and from the end; what lies between is dropped with a marker
-
-# Report kinds, the first field of every report tuple a backend sends to the engine:
-#   (STARTED, task_id, index, attempt, t0)
-#   (LOG, task_id, index, attempt, stream, text)
-#   (FINISHED, task_id, index, attempt, ok, value_or_ItemError, t0, t1[, (attempts, Status)])
-#   (the last field from a backend that retries and caches itself, backend="flyte": final)
-#   (ENDED, task_id, error_or_None, all_items[, culprit])
-# ENDED closes a task. With an error, the item that was running failed with it (a dead
-# worker): the item with index ``culprit`` where the backend knows it, else the first
-# unfinished one; or every unfinished item did when all_items is true (the batch could not
-# load). Unfinished items without an error go back to the queue.
-STARTED, LOG, FINISHED, ENDED = "s", "l", "f", "e"
-# A local worker's last record before it exits by itself (its standard descriptors could
-# not be repaired): the pool gives it no more work. Never reaches the engine.
-RETIRING = "r"
-
-Item = tuple[int, int, tuple[Any, ...]]  # (index, attempt, args)
-
-
-class BoundedText:
-    """Keeps the first ``head`` and the last ``tail`` characters of a stream of tagged text.
-
-    ``add`` returns the part of the text that falls in the head (to keep or stream at
-    once); later text waits in a rolling tail until :meth:`tail_chunks`.
-    """
-
-    __slots__ = ("_head_left", "_tail", "_tail_len", "_tail_limit", "dropped")
-
-    def __init__(self, head: int = LOG_HEAD, tail: int = LOG_TAIL) -> None:
-        self._head_left = head
-        self._tail: collections.deque[list[str]] = collections.deque()
-        self._tail_len = 0
-        self._tail_limit = tail
-        self.dropped = 0
-
-    def add(self, tag: str, text: str) -> str:
-        if self._head_left >= len(text):
-            self._head_left -= len(text)
-            return text
-        kept, rest = text[: self._head_left], text[self._head_left :]
-        self._head_left = 0
-        self._tail.append([tag, rest])
-        self._tail_len += len(rest)
-        while self._tail_len > self._tail_limit:
-            excess = self._tail_len - self._tail_limit
-            first = self._tail[0]
-            if len(first[1]) <= excess:
-                self._tail.popleft()
-                cut = len(first[1])
-            else:
-                first[1] = first[1][excess:]
-                cut = excess
-            self._tail_len -= cut
-            self.dropped += cut
-        return kept
-
-    def tail_chunks(self) -> list[tuple[str, str]]:
-        """The marker for dropped text (if any) and the tail, as (tag, text) chunks."""
-        out = []
-        if self.dropped:
-            out.append(("stderr", f"\n[mapnb: {self.dropped:,} characters of output dropped here]\n"))
-        out += [(tag, text) for tag, text in self._tail]
-        return out
-
 
 class Emitter(Protocol):
     """Where :func:`run_items` reports to."""
@@ -337,7 +272,7 @@ class Outbox:
     def _announce(self) -> None:  # call with _lock held
         cur = self._current
         if cur is not None and not cur[3]:
-            self._records.append((STARTED, self.task_id, cur[0], cur[1], cur[2]))
+            self._records.append(Started(self.task_id, cur[0], cur[1], cur[2]))
             cur[3] = True
 
     def started(self, index: int, attempt: int, t0: float) -> None:
@@ -382,7 +317,7 @@ class Outbox:
             payload = error
         with self._lock:
             self._current = None
-            self._keep((FINISHED, self.task_id, index, attempt, ok, payload, t0, t1))
+            self._keep(Finished(self.task_id, index, attempt, ok, payload, t0, t1))
 
     def _keep(self, record: tuple[Any, ...]) -> None:
         """Queue an item's outcome to send (called with the lock held)."""
@@ -396,18 +331,16 @@ class Outbox:
                 return False
             self._announce()
             self._current = None
-            self._records.append(
-                (FINISHED, self.task_id, cur[0], cur[1], False, error, cur[2], time.monotonic())
-            )
+            self._records.append(Finished(self.task_id, cur[0], cur[1], False, error, cur[2], time.monotonic()))
         self.flush()
         return True
 
     def end_task(self, error: ItemError | None = None, all_items: bool = False, retire: bool = False) -> None:
         """Close the task; with ``retire``, tell the pool this worker takes no more work."""
         with self._lock:
-            self._records.append((ENDED, self.task_id, error, all_items))
+            self._records.append(Ended(self.task_id, error, all_items))
             if retire:
-                self._records.append((RETIRING,))
+                self._records.append(Retiring())
         self.flush()
 
     def flush(self) -> None:
@@ -418,8 +351,8 @@ class Outbox:
             if not recs:
                 return
             for k, r in enumerate(recs):
-                if type(r) is list:  # a LOG record still collecting chunks
-                    recs[k] = (*r[:5], "".join(r[5]))
+                if type(r) is list:  # a Log record still collecting chunks
+                    recs[k] = Log(*r[1:5], "".join(r[5]))
             self._conn.send_bytes(pickle.dumps(recs, protocol=pickle.HIGHEST_PROTOCOL))
 
     def _tick(self) -> None:

@@ -18,8 +18,8 @@ import pytest
 
 import mapnb
 from mapnb.grid import CODES, PATCH_CAP, GridModel, _fmt_value, render_html
+from mapnb.protocol import ENDED, FINISHED, LOG, STARTED
 from mapnb.widget import LiveGrid
-from mapnb.worker import ENDED, FINISHED, LOG, STARTED
 from tests.test_engine import Scripted
 
 

@@ -28,7 +28,8 @@ from typing import Any
 
 from .._code import restore_origin
 from ..errors import BackendError, ItemError
-from ..worker import ENDED, Outbox, run_items
+from ..protocol import Ended, Finished
+from ..worker import Outbox, run_items
 from ._wire import dump_items, dump_job, load_outputs
 from .base import Backend, Job, ReportFn, Task
 
@@ -234,7 +235,7 @@ class DaskBackend(Backend):
             # the loss of the worker holding its result would make Dask run it again.
             if running.future is not None:
                 _cancel(running.future)
-            running.report([(ENDED, msg["tid"], None, False)])
+            running.report([Ended(msg["tid"])])
 
     def _on_cluster_event(self, event: tuple[float, Any]) -> None:
         if self._previous_all is not None:
@@ -257,7 +258,7 @@ class DaskBackend(Backend):
             return
         if running.future is not None:  # or Dask would run the whole batch again elsewhere
             _cancel(running.future)
-        running.report([(ENDED, tid, self._lost_error(running, why), False)])
+        running.report([Ended(tid, self._lost_error(running, why))])
 
     def _lost_error(self, running: _Running, why: str) -> ItemError | None:
         """The error of a task whose worker was lost: None (its items go back to the
@@ -284,9 +285,9 @@ class DaskBackend(Backend):
             error = _task_error(e, running.worker)
             if error.kind == "worker-died":
                 error = self._lost_error(running, error.message)
-            running.report([(ENDED, tid, error, False)])
+            running.report([Ended(tid, error)])
             return
-        running.report([*load_outputs(pickle.loads(blob)), (ENDED, tid, None, False)])
+        running.report([*load_outputs(pickle.loads(blob)), Ended(tid)])
 
 
 def _dask_resources(requests: Any) -> dict[str, float]:
@@ -426,9 +427,9 @@ class _TaskOutbox(Outbox):
         self.outcomes: list[tuple[Any, ...]] = []
         self.withheld = 0  # outcomes too big for the stream
 
-    def _keep(self, record: tuple[Any, ...]) -> None:
+    def _keep(self, record: Finished) -> None:
         self.outcomes.append(record)
-        if record[4] and len(record[5]) > _STREAM_LIMIT:  # a big output waits for the result
+        if record.ok and len(record.value) > _STREAM_LIMIT:  # a big output waits for the result
             self.withheld += 1
         else:
             self._records.append(record)

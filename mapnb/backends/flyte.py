@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendError, ItemError
 from ..events import Status
-from ..worker import ENDED, FINISHED, LOG, STARTED
+from ..protocol import Ended, Finished, Log, Started
 from .base import Backend, Job, ReportFn, Task
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class FlyteBackend(Backend):
                     "(with cache=True, Flyte's cache keeps what succeeded)"
                 )
             err = ItemError("internal", "BackendError", why)
-            report([(ENDED, task.id, err, True)])
+            report([Ended(task.id, err, all_items=True)])
             return
         run.attach(task, report)
 
@@ -339,9 +339,9 @@ class _Run:
             now = time.monotonic()
             if c.kind == "started":
                 self._t0.setdefault(c.index, now)
-                records.append((STARTED, tid, c.index, 1, self._t0[c.index]))
+                records.append(Started(tid, c.index, 1, self._t0[c.index]))
             elif c.kind == "log":
-                records.append((LOG, tid, c.index, 1, "stdout", c.text))
+                records.append(Log(tid, c.index, 1, "stdout", c.text))
             elif c.kind == "finished":
                 t0 = self._t0.setdefault(c.index, now)
                 if c.error is None and self._lost:
@@ -350,7 +350,7 @@ class _Run:
                 value = self._outputs[c.index] if ok else _error(c)
                 # The ninth field: Flyte's attempts and status (cached, aborted...), final.
                 end = (c.attempts, c.status)
-                records += [(FINISHED, tid, c.index, 1, ok, value, t0, now, end), (ENDED, tid, None, False)]
+                records += [Finished(tid, c.index, 1, ok, value, t0, now, end), Ended(tid)]
                 with self._lock:
                     self._open.discard(tid)
         for report, records in batches.values():

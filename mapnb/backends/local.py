@@ -29,19 +29,16 @@ from multiprocessing.reduction import sendfds
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidMapError, ItemError, worker_died
+from ..errors import InvalidMapError, ItemError, PoolBrokenError, worker_died
+from ..protocol import ENDED, RETIRING, Ended
 from ..resources import format_memory
-from ..worker import ENDED, RETIRING, Ledger, job_setting
+from ..worker import Ledger, job_setting
 from ._wire import dump_items, dump_job, load_outputs
 from .base import Backend, ReportFn, Task, usable_cpus
 
 log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT = float(os.environ.get("MAPNB_IDLE_TIMEOUT", "120"))
-
-
-class PoolBrokenError(RuntimeError):
-    """The fork server is gone; the next run starts a new pool."""
 
 
 class _Worker:
@@ -320,7 +317,7 @@ class Pool:
                 )
             else:
                 err = worker_died(worker.status if isinstance(worker.status, int) else None)
-            report([(ENDED, task, err, False, culprit)])
+            report([Ended(task, err, False, culprit)])
 
     def _retire_idle(self) -> None:
         now = time.monotonic()
@@ -355,7 +352,7 @@ class Pool:
                 except OSError:
                     pass
             if w.task is not None and w.report is not None:
-                w.report([(ENDED, w.task, lost, False)])
+                w.report([Ended(w.task, lost)])
             w.conn.close()
 
 
@@ -563,7 +560,7 @@ class LocalBackend(Backend):
                 self._start(task, give_back, blob, items_blob, env)
             except Exception as e:  # called from another run's thread too: report, never raise
                 err = ItemError("internal", type(e).__qualname__, f"the local backend failed: {e}")
-                give_back([(ENDED, task.id, err, True)])
+                give_back([Ended(task.id, err, all_items=True)])
 
         self._budget.acquire(task.id, requests, start)
 

@@ -1,0 +1,101 @@
+"""The seams between layers: the error tree, the wire protocol, the run state's view."""
+
+from __future__ import annotations
+
+import ast
+import pickle
+import re
+from pathlib import Path
+
+import pytest
+
+import mapnb
+from mapnb import errors
+from mapnb.errors import ErrorKind, ItemError, MapnbError
+from mapnb.events import RunStatus
+from mapnb.protocol import ENDED, FINISHED, Ended, Finished, Log, Started, typed
+
+PKG = Path(mapnb.__file__).parent
+
+
+def _all_subclasses(cls: type) -> set[type]:
+    out = set()
+    for sub in cls.__subclasses__():
+        out |= {sub} | _all_subclasses(sub)
+    return out
+
+
+def test_the_error_tree_in_errors_docstring_is_the_whole_tree():
+    """Every exception class mapnb defines appears in the tree drawn in errors.py, under
+    its real parent, and the drawing names nothing that does not exist."""
+    import mapnb.backends.local  # noqa: F401  (everything that defines an error is loaded)
+    import mapnb.cache  # noqa: F401
+    import mapnb.journal  # noqa: F401
+
+    drawn: dict[str, str | None] = {}  # class -> parent as drawn (None: a root)
+    stack: list[tuple[int, str]] = []
+    for line in errors.__doc__.split("::", 1)[1].split("\n\n")[1].splitlines():
+        m = re.match(r"^[\s│]*(?:[├└]── )?(\w+)", line)
+        assert m, line
+        depth, name = m.start(1), m.group(1)  # a child's name starts further right
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        drawn[name] = stack[-1][1] if stack else None
+        stack.append((depth, name))
+    ours = {c for c in _all_subclasses(MapnbError) if c.__module__.startswith("mapnb")}
+    assert {c.__name__ for c in ours} | {"MapnbError", "RunInterrupted"} == set(drawn)
+    for cls in ours:
+        parent = next(b for b in cls.__mro__[1:] if issubclass(b, MapnbError) or b is MapnbError)
+        assert drawn[cls.__name__] == parent.__name__, cls
+    assert issubclass(mapnb.RunInterrupted, KeyboardInterrupt)
+
+
+def test_item_error_kinds_are_an_enum_and_a_typo_fails_at_once():
+    err = ItemError("timeout", "TimeoutError", "too slow")
+    assert err.kind is ErrorKind.TIMEOUT and err.kind == "timeout"
+    assert pickle.loads(pickle.dumps(err)) == err
+    with pytest.raises(ValueError, match="not a valid ErrorKind"):
+        ItemError("tiemout", "TimeoutError", "too slow")
+
+
+def test_every_kind_the_code_uses_is_declared():
+    """No ItemError is made with a kind outside ErrorKind (they used to drift)."""
+    kinds = {k.value for k in ErrorKind}
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ItemError" and node.args:
+                first = node.args[0]
+                if isinstance(first, ast.Constant):
+                    assert first.value in kinds, f"{path.name}:{node.lineno}: {first.value!r}"
+
+
+def test_records_are_named_and_travel_as_plain_tuples():
+    fin = Finished(7, 3, 1, True, b"x", 0.5, 0.75)
+    assert fin[0] == FINISHED and (fin.index, fin.ok, fin.remote) == (3, True, None)
+    back = pickle.loads(pickle.dumps([fin, Ended(7)]))
+    assert type(back[0]) is tuple and back[0] == tuple(fin)  # no class on the wire
+    assert typed(back[1]) == Ended(7) and typed(back[1]).culprit is None
+    assert typed((ENDED, 7, None, False)).all_items is False  # trailing fields may be left out
+    assert Log(1, 2, 1, "stdout", "hi").text == "hi" and Started(1, 2, 1, 0.0).t0 == 0.0
+
+
+def test_run_state_is_read_through_a_view():
+    run = mapnb.map_task(abs, backend="sequential", progress=False).submit(x=[-1, 2])
+    run.wait(30)
+    assert run.state is RunStatus.SUCCEEDED and run.state == "succeeded"
+    assert list(run.view.outputs) == [1, 2] and run.view.succeeded() == 2
+    assert not hasattr(run.view, "__dict__")  # nothing can be set on it
+    with pytest.raises(AttributeError):
+        run.view.n = 3  # type: ignore[misc]
+
+
+def test_no_module_below_the_notebook_layer_imports_it():
+    """run.py and everything under it reach the notebook layer only through the display
+    hook that mapnb/__init__.py registers."""
+    notebook_layer = {"widget", "grid", "magic", "progress", "busy"}
+    below = ["engine", "run", "state", "events", "protocol", "worker", "cache", "journal", "spec", "frame"]
+    for mod in below:
+        tree = ast.parse((PKG / f"{mod}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                assert (node.module or "").split(".")[0] not in notebook_layer, f"{mod}.py imports {node.module}"
