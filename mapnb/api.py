@@ -25,6 +25,7 @@ from .resources import Resources
 from .resources import check as check_resources
 from .run import MapRun
 from .spec import (
+    MapSpec,
     Options,
     Signature,
     build_inputs,
@@ -139,6 +140,18 @@ def task(
     return wrap if fn is None else wrap(fn)
 
 
+def _spec_field(name: str) -> Any:
+    """A MapTask attribute that is a field of its spec; setting it replaces the spec."""
+
+    def get(self: MapTask) -> Any:
+        return getattr(self.spec, name)
+
+    def set_(self: MapTask, value: Any) -> None:
+        self.spec = dataclasses.replace(self.spec, **{name: value})
+
+    return property(get, set_, doc=f"The spec's ``{name}`` (see :class:`~mapnb.spec.MapSpec`).")
+
+
 def _task_settings(fn: Any) -> TaskFunction | None:
     while isinstance(fn, functools.partial):
         fn = fn.func
@@ -146,27 +159,13 @@ def _task_settings(fn: Any) -> TaskFunction | None:
 
 
 class MapTask:
-    """A function mapped over lists. Call it to run and get a DataFrame; see :func:`map_task`."""
+    """A function mapped over lists. Call it to run and get a DataFrame; see :func:`map_task`.
 
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        options: Options,
-        backend: str | Backend,
-        progress: bool | None,
-        cache: CacheSettings | None = None,
-        requests: Resources | None = None,
-        limits: Resources | None = None,
-    ) -> None:
-        self.fn = fn
-        self.options = options
-        self.cache = cache or CacheSettings()
-        settings = _task_settings(fn)
-        self.requests = requests if requests is not None else (settings.requests if settings else None)
-        self.limits = limits if limits is not None else (settings.limits if settings else None)
-        self._backend = backend
-        self.progress = progress
-        self.name = function_name(fn)
+    Its settings are one frozen :class:`~mapnb.spec.MapSpec`, :attr:`spec`.
+    """
+
+    def __init__(self, spec: MapSpec) -> None:
+        self.spec = spec
 
     def with_overrides(
         self, *, requests: Resources | None = None, limits: Resources | None = None
@@ -177,15 +176,30 @@ class MapTask:
         ...                                limits=Resources(mem="6Gi"))  # doctest: +SKIP
         """
         req, lim = check_resources(requests, "requests"), check_resources(limits, "limits")
+        spec = self.spec
         return MapTask(
-            self.fn, self.options, self._backend, self.progress, self.cache,
-            req if req is not None else self.requests, lim if lim is not None else self.limits,
-        )  # fmt: skip
+            dataclasses.replace(
+                spec,
+                requests=req if req is not None else spec.requests,
+                limits=lim if lim is not None else spec.limits,
+            )
+        )
+
+    # The spec's fields, read (and, replacing the spec, written) as the map task's own
+    # attributes, as they were before the spec held them.
+    fn = _spec_field("fn")
+    name = _spec_field("name")
+    options = _spec_field("options")
+    cache = _spec_field("cache")
+    requests = _spec_field("requests")
+    limits = _spec_field("limits")
+    progress = _spec_field("progress")
+    _backend = _spec_field("backend")
 
     @property
     def backend(self) -> Backend:
         """The backend instance the runs go to."""
-        return get_backend(self._backend)
+        return get_backend(self.spec.backend)
 
     # mapnb's own arguments are positional-only (or, for ``recover``, yield to a task
     # parameter of that name), so that every name of the task can be mapped:
@@ -253,53 +267,37 @@ class MapTask:
         run_id: str | None = None,
         recovered: dict[int, tuple[Any, int, float | None]] | None = None,
     ) -> MapRun:
+        spec = self.spec
         backend = self.backend
         backend.prepare()
         run_id = run_id or uuid.uuid4().hex[:12]
-        # A job id of its own: a recovered run keeps its run id but may bring a new function.
-        checkpoints = str(journal.run_dir(run_id) / "checkpoints")
-        job = Job(  # positional-only parameters are mapped by name through a small wrapper
-            uuid.uuid4().hex[:12], by_name(self.fn, names), names, os.getcwd(), tuple(sys.path), dict(os.environ),
-            run_id, checkpoints, self.requests, self.limits, origin_of(self.fn),
-        )  # fmt: skip
-        concurrency = self.options.concurrency or backend.default_concurrency()
-        fits = backend.fit(self.requests, self.limits)
+        job = _job(spec, names, run_id)
+        # The engine's settings: the spec's, with the concurrency the backend can give.
+        concurrency = spec.options.concurrency or backend.default_concurrency()
+        fits = backend.fit(spec.requests, spec.limits)
         if fits is not None:
             concurrency = max(1, min(concurrency, fits))
+        opts = dataclasses.replace(spec.options, concurrency=concurrency)
         journaled = None
         if not _journal_off():  # what mapnb.recover() needs, unless this is a recovery
-            spec = None
-            if recovered is None:
-                spec = {
-                    "fn": self.fn, "name": self.name, "names": names, "inputs": inputs, "axes": axes,
-                    "options": self.options, "cache": self.cache, "progress": self.progress,
-                    "requests": self.requests, "limits": self.limits,
-                    "backend": self._backend if isinstance(self._backend, str) else None,
-                }  # fmt: skip
-            journaled = Journal(run_id, names, len(inputs), spec)
-        opts = self.options
-        item_cache = ItemCache(self.fn, names, self.cache) if self.cache.enabled else None
+            stored = None
+            if recovered is None:  # a backend instance is not stored: recover() uses "local"
+                kept = spec if isinstance(spec.backend, str) else dataclasses.replace(spec, backend=None)
+                stored = {"spec": kept, "names": names, "inputs": inputs, "axes": axes}
+            journaled = Journal(run_id, names, len(inputs), stored)
+        item_cache = ItemCache(spec.fn, names, spec.cache) if spec.cache.enabled else None
         take_map = getattr(backend, "take_map", None)
         if take_map is not None:
             # A backend that runs the whole map as one unit (backend="flyte": one execution)
             # applies its concurrency, retries, timeout and cache there; the engine follows
             # every item at once and applies none of them again.
             take_map(self, job, inputs)
-            concurrency, item_cache = max(1, len(inputs)), None
-            opts = dataclasses.replace(opts, retries=0, timeout=None)
+            item_cache = None
+            opts = dataclasses.replace(opts, concurrency=max(1, len(inputs)), retries=0, timeout=None)
         engine = Engine(
-            run_id=run_id,
-            job=job,
-            inputs=inputs,
-            backend=backend,
-            concurrency=concurrency,
-            min_success_ratio=opts.min_success_ratio,
-            retries=opts.retries,
-            timeout=opts.timeout,
-            cache=item_cache,
-            journal=journaled,
-            recovered=recovered,
-        )
+            run_id=run_id, job=job, inputs=inputs, backend=backend, options=opts,
+            cache=item_cache, journal=journaled, recovered=recovered,
+        )  # fmt: skip
         run = MapRun(engine, self.name, axes=axes)
         engine.start()
         return run
@@ -331,6 +329,24 @@ class MapTask:
             f"MapTask({self.name}, concurrency={o.concurrency}, min_success_ratio={o.min_success_ratio}, "
             f"retries={o.retries}, timeout={o.timeout}, backend={self._backend!r})"
         )
+
+
+def _job(spec: MapSpec, names: tuple[str, ...], run_id: str) -> Job:
+    """What every item of a run shares, as workers need it: the function (positional-only
+    parameters mapped by name through a small wrapper) and the caller's setting now."""
+    return Job(
+        id=uuid.uuid4().hex[:12],  # its own: a recovered run keeps its run id, maybe not its function
+        fn=by_name(spec.fn, names),
+        names=names,
+        cwd=os.getcwd(),
+        sys_path=tuple(sys.path),
+        env=dict(os.environ),
+        run_id=run_id,
+        checkpoints=str(journal.run_dir(run_id) / "checkpoints"),
+        requests=spec.requests,
+        limits=spec.limits,
+        origin=origin_of(spec.fn),
+    )
 
 
 def _import_quietly(module: str) -> None:
@@ -377,14 +393,22 @@ def recover(run_id: str, *, backend: str | Backend | None = None) -> MapRun:
     """
     try:
         meta, done = journal.read(run_id)
-        spec = journal.load_run(meta, run_id)
+        stored = journal.load_run(meta, run_id)
     except FileNotFoundError as e:
         raise InvalidMapError(str(e)) from None
-    chosen = backend if backend is not None else spec["backend"] or "local"
-    mt = MapTask(
-        spec["fn"], spec["options"], chosen, spec["progress"], spec["cache"], spec["requests"], spec["limits"]
-    )
-    return mt._start(spec["names"], spec["inputs"], spec["axes"], run_id, done)
+    spec = stored.get("spec") or _spec_of_old_journal(stored)
+    chosen = backend if backend is not None else spec.backend or "local"
+    mt = MapTask(dataclasses.replace(spec, backend=chosen))
+    return mt._start(stored["names"], stored["inputs"], stored["axes"], run_id, done)
+
+
+def _spec_of_old_journal(stored: dict[str, Any]) -> MapSpec:
+    """A journal entry written before runs stored their MapSpec (mapnb <= 0.1.0)."""
+    return MapSpec(
+        fn=stored["fn"], name=stored["name"], options=stored["options"], cache=stored["cache"],
+        requests=stored["requests"], limits=stored["limits"], backend=stored["backend"],
+        progress=stored["progress"],
+    )  # fmt: skip
 
 
 def map_task(
@@ -484,4 +508,10 @@ def map_task(
         get_backend(backend)  # unknown names fail here, before anything runs
     if progress not in (None, True, False):
         raise InvalidMapError(f"progress must be True, False or None; got {progress!r}")
-    return MapTask(fn, options, backend, progress, caching)
+    return MapTask(
+        MapSpec(
+            fn=fn, name=function_name(fn), options=options, cache=caching,
+            requests=settings.requests if settings else None, limits=settings.limits if settings else None,
+            backend=backend, progress=progress,
+        )
+    )  # fmt: skip

@@ -20,7 +20,6 @@ and rebuilt; a cache that cannot be used at all is warned about once and runs go
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import inspect
@@ -37,9 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from ._sqlite import is_damaged, move_aside, warn_once
-from .errors import InvalidMapError
 from .events import Status
-from .spec import target_function
+from .spec import CacheSettings, target_function
 
 log = logging.getLogger(__name__)
 
@@ -138,47 +136,6 @@ def info() -> dict[str, Any]:
     store = _store()
     entries = sum(1 for k in store.iterkeys() if isinstance(k, str) and k.startswith("out:"))
     return {"directory": str(directory()), "entries": entries, "bytes": int(store.volume())}
-
-
-@dataclasses.dataclass(frozen=True)
-class CacheSettings:
-    """What a task or a map task says about caching (validated)."""
-
-    enabled: bool = False
-    version: str | None = None
-    serialize: bool = False
-    ignore: tuple[str, ...] = ()
-    overwrite: bool = False
-
-    @classmethod
-    def make(
-        cls,
-        enabled: Any,
-        version: Any = None,
-        serialize: Any = False,
-        ignore: Any = (),
-        overwrite: Any = False,
-    ) -> CacheSettings:
-        for name, value in (
-            ("cache", enabled),
-            ("cache_serialize", serialize),
-            ("cache_overwrite", overwrite),
-        ):
-            if not isinstance(value, bool):
-                raise InvalidMapError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
-        if version is not None and not isinstance(version, str):
-            raise InvalidMapError(
-                f"cache_version must be a string or None; got {type(version).__name__} {version!r}"
-            )
-        if isinstance(ignore, str) or not all(isinstance(n, str) for n in ignore):
-            raise InvalidMapError(
-                f"cache_ignore_input_vars must be a tuple of parameter names; got {ignore!r}"
-            )
-        if not enabled and (version is not None or serialize or ignore or overwrite):
-            raise InvalidMapError(
-                "cache_version, cache_serialize, cache_ignore_input_vars and cache_overwrite need cache=True"
-            )
-        return cls(enabled, version, serialize, tuple(ignore), overwrite)
 
 
 def _identity(fn: Any) -> tuple[str, str]:

@@ -60,6 +60,7 @@ from .protocol import (
     Unsubscribe,
     typed,
 )
+from .spec import Options
 from .state import Observer, RunState, RunView
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,8 @@ class Batcher:
 
 
 class Engine:
-    """Runs one map: all items of ``job`` over ``inputs`` on ``backend``.
+    """Runs one map: all items of ``job`` over ``inputs`` on ``backend``, as ``options``
+    say (their concurrency resolved to a number: see ``MapTask._start``).
 
     Its thread is the only writer of the run's :class:`~mapnb.state.RunState`; everyone
     else reads :attr:`view` and talks to the thread through :meth:`report`,
@@ -132,20 +134,20 @@ class Engine:
         job: Job,
         inputs: list[tuple[Any, ...]],
         backend: Backend,
-        concurrency: int,
-        min_success_ratio: float,
-        retries: int,
-        timeout: float | None,
+        options: Options,
         cache: ItemCache | None = None,
         journal: Observer | None = None,
         recovered: dict[int, tuple[Any, int, float | None]] | None = None,
     ) -> None:
         n = len(inputs)
+        if options.concurrency is None:
+            raise ValueError("the engine needs options.concurrency resolved to a number")
+        concurrency = options.concurrency
         self.job, self.backend, self.inputs = job, backend, inputs
-        self.concurrency, self.retries, self.timeout = concurrency, retries, timeout
+        self.concurrency, self.retries, self.timeout = concurrency, options.retries, options.timeout
         st = self._s = RunState(
             run_id=run_id, names=job.names, inputs=inputs, backend=backend.name, concurrency=concurrency,
-            need=math.ceil(n * min_success_ratio - 1e-9), cached=cache is not None,
+            need=math.ceil(n * options.min_success_ratio - 1e-9), cached=cache is not None,
         )  # fmt: skip
         self.view = RunView(st)
         self.done = st.done

@@ -85,6 +85,84 @@ class Options:
         check_seconds("timeout", self.timeout)
 
 
+@dataclasses.dataclass(frozen=True)
+class CacheSettings:
+    """What a task or a map task says about caching (validated)."""
+
+    enabled: bool = False
+    version: str | None = None
+    serialize: bool = False
+    ignore: tuple[str, ...] = ()
+    overwrite: bool = False
+
+    @classmethod
+    def make(
+        cls,
+        enabled: Any,
+        version: Any = None,
+        serialize: Any = False,
+        ignore: Any = (),
+        overwrite: Any = False,
+    ) -> CacheSettings:
+        for name, value in (
+            ("cache", enabled),
+            ("cache_serialize", serialize),
+            ("cache_overwrite", overwrite),
+        ):
+            if not isinstance(value, bool):
+                raise InvalidMapError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
+        if version is not None and not isinstance(version, str):
+            raise InvalidMapError(
+                f"cache_version must be a string or None; got {type(version).__name__} {version!r}"
+            )
+        if isinstance(ignore, str) or not all(isinstance(n, str) for n in ignore):
+            raise InvalidMapError(
+                f"cache_ignore_input_vars must be a tuple of parameter names; got {ignore!r}"
+            )
+        if not enabled and (version is not None or serialize or ignore or overwrite):
+            raise InvalidMapError(
+                "cache_version, cache_serialize, cache_ignore_input_vars and cache_overwrite need cache=True"
+            )
+        return cls(enabled, version, serialize, tuple(ignore), overwrite)
+
+
+@dataclasses.dataclass(frozen=True)
+class MapSpec:
+    """Everything a map task says about how its items run: validated once, then frozen.
+
+    :func:`mapnb.map_task` builds it, a :class:`~mapnb.MapTask` holds it, each run derives
+    its ``Job`` (what workers need) and its engine's settings from it, and the journal
+    stores it so that :func:`mapnb.recover` can rebuild the map task. Variations are
+    ``dataclasses.replace(spec, ...)`` (``with_overrides`` is one).
+
+    Attributes
+    ----------
+    fn : callable
+        The task function (a partial's bound inputs included).
+    name : str
+        How headlines and the grid name the task.
+    options : Options
+        concurrency, min_success_ratio, retries, timeout.
+    cache : CacheSettings
+        Subtask caching.
+    requests, limits : mapnb.Resources or None
+        What one item needs, and may use at most.
+    backend : str or Backend
+        Where items run: a registered name or a backend instance.
+    progress : bool or None
+        The live grid / progress bar (None: where one can be shown).
+    """
+
+    fn: Callable[..., Any]
+    name: str
+    options: Options = dataclasses.field(default_factory=lambda: Options())
+    cache: CacheSettings = dataclasses.field(default_factory=lambda: CacheSettings())
+    requests: Any = None
+    limits: Any = None
+    backend: Any = "local"
+    progress: bool | None = None
+
+
 def target_function(fn: Any) -> Callable[..., Any]:
     """The plain function behind a partial or a ``@task`` (for names and signatures)."""
     while True:

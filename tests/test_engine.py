@@ -12,6 +12,7 @@ from mapnb.engine import _MAX_BATCH, Batcher, Engine
 from mapnb.errors import ItemError, worker_died
 from mapnb.events import Status
 from mapnb.protocol import ENDED, FINISHED, LOG, STARTED
+from mapnb.spec import Options
 
 from . import tasks
 
@@ -37,9 +38,9 @@ class Scripted(Backend):
 
 
 def make(n: int, backend: Backend, per_item: float | None = None, **kw) -> Engine:
-    opts = dict(concurrency=1, min_success_ratio=1.0, retries=0, timeout=None) | kw
+    opts = Options(**(dict(concurrency=1, min_success_ratio=1.0, retries=0, timeout=None) | kw))
     eng = Engine(
-        run_id="t", job=Job("t", abs, ("x",)), inputs=[(i,) for i in range(n)], backend=backend, **opts
+        run_id="t", job=Job("t", abs, ("x",)), inputs=[(i,) for i in range(n)], backend=backend, options=opts
     )
     eng._batcher.per_item = per_item  # None: batches start at one item; tiny: one batch takes all
     eng.start()
@@ -224,7 +225,7 @@ def test_batches_grow_to_amortise_a_fixed_per_task_overhead():
     b = SlowDispatch()
     eng = Engine(
         run_id="t", job=Job("t", tasks.double, ("x",)), inputs=[(i,) for i in range(1000)], backend=b,
-        concurrency=2, min_success_ratio=1.0, retries=0, timeout=None,
+        options=Options(concurrency=2),
     )  # fmt: skip
     eng.start()
     assert eng.done.wait(300) and eng.view.lifecycle == "succeeded"

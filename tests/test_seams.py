@@ -99,3 +99,36 @@ def test_no_module_below_the_notebook_layer_imports_it():
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level == 1:
                 assert (node.module or "").split(".")[0] not in notebook_layer, f"{mod}.py imports {node.module}"
+
+
+def test_one_frozen_spec_drives_the_run_and_recover(tmp_path, monkeypatch):
+    """map_task validates once into a MapSpec; with_overrides replaces it; the journal keeps
+    it, and recover() rebuilds the map task from it; an entry written before the spec
+    existed (a dict of its fields) still recovers."""
+    import dataclasses
+
+    from mapnb import journal
+    from mapnb.spec import CacheSettings, MapSpec, Options
+
+    monkeypatch.setenv("MAPNB_HOME", str(tmp_path))
+    mt = mapnb.map_task(abs, retries=2, backend="sequential", progress=False)
+    assert isinstance(mt.spec, MapSpec) and mt.spec.options.retries == 2
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        mt.spec.name = "other"  # type: ignore[misc]
+    bigger = mt.with_overrides(requests=mapnb.Resources(cpu=1))
+    assert bigger.spec == dataclasses.replace(mt.spec, requests=mapnb.Resources(cpu=1))
+    run = mt.submit(x=[-1, -2])
+    run.wait(30)
+    again = mapnb.recover(run.id)
+    again.wait(30)
+    assert again.outputs == [1, 2] and again._engine.job.fn is not None
+
+    old = {  # the journal's entry as mapnb 0.1.0 wrote it
+        "fn": abs, "name": "abs", "names": ("x",), "inputs": [(-3,)], "axes": None,
+        "options": Options(retries=1), "cache": CacheSettings(), "progress": False,
+        "requests": None, "limits": None, "backend": "sequential",
+    }  # fmt: skip
+    journal.Journal("oldformat123", ("x",), 1, old).close()
+    back = mapnb.recover("oldformat123")
+    back.wait(30)
+    assert back.outputs == [3] and back.state == "succeeded"
