@@ -38,14 +38,19 @@ class _NotebookLayer:
     registered here so that no module below it imports it."""
 
     def grid(self, run: MapRun) -> object:
-        from .widget import run_grid
+        from .jupyter.widget import run_grid
 
         return run_grid(run)
 
     def static(self, run: MapRun) -> dict[str, object]:
-        from .grid import static_bundle
+        from .jupyter.grid import static_bundle
 
         return static_bundle(run)
+
+    def wait(self, run: MapRun, progress: bool | None) -> None:
+        from .jupyter.progress import show_progress
+
+        show_progress(run, progress)
 
 
 set_display_hook(_NotebookLayer())
@@ -53,7 +58,7 @@ set_display_hook(_NotebookLayer())
 
 def load_ipython_extension(ipython: object) -> None:
     """``%load_ext mapnb`` registers the ``%%map_task`` cell magic."""
-    from .magic import load_ipython_extension as load
+    from .jupyter.magic import load_ipython_extension as load
 
     load(ipython)
 

@@ -303,14 +303,12 @@ class MapTask:
         return run
 
     def _block(self, run: MapRun) -> pd.DataFrame:
-        from .progress import show_progress
-
         importer = None
         if "pandas" not in sys.modules:  # import it while the items run, not after
             importer = threading.Thread(target=_import_quietly, args=("pandas",), daemon=True)
             importer.start()
         try:
-            show_progress(run, self.progress)
+            run.show_until_done(self.progress)
         except (KeyboardInterrupt, SystemExit):  # SystemExit: Ctrl-C once flytekit is imported
             run.cancel(wait=True)
             # One line saying what happened, not a traceback through mapnb's waiting code.

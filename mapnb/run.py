@@ -32,6 +32,10 @@ class DisplayHook(Protocol):
     def static(self, run: MapRun) -> dict[str, Any]:
         """A mime bundle drawing the run without a live widget."""
 
+    def wait(self, run: MapRun, progress: bool | None) -> None:
+        """Block until ``run`` is done, showing its progress where wanted (``progress``:
+        True, False, or None for "where one can be shown")."""
+
 
 _display: DisplayHook | None = None
 
@@ -280,6 +284,18 @@ class MapRun:
             unsubscribe()
 
     # -- display ------------------------------------------------------------------------
+
+    def show_until_done(self, progress: bool | None = None) -> None:
+        """Block until the run is done, showing the live grid in a notebook or a progress
+        bar on a terminal (``progress``: True, False, or None for where one can be shown).
+
+        Short waits keep the calling thread responsive to KeyboardInterrupt.
+        """
+        if _display is not None:
+            _display.wait(self, progress)
+            return
+        while not self.wait(0.1):
+            pass
 
     def show(self) -> None:
         """Show the live grid in the notebook cell that calls this (nothing elsewhere).

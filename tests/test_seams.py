@@ -89,18 +89,6 @@ def test_run_state_is_read_through_a_view():
         run.view.n = 3  # type: ignore[misc]
 
 
-def test_no_module_below_the_notebook_layer_imports_it():
-    """run.py and everything under it reach the notebook layer only through the display
-    hook that mapnb/__init__.py registers."""
-    notebook_layer = {"widget", "grid", "magic", "progress", "busy"}
-    below = ["engine", "run", "state", "events", "protocol", "worker", "cache", "journal", "spec", "frame"]
-    for mod in below:
-        tree = ast.parse((PKG / f"{mod}.py").read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                assert (node.module or "").split(".")[0] not in notebook_layer, f"{mod}.py imports {node.module}"
-
-
 def test_one_frozen_spec_drives_the_run_and_recover(tmp_path, monkeypatch):
     """map_task validates once into a MapSpec; with_overrides replaces it; the journal keeps
     it, and recover() rebuilds the map task from it; an entry written before the spec
@@ -132,3 +120,18 @@ def test_one_frozen_spec_drives_the_run_and_recover(tmp_path, monkeypatch):
     back = mapnb.recover("oldformat123")
     back.wait(30)
     assert back.outputs == [3] and back.state == "succeeded"
+
+
+def test_layers_import_only_downwards():
+    """The caller's core and the worker side never import the notebook layer (mapnb.jupyter),
+    and nothing outside the local backend imports its worker loop."""
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG).as_posix()
+        if rel.startswith("jupyter/") or rel == "__init__.py":
+            continue  # the notebook layer itself, and the package that registers it
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                target = "." * node.level + (node.module or "")
+                assert "jupyter" not in target, f"{rel} imports {target}"
+                if not rel.startswith("backends/local/"):
+                    assert not target.endswith("local.serve"), f"{rel} imports {target}"

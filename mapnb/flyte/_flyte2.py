@@ -326,10 +326,7 @@ def _start(
             return None
         run = mt.submit(**lists)
         if progress is not False:
-            from ..widget import grid_wanted
-
-            if grid_wanted():
-                run.show()
+            run.show()  # the live grid, in a notebook only
         return run
 
     return start

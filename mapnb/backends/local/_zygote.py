@@ -10,7 +10,7 @@ caller's ``__main__``: task functions travel with cloudpickle, so a script witho
 Protocol on the control socket (multiprocessing ``Connection`` messages):
 
 - in ``("spawn", wid)`` followed by two file descriptors (SCM_RIGHTS): the worker's end of
-  its socket pair and its ledger (see :class:`mapnb.worker.Ledger`); out
+  its socket pair and its ledger (see :class:`mapnb.backends.local.serve.Ledger`); out
   ``("spawned", wid, pid)``.
 - in ``("kill", wid)``: SIGKILL the worker's process group (its own children too).
 - in ``("limit", wid, nbytes | None)``: the memory limit of what the worker runs now.
@@ -87,7 +87,7 @@ def _child(fd: int, ledger_fd: int, closing: list[int]) -> None:
     os.setsid()
     code = 0
     try:
-        from mapnb.worker import serve
+        from mapnb.backends.local.serve import serve
 
         serve(Connection(fd), ledger_fd)
     except BaseException:  # pragma: no cover - serve handles item errors itself
@@ -100,9 +100,9 @@ def _child(fd: int, ledger_fd: int, closing: list[int]) -> None:
 def main(control_fd: int) -> None:
     import cloudpickle  # noqa: F401  (preloaded for the workers)
 
-    import mapnb.worker  # noqa: F401
+    import mapnb.backends.local.serve  # noqa: F401  (preloaded for the workers)
+    from mapnb.backends.local.serve import _become_subreaper
     from mapnb.resources import rss_of_tree
-    from mapnb.worker import _become_subreaper
 
     sock = socket.socket(fileno=control_fd)
     control = Connection(os.dup(control_fd))

@@ -20,9 +20,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from ._code import with_filename
-from .api import map_task
-from .errors import BackendError, InvalidMapError, MapTaskError
+from .._code import with_filename
+from ..api import map_task
+from ..errors import BackendError, InvalidMapError, MapTaskError
 
 _OPEN, _CLOSE = "([{", ")]}"
 

@@ -1,7 +1,7 @@
 """The default backend: a warm pool of worker processes on this machine.
 
 One pool per process (per notebook kernel) is kept warm between runs. Workers are forked
-by a clean fork server (see :mod:`mapnb.backends._zygote`), each in its own session, so
+by a clean fork server (see :mod:`mapnb.backends.local._zygote`), each in its own session, so
 
 - a worker that crashes (``os._exit``, a segfault, the OOM killer) fails only the item it
   was running; the pool replaces it and its siblings carry on;
@@ -29,12 +29,12 @@ from multiprocessing.reduction import sendfds
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidMapError, ItemError, PoolBrokenError, worker_died
-from ..protocol import ENDED, RETIRING, Ended
-from ..resources import format_memory
-from ..worker import Ledger, job_setting
-from ._wire import dump_items, dump_job, load_outputs
-from .base import Backend, ReportFn, Task, usable_cpus
+from ...errors import InvalidMapError, ItemError, PoolBrokenError, worker_died
+from ...protocol import ENDED, RETIRING, Ended
+from ...resources import format_memory
+from .._wire import dump_items, dump_job, load_outputs
+from ..base import Backend, ReportFn, Task, usable_cpus
+from .serve import Ledger, job_setting
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ class Pool:
         self._wids = itertools.count(1)
         self._closed = False
         ours, theirs = socket.socketpair()
-        root = str(Path(__file__).resolve().parents[2])
-        code = f"import sys; sys.path.insert(0, {root!r}); from mapnb.backends._zygote import main; main({theirs.fileno()})"
+        root = str(Path(__file__).resolve().parents[3])  # the folder mapnb/ is in
+        code = f"import sys; sys.path.insert(0, {root!r}); from mapnb.backends.local._zygote import main; main({theirs.fileno()})"
         self._zygote = subprocess.Popen(
             [sys.executable, "-c", code],
             pass_fds=[theirs.fileno()],
@@ -406,7 +406,7 @@ class Budget:
 
     def gpus(self) -> list[str]:
         """The GPUs items may use (looked up now if none is in use)."""
-        from ..resources import local_gpus
+        from ...resources import local_gpus
 
         with self._lock:
             if self._gpus is None or not self._held:
@@ -444,7 +444,7 @@ class Budget:
 
     def _ready(self) -> list[tuple[Any, list[str]]]:
         """Take the shares of the waiting tasks that fit now, in order (lock held)."""
-        from ..resources import local_gpus, total_memory
+        from ...resources import local_gpus, total_memory
 
         if self._mem is None:
             self._mem = total_memory() or 0
@@ -502,7 +502,7 @@ class LocalBackend(Backend):
 
     def fit(self, requests: Any, limits: Any) -> int | None:
         """Items at once that the usable CPUs, the memory and the GPUs can take."""
-        from ..resources import format_memory, total_memory
+        from ...resources import format_memory, total_memory
 
         if not requests:
             return None

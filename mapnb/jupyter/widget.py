@@ -29,12 +29,12 @@ from . import busy
 from .grid import COLORS, GLYPHS, TEXT_ON, GridModel, render_html
 
 if TYPE_CHECKING:
-    from .run import MapRun
+    from ..run import MapRun
 
 log = logging.getLogger(__name__)
 
 INTERVAL = 0.1  # seconds between two flushes: at most ~10 messages a second
-_ASSETS = importlib.resources.files("mapnb") / "assets"
+_ASSETS = importlib.resources.files("mapnb.jupyter") / "assets"
 
 
 def widget_kind() -> str:

@@ -22,10 +22,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .events import Event, ItemFinished, ItemLog, ItemRetrying, ItemStarted, RunFinished, RunStarted, Status
+from ..events import Event, ItemFinished, ItemLog, ItemRetrying, ItemStarted, RunFinished, RunStarted, Status
 
 if TYPE_CHECKING:
-    from .run import MapRun
+    from ..run import MapRun
 
 CODES = {
     Status.QUEUED: "q",

@@ -6,9 +6,9 @@ import shutil
 import sys
 import time
 
+from ..events import FINAL_STATUSES
+from ..run import MapRun
 from . import busy
-from .events import FINAL_STATUSES
-from .run import MapRun
 from .widget import grid_wanted
 
 
