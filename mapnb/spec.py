@@ -290,6 +290,26 @@ def by_name(fn: Callable[..., Any], names: tuple[str, ...]) -> Callable[..., Any
 
 def _materialise(name: str, value: Any) -> list[Any]:
     """One mapped input as a list, rejecting the values that are almost always mistakes."""
+    _refuse_non_lists(name, value)
+    limit = max_items()
+    try:
+        size = len(value)
+    except TypeError:  # not sized (a generator, say): count while taking, one past the bound
+        size = None
+    if size is not None and size > limit:
+        raise _too_many(name, f"{size:,} items", limit)
+    try:
+        items = list(itertools.islice(value, limit + 1)) if size is None else list(value)
+    except TypeError as e:  # e.g. a 0-d numpy array
+        raise InvalidMapError(f"{name}= could not be iterated: {e}; got {describe(value)}") from None
+    if len(items) > limit:
+        raise _too_many(name, f"more than {limit:,} items (it may never end)", limit)
+    return items
+
+
+def _refuse_non_lists(name: str, value: Any) -> None:
+    """A clear error for a value that is not a finite list of inputs (a string, a dict, a
+    set, a DataFrame, an endless iterator...), saying what to pass instead."""
     hint = None
     cls = type(value)
     if isinstance(value, (str, bytes, bytearray)):
@@ -314,20 +334,6 @@ def _materialise(name: str, value: Any) -> list[Any]:
             f"{name}= got {describe(value)}, which never ends; pass a finite list, "
             f"e.g. {name}=list(itertools.islice(it, 100)) or {name}=range(100)"
         )
-    limit = max_items()
-    try:
-        size = len(value)
-    except TypeError:  # not sized (a generator, say): count while taking, one past the bound
-        size = None
-    if size is not None and size > limit:
-        raise _too_many(name, f"{size:,} items", limit)
-    try:
-        items = list(itertools.islice(value, limit + 1)) if size is None else list(value)
-    except TypeError as e:  # e.g. a 0-d numpy array
-        raise InvalidMapError(f"{name}= could not be iterated: {e}; got {describe(value)}") from None
-    if len(items) > limit:
-        raise _too_many(name, f"more than {limit:,} items (it may never end)", limit)
-    return items
 
 
 _MAX_ITEMS_DEFAULT = 10_000_000

@@ -182,35 +182,10 @@ def settle(value: Any) -> Any:
     """
     if not isinstance(value, collections.abc.Coroutine):
         return value
-    import asyncio
 
     code = getattr(value, "cr_code", None)
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # the usual case: no loop runs in this thread
-        nested = False
-    else:
-        nested = True
-    try:
-        if not nested:
-            return asyncio.run(value)
-        # A loop runs in this thread already (an in-process backend called from async
-        # code): asyncio.run cannot nest, so the coroutine gets a thread of its own.
-        box: list[Any] = []
-
-        def run() -> None:
-            try:
-                box.append((True, asyncio.run(value)))
-            except BaseException as e:  # noqa: BLE001 - handed to the item below
-                box.append((False, e))
-
-        thread = threading.Thread(target=run, name="mapnb-coroutine", daemon=True)
-        thread.start()
-        thread.join()
-        ok, result = box[0]
-        if not ok:
-            raise result
-        return result
+        return _run_coroutine(value)
     except BaseException as e:
         tb = e.__traceback__
         while tb is not None and tb.tb_frame.f_code is not code:
@@ -220,8 +195,35 @@ def settle(value: Any) -> Any:
         raise e.with_traceback(tb)  # noqa: B904 - the same exception, its traceback trimmed
 
 
-# --------------------------------------------------------------------------------------
-# The worker process of the local backend.
+def _run_coroutine(coro: Any) -> Any:
+    """Run ``coro`` to completion in an event loop of its own."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: no loop runs in this thread
+        nested = False
+    else:
+        nested = True
+    if not nested:  # (outside the except block: the item's error has no context of ours)
+        return asyncio.run(coro)
+    # A loop runs in this thread already (an in-process backend called from async code):
+    # asyncio.run cannot nest, so the coroutine gets a thread of its own.
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append((True, asyncio.run(coro)))
+        except BaseException as e:  # noqa: BLE001 - handed to the item below
+            box.append((False, e))
+
+    thread = threading.Thread(target=run, name="mapnb-coroutine", daemon=True)
+    thread.start()
+    thread.join()
+    ok, result = box[0]
+    if not ok:
+        raise result
+    return result
 
 
 def dumps_value(value: Any) -> bytes:

@@ -242,46 +242,62 @@ class GridModel:
 
     def changes(self) -> dict[str, Any]:
         """The values that differ from what was last returned (all of them the first time)."""
-        rv = self._v
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             logs, self._log_dirty = self._log_dirty, set()
             header, self._header_dirty = self._header_dirty, False
-        out: dict[str, Any] = {}
         first = not self._sent
+        out: dict[str, Any] = self._first_values() if first else {}
         if first:
-            out.update(
-                run_id=self.run.id,
-                title=self.run.name,
-                names=list(self.run.names),
-                n=rv.n,
-                backend=rv.backend,
-                concurrency=rv.concurrency,
-                started=self.run.started,
-                sheet=self.sheet,
-                statuses=self._full_statuses(),
-                patch={},
-            )
             dirty = set()
-        status = rv.status
+        out.update(self._status_changes(dirty))
+        if dirty or header or first or self._v.done.is_set():
+            out.update(self._header())
+        if self.sheet and (dirty or first):
+            out.update(self._heat_changes(dirty if not first else range(self._v.n)))
+        out.update(self._detail_changes(first, dirty, logs))
+        return self._only_new(out)
+
+    def _first_values(self) -> dict[str, Any]:
+        """What the front end needs once: the run's identity and every item's status."""
+        rv = self._v
+        return dict(
+            run_id=self.run.id,
+            title=self.run.name,
+            names=list(self.run.names),
+            n=rv.n,
+            backend=rv.backend,
+            concurrency=rv.concurrency,
+            started=self.run.started,
+            sheet=self.sheet,
+            statuses=self._full_statuses(),
+            patch={},
+        )
+
+    def _status_changes(self, dirty: set[int]) -> dict[str, Any]:
+        """The changed items' statuses, as a cumulative patch (or, past PATCH_CAP changes,
+        folded into one full string)."""
+        status = self._v.status
         for i in dirty:
             self._patch[str(i)] = CODES[status[i]]
         if len(self._patch) > PATCH_CAP:
-            out["statuses"], out["patch"] = self._full_statuses(), {}
             self._patch = {}
-        elif dirty:
-            out["patch"] = dict(self._patch)
-        if dirty or header or first or rv.done.is_set():
-            out.update(self._header())
-        if self.sheet and (dirty or first):
-            out.update(self._heat_changes(dirty if not first else range(rv.n)))
-        sel = self.selected
-        if 0 <= sel < rv.n and (first or sel in dirty or sel in logs or self._sent.get("_sel") != sel):
-            out["detail"] = self.detail(sel)
+            return {"statuses": self._full_statuses(), "patch": {}}
+        return {"patch": dict(self._patch)} if dirty else {}
+
+    def _detail_changes(self, first: bool, dirty: set[int], logs: set[int]) -> dict[str, Any]:
+        """The selected item's panel, when it (or the selection) changed."""
+        sel, was = self.selected, self._sent.get("_sel", -1)
+        if 0 <= sel < self._v.n and (first or sel in dirty or sel in logs or was != sel):
             self._sent["_sel"] = sel
-        elif sel < 0 and self._sent.get("_sel", -1) >= 0:
-            out["detail"] = {}
+            return {"detail": self.detail(sel)}
+        if sel < 0 and was >= 0:
             self._sent["_sel"] = -1
+            return {"detail": {}}
+        return {}
+
+    def _only_new(self, out: dict[str, Any]) -> dict[str, Any]:
+        """``out`` without the values the front end has already (patch and detail always go)."""
         for k in list(out):
             if k in ("patch", "detail"):
                 continue

@@ -282,6 +282,32 @@ def serve(conn: Any, ledger_fd: int | None = None) -> None:
         kill_descendants(os.getpid())
 
 
+def _known_job(jobs: dict[str, Any], job_id: str, job_blob: Any) -> Any:
+    """The job of a task: loaded from ``job_blob`` the first time (the four latest kept),
+    or the ItemError that loading it gave."""
+    job = jobs.get(job_id)
+    if job is not None:
+        return job
+    if job_blob is None:  # cannot happen: the pool sends a job to a worker once
+        return ItemError("serialization", "LookupError", "the worker does not have the task function")
+    job = _load_job(job_blob)
+    if len(jobs) >= 4:
+        jobs.pop(next(iter(jobs)))
+    jobs[job_id] = job
+    return job
+
+
+def _prepare(job: Any, env: dict[str, str], items_blob: bytes, data_limit: _DataLimit, outbox: Outbox) -> Any:
+    """Set up this process for a task of ``job`` (its environment, GPUs and memory limit);
+    return the task's items."""
+    _apply_environment(job)
+    os.environ.update(env)  # this task's own (its GPUs)
+    limit = job.limits.mem_bytes if job.limits is not None else None
+    kernel = data_limit.apply(limit)
+    outbox.mem_limit = job.limits.mem if kernel else None
+    return pickle.loads(items_blob)
+
+
 def _serve(conn: Any, ledger: Ledger | None) -> None:
     # Process-wide, not per thread: text printed by threads an item starts belongs to it.
     current: list[Capture | None] = [None]
@@ -310,25 +336,12 @@ def _serve(conn: Any, ledger: Ledger | None) -> None:
             return
         _, task_id, job_id, job_blob, items_blob, env = msg
         outbox.task_id = task_id
-        job = jobs.get(job_id)
-        if job is None:
-            if job_blob is None:  # cannot happen: the pool sends a job to a worker once
-                job = ItemError("serialization", "LookupError", "the worker does not have the task function")
-            else:
-                job = _load_job(job_blob)
-                if len(jobs) >= 4:
-                    jobs.pop(next(iter(jobs)))
-                jobs[job_id] = job
+        job = _known_job(jobs, job_id, job_blob)
         if isinstance(job, ItemError):  # every task of a job that could not load says why
             outbox.end_task(job, all_items=True)
             continue
         try:
-            _apply_environment(job)
-            os.environ.update(env)  # this task's own (its GPUs)
-            limit = job.limits.mem_bytes if job.limits is not None else None
-            kernel = data_limit.apply(limit)
-            outbox.mem_limit = job.limits.mem if kernel else None
-            items = pickle.loads(items_blob)
+            items = _prepare(job, env, items_blob, data_limit, outbox)
         except BaseException as e:
             err = exception_error(e)
             err = ItemError(
