@@ -15,6 +15,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from types import FrameType
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def warn_once(key: str, message: str) -> None:
         log.debug("%s", message)
         return
     package = str(Path(__file__).parent)
-    frame, level = sys._getframe(0), 1
+    frame: FrameType | None = sys._getframe(0)
+    level = 1
     while frame is not None and frame.f_code.co_filename.startswith(package):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, UserWarning, stacklevel=level if frame is not None else 1)

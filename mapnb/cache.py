@@ -172,7 +172,9 @@ class ItemCache:
 
         self.settings = settings
         self._dumps = functools.partial(cloudpickle.dumps, protocol=5)
-        self.store = _usable_store()  # None: the cache cannot be used, the run goes uncached
+        # None: the cache cannot be used and the run goes uncached (key() is then None for
+        # every item, so no other method touches the store).
+        self.store: Any = _usable_store()
         who, derived = _identity(fn)
         self._prefix = (who, settings.version if settings.version is not None else f"source:{derived}")
         self._names = names

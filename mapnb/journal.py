@@ -277,7 +277,8 @@ class _Writer:
                 self._write(db, ops)
                 return db, path
             except Exception as e:  # a full disk, a read-only home: the runs go on without it
-                db = _close(db)
+                _close(db)
+                db = None  # connect again next time
                 if is_damaged(e) and attempt == 0:
                     continue  # a new connection first: the file may have been replaced
                 if is_damaged(e) and attempt == 1 and want.exists():
@@ -324,6 +325,7 @@ class _Writer:
 
 
 def _close(db: sqlite3.Connection | None) -> None:
+    """Close ``db`` if open, quietly."""
     if db is not None:
         try:
             db.close()

@@ -57,14 +57,14 @@ def check_seconds(name: str, value: Any) -> float | None:
     """A duration in seconds > 0, or None."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, Real) or not (value > 0) or math.isinf(value):
+    if isinstance(value, bool) or not isinstance(value, Real) or not (float(value) > 0) or math.isinf(value):
         raise InvalidMapError(f"{name} must be a number of seconds > 0 or None; got {describe(value)}")
     return float(value)
 
 
 def check_ratio(name: str, value: Any) -> float:
     """A ratio in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not (0.0 <= value <= 1.0):
+    if isinstance(value, bool) or not isinstance(value, Real) or not (0.0 <= float(value) <= 1.0):
         raise InvalidMapError(f"{name} must be a number between 0 and 1; got {describe(value)}")
     return float(value)
 

@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from .errors import ItemError
+from .errors import ErrorKind, ItemError
 from .logs import BoundedText
 from .protocol import LOG, Ended, Finished, Item, Log, Retiring, Started
 
@@ -116,14 +116,14 @@ def exception_error(exc: BaseException) -> ItemError:
     while tb is not None and tb.tb_next is not None and _ours(tb.tb_frame.f_globals):
         tb = tb.tb_next
     text = "".join(traceback.format_exception(type(exc), exc, tb))
-    return ItemError("exception", type(exc).__qualname__, str(exc), text)
+    return ItemError(ErrorKind.EXCEPTION, type(exc).__qualname__, str(exc), text)
 
 
 def memory_error(spec: Any, cause: ItemError | None = None) -> ItemError:
     """The item's ``MemoryLimitExceeded`` when an allocation failed under its limit."""
     why = f" ({cause.one_line()})" if cause is not None else ""
     return ItemError(
-        "memory",
+        ErrorKind.MEMORY,
         "MemoryLimitExceeded",
         f"the item exceeded its limit mem={spec}: an allocation failed{why}",
         cause.traceback if cause is not None else "",
@@ -310,7 +310,7 @@ class Outbox:
             except BaseException as e:
                 ok = False
                 payload = ItemError(
-                    "serialization",
+                    ErrorKind.SERIALIZATION,
                     type(e).__qualname__,
                     f"the output ({type(value).__name__}) could not be pickled to send back: {e}",
                 )
@@ -320,7 +320,7 @@ class Outbox:
             self._current = None
             self._keep(Finished(self.task_id, index, attempt, ok, payload, t0, t1))
 
-    def _keep(self, record: tuple[Any, ...]) -> None:
+    def _keep(self, record: Finished) -> None:
         """Queue an item's outcome to send (called with the lock held)."""
         self._records.append(record)
 
@@ -353,7 +353,8 @@ class Outbox:
                 return
             for k, r in enumerate(recs):
                 if type(r) is list:  # a Log record still collecting chunks
-                    recs[k] = Log(*r[1:5], "".join(r[5]))
+                    _, task_id, index, attempt, stream, chunks = r
+                    recs[k] = Log(task_id, index, attempt, stream, "".join(chunks))
             self._conn.send_bytes(pickle.dumps(recs, protocol=pickle.HIGHEST_PROTOCOL))
 
     def _tick(self) -> None:

@@ -11,7 +11,7 @@ import pickle
 import time
 from typing import Any
 
-from ..errors import ItemError
+from ..errors import ErrorKind, ItemError
 from ..protocol import FINISHED, Ended, Finished
 from .base import ReportFn, Task
 
@@ -33,7 +33,7 @@ def load_output(r: Finished) -> Finished:
         return (kind, task_id, index, attempt, True, pickle.loads(blob), *times)  # type: ignore[return-value]
     except Exception as e:
         err = ItemError(
-            "serialization", type(e).__qualname__, f"the output could not be unpickled in the caller: {e}"
+            ErrorKind.SERIALIZATION, type(e).__qualname__, f"the output could not be unpickled in the caller: {e}"
         )
         return (kind, task_id, index, attempt, False, err, *times)  # type: ignore[return-value]
 
@@ -49,7 +49,7 @@ def dump_job(task: Task, report: ReportFn, where: str) -> bytes | None:
         return dumps(task.job)
     except Exception as e:
         msg = f"the task function could not be pickled to send to {where}: {e}"
-        report([Ended(task.id, ItemError("serialization", type(e).__qualname__, msg), all_items=True)])
+        report([Ended(task.id, ItemError(ErrorKind.SERIALIZATION, type(e).__qualname__, msg), all_items=True)])
         return None
 
 
@@ -76,7 +76,7 @@ def drop_unpicklable(task: Task, report: ReportFn, where: str) -> Task:
         except Exception as e:
             msg = f"the inputs could not be pickled to send to {where}: {e}"
             now = time.monotonic()
-            err = ItemError("serialization", type(e).__qualname__, msg)
+            err = ItemError(ErrorKind.SERIALIZATION, type(e).__qualname__, msg)
             failed.append(Finished(task.id, item[0], item[1], False, err, now, now))
     report(failed)
     return dataclasses.replace(task, items=tuple(good))

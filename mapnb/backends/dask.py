@@ -27,7 +27,7 @@ import warnings
 from typing import Any
 
 from .._code import restore_origin
-from ..errors import BackendError, ItemError
+from ..errors import BackendError, ErrorKind, ItemError
 from ..protocol import Ended, Finished
 from ..worker import Outbox, run_items
 from ._wire import dump_items, dump_job, load_outputs
@@ -272,7 +272,7 @@ class DaskBackend(Backend):
             if losses <= _UNSTARTED_LOSSES:
                 return None
             why += f" before the task started ({losses} times in this run)"
-        return ItemError("worker-died", "WorkerLost", why)
+        return ItemError(ErrorKind.WORKER_DIED, "WorkerLost", why)
 
     def _on_done(self, tid: int, future: Any) -> None:
         """The Dask task is over (in a thread of the client's): every outcome, then the end."""
@@ -283,9 +283,8 @@ class DaskBackend(Backend):
             blob = future.result()
         except BaseException as e:
             error = _task_error(e, running.worker)
-            if error.kind == "worker-died":
-                error = self._lost_error(running, error.message)
-            running.report([Ended(tid, error)])
+            lost = self._lost_error(running, error.message) if error.kind is ErrorKind.WORKER_DIED else error
+            running.report([Ended(tid, lost)])
             return
         running.report([*load_outputs(pickle.loads(blob)), Ended(tid)])
 
@@ -378,11 +377,11 @@ def _plugin_class() -> Any:
 def _task_error(e: BaseException, worker: str) -> ItemError:
     name = type(e).__qualname__
     if name == "KilledWorker":
-        return ItemError("worker-died", "WorkerLost", f"Dask workers running this task died: {e}")
+        return ItemError(ErrorKind.WORKER_DIED, "WorkerLost", f"Dask workers running this task died: {e}")
     if name == "CancelledError":
-        return ItemError("cancelled", "CancelledError", "the Dask task was cancelled")
+        return ItemError(ErrorKind.CANCELLED, "CancelledError", "the Dask task was cancelled")
     where = f" on {worker}" if worker else ""
-    return ItemError("internal", name, f"the Dask task failed{where}: {e}")
+    return ItemError(ErrorKind.INTERNAL, name, f"the Dask task failed{where}: {e}")
 
 
 # --------------------------------------------------------------------------------------

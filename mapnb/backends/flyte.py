@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendError, ItemError
+from ..errors import BackendError, ErrorKind, ItemError
 from ..events import Status
 from ..protocol import Ended, Finished, Log, Started
 from .base import Backend, Job, ReportFn, Task
@@ -172,7 +172,7 @@ class FlyteBackend(Backend):
                     "retry_failed() is not supported on backend='flyte': run the map again "
                     "(with cache=True, Flyte's cache keeps what succeeded)"
                 )
-            err = ItemError("internal", "BackendError", why)
+            err = ItemError(ErrorKind.INTERNAL, "BackendError", why)
             report([Ended(task.id, err, all_items=True)])
             return
         run.attach(task, report)
@@ -375,7 +375,9 @@ def _log(i: int, text: str) -> Change:
 
 
 def _error(c: Change) -> ItemError:
-    kind = {Status.ABORTED: "aborted", Status.CANCELLED: "cancelled"}.get(c.status, "exception")  # type: ignore[arg-type]
-    return ItemError(
-        kind, "FlyteError" if kind == "exception" else kind.capitalize(), c.error or "failed on Flyte"
+    kind = {Status.ABORTED: ErrorKind.ABORTED, Status.CANCELLED: ErrorKind.CANCELLED}.get(
+        c.status,  # type: ignore[arg-type]
+        ErrorKind.EXCEPTION,
     )
+    name = "FlyteError" if kind is ErrorKind.EXCEPTION else kind.value.capitalize()
+    return ItemError(kind, name, c.error or "failed on Flyte")

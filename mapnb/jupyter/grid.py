@@ -20,6 +20,7 @@ import numbers
 import reprlib
 import threading
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..events import Event, ItemFinished, ItemLog, ItemRetrying, ItemStarted, RunFinished, RunStarted, Status
@@ -78,6 +79,7 @@ def _numeric_fields(value: Any) -> dict[str, float]:
     """The numeric fields of an output: itself, or those of a dict, dataclass or NamedTuple."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return {"output": float(value)}
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):
         items = value.items()
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -206,7 +208,7 @@ class GridModel:
         self._heat: list[float | None] | None = None
         self._scale: tuple[float, float] | None = None  # the heatmap's colour scale, only widens
         self._was: tuple[float, float] | None = None  # the scale before it last widened
-        self._rate = collections.deque(maxlen=50)  # (time, items done) samples for items/s
+        self._rate: collections.deque[tuple[float, int]] = collections.deque(maxlen=50)  # (time, items done) samples for items/s
         self.finished = threading.Event()
         self.sheet = self._axes()
 

@@ -273,7 +273,7 @@ class MapTaskMagics(Magics):
         if opts.address:
             if backend not in ("local", "dask"):
                 raise UsageError(f"--address is a Dask scheduler's; it does not go with --backend {backend}")
-            from .backends.dask import DaskBackend
+            from ..backends.dask import DaskBackend
 
             backend = DaskBackend.for_address(opts.address)
         try:

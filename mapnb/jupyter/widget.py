@@ -103,7 +103,7 @@ def _grid_widget_class() -> type:
         sheet = traitlets.Dict().tag(sync=True)
         fields = traitlets.List(traitlets.Unicode()).tag(sync=True)
         heat_field = traitlets.Unicode("").tag(sync=True)
-        heat = traitlets.List().tag(sync=True)
+        heat: traitlets.List[Any] = traitlets.List().tag(sync=True)
         heat_scale = traitlets.Dict().tag(sync=True)
         selected = traitlets.Int(-1).tag(sync=True)
         detail = traitlets.Dict().tag(sync=True)

@@ -29,7 +29,7 @@ from multiprocessing.reduction import sendfds
 from pathlib import Path
 from typing import Any
 
-from ...errors import InvalidMapError, ItemError, PoolBrokenError, worker_died
+from ...errors import ErrorKind, InvalidMapError, ItemError, PoolBrokenError, worker_died
 from ...protocol import ENDED, RETIRING, Ended
 from ...resources import format_memory
 from .._wire import dump_items, dump_job, load_outputs
@@ -310,7 +310,7 @@ class Pool:
         if task is not None and report is not None:
             if worker.over is not None:
                 err = ItemError(
-                    "memory",
+                    ErrorKind.MEMORY,
                     "MemoryLimitExceeded",
                     f"the item used {format_memory(worker.over)}, which exceeded its limit "
                     f"mem={worker.mem_spec}; its worker was stopped",
@@ -344,7 +344,7 @@ class Pool:
             self._workers.clear()
             self._by_task.clear()
             self._gone.notify_all()
-        lost = ItemError("worker-died", "PoolBroken", "the local pool shut down")
+        lost = ItemError(ErrorKind.WORKER_DIED, "PoolBroken", "the local pool shut down")
         for w in workers:
             if w.pid is not None:
                 try:
@@ -559,7 +559,7 @@ class LocalBackend(Backend):
             try:
                 self._start(task, give_back, blob, items_blob, env)
             except Exception as e:  # called from another run's thread too: report, never raise
-                err = ItemError("internal", type(e).__qualname__, f"the local backend failed: {e}")
+                err = ItemError(ErrorKind.INTERNAL, type(e).__qualname__, f"the local backend failed: {e}")
                 give_back([Ended(task.id, err, all_items=True)])
 
         self._budget.acquire(task.id, requests, start)

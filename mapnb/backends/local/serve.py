@@ -23,7 +23,7 @@ import threading
 from typing import Any
 
 from ..._code import restore_origin
-from ...errors import ItemError
+from ...errors import ErrorKind, ItemError
 from ...worker import Capture, Outbox, Router, exception_error, run_items
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def _load_job(blob: Any) -> Any:
     except BaseException as e:
         err = exception_error(e)
         return ItemError(
-            "serialization", err.type, f"could not load the task function in the worker: {e}", err.traceback
+            ErrorKind.SERIALIZATION, err.type, f"could not load the task function in the worker: {e}", err.traceback
         )
 
 
@@ -289,7 +289,7 @@ def _known_job(jobs: dict[str, Any], job_id: str, job_blob: Any) -> Any:
     if job is not None:
         return job
     if job_blob is None:  # cannot happen: the pool sends a job to a worker once
-        return ItemError("serialization", "LookupError", "the worker does not have the task function")
+        return ItemError(ErrorKind.SERIALIZATION, "LookupError", "the worker does not have the task function")
     job = _load_job(job_blob)
     if len(jobs) >= 4:
         jobs.pop(next(iter(jobs)))
@@ -345,7 +345,7 @@ def _serve(conn: Any, ledger: Ledger | None) -> None:
         except BaseException as e:
             err = exception_error(e)
             err = ItemError(
-                "serialization", err.type, f"could not load the inputs in the worker: {e}", err.traceback
+                ErrorKind.SERIALIZATION, err.type, f"could not load the inputs in the worker: {e}", err.traceback
             )
             outbox.end_task(err, all_items=True)
             continue
