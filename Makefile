@@ -26,11 +26,16 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 demo: $(VENV)/.installed  ## make a venv, install, run the example on the local pool
 	$(PY) examples/demo.py
 
+# Under coverage (config in pyproject.toml), also in the local pool's fork server and
+# workers; the report prints whether or not the tests passed, and no threshold fails it yet.
 test: $(VENV)/.installed-test chromium lint  ## install, lint, run the tests and the tutorial notebooks
-	$(PY) -m pytest --nbval-lax --nbval-current-env
+	$(PY) -m coverage erase
+	$(PY) -m coverage run -m pytest --nbval-lax --nbval-current-env; status=$$?; \
+	  $(PY) -m coverage combine -q && $(PY) -m coverage report; exit $$status
 
-lint: $(VENV)/.installed-test  ## ruff over the code, tests, benchmarks, examples and notebooks
+lint: $(VENV)/.installed-test  ## ruff over the code, tests, benchmarks, examples and notebooks; mypy over mapnb/
 	$(PY) -m ruff check mapnb tests benchmarks examples notebooks
+	$(PY) -m mypy
 
 # The browser tests drive Debian's Chromium through Playwright (never `playwright install`).
 # Installing it needs root; without it those tests skip, unless MAPNB_REQUIRE_BROWSER=1.

@@ -11,7 +11,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from . import journal
 from ._code import origin_of
@@ -39,8 +39,6 @@ from .spec import (
 
 if TYPE_CHECKING:
     import pandas as pd
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _seconds(name: str, value: Any) -> float | None:
@@ -81,10 +79,33 @@ class TaskFunction:
         return f"<task {function_name(self)} retries={self.retries} timeout={self.timeout}>"
 
 
+# ``@task`` and ``@task(...)``: the overloads say which one returns the TaskFunction.
 @overload
-def task(fn: F, **settings: Any) -> TaskFunction: ...
+def task(
+    fn: Callable[..., Any],
+    *,
+    retries: int = ...,
+    timeout: float | datetime.timedelta | None = ...,
+    cache: bool = ...,
+    cache_version: str | None = ...,
+    cache_serialize: bool = ...,
+    cache_ignore_input_vars: tuple[str, ...] = ...,
+    requests: Resources | None = ...,
+    limits: Resources | None = ...,
+) -> TaskFunction: ...
 @overload
-def task(fn: None = None, **settings: Any) -> Callable[[F], TaskFunction]: ...
+def task(
+    fn: None = None,
+    *,
+    retries: int = ...,
+    timeout: float | datetime.timedelta | None = ...,
+    cache: bool = ...,
+    cache_version: str | None = ...,
+    cache_serialize: bool = ...,
+    cache_ignore_input_vars: tuple[str, ...] = ...,
+    requests: Resources | None = ...,
+    limits: Resources | None = ...,
+) -> Callable[[Callable[..., Any]], TaskFunction]: ...
 def task(
     fn: Callable[..., Any] | None = None,
     *,
@@ -96,7 +117,7 @@ def task(
     cache_ignore_input_vars: tuple[str, ...] = (),
     requests: Resources | None = None,
     limits: Resources | None = None,
-) -> Any:
+) -> TaskFunction | Callable[[Callable[..., Any]], TaskFunction]:
     """Attach task settings to a function, as flytekit's ``@task`` does.
 
     A plain function works in :func:`map_task` too; ``@task`` only sets defaults that

@@ -110,9 +110,9 @@ class Checkpoint:
     def save(self, src: str | os.PathLike[str] | IO[bytes]) -> None:
         """Save a file, a folder's contents, or an open binary file as this attempt's checkpoint."""
         if hasattr(src, "read"):
-            self.write(src.read())  # type: ignore[union-attr]
+            self.write(src.read())
             return
-        src = Path(src)  # type: ignore[arg-type]
+        src = Path(src)
         d = self._dir(self._attempt)
         tmp = self._root / f".tmp-{self._attempt}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)

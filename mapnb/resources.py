@@ -18,7 +18,7 @@ import math
 import os
 import re
 import subprocess
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 from .errors import InvalidMapError
@@ -43,14 +43,24 @@ def parse_cpu(value: Any) -> float:
         return -1.0
 
 
+def _number(value: Any) -> int | float | None:
+    """A real number (numpy's too) as an int, exactly, or a float; None for anything else."""
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, Real):
+        return float(value)
+    return None
+
+
 def parse_memory(value: Any, what: str = "mem") -> int:
     """Bytes from ``4Gi``, ``512Mi``, ``1.5G``, ``2e9`` or an int, else a clear error."""
     if isinstance(value, bool):
         raise InvalidMapError(
             f"{what} must be a size such as '4Gi', '512Mi' or a number of bytes; got {value!r}"
         )
-    if isinstance(value, Real) and value > 0:
-        return int(value)
+    number = _number(value)
+    if number is not None and number > 0:
+        return int(number)
     m = _QUANTITY.match(value) if isinstance(value, str) else None
     if not m or float(m.group(1)) <= 0:
         raise InvalidMapError(

@@ -313,7 +313,7 @@ class MapRun:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         grid = self._live_grid()
         if grid is not None:
-            return grid.mimebundle()  # type: ignore[no-any-return]
+            return grid.mimebundle()
         if _display is not None:
             return _display.static(self)
         return {"text/plain": repr(self)}

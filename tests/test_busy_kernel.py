@@ -65,22 +65,30 @@ class Frontend:
                 msg = self.kc.get_iopub_msg(timeout=min(left, 0.2))
             except Exception:  # queue.Empty
                 continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "comm_open":
-                self.comms[content["comm_id"]] = dict(content["data"].get("state", {}))
-                self.opened.append(content["comm_id"])
-            elif kind == "comm_msg" and content["comm_id"] in self.comms:
-                self._update(self.comms[content["comm_id"]], content["data"].get("state", {}))
-            elif kind in ("display_data", "update_display_data"):
-                self.displays.append(msg)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if kind == "stream":
-                out.append(content["text"])
-            elif kind == "error":
-                out.append("\n".join(content["traceback"]))
-            elif kind == "status" and content["execution_state"] == "idle":
+            self._track(msg)
+            if msg["parent_header"].get("msg_id") == msg_id and self._take(msg, out):
                 return "".join(out)
+
+    def _track(self, msg: dict) -> None:
+        """Keep the comm states and the displays current, whatever cell a message is of."""
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "comm_open":
+            self.comms[content["comm_id"]] = dict(content["data"].get("state", {}))
+            self.opened.append(content["comm_id"])
+        elif kind == "comm_msg" and content["comm_id"] in self.comms:
+            self._update(self.comms[content["comm_id"]], content["data"].get("state", {}))
+        elif kind in ("display_data", "update_display_data"):
+            self.displays.append(msg)
+
+    @staticmethod
+    def _take(msg: dict, out: list[str]) -> bool:
+        """Add a message of the cell to its text ``out``; True once the cell is idle."""
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            out.append(content["text"])
+        elif kind == "error":
+            out.append("\n".join(content["traceback"]))
+        return kind == "status" and content["execution_state"] == "idle"
 
     @staticmethod
     def _update(state: dict, changes: dict) -> None:

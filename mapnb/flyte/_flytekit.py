@@ -95,7 +95,7 @@ def _check_task(t: Any) -> PythonFunctionTask:
 
     if isinstance(t, PythonInstanceTask):  # ShellTask and the like: flytekit maps them too
         _check_outputs(t)
-        return t  # type: ignore[return-value]
+        return t
     if not isinstance(t, PythonFunctionTask):
         _refuse(t)
     name = t.name
@@ -176,32 +176,11 @@ def adapt(obj: Any) -> tuple[Callable[..., Any], dict[str, Any]]:
     ``flytekit.map_task``): ``concurrency``, ``min_success_ratio``, ``min_successes``."""
     from flytekit.core.array_node_map_task import ArrayNodeMapTask
 
-    bound: dict[str, Any] = {}
-    while isinstance(obj, functools.partial):
-        if obj.args:
-            raise InvalidMapError("bind a flytekit task's inputs by name: functools.partial(t, b=...)")
-        bound = {**obj.keywords, **bound}
-        obj = obj.func
+    obj, bound = _unpartial(obj)
     defaults: dict[str, Any] = {}
     metadata = None
     if isinstance(obj, ArrayNodeMapTask):
-        # getattr: not every flytekit >= 1.10 has every setting.
-        defaults["concurrency"] = obj.concurrency or None  # 0: unbounded on Flyte, the backend's limit here
-        if getattr(obj, "min_successes", None) is not None:
-            defaults["min_successes"] = obj.min_successes
-        elif obj.min_success_ratio is not None:
-            defaults["min_success_ratio"] = obj.min_success_ratio
-        partial = getattr(obj, "_partial", None)  # flytekit keeps a partial's inputs only here
-        if partial is not None:
-            bound = {**partial.keywords, **bound}
-        # As flytekit: bound values win over partials.
-        bound = {**bound, **(getattr(obj, "_bound_inputs_values", None) or {})}
-        if getattr(obj, "run_all_sub_nodes", False):
-            warnings.warn(
-                "run_all_sub_nodes=True: mapnb stops a map as soon as its min_success_ratio cannot be "
-                "reached (set min_success_ratio=0 to run every item)",
-                stacklevel=4,
-            )
+        defaults, bound = _map_settings(obj, bound)
         metadata = obj.metadata
         obj = obj.python_function_task
     t = _check_task(obj)
@@ -217,6 +196,41 @@ def adapt(obj: Any) -> tuple[Callable[..., Any], dict[str, Any]]:
     if bound:
         fn = functools.partial(fn, **bound)
     return fn, defaults
+
+
+def _unpartial(obj: Any) -> tuple[Any, dict[str, Any]]:
+    """What a ``functools.partial`` (of a partial...) wraps, and the inputs it binds."""
+    bound: dict[str, Any] = {}
+    while isinstance(obj, functools.partial):
+        if obj.args:
+            raise InvalidMapError("bind a flytekit task's inputs by name: functools.partial(t, b=...)")
+        bound = {**obj.keywords, **bound}
+        obj = obj.func
+    return obj, bound
+
+
+def _map_settings(obj: Any, bound: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A ``flytekit.map_task``'s own settings for the map, and the inputs bound with its
+    ``partial`` and ``bound_inputs`` added to ``bound``."""
+    defaults: dict[str, Any] = {}
+    # getattr: not every flytekit >= 1.10 has every setting.
+    defaults["concurrency"] = obj.concurrency or None  # 0: unbounded on Flyte, the backend's limit here
+    if getattr(obj, "min_successes", None) is not None:
+        defaults["min_successes"] = obj.min_successes
+    elif obj.min_success_ratio is not None:
+        defaults["min_success_ratio"] = obj.min_success_ratio
+    partial = getattr(obj, "_partial", None)  # flytekit keeps a partial's inputs only here
+    if partial is not None:
+        bound = {**partial.keywords, **bound}
+    # As flytekit: bound values win over partials.
+    bound = {**bound, **(getattr(obj, "_bound_inputs_values", None) or {})}
+    if getattr(obj, "run_all_sub_nodes", False):
+        warnings.warn(
+            "run_all_sub_nodes=True: mapnb stops a map as soon as its min_success_ratio cannot be "
+            "reached (set min_success_ratio=0 to run every item)",
+            stacklevel=5,
+        )
+    return defaults, bound
 
 
 class FlyteMapTask(MapTask):
@@ -254,7 +268,7 @@ class FlyteMapTask(MapTask):
             f"min_success_ratio={self.options.min_success_ratio}", f"min_successes={self.min_successes}"
         )
 
-    def with_overrides(  # type: ignore[override]
+    def with_overrides(
         self,
         *,
         requests: Any = None,

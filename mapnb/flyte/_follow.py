@@ -147,47 +147,62 @@ def _state(
     if not reports:
         status, attempts, phase, cache = Status.QUEUED, 0, "", ""
     else:
-        last = max(reports)
-        r = reports[last]
-        phase = _TASK_PHASES.get(r.phase, str(r.phase))
-        cache = _CACHE_STATUSES.get(r.cache_status, "") if r.cache_status else ""
-        started = phase not in _WAITING
-        attempts = last + 1 if started else last
-        if phase == "SUCCEEDED":
-            status = Status.CACHED if cache == "CACHE_HIT" else Status.SUCCEEDED
-            if status is Status.CACHED and last == 0:
-                attempts = 0  # nothing ran: the output came from Flyte's cache
-        elif phase in ("FAILED", "RETRYABLE_FAILED"):
-            # Flyte before RETRYABLE_FAILED (and a non-recoverable error) reports FAILED; an
-            # attempt with retries left may still be followed by another: final once none
-            # are left, or once the execution has ended.
-            final = ended or (phase == "FAILED" and attempts > retries)
-            status = Status.FAILED if final else Status.RETRYING
-        elif phase == "ABORTED":
-            status = Status.CANCELLED if wf_phase in ("ABORTED", "ABORTING") else Status.ABORTED
-        elif not started and last > 0:
-            status = Status.RETRYING
-        else:
-            status = Status.RUNNING if started else Status.QUEUED
-    error = None
+        status, attempts, phase, cache = _latest(reports, wf_phase, ended, retries)
+    status, error = _outcome(status, attempts, wf_phase, ended, logs, wf_error)
+    return SubtaskState(i, status, attempts, phase, cache, logs, error)
+
+
+def _latest(
+    reports: dict[int, Any], wf_phase: str, ended: bool, retries: int
+) -> tuple[Status, int, str, str]:
+    """The status, attempts, Flyte phase and cache status that an item's latest report says."""
+    last = max(reports)
+    r = reports[last]
+    phase = _TASK_PHASES.get(r.phase, str(r.phase))
+    cache = _CACHE_STATUSES.get(r.cache_status, "") if r.cache_status else ""
+    started = phase not in _WAITING
+    attempts = last + 1 if started else last
+    if phase == "SUCCEEDED":
+        status = Status.CACHED if cache == "CACHE_HIT" else Status.SUCCEEDED
+        if status is Status.CACHED and last == 0:
+            attempts = 0  # nothing ran: the output came from Flyte's cache
+    elif phase in ("FAILED", "RETRYABLE_FAILED"):
+        # Flyte before RETRYABLE_FAILED (and a non-recoverable error) reports FAILED; an
+        # attempt with retries left may still be followed by another: final once none
+        # are left, or once the execution has ended.
+        final = ended or (phase == "FAILED" and attempts > retries)
+        status = Status.FAILED if final else Status.RETRYING
+    elif phase == "ABORTED":
+        status = Status.CANCELLED if wf_phase in ("ABORTED", "ABORTING") else Status.ABORTED
+    elif not started and last > 0:
+        status = Status.RETRYING
+    else:
+        status = Status.RUNNING if started else Status.QUEUED
+    return status, attempts, phase, cache
+
+
+def _outcome(
+    status: Status, attempts: int, wf_phase: str, ended: bool, logs: tuple[Any, ...], wf_error: str | None
+) -> tuple[Status, str | None]:
+    """The item's status once the execution's state is taken into account, and its error."""
     if not status.final and ended:
         # The execution ended around this subtask: terminated, or failed as a whole (the
         # map could no longer meet its min_success_ratio); or a last read was stale.
         if wf_phase == "ABORTED":
-            status, error = Status.CANCELLED, "the Flyte execution was terminated"
-        else:
-            status = Status.ABORTED
-            error = f"the Flyte execution {wf_phase.lower().replace('_', ' ')} before this item ended"
-    elif status is Status.FAILED:
+            return Status.CANCELLED, "the Flyte execution was terminated"
+        how = wf_phase.lower().replace("_", " ")
+        return Status.ABORTED, f"the Flyte execution {how} before this item ended"
+    if status is Status.FAILED:
         where = f"; see its log: {logs[-1][2]}" if logs else ""
         error = f"attempt {attempts} failed on Flyte{where}"
         if wf_error:
             error += f"\n{wf_error}"
-    elif status is Status.ABORTED:
-        error = "Flyte aborted this subtask (the map could no longer meet its min_success_ratio)"
-    elif status is Status.CANCELLED:
-        error = "the Flyte execution was terminated"
-    return SubtaskState(i, status, attempts, phase, cache, logs, error)
+        return status, error
+    if status is Status.ABORTED:
+        return status, "Flyte aborted this subtask (the map could no longer meet its min_success_ratio)"
+    if status is Status.CANCELLED:
+        return status, "the Flyte execution was terminated"
+    return status, None
 
 
 @dataclasses.dataclass(frozen=True)

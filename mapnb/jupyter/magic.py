@@ -35,45 +35,50 @@ def split_line(line: str) -> list[str]:
     """
     tokens: list[str] = []
     buf: list[str] = []
-    stack: list[str] = []
-    quote = ""
+    stack: list[str] = []  # the closing brackets expected, innermost last
     i = 0
     while i < len(line):
         ch = line[i]
-        if quote:
-            buf.append(ch)
-            if ch == "\\" and i + 1 < len(line):
-                buf.append(line[i + 1])
-                i += 1
-            elif line.startswith(quote, i):
-                buf.extend(quote[1:])
-                i += len(quote) - 1
-                quote = ""
-        elif ch in "'\"":
-            quote = ch * 3 if line.startswith(ch * 3, i) else ch
-            buf.append(quote)
-            i += len(quote) - 1
-        elif ch in _OPEN:
-            stack.append(_CLOSE[_OPEN.index(ch)])
-            buf.append(ch)
-        elif ch in _CLOSE:
-            if not stack or stack.pop() != ch:
-                raise UsageError(f"unbalanced {ch!r} in the %%map_task line: {line.strip()}")
-            buf.append(ch)
-        elif ch.isspace() and not stack:
+        if ch in "'\"":  # a string literal is part of the token, whatever it holds
+            end = _string_end(line, i)
+            buf.append(line[i:end])
+            i = end
+            continue
+        if ch.isspace() and not stack:
             if buf:
                 tokens.append("".join(buf))
                 buf = []
         else:
+            _track_bracket(ch, stack, line)
             buf.append(ch)
         i += 1
-    if quote:
-        raise UsageError(f"unterminated string {quote} in the %%map_task line: {line.strip()}")
     if stack:
         raise UsageError(f"missing {''.join(reversed(stack))!r} in the %%map_task line: {line.strip()}")
     if buf:
         tokens.append("".join(buf))
     return tokens
+
+
+def _string_end(line: str, start: int) -> int:
+    """Where the string literal that opens at ``line[start]`` ends (one past its quote)."""
+    quote = line[start] * 3 if line.startswith(line[start] * 3, start) else line[start]
+    i = start + len(quote)
+    while i < len(line):
+        if line[i] == "\\":  # an escape: the next character cannot end the string
+            i += 2
+        elif line.startswith(quote, i):
+            return i + len(quote)
+        else:
+            i += 1
+    raise UsageError(f"unterminated string {quote} in the %%map_task line: {line.strip()}")
+
+
+def _track_bracket(ch: str, stack: list[str], line: str) -> None:
+    """Keep ``stack`` (the closing brackets expected) up to date with ``ch``."""
+    if ch in _OPEN:
+        stack.append(_CLOSE[_OPEN.index(ch)])
+    elif ch in _CLOSE and (not stack or stack.pop() != ch):
+        raise UsageError(f"unbalanced {ch!r} in the %%map_task line: {line.strip()}")
 
 
 def _identifier(what: str, name: str) -> str:
@@ -242,78 +247,31 @@ class MapTaskMagics(Magics):
                 "NAME=EXPR pairs after it, and the body to run per item below; or map a function "
                 "of the notebook on one line: %map_task --task NAME x=[...] (see %map_task?)"
             )
-        ns = self.shell.user_ns
-        lists: dict[str, Any] = {}
-        for token in opts.inputs:
-            name, eq, expr = token.partition("=")
-            if not eq or not expr:
-                raise UsageError(f"expected NAME=EXPR or an option, got {token!r}")
-            name = _identifier("a mapped name", name)
-            if name in lists:
-                raise UsageError(f"{name} is mapped twice")
-            try:
-                lists[name] = eval(expr, ns)  # the user's own expression, in their namespace
-            except Exception as e:
-                raise UsageError(f"could not evaluate {name}={expr}: {type(e).__name__}: {e}") from None
-        if not lists:
-            raise UsageError("nothing to map: add NAME=EXPR pairs, e.g. %%map_task x=[1, 2, 3]")
-        for var in (opts.out, opts.run):
-            if var is not None:
-                _identifier("--out/--run", var)
-        if opts.no_wait and opts.out:
-            raise UsageError("--out needs the run to finish; with --no-wait use --run VAR, then VAR.df")
-
-        if opts.task is not None:
-            fn = _named_task(opts.task, cell, ns)
-        else:
-            MapTaskMagics._cells += 1
-            filename = f"<map_task cell {MapTaskMagics._cells}>"
-            fn = compile_body(cell or "", list(lists), ns, filename, line, opts.name or "")
-        backend: Any = opts.backend
-        if opts.address:
-            if backend not in ("local", "dask"):
-                raise UsageError(f"--address is a Dask scheduler's; it does not go with --backend {backend}")
-            from ..backends.dask import DaskBackend
-
-            backend = DaskBackend.for_address(opts.address)
-        try:
-            mt = map_task(
-                fn,
-                concurrency=opts.concurrency,
-                min_success_ratio=opts.min_success_ratio,
-                retries=opts.retries,
-                timeout=opts.timeout,
-                backend=backend,
-                cache=opts.cache or None,
-                cache_version=opts.cache_version,
-                cache_serialize=opts.cache_serialize or None,
-                cache_overwrite=opts.cache_overwrite,
-            )
-            if opts.task is not None and opts.name:
-                mt.name = opts.name
-            submit = mt.submit_product if opts.product else mt.submit
-            run = submit(recover=opts.recover, **lists)
-        except (InvalidMapError, BackendError, ModuleNotFoundError) as e:  # bad input, no cluster
-            raise UsageError(str(e)) from None
+        ns = self._user_ns()
+        lists = _evaluate_inputs(opts.inputs, ns)
+        _check_bindings(opts)
+        fn = self._function(opts, line, cell, list(lists), ns)
+        mt, run = _submit(fn, opts, lists)
         if opts.run:
             ns[opts.run] = run
         if opts.no_wait:
             run.show()
             return None
-        try:
-            df = mt._block(run)
-        except MapTaskError as e:
-            if opts.out:
-                ns[opts.out] = run._tracked(e.df)  # kept current by a Retry failed
-            raise
-        if opts.out:
-            ns[opts.out] = df
-        if run._grid is not None and run._grid._handles:
-            # Under a grid, the DataFrame is shown as a display that a Retry failed updates
-            # (a cell's Out[] cannot be changed afterwards).
-            run._grid.display_frame(df)
-            return None
-        return df
+        return _wait(mt, run, opts, ns)
+
+    def _function(self, opts: Any, line: str, cell: str | None, names: list[str], ns: dict[str, Any]) -> Any:
+        """What runs per item: the notebook's ``--task NAME``, else the cell body."""
+        if opts.task is not None:
+            return _named_task(opts.task, cell, ns)
+        MapTaskMagics._cells += 1
+        filename = f"<map_task cell {MapTaskMagics._cells}>"
+        return compile_body(cell or "", names, ns, filename, line, opts.name or "")
+
+    def _user_ns(self) -> dict[str, Any]:
+        """The notebook's namespace: where ``EXPR`` is evaluated and ``--out``/``--run`` bind."""
+        if self.shell is None:  # a MapTaskMagics made by hand, outside IPython
+            raise UsageError("%%map_task runs in an IPython shell: %load_ext mapnb there")
+        return self.shell.user_ns
 
     def _parse(self, line: str) -> Any:
         tokens = [_unquote(t) for t in split_line(line)]
@@ -323,6 +281,87 @@ class MapTaskMagics(Magics):
         except UsageError as e:
             hint = _did_you_mean(tokens, parser)
             raise UsageError(f"%%map_task: {e}{hint} (see %%map_task? for the options)") from None
+
+
+def _evaluate_inputs(tokens: list[str], ns: dict[str, Any]) -> dict[str, Any]:
+    """The mapped lists: each ``NAME=EXPR`` token's EXPR, evaluated in the notebook."""
+    lists: dict[str, Any] = {}
+    for token in tokens:
+        name, eq, expr = token.partition("=")
+        if not eq or not expr:
+            raise UsageError(f"expected NAME=EXPR or an option, got {token!r}")
+        name = _identifier("a mapped name", name)
+        if name in lists:
+            raise UsageError(f"{name} is mapped twice")
+        try:
+            lists[name] = eval(expr, ns)  # the user's own expression, in their namespace
+        except Exception as e:
+            raise UsageError(f"could not evaluate {name}={expr}: {type(e).__name__}: {e}") from None
+    if not lists:
+        raise UsageError("nothing to map: add NAME=EXPR pairs, e.g. %%map_task x=[1, 2, 3]")
+    return lists
+
+
+def _check_bindings(opts: Any) -> None:
+    """``--out`` and ``--run`` name variables, and ``--out`` needs a run that finishes."""
+    for var in (opts.out, opts.run):
+        if var is not None:
+            _identifier("--out/--run", var)
+    if opts.no_wait and opts.out:
+        raise UsageError("--out needs the run to finish; with --no-wait use --run VAR, then VAR.df")
+
+
+def _backend(opts: Any) -> Any:
+    """``--backend``, or the Dask cluster at ``--address``."""
+    if not opts.address:
+        return opts.backend
+    if opts.backend not in ("local", "dask"):
+        raise UsageError(f"--address is a Dask scheduler's; it does not go with --backend {opts.backend}")
+    from ..backends.dask import DaskBackend
+
+    return DaskBackend.for_address(opts.address)
+
+
+def _submit(fn: Any, opts: Any, lists: dict[str, Any]) -> tuple[Any, Any]:
+    """Start the run through :func:`mapnb.map_task`; bad input is a UsageError."""
+    backend = _backend(opts)
+    try:
+        mt = map_task(
+            fn,
+            concurrency=opts.concurrency,
+            min_success_ratio=opts.min_success_ratio,
+            retries=opts.retries,
+            timeout=opts.timeout,
+            backend=backend,
+            cache=opts.cache or None,
+            cache_version=opts.cache_version,
+            cache_serialize=opts.cache_serialize or None,
+            cache_overwrite=opts.cache_overwrite,
+        )
+        if opts.task is not None and opts.name:
+            mt.name = opts.name
+        submit = mt.submit_product if opts.product else mt.submit
+        return mt, submit(recover=opts.recover, **lists)
+    except (InvalidMapError, BackendError, ModuleNotFoundError) as e:  # bad input, no cluster
+        raise UsageError(str(e)) from None
+
+
+def _wait(mt: Any, run: Any, opts: Any, ns: dict[str, Any]) -> Any:
+    """Block until the run ends; bind ``--out``; the DataFrame is the cell's output."""
+    try:
+        df = mt._block(run)
+    except MapTaskError as e:
+        if opts.out:
+            ns[opts.out] = run._tracked(e.df)  # kept current by a Retry failed
+        raise
+    if opts.out:
+        ns[opts.out] = df
+    if run._grid is not None and run._grid._handles:
+        # Under a grid, the DataFrame is shown as a display that a Retry failed updates
+        # (a cell's Out[] cannot be changed afterwards).
+        run._grid.display_frame(df)
+        return None
+    return df
 
 
 def _unquote(token: str) -> str:

@@ -72,7 +72,7 @@ def run_grid(run: MapRun) -> LiveGrid | None:
         return None
     if run._grid is None:
         run._grid = LiveGrid(run)
-    return run._grid  # type: ignore[no-any-return]
+    return run._grid
 
 
 def _grid_widget_class() -> type:

@@ -39,6 +39,7 @@ from .serve import Ledger, job_setting
 log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT = float(os.environ.get("MAPNB_IDLE_TIMEOUT", "120"))
+ZYGOTE_EXIT_TIMEOUT = 5.0  # seconds shutdown() waits for the fork server before killing it
 
 
 class _Worker:
@@ -173,7 +174,7 @@ class Pool:
             pass
         self._sock.close()
         try:
-            self._zygote.wait(timeout=5)
+            self._zygote.wait(timeout=ZYGOTE_EXIT_TIMEOUT)
         except subprocess.TimeoutExpired:
             self._zygote.kill()
         os.write(self._wake_w, b"x")
@@ -226,16 +227,7 @@ class Pool:
                 if self._closed:
                     break
                 for obj in ready:
-                    if obj is self._wake_r:
-                        try:
-                            while os.read(self._wake_r, 512):
-                                pass
-                        except BlockingIOError:
-                            pass
-                    elif obj is self._control:
-                        self._on_control()
-                    else:
-                        self._on_worker(conns[obj])
+                    self._on_ready(obj, conns)
                 self._retire_idle()
         except (EOFError, OSError) as e:
             if not self._closed:
@@ -244,6 +236,20 @@ class Pool:
             log.exception("the local pool's supervisor failed")
         finally:
             self._break()
+
+    def _on_ready(self, obj: Any, conns: dict[Any, _Worker]) -> None:
+        """One of the supervisor's inputs has something: the wake-up pipe (a new worker
+        to watch), the fork server, or a worker's connection."""
+        if obj is self._wake_r:
+            try:
+                while os.read(self._wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+        elif obj is self._control:
+            self._on_control()
+        else:
+            self._on_worker(conns[obj])
 
     def _on_control(self) -> None:
         while self._control.poll():
@@ -339,11 +345,19 @@ class Pool:
     def _break(self) -> None:
         """The fork server is gone: end every task still running and refuse new ones."""
         with self._lock:
+            orderly = self._closed  # shutdown() closed the control socket
             self._closed = True
             workers = list(self._workers.values())
             self._workers.clear()
             self._by_task.clear()
             self._gone.notify_all()
+        if orderly:
+            # The fork server stops and reaps its workers itself (letting them save their
+            # coverage data under `make test`): killing them from here too would race it.
+            try:
+                self._zygote.wait(timeout=ZYGOTE_EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
         lost = ItemError(ErrorKind.WORKER_DIED, "PoolBroken", "the local pool shut down")
         for w in workers:
             if w.pid is not None:

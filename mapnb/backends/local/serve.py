@@ -48,7 +48,7 @@ class Ledger:
         struct.pack_into(self._FORMAT, self._map, 0, task_id, index, attempt)
 
     def read(self) -> tuple[int, int, int]:
-        return struct.unpack_from(self._FORMAT, self._map, 0)  # type: ignore[return-value]
+        return struct.unpack_from(self._FORMAT, self._map, 0)
 
     def close(self) -> None:
         self._map.close()
@@ -252,7 +252,7 @@ def _become_subreaper() -> None:
 
 def kill_descendants(pid: int) -> None:
     """SIGKILL every descendant of ``pid`` (Linux /proc), whatever its session or group."""
-    from .resources import descendants
+    from ...resources import descendants
 
     for _ in range(3):  # what forks while we kill is found on the next pass
         found = descendants(pid)
