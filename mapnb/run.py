@@ -245,11 +245,7 @@ class MapRun:
         """A DataFrame of the run so far: one row per item, in input order."""
         from .frame import build_frame
 
-        v = self.view
-        return build_frame(
-            self.names, self.inputs, list(v.status), list(v.outputs), list(v.errors),
-            list(v.attempts), list(v.durations), cached=v.cached,
-        )  # fmt: skip
+        return build_frame(self.view)
 
     # -- events -------------------------------------------------------------------------
 
