@@ -85,6 +85,14 @@ class _TaskState:
         self.dispatched = now
         self.work = 0.0  # the finished items' own durations, as measured where they ran
 
+    def passed(self, i: int) -> None:
+        """Item ``i`` of this task finished: the items up to it are done."""
+        items, pos = self.items, self.pos
+        if pos < len(items) and items[pos][0] == i:  # the usual case: in the order sent
+            self.pos = pos + 1
+        else:
+            self.pos = next((k + 1 for k in range(pos, len(items)) if items[k][0] == i), pos)
+
 
 class Batcher:
     """Chooses batch sizes from two measurements kept apart: what an item costs where it
@@ -288,7 +296,7 @@ class Engine:
             st.lifecycle = RunStatus.SUCCEEDED if st.succeeded() >= st.need else RunStatus.FAILED
 
     def _running(self) -> bool:
-        return self._s.lifecycle is RunStatus.RUNNING
+        return self._s.lifecycle is RunStatus.RUNNING  # (a str enum: compared by identity)
 
     def _complete(self) -> bool:
         idle = not self._pending and not (self._cache is not None and self._cache.waiting)
@@ -382,7 +390,7 @@ class Engine:
         st = self._s
         ts = self._tasks.get(tid)
         if ts is not None:
-            ts.pos = next((k + 1 for k in range(ts.pos, len(ts.items)) if ts.items[k][0] == i), ts.pos)
+            ts.passed(i)
             ts.since = t1 if self._shares_clock else time.monotonic()
             ts.work += max(0.0, t1 - t0)
         if st.status[i].final or attempt != st.attempts[i] + 1:
@@ -406,7 +414,7 @@ class Engine:
         attempts, status = r.remote
         ts = self._tasks.get(r.task_id)
         if ts is not None:
-            ts.pos = next((k + 1 for k in range(ts.pos, len(ts.items)) if ts.items[k][0] == i), ts.pos)
+            ts.passed(i)
         if st.status[i].final or r.attempt != st.attempts[i] + 1:
             return
         st.attempts[i] = attempts

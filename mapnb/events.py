@@ -21,7 +21,16 @@ log = logging.getLogger(__name__)
 
 
 class Status(str, enum.Enum):
-    """The state of one item. ``str`` so that DataFrames and JSON show plain words."""
+    """The state of one item. ``str`` so that DataFrames and JSON show plain words.
+
+    Attributes
+    ----------
+    final : bool
+        Whether the item will not change state again in this run (succeeded, failed,
+        cached, aborted, cancelled).
+    """
+
+    final: bool  # set on each member below: a plain attribute, read per item per event
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -32,16 +41,14 @@ class Status(str, enum.Enum):
     ABORTED = "aborted"  # not run, or killed, because min_success_ratio became unreachable
     CANCELLED = "cancelled"
 
-    @property
-    def final(self) -> bool:
-        """Whether the item will not change state again in this run."""
-        return self in _FINAL
-
     def __str__(self) -> str:
-        return self.value
+        return self._value_
 
 
 _FINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CACHED, Status.ABORTED, Status.CANCELLED})
+for _s in Status:
+    _s.final = _s in _FINAL
+del _s
 FINAL_STATUSES: tuple[Status, ...] = tuple(s for s in Status if s in _FINAL)
 """The final statuses, in the order the grid and progress bars list them."""
 
@@ -148,6 +155,7 @@ class EventBus:
         self._subscribers: list[Subscriber] = []
         self._pending: list[Event] = []
         self._lock = threading.Lock()  # orders "subscribe" against "the run is done"
+        self.active = False  # whether anyone listens: build events only then (engine thread)
 
     # -- any thread ------------------------------------------------------------------------
 
@@ -169,18 +177,15 @@ class EventBus:
 
     # -- the engine thread -------------------------------------------------------------------
 
-    @property
-    def active(self) -> bool:
-        """Whether anyone listens (build events only then)."""
-        return bool(self._subscribers)
-
     def add(self, callback: Subscriber) -> None:
         callback(self._replay())
         self._subscribers.append(callback)
+        self.active = True
 
     def remove(self, callback: Subscriber) -> None:
         if callback in self._subscribers:
             self._subscribers.remove(callback)
+        self.active = bool(self._subscribers)
 
     def emit(self, event: Event) -> None:
         if self._subscribers:
@@ -200,4 +205,4 @@ class EventBus:
                 cb(events)
             except Exception:
                 log.exception("a subscriber of run %s failed; unsubscribing it", self._run_id)
-                self._subscribers.remove(cb)
+                self.remove(cb)
