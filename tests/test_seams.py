@@ -135,3 +135,56 @@ def test_layers_import_only_downwards():
                 assert "jupyter" not in target, f"{rel} imports {target}"
                 if not rel.startswith("backends/local/"):
                     assert not target.endswith("local.serve"), f"{rel} imports {target}"
+
+
+def _imports() -> dict[str, set[str]]:
+    """mapnb's modules and the mapnb modules each imports (lazy imports included, imports
+    for type checking only left out)."""
+    mods = {}
+    for path in PKG.rglob("*.py"):
+        name = ".".join(("mapnb", *path.relative_to(PKG).with_suffix("").parts))
+        mods[name.removesuffix(".__init__")] = path
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        tree = ast.parse(path.read_text())
+        typing_only = {
+            id(n)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+            for n in ast.walk(block)
+        }
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join([*base, node.module] if node.module else base)
+                for cand in (target, *(f"{target}.{a.name}" for a in node.names)):
+                    if cand in mods and cand != mod:
+                        graph[mod].add(cand)
+            elif isinstance(node, ast.Import):
+                graph[mod] |= {a.name for a in node.names if a.name in mods and a.name != mod}
+    return graph
+
+
+def test_no_import_circle():
+    """No module imports, even lazily, a module that imports it back (the packages' own
+    __init__ files, which gather public names, aside)."""
+    graph = _imports()
+    packages = {"mapnb", "mapnb.backends", "mapnb.flyte", "mapnb.jupyter", "mapnb.backends.local"}
+    graph = {m: {t for t in ts if t not in packages} for m, ts in graph.items() if m not in packages}
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            m = todo.pop()
+            if m == goal:
+                return True
+            if m not in seen:
+                seen.add(m)
+                todo += graph.get(m, ())
+        return False
+
+    circles = sorted((a, b) for a, targets in graph.items() for b in targets if reaches(b, a))
+    assert not circles, circles
