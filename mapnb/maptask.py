@@ -44,12 +44,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def _seconds(name: str, value: Any) -> float | None:
-    if isinstance(value, datetime.timedelta):
-        value = value.total_seconds()
-    return check_seconds(name, value)
-
-
 class TaskFunction:
     """A function with task settings attached by :func:`task`. Calling it calls the function."""
 
@@ -153,7 +147,7 @@ def task(
     ...     return 2 * x
     """
     retries = check_int("retries", retries, minimum=0)  # type: ignore[assignment]
-    secs = _seconds("timeout", timeout)
+    secs = check_seconds("timeout", timeout)
     caching = CacheSettings.make(cache, cache_version, cache_serialize, cache_ignore_input_vars)
 
     req, lim = check_resources(requests, "requests"), check_resources(limits, "limits")
@@ -455,7 +449,7 @@ def map_function(
     settings = _task_settings(fn)
     if retries is None:
         retries = settings.retries if settings else 0
-    secs = _seconds("timeout", timeout)
+    secs = check_seconds("timeout", timeout)
     if secs is None and settings is not None:
         secs = settings.timeout
     options = Options(

@@ -7,6 +7,7 @@ any item starts.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import inspect
 import itertools
@@ -54,9 +55,11 @@ def check_int(name: str, value: Any, *, minimum: int, none_ok: bool = False) -> 
 
 
 def check_seconds(name: str, value: Any) -> float | None:
-    """A duration in seconds > 0, or None."""
+    """A duration in seconds > 0 (a number or a ``datetime.timedelta``), or None."""
     if value is None:
         return None
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, Real) or not (float(value) > 0) or math.isinf(value):
         raise InvalidMapError(f"{name} must be a number of seconds > 0 or None; got {describe(value)}")
     return float(value)
