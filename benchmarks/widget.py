@@ -89,7 +89,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import mapnb
-    from mapnb.widget import LiveGrid
+    from mapnb.jupyter.widget import LiveGrid
 
     rec = Recorder()
     rec.install()

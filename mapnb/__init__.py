@@ -25,7 +25,7 @@ from .errors import (
 )
 from .events import Status
 from .resources import Resources
-from .run import MapRun, last_run
+from .run import MapRun, last_run, set_display_hook
 
 __version__ = "0.1.0"
 
@@ -33,9 +33,32 @@ __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
+class _NotebookLayer:
+    """How a run displays itself: the notebook layer (widget, grid), imported on first use,
+    registered here so that no module below it imports it."""
+
+    def grid(self, run: MapRun) -> object:
+        from .jupyter.widget import run_grid
+
+        return run_grid(run)
+
+    def static(self, run: MapRun) -> dict[str, object]:
+        from .jupyter.grid import static_bundle
+
+        return static_bundle(run)
+
+    def wait(self, run: MapRun, progress: bool | None) -> None:
+        from .jupyter.progress import show_progress
+
+        show_progress(run, progress)
+
+
+set_display_hook(_NotebookLayer())
+
+
 def load_ipython_extension(ipython: object) -> None:
     """``%load_ext mapnb`` registers the ``%%map_task`` cell magic."""
-    from .magic import load_ipython_extension as load
+    from .jupyter.magic import load_ipython_extension as load
 
     load(ipython)
 

@@ -20,7 +20,6 @@ and rebuilt; a cache that cannot be used at all is warned about once and runs go
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import inspect
@@ -32,12 +31,13 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._sqlite import is_damaged, move_aside, warn_once
-from .errors import InvalidMapError
-from .spec import target_function
+from .events import Status
+from .spec import CacheSettings, target_function
 
 log = logging.getLogger(__name__)
 
@@ -138,47 +138,6 @@ def info() -> dict[str, Any]:
     return {"directory": str(directory()), "entries": entries, "bytes": int(store.volume())}
 
 
-@dataclasses.dataclass(frozen=True)
-class CacheSettings:
-    """What a task or a map task says about caching (validated)."""
-
-    enabled: bool = False
-    version: str | None = None
-    serialize: bool = False
-    ignore: tuple[str, ...] = ()
-    overwrite: bool = False
-
-    @classmethod
-    def make(
-        cls,
-        enabled: Any,
-        version: Any = None,
-        serialize: Any = False,
-        ignore: Any = (),
-        overwrite: Any = False,
-    ) -> CacheSettings:
-        for name, value in (
-            ("cache", enabled),
-            ("cache_serialize", serialize),
-            ("cache_overwrite", overwrite),
-        ):
-            if not isinstance(value, bool):
-                raise InvalidMapError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
-        if version is not None and not isinstance(version, str):
-            raise InvalidMapError(
-                f"cache_version must be a string or None; got {type(version).__name__} {version!r}"
-            )
-        if isinstance(ignore, str) or not all(isinstance(n, str) for n in ignore):
-            raise InvalidMapError(
-                f"cache_ignore_input_vars must be a tuple of parameter names; got {ignore!r}"
-            )
-        if not enabled and (version is not None or serialize or ignore or overwrite):
-            raise InvalidMapError(
-                "cache_version, cache_serialize, cache_ignore_input_vars and cache_overwrite need cache=True"
-            )
-        return cls(enabled, version, serialize, tuple(ignore), overwrite)
-
-
 def _identity(fn: Any) -> tuple[str, str]:
     """(who the task is, a version derived from its code) for the function behind ``fn``."""
     fn = target_function(fn)
@@ -213,7 +172,9 @@ class ItemCache:
 
         self.settings = settings
         self._dumps = functools.partial(cloudpickle.dumps, protocol=5)
-        self.store = _usable_store()  # None: the cache cannot be used, the run goes uncached
+        # None: the cache cannot be used and the run goes uncached (key() is then None for
+        # every item, so no other method touches the store).
+        self.store: Any = _usable_store()
         who, derived = _identity(fn)
         self._prefix = (who, settings.version if settings.version is not None else f"source:{derived}")
         self._names = names
@@ -331,6 +292,141 @@ class ItemCache:
                     _damaged_while_open(e)
                 else:
                     log.warning("mapnb cache: an output could not be stored: %s", e)
+
+
+class CacheCoordinator:
+    """One run's side of the cache: lookups before it runs, and cache_serialize's claims.
+
+    The engine calls it at three points (:meth:`before_run`, :meth:`may_run`,
+    :meth:`on_final`) and once per turn of its loop (:meth:`poll`); in return the
+    coordinator calls ``take_cached(i, output)`` for an item whose output the cache holds
+    (now, or once another computation of the same key is done), and ``run_next(i)`` for
+    an item that waited for a key and must now compute it itself. All on the engine thread.
+
+    With ``cache_serialize``, an item computes its key only if it holds the key's claim:
+    the other items with that key, in this run or in another process, wait for its output.
+    """
+
+    def __init__(
+        self,
+        cache: ItemCache,
+        inputs: Sequence[tuple[Any, ...]],
+        take_cached: Callable[[int, Any], None],
+        run_next: Callable[[int], None],
+    ) -> None:
+        self.cache = cache
+        self._inputs = inputs
+        self._take_cached, self._run_next = take_cached, run_next
+        self._keys: list[str | None] = [None] * len(inputs)
+        self._waiting: dict[str, list[int]] = {}  # key -> items waiting for its output
+        self._elsewhere: set[str] = set()  # keys another process is computing
+        self._next_poll = 0.0
+
+    @property
+    def waiting(self) -> bool:
+        """Whether items wait for a key's output (the run is not over)."""
+        return bool(self._waiting)
+
+    @property
+    def polling(self) -> bool:
+        """Whether other processes compute keys we wait for (poll often)."""
+        return bool(self._elsewhere)
+
+    def before_run(self, open_items: Iterable[int]) -> set[int]:
+        """Key every open item, hand out what the cache holds; return the items held back
+        to wait for another item of this run with the same key."""
+        cache, leaders, held = self.cache, set(), set()
+        for i in open_items:
+            key = self._keys[i] = self._keys[i] or cache.key(self._inputs[i])
+            if key is None:
+                continue
+            if not cache.settings.overwrite:
+                hit, value = cache.get(key)
+                if hit:
+                    self._take_cached(i, value)
+                    continue
+            if cache.settings.serialize:
+                if key in leaders:  # the same item again in this run: wait for the first
+                    self._waiting.setdefault(key, []).append(i)
+                    held.add(i)
+                leaders.add(key)
+        return held
+
+    def may_run(self, i: int) -> bool:
+        """cache_serialize: may item ``i`` run now? Not if another process is computing it
+        (it then waits), nor if that process has just finished it (it is then cached)."""
+        key = self._keys[i]
+        if key is None or not self.cache.settings.serialize:
+            return True
+        if not self.cache.claim(key):
+            self._waiting.setdefault(key, []).insert(0, i)
+            self._elsewhere.add(key)
+            return False
+        hit, value = self.cache.get(key)  # finished between our first look and the claim?
+        if hit:
+            self.cache.release(key)
+            self._take_cached(i, value)
+            return False
+        return True
+
+    def on_final(self, i: int, status: Status, output: Any, running: bool) -> None:
+        """Item ``i`` is final: store its output, or let a waiter compute it (``running``:
+        the run still starts items)."""
+        key = self._keys[i]
+        if key is None:
+            return
+        if status is Status.SUCCEEDED:
+            self.cache.put(key, output)
+            self._hand_out(key, output)
+        elif status is Status.CACHED:
+            # Found in the cache (at claim time, say: another process had just computed it):
+            # the items waiting for this key are owed the same output, or they wait forever.
+            self._elsewhere.discard(key)
+            self._hand_out(key, output)
+        else:
+            self.cache.release(key)
+            if running and key not in self._elsewhere:
+                self._next_in_line(key)
+
+    def poll(self) -> None:
+        """Keep claims alive; take what other processes computed, or take over from them."""
+        cache = self.cache
+        cache.renew()
+        if not self._elsewhere or time.monotonic() < self._next_poll:
+            return
+        self._next_poll = time.monotonic() + 0.1
+        for key in list(self._elsewhere):
+            hit, value = cache.get(key)
+            if hit:
+                self._elsewhere.discard(key)
+                self._hand_out(key, value)
+            elif not cache.claimed_elsewhere(key):  # they gave up or died: our turn
+                self._elsewhere.discard(key)
+                self._next_in_line(key)
+
+    def drop_waiting(self) -> list[int]:
+        """The run stops: the items still waiting for a key, which will never run."""
+        waiting = [i for items in self._waiting.values() for i in items]
+        self._waiting.clear()
+        self._elsewhere.clear()
+        return waiting
+
+    def close(self) -> None:
+        """Outputs are on disk before the run says it is done."""
+        self.cache.close()
+
+    def _hand_out(self, key: str, value: Any) -> None:
+        """The items waiting for ``key`` asked for exactly this output."""
+        for j in self._waiting.pop(key, []):
+            self._take_cached(j, value)
+
+    def _next_in_line(self, key: str) -> None:
+        """The first item waiting for ``key`` computes it now; the others go on waiting."""
+        waiters = self._waiting.get(key)
+        if waiters:
+            self._run_next(waiters.pop(0))
+            if not waiters:
+                del self._waiting[key]
 
 
 class _Release:

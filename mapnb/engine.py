@@ -10,11 +10,13 @@
             v                                      |
         sequential | threads | local processes (| dask ...) -> worker.run_items
             |
-        events (ItemStarted, ItemLog, ItemFinished, ...) -> subscribers (grid, progress)
-        state arrays (status, outputs, errors, logs) -> MapRun, DataFrame
+        RunState (status, outputs, errors, logs, counts) -> RunView -> MapRun, grid, DataFrame
+        EventBus (ItemStarted, ItemLog, ItemFinished, ...) -> subscribers (grid, progress)
+        CacheCoordinator (lookups, cache_serialize claims), observers (the journal)
 
-Backends only report; every decision (retry, give up, abort, kill) is taken here, from
-reports queued to this thread, so no state has two writers.
+Backends only report (typed records, :mod:`mapnb.protocol`); every decision (retry, give
+up, abort, kill) is taken here, from reports queued to this thread, so no state has two
+writers.
 """
 
 from __future__ import annotations
@@ -30,20 +32,36 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .backends.base import Backend, Job, Task
-from .cache import ItemCache
-from .errors import ItemError
+from .cache import CacheCoordinator, ItemCache
+from .errors import ErrorKind, ItemError
 from .events import (
     Event,
+    EventBus,
     ItemFinished,
     ItemLog,
     ItemRetrying,
     ItemStarted,
     RunFinished,
     RunStarted,
+    RunStatus,
     Status,
 )
-from .journal import Journal
-from .worker import ENDED, FINISHED, LOG, STARTED, BoundedText
+from .protocol import (
+    ENDED,
+    FINISHED,
+    LOG,
+    STARTED,
+    Cancel,
+    Ended,
+    Finished,
+    Log,
+    Started,
+    Subscribe,
+    Unsubscribe,
+    typed,
+)
+from .spec import Options
+from .state import Observer, RunState, RunView
 
 log = logging.getLogger(__name__)
 
@@ -51,40 +69,8 @@ Q, R, RT = Status.QUEUED, Status.RUNNING, Status.RETRYING
 _TARGET_TASK_SECONDS = 0.02  # grow batches of tiny items until a task takes about this long
 _OVERHEAD_RATIO = 9.0  # ... and at least this many times the per-task overhead (<= 10%)
 _MAX_BATCH = 4096
-_NO_ERROR = ItemError("cancelled", "Cancelled", "the item did not run")
+_NO_ERROR = ItemError(ErrorKind.CANCELLED, "Cancelled", "the item did not run")
 _task_ids = itertools.count(1)  # process-wide: a shared backend never sees one task id twice
-
-
-class LogStore:
-    """Every item's captured output, bounded per item (head and tail are kept)."""
-
-    def __init__(self, n: int) -> None:
-        self._chunks: list[list[tuple[str, str]] | None] = [None] * n
-        self._bounds: dict[int, BoundedText] = {}
-        self._attempt = [0] * n
-
-    def add(self, index: int, attempt: int, stream: str, text: str) -> None:
-        chunks = self._chunks[index]
-        if chunks is None:
-            chunks = self._chunks[index] = []
-            self._bounds[index] = BoundedText()
-        if attempt != self._attempt[index]:
-            if self._attempt[index]:
-                chunks.append(("stderr", f"--- attempt {attempt} ---\n"))
-            self._attempt[index] = attempt
-        kept = self._bounds[index].add(stream, text)
-        if kept:
-            chunks.append((stream, kept))
-
-    def chunks(self, index: int) -> list[tuple[str, str]]:
-        """The item's output so far as (stream, text) pieces, in the order written."""
-        chunks = self._chunks[index]
-        if chunks is None:
-            return []
-        return list(chunks) + self._bounds[index].tail_chunks()
-
-    def text(self, index: int, stream: str | None = None) -> str:
-        return "".join(t for s, t in self.chunks(index) if stream is None or s == stream)
 
 
 class _TaskState:
@@ -98,6 +84,14 @@ class _TaskState:
         self.since: float | None = None
         self.dispatched = now
         self.work = 0.0  # the finished items' own durations, as measured where they ran
+
+    def passed(self, i: int) -> None:
+        """Item ``i`` of this task finished: the items up to it are done."""
+        items, pos = self.items, self.pos
+        if pos < len(items) and items[pos][0] == i:  # the usual case: in the order sent
+            self.pos = pos + 1
+        else:
+            self.pos = next((k + 1 for k in range(pos, len(items)) if items[k][0] == i), pos)
 
 
 class Batcher:
@@ -133,7 +127,13 @@ class Batcher:
 
 
 class Engine:
-    """Runs one map: all items of ``job`` over ``inputs`` on ``backend``."""
+    """Runs one map: all items of ``job`` over ``inputs`` on ``backend``, as ``options``
+    say (their concurrency resolved to a number: see ``MapTask._start``).
+
+    Its thread is the only writer of the run's :class:`~mapnb.state.RunState`; everyone
+    else reads :attr:`view` and talks to the thread through :meth:`report`,
+    :meth:`cancel`, :meth:`rerun` and :attr:`bus`.
+    """
 
     def __init__(
         self,
@@ -142,69 +142,63 @@ class Engine:
         job: Job,
         inputs: list[tuple[Any, ...]],
         backend: Backend,
-        concurrency: int,
-        min_success_ratio: float,
-        retries: int,
-        timeout: float | None,
+        options: Options,
         cache: ItemCache | None = None,
-        journal: Journal | None = None,
+        journal: Observer | None = None,
         recovered: dict[int, tuple[Any, int, float | None]] | None = None,
     ) -> None:
         n = len(inputs)
-        self.run_id, self.job, self.inputs, self.backend = run_id, job, inputs, backend
-        self.n, self.concurrency, self.retries, self.timeout = n, concurrency, retries, timeout
-        self.need = math.ceil(n * min_success_ratio - 1e-9)
-        self.status: list[Status] = [Q] * n
-        self.outputs: list[Any] = [None] * n
-        self.errors: list[ItemError | None] = [None] * n
-        self.attempts = [0] * n  # attempts that ran to an outcome
-        self.durations: list[float | None] = [None] * n
-        self.logs = LogStore(n)
-        self.counts: dict[Status, int] = dict.fromkeys(Status, 0)
-        self.counts[Q] = n
-        self.state = "running"  # then "succeeded", "failed" or "cancelled"
-        self.started_at = time.monotonic()
-        self.finished_at: float | None = None
-        self.done = threading.Event()
-        self.first_failure: int | None = None
+        if options.concurrency is None:
+            raise ValueError("the engine needs options.concurrency resolved to a number")
+        concurrency = options.concurrency
+        self.job, self.backend, self.inputs = job, backend, inputs
+        self.concurrency, self.retries, self.timeout = concurrency, options.retries, options.timeout
+        st = self._s = RunState(
+            run_id=run_id, names=job.names, inputs=inputs, backend=backend.name, concurrency=concurrency,
+            need=math.ceil(n * options.min_success_ratio - 1e-9), cached=cache is not None,
+        )  # fmt: skip
+        self.view = RunView(st)
+        self.done = st.done
+        self._shares_clock = backend.shares_clock
 
         self._pending: collections.deque[int] = collections.deque(range(n))
         self._tasks: dict[int, _TaskState] = {}
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._batcher = Batcher()
         self._failed = 0  # final failures and aborts: items that can no longer succeed
-        self._subscribers: list[Callable[[list[Event]], None]] = []
-        self._events: list[Event] = []
-        self._sub_lock = threading.Lock()
         self._killed: list[int] = []
         self._spent = [0] * n  # attempts charged before the latest rerun: retries count anew
         self._rerunning: list[Event] = []
-        self.cache = cache
-        self.journal = journal
+        self.bus = EventBus(run_id, self._replay, self._inbox.put, st.done)
+        self._cache = (
+            CacheCoordinator(cache, inputs, self._take_cached, self._run_next) if cache is not None else None
+        )
+        self._observers: list[Observer] = [journal] if journal is not None else []
+        self._on_record: dict[str, Callable[[Any], None]] = {
+            FINISHED: self._on_finished, LOG: self._on_log, STARTED: self._on_started, ENDED: self._on_ended,
+        }  # fmt: skip
         for i, (output, attempts, duration) in (recovered or {}).items():  # from an earlier life
-            self.outputs[i], self.attempts[i], self.durations[i] = output, attempts, duration
-            self._set(i, Status.SUCCEEDED)
+            st.outputs[i], st.attempts[i], st.durations[i] = output, attempts, duration
+            st.set(i, Status.SUCCEEDED)
         if recovered:
             self._pending = collections.deque(i for i in range(n) if i not in recovered)
-        self._keys: list[str | None] = [None] * n
-        # cache_serialize: items waiting for the one computing the same key, here or in
-        # another process (key -> items), and the keys being computed elsewhere
-        self._waiting: dict[str, list[int]] = {}
-        self._elsewhere: set[str] = set()
-        self._next_poll = 0.0
         self._thread = threading.Thread(target=self._main, name=f"mapnb-run-{run_id}", daemon=True)
+
+    @property
+    def run_id(self) -> str:
+        return self._s.run_id
 
     # -- called from other threads ------------------------------------------------------
 
     def start(self) -> None:
         self._thread.start()
 
-    def report(self, records: list[tuple[Any, ...]]) -> None:
-        """The backends' way in (any thread)."""
+    def report(self, records: list[Any]) -> None:
+        """The backends' way in (any thread): a list of :mod:`mapnb.protocol` records."""
         self._inbox.put(records)
 
     def cancel(self) -> None:
-        self._inbox.put(("cancel",))
+        self._inbox.put(Cancel())
 
     def rerun(self, indices: list[int]) -> None:
         """Run the given finished, unsuccessful items again, in this same run.
@@ -212,81 +206,77 @@ class Engine:
         Only once the run is done: the engine thread has ended, so this thread may reset
         the state before a new engine thread takes over.
         """
-        if not self.done.is_set():
+        st = self._s
+        if not st.done.is_set():
             raise RuntimeError("a run can only be re-run once it is done")
         self._thread.join()
         for i in indices:
-            if self.status[i] in (Status.SUCCEEDED, Status.CACHED) or not self.status[i].final:
+            if st.status[i] in (Status.SUCCEEDED, Status.CACHED) or not st.status[i].final:
                 continue
             # Shown as retrying: an attempt failed and the item waits for its next one.
-            self._set(i, RT)
+            st.set(i, RT)
             self._failed -= 1
-            self._spent[i] = self.attempts[i]
+            self._spent[i] = st.attempts[i]
             self._pending.append(i)
-            self._rerunning.append(ItemRetrying(i, self.attempts[i], self.errors[i] or _NO_ERROR))
-        self.state = "running"
-        self.first_failure = None
-        # The clock counts time spent running, not the idle time before the re-run.
-        if self.finished_at is not None:
-            self.started_at = time.monotonic() - (self.finished_at - self.started_at)
-        self.finished_at = None
+            self._rerunning.append(ItemRetrying(i, st.attempts[i], st.errors[i] or _NO_ERROR))
+        st.lifecycle = RunStatus.RUNNING
+        st.first_failure = None
+        st.resume_clock()
         self._killed = []
-        self.done.clear()
+        st.done.clear()
         self._thread = threading.Thread(target=self._main, name=f"mapnb-run-{self.run_id}", daemon=True)
         self._thread.start()
-
-    def subscribe(self, callback: Callable[[list[Event]], None]) -> None:
-        """Deliver the current state as events, then every new event, in order."""
-        with self._sub_lock:  # the engine drains requests made before it set done
-            if not self.done.is_set():
-                self._inbox.put(("subscribe", callback))
-                return
-        callback(self._replay())
-
-    def unsubscribe(self, callback: Callable[[list[Event]], None]) -> None:
-        self._inbox.put(("unsubscribe", callback))
 
     # -- the engine thread --------------------------------------------------------------
 
     def _main(self) -> None:
+        st = self._s
         try:
             self.backend.open()
-            self._emit(self._run_started())
-            if self._subscribers:
-                self._events += self._rerunning
+            self.bus.emit(self._run_started())
+            self.bus.extend(self._rerunning)
             self._rerunning = []
-            if self.cache is not None:
-                self._look_up()
+            if self._cache is not None:
+                held = self._cache.before_run(i for i in range(st.n) if not st.status[i].final)
+                if held:
+                    self._pending = collections.deque(i for i in self._pending if i not in held)
             self._loop()
         except BaseException:  # a bug must never leave the caller waiting forever
             log.exception("mapnb engine failed; failing the items still open")
-            err = ItemError("internal", "InternalError", "mapnb failed internally; see the log")
-            for i in range(self.n):
-                if not self.status[i].final:
+            err = ItemError(ErrorKind.INTERNAL, "InternalError", "mapnb failed internally; see the log")
+            for i in range(st.n):
+                if not st.status[i].final:
                     self._final(i, Status.FAILED, err)
-            self.state = "failed"
+            st.lifecycle = RunStatus.FAILED
         finally:
-            for tid in list(self._tasks):
-                self._kill(tid)
-            self._tasks.clear()
-            try:  # a finished run has no subtask left running
-                self.backend.join(self._killed, timeout=10.0)
-                self.backend.close()
+            self._wind_down()
+
+    def _wind_down(self) -> None:
+        """Whatever happened: kill what runs, let the stores finish, say the run is done."""
+        st = self._s
+        for tid in list(self._tasks):
+            self._kill(tid)
+        self._tasks.clear()
+        try:  # a finished run has no subtask left running
+            self.backend.join(self._killed, timeout=10.0)
+            self.backend.close()
+        except Exception:
+            log.exception("backend %s failed to close the run", self.backend.name)
+        if self._cache is not None:
+            self._cache.close()  # outputs are on disk before the run says it is done
+        for observer in self._observers:
+            try:
+                observer.close()
             except Exception:
-                log.exception("backend %s failed to close the run", self.backend.name)
-            if self.cache is not None:
-                self.cache.close()  # outputs are on disk before the run says it is done
-            if self.journal is not None:
-                self.journal.close()
-            self.finished_at = time.monotonic()
-            counts = {s.value: k for s, k in self.counts.items()}
-            self._emit(RunFinished(self.state, counts, time.time()))
-            self._flush_events()
-            with self._sub_lock:
-                self.done.set()
-            self._drain()  # answer subscriptions made before done was set
+                log.exception("an observer of run %s failed to close", self.run_id)
+        st.finished_at = time.monotonic()
+        self.bus.emit(RunFinished(st.lifecycle, {s.value: k for s, k in st.counts.items()}, time.time()))
+        self.bus.flush()
+        self.bus.mark_done()
+        self._drain()  # answer subscriptions made before done was set
 
     def _loop(self) -> None:
+        st = self._s
         while True:
             self._dispatch()
             if self._complete():
@@ -297,21 +287,23 @@ class Engine:
                 pass
             self._drain()
             self._check_timeouts()
-            if self.cache is not None:
-                self._poll_cache()
-            if self.journal is not None:
-                self.journal.flush()
-            self._flush_events()
-        if self.state == "running":
-            ok = self.counts[Status.SUCCEEDED] + self.counts[Status.CACHED]
-            self.state = "succeeded" if ok >= self.need else "failed"
+            if self._cache is not None:
+                self._cache.poll()
+            for observer in self._observers:
+                observer.flush()
+            self.bus.flush()
+        if st.lifecycle is RunStatus.RUNNING:
+            st.lifecycle = RunStatus.SUCCEEDED if st.succeeded() >= st.need else RunStatus.FAILED
+
+    def _running(self) -> bool:
+        return self._s.lifecycle is RunStatus.RUNNING  # (a str enum: compared by identity)
 
     def _complete(self) -> bool:
-        idle = not self._pending and not self._waiting
-        return not self._tasks and (idle or self.state != "running")
+        idle = not self._pending and not (self._cache is not None and self._cache.waiting)
+        return not self._tasks and (idle or not self._running())
 
     def _wait_time(self) -> float:
-        if self._elsewhere:
+        if self._cache is not None and self._cache.polling:
             return 0.1  # poll for what other processes are computing
         if self.timeout is None or not self._tasks:
             return 0.5
@@ -322,17 +314,15 @@ class Engine:
         return min(0.5, max(0.0, due - time.monotonic()) + 0.001)
 
     def _dispatch(self) -> None:
-        while self.state == "running" and self._pending and len(self._tasks) < self.concurrency:
+        st = self._s
+        while self._running() and self._pending and len(self._tasks) < self.concurrency:
             size = self._batcher.size(len(self._pending), self.concurrency)
             items: list[tuple[int, int, tuple[Any, ...]]] = []
             while self._pending and len(items) < size:
                 i = self._pending.popleft()
-                if self.status[i].final:
+                if st.status[i].final or (self._cache is not None and not self._cache.may_run(i)):
                     continue
-                key = self._keys[i]
-                if key is not None and self.cache.settings.serialize and not self._claim(i, key):  # type: ignore[union-attr]
-                    continue
-                items.append((i, self.attempts[i] + 1, self.inputs[i]))
+                items.append((i, st.attempts[i] + 1, self.inputs[i]))
             if not items:
                 return
             task = Task(next(_task_ids), self.job, tuple(items))
@@ -342,9 +332,9 @@ class Engine:
             except Exception as e:
                 log.exception("backend %s could not take a task", self.backend.name)
                 err = ItemError(
-                    "internal", type(e).__qualname__, f"the {self.backend.name} backend failed: {e}"
+                    ErrorKind.INTERNAL, type(e).__qualname__, f"the {self.backend.name} backend failed: {e}"
                 )
-                self.report([(ENDED, task.id, err, True)])
+                self.report([Ended(task.id, err, all_items=True)])
             self._drain()  # a backend that ran the task inside submit has reported it all
 
     def _drain(self) -> None:
@@ -356,98 +346,102 @@ class Engine:
             self._handle(msg)
 
     def _handle(self, msg: Any) -> None:
-        if type(msg) is tuple:  # a command
-            if msg[0] == "cancel":
-                self._stop_all(Status.CANCELLED, "cancelled")
-            elif msg[0] == "subscribe":
-                msg[1](self._replay())
-                self._subscribers.append(msg[1])
-            elif msg[0] == "unsubscribe" and msg[1] in self._subscribers:
-                self._subscribers.remove(msg[1])
-            return
-        shares_clock = self.backend.shares_clock
-        for r in msg:
-            kind = r[0]
-            if kind == FINISHED:
-                self._on_finished(r, shares_clock)
-            elif kind == LOG:
-                _, _, i, attempt, stream, text = r
-                self.logs.add(i, attempt, stream, text)
-                if self._subscribers:
-                    self._events.append(ItemLog(i, attempt, stream, text))
-            elif kind == STARTED:
-                _, tid, i, attempt, t0 = r
-                if self.status[i].final or attempt != self.attempts[i] + 1:
-                    continue
-                ts = self._tasks.get(tid)
-                if ts is None:  # a task we settled already (killed, or its worker lost)
-                    continue
-                if shares_clock or ts.since is None:
-                    ts.since = t0 if shares_clock else time.monotonic()
-                self._set(i, R)
-                if self._subscribers:
-                    self._events.append(ItemStarted(i, attempt, time.time()))
-            elif kind == ENDED:
-                self._on_ended(r)
+        """One message from the inbox: a list of records from a backend, or a command."""
+        kind = type(msg)
+        if kind is Cancel:
+            self._stop_all(Status.CANCELLED, RunStatus.CANCELLED)
+        elif kind is Subscribe:
+            self.bus.add(msg.callback)
+        elif kind is Unsubscribe:
+            self.bus.remove(msg.callback)
+        else:
+            on_record = self._on_record
+            for r in msg:
+                on_record[r[0]](r)
 
-    def _on_finished(self, r: tuple[Any, ...], shares_clock: bool) -> None:
-        _, tid, i, attempt, ok, value, t0, t1, *remote = r
-        if remote:  # a backend that retries and caches itself (flyte) says how the item ended
-            self._on_remote_end(tid, i, attempt, value, t0, t1, *remote[0])
+    # Each record kind is unpacked here, once, in the layout mapnb.protocol declares
+    # (plain tuples reach the engine from other processes: see protocol._Record).
+
+    def _on_log(self, r: Log) -> None:
+        _, _tid, i, attempt, stream, text = r
+        self._s.logs.add(i, attempt, stream, text)
+        if self.bus.active:
+            self.bus.emit(ItemLog(i, attempt, stream, text))
+
+    def _on_started(self, r: Started) -> None:
+        _, tid, i, attempt, t0 = r
+        st = self._s
+        if st.status[i].final or attempt != st.attempts[i] + 1:
             return
         ts = self._tasks.get(tid)
+        if ts is None:  # a task we settled already (killed, or its worker lost)
+            return
+        if self._shares_clock or ts.since is None:
+            ts.since = t0 if self._shares_clock else time.monotonic()
+        st.set(i, R)
+        if self.bus.active:
+            self.bus.emit(ItemStarted(i, attempt, time.time()))
+
+    def _on_finished(self, r: Finished) -> None:
+        _, tid, i, attempt, ok, value, t0, t1, *remote = r
+        if remote and remote[0] is not None:  # a backend that retries and caches itself (flyte)
+            self._on_remote_end(typed(r))
+            return
+        st = self._s
+        ts = self._tasks.get(tid)
         if ts is not None:
-            ts.pos = next((k + 1 for k in range(ts.pos, len(ts.items)) if ts.items[k][0] == i), ts.pos)
-            ts.since = t1 if shares_clock else time.monotonic()
+            ts.passed(i)
+            ts.since = t1 if self._shares_clock else time.monotonic()
             ts.work += max(0.0, t1 - t0)
-        if self.status[i].final or attempt != self.attempts[i] + 1:
+        if st.status[i].final or attempt != st.attempts[i] + 1:
             return  # a late report from an attempt already settled
-        self.attempts[i] = attempt
-        self.durations[i] = t1 - t0
+        st.attempts[i] = attempt
+        st.durations[i] = t1 - t0
         if ok and self.timeout is not None and t1 - t0 > self.timeout:
             ok, value = False, self._timeout_error(attempt)
         if ok:
-            self.outputs[i] = value
-            self.errors[i] = None
+            st.outputs[i] = value
+            st.errors[i] = None
             self._final(i, Status.SUCCEEDED, None)
         else:
             self._attempt_failed(i, value)
 
-    def _on_remote_end(
-        self, tid: int, i: int, attempt: int, value: Any, t0: float, t1: float, attempts: int, status: Status
-    ) -> None:
-        """A FINISHED report with a ninth field ``(attempts, status)``: the item's end as a
-        backend that applies retries and caching itself saw it (``attempts`` it made;
-        ``status`` succeeded, cached, failed, aborted or cancelled). It is final."""
-        ts = self._tasks.get(tid)
+    def _on_remote_end(self, r: Finished) -> None:
+        """A Finished record with ``remote=(attempts, status)``: the item's end as a backend
+        that applies retries and caching itself saw it (``attempts`` it made; ``status``
+        succeeded, cached, failed, aborted or cancelled). It is final."""
+        st, i = self._s, r.index
+        attempts, status = r.remote
+        ts = self._tasks.get(r.task_id)
         if ts is not None:
-            ts.pos = next((k + 1 for k in range(ts.pos, len(ts.items)) if ts.items[k][0] == i), ts.pos)
-        if self.status[i].final or attempt != self.attempts[i] + 1:
+            ts.passed(i)
+        if st.status[i].final or r.attempt != st.attempts[i] + 1:
             return
-        self.attempts[i] = attempts
-        self.durations[i] = t1 - t0
+        st.attempts[i] = attempts
+        st.durations[i] = r.t1 - r.t0
         if status is Status.SUCCEEDED or status is Status.CACHED:
-            self.outputs[i] = value
-            self.errors[i] = None
+            st.outputs[i] = r.value
+            st.errors[i] = None
             self._final(i, status, None)
         else:
-            self._final(i, status, value)
+            self._final(i, status, r.value)
 
-    def _on_ended(self, r: tuple[Any, ...]) -> None:
-        _, tid, error, all_items, *more = r
+    def _on_ended(self, r: Ended) -> None:
+        _, tid, error, all_items, *culprit = r
         ts = self._tasks.pop(tid, None)
         if ts is None:
             return  # we killed it and settled its items already
         self._batcher.record(ts.pos, ts.work, time.monotonic() - ts.dispatched)
-        # A backend that knows which item was running when its worker died says so (a
-        # fifth field); outcomes of items before it may have been lost with the worker.
-        culprit = more[0] if more else None
-        self._settle(ts, None if error is None else lambda attempt: error, all_items, culprit)
+        # A backend that knows which item was running when its worker died says so
+        # (culprit); outcomes of items before it may have been lost with the worker.
+        who = culprit[0] if culprit else None
+        self._settle(ts, None if error is None else lambda attempt: error, all_items, who)
 
     def _open_items(self, ts: _TaskState) -> Iterator[tuple[int, int]]:
         """The task's items that are still its to settle, checked as the caller goes."""
+        st = self._s
         for i, attempt in ts.items[ts.pos :]:
-            if not self.status[i].final and attempt == self.attempts[i] + 1:
+            if not st.status[i].final and attempt == st.attempts[i] + 1:
                 yield i, attempt
 
     def _settle(
@@ -462,164 +456,82 @@ class Engine:
 
         The running item is ``culprit`` when the backend knows it (it may be settled
         already: then no item is charged), else the first open item."""
+        st = self._s
         first = True
         for k, (i, attempt) in enumerate(self._open_items(ts)):
             if culprit is not None and not all_items:
                 first = i == culprit
             if error_for is not None and (first or all_items):
-                self.attempts[i] = attempt
+                st.attempts[i] = attempt
                 if first and k == 0 and ts.since is not None:  # since: when the first open one began
-                    self.durations[i] = time.monotonic() - ts.since
+                    st.durations[i] = time.monotonic() - ts.since
                 self._attempt_failed(i, error_for(attempt))
             else:
                 self._requeue(i)
             first = False
 
     def _attempt_failed(self, i: int, error: ItemError) -> None:
-        self.errors[i] = error
-        if error.retryable and self.attempts[i] - self._spent[i] <= self.retries and self.state == "running":
-            self._set(i, RT)
+        st = self._s
+        st.errors[i] = error
+        if error.retryable and st.attempts[i] - self._spent[i] <= self.retries and self._running():
+            st.set(i, RT)
             self._pending.append(i)
-            if self._subscribers:
-                self._events.append(ItemRetrying(i, self.attempts[i], error))
+            if self.bus.active:
+                self.bus.emit(ItemRetrying(i, st.attempts[i], error))
         else:
             self._final(i, Status.FAILED, error)
 
     def _requeue(self, i: int) -> None:
-        if self.state != "running":
-            self._final(i, Status.ABORTED if self.state == "failed" else Status.CANCELLED, None)
+        st = self._s
+        if not self._running():
+            self._final(i, Status.ABORTED if st.lifecycle is RunStatus.FAILED else Status.CANCELLED, None)
             return
-        if self.status[i] is R:
-            self._set(i, Q)
+        if st.status[i] is R:
+            st.set(i, Q)
         self._pending.appendleft(i)
 
-    def _set(self, i: int, status: Status) -> None:
-        counts = self.counts
-        counts[self.status[i]] -= 1
-        counts[status] += 1
-        self.status[i] = status
-
     def _final(self, i: int, status: Status, error: ItemError | None) -> None:
-        self._set(i, status)
-        key = self._keys[i]
-        if key is not None:
-            self._settle_key(i, key, status)
-        if self.journal is not None and (status is Status.SUCCEEDED or status is Status.CACHED):
-            self.journal.record(i, self.outputs[i], self.attempts[i], self.durations[i])
-        if status is not Status.SUCCEEDED and status is not Status.CACHED:
-            self.errors[i] = error if error is not None else self.errors[i]
-            if status is Status.FAILED and self.first_failure is None:
-                self.first_failure = i
+        st = self._s
+        st.set(i, status)
+        if self._cache is not None:
+            self._cache.on_final(i, status, st.outputs[i], self._running())
+        ok = status is Status.SUCCEEDED or status is Status.CACHED
+        if not ok:
+            st.errors[i] = error if error is not None else st.errors[i]
+            if status is Status.FAILED and st.first_failure is None:
+                st.first_failure = i
             self._failed += 1
-        if self._subscribers:
-            self._events.append(ItemFinished(i, status, self.attempts[i], self.durations[i], self.errors[i]))
-        if status is Status.FAILED and self.state == "running" and self.n - self._failed < self.need:
-            self._stop_all(Status.ABORTED, "failed")
+        for observer in self._observers:
+            observer.item_final(i, status, st)
+        if self.bus.active:
+            self.bus.emit(ItemFinished(i, status, st.attempts[i], st.durations[i], st.errors[i]))
+        if status is Status.FAILED and self._running() and st.n - self._failed < st.need:
+            self._stop_all(Status.ABORTED, RunStatus.FAILED)
 
-    # -- the cache ----------------------------------------------------------------------
-
-    def _look_up(self) -> None:
-        """Before anything runs: every item's key, and the outputs already in the cache."""
-        cache = self.cache
-        assert cache is not None
-        leaders: set[str] = set()
-        for i in range(self.n):
-            if self.status[i].final:  # a re-run keeps what it has
-                continue
-            key = self._keys[i] = self._keys[i] or cache.key(self.inputs[i])
-            if key is None:
-                continue
-            if not cache.settings.overwrite:
-                hit, value = cache.get(key)
-                if hit:
-                    self._take_cached(i, value)
-                    continue
-            if cache.settings.serialize:
-                if key in leaders:  # the same item again in this run: wait for the first
-                    self._waiting.setdefault(key, []).append(i)
-                leaders.add(key)
-        if self._waiting:
-            held = {i for items in self._waiting.values() for i in items}
-            self._pending = collections.deque(i for i in self._pending if i not in held)
+    # -- the cache coordinator's calls back -------------------------------------------
 
     def _take_cached(self, i: int, value: Any) -> None:
-        if self.status[i] is not Q:
-            self._set(i, Q)
-        self.outputs[i] = value
+        st = self._s
+        if st.status[i] is not Q:
+            st.set(i, Q)
+        st.outputs[i] = value
         self._final(i, Status.CACHED, None)
 
-    def _claim(self, i: int, key: str) -> bool:
-        """cache_serialize: may item ``i`` run? Not if another process is computing it
-        (it then waits), nor if that other process has just finished it."""
-        cache = self.cache
-        assert cache is not None
-        if not cache.claim(key):
-            self._waiting.setdefault(key, []).insert(0, i)
-            self._elsewhere.add(key)
-            return False
-        hit, value = cache.get(key)  # finished between our first look and the claim?
-        if hit:
-            cache.release(key)
-            self._take_cached(i, value)
-            return False
-        return True
+    def _run_next(self, i: int) -> None:
+        self._pending.appendleft(i)
 
-    def _settle_key(self, i: int, key: str, status: Status) -> None:
-        """Item ``i`` (with cache key ``key``) is final: store it, or let a waiter compute it."""
-        cache = self.cache
-        assert cache is not None
-        if status is Status.SUCCEEDED:
-            cache.put(key, self.outputs[i])
-            self._hand_out(key, self.outputs[i])
-        elif status is Status.CACHED:
-            # Found in the cache (at claim time, say: another process had just computed it):
-            # the items waiting for this key are owed the same output, or they wait forever.
-            self._elsewhere.discard(key)
-            self._hand_out(key, self.outputs[i])
-        else:
-            cache.release(key)
-            if self.state == "running" and key not in self._elsewhere:
-                self._next_in_line(key)
+    # -- stopping ------------------------------------------------------------------------
 
-    def _hand_out(self, key: str, value: Any) -> None:
-        """The items waiting for ``key`` asked for exactly this output."""
-        for j in self._waiting.pop(key, []):
-            self._take_cached(j, value)
-
-    def _next_in_line(self, key: str) -> None:
-        """The first item waiting for ``key`` computes it now; the others go on waiting."""
-        waiters = self._waiting.get(key)
-        if waiters:
-            self._pending.appendleft(waiters.pop(0))
-            if not waiters:
-                del self._waiting[key]
-
-    def _poll_cache(self) -> None:
-        """cache_serialize across processes: take what others computed, or take over."""
-        cache = self.cache
-        assert cache is not None
-        cache.renew()
-        if not self._elsewhere or time.monotonic() < self._next_poll:
-            return
-        self._next_poll = time.monotonic() + 0.1
-        for key in list(self._elsewhere):
-            hit, value = cache.get(key)
-            if hit:
-                self._elsewhere.discard(key)
-                self._hand_out(key, value)
-            elif not cache.claimed_elsewhere(key):  # they gave up or died: our turn
-                self._elsewhere.discard(key)
-                self._next_in_line(key)
-
-    def _stop_all(self, status: Status, state: str) -> None:
+    def _stop_all(self, status: Status, lifecycle: RunStatus) -> None:
         """Abort or cancel: queued items never start, running ones are killed."""
-        if self.state != "running":
+        st = self._s
+        if not self._running():
             return
-        self.state = state
+        st.lifecycle = lifecycle
         why = (
             "min_success_ratio can no longer be met" if status is Status.ABORTED else "the run was cancelled"
         )
-        err = ItemError(status.value, status.value.capitalize(), why)
+        err = ItemError(ErrorKind(status.value), status.value.capitalize(), why)
         for tid in list(self._tasks):
             ts = self._tasks.pop(tid)
             open_items = [i for i, _ in self._open_items(ts)]
@@ -627,12 +539,10 @@ class Engine:
                 self._kill(tid)
             for i in open_items:
                 self._final(i, status, err)
-        waiting = [i for items in self._waiting.values() for i in items]
-        self._waiting.clear()
-        self._elsewhere.clear()
+        waiting = self._cache.drop_waiting() if self._cache is not None else []
         for i in [*self._pending, *waiting]:
-            if not self.status[i].final:
-                self._final(i, status, err if self.status[i] is not RT else None)
+            if not st.status[i].final:
+                self._final(i, status, err if st.status[i] is not RT else None)
         self._pending.clear()
 
     def _check_timeouts(self) -> None:
@@ -651,7 +561,7 @@ class Engine:
     def _timeout_error(self, attempt: int) -> ItemError:
         stop = "was killed" if self.backend.can_kill else "was abandoned (this backend cannot kill it)"
         return ItemError(
-            "timeout",
+            ErrorKind.TIMEOUT,
             "TimeoutError",
             f"attempt {attempt} ran longer than timeout={self.timeout:g}s and {stop}",
         )
@@ -665,38 +575,24 @@ class Engine:
 
     # -- events -------------------------------------------------------------------------
 
-    def _emit(self, event: Event) -> None:
-        if self._subscribers:
-            self._events.append(event)
-
-    def _flush_events(self) -> None:
-        if not self._events:
-            return
-        events, self._events = self._events, []
-        for cb in list(self._subscribers):
-            try:
-                cb(events)
-            except Exception:
-                log.exception("a subscriber of run %s failed; unsubscribing it", self.run_id)
-                self._subscribers.remove(cb)
-
     def _run_started(self) -> RunStarted:
-        return RunStarted(
-            self.run_id, self.n, self.job.names, self.concurrency, self.backend.name, time.time()
-        )
+        st = self._s
+        return RunStarted(st.run_id, st.n, st.names, st.concurrency, st.backend, time.time())
 
     def _replay(self) -> list[Event]:
         """The run so far, as the events a subscriber would have seen."""
+        st = self._s
         out: list[Event] = [self._run_started()]
-        for i, s in enumerate(self.status):
-            attempt = self.attempts[i] + (0 if s.final else 1)
-            out += [ItemLog(i, attempt, stream, text) for stream, text in self.logs.chunks(i)]
+        for i, s in enumerate(st.status):
+            attempt = st.attempts[i] + (0 if s.final else 1)
+            out += [ItemLog(i, attempt, stream, text) for stream, text in st.logs.chunks(i)]
+            error = st.errors[i]
             if s is R:
-                out.append(ItemStarted(i, self.attempts[i] + 1, time.time()))
-            elif s is RT and self.errors[i] is not None:
-                out.append(ItemRetrying(i, self.attempts[i], self.errors[i]))  # type: ignore[arg-type]
+                out.append(ItemStarted(i, st.attempts[i] + 1, time.time()))
+            elif s is RT and error is not None:
+                out.append(ItemRetrying(i, st.attempts[i], error))
             elif s.final:
-                out.append(ItemFinished(i, s, self.attempts[i], self.durations[i], self.errors[i]))
-        if self.done.is_set():
-            out.append(RunFinished(self.state, {s.value: k for s, k in self.counts.items()}, time.time()))
+                out.append(ItemFinished(i, s, st.attempts[i], st.durations[i], error))
+        if st.done.is_set():
+            out.append(RunFinished(st.lifecycle, {s.value: k for s, k in st.counts.items()}, time.time()))
         return out

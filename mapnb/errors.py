@@ -2,18 +2,23 @@
 
 ::
 
-    MapnbError                       every error mapnb raises itself
-    ├── InvalidMapError (+ValueError) bad input, raised before anything starts
-    ├── MapTaskError                  a run fell short of min_success_ratio
-    └── RemoteError                   an item's own traceback, as the __cause__ of MapTaskError
+    MapnbError                            every error mapnb raises itself
+    ├── InvalidMapError (+ValueError)     bad input, raised before anything starts
+    ├── BackendError (+RuntimeError)      a backend cannot run anything (no cluster, ...)
+    │   └── PoolBrokenError               the local pool or its fork server is gone
+    ├── MapTaskError                      a run fell short of min_success_ratio
+    └── RemoteError                       an item's own traceback, as the __cause__ of MapTaskError
+    RunInterrupted (KeyboardInterrupt)    Ctrl-C while waiting: the run was cancelled
 
 Failures of single items are not exceptions in the caller: they are recorded as an
-:class:`ItemError` on the item (``run.errors[i]``, the ``error`` column) and the run goes on.
+:class:`ItemError` on the item (``run.errors[i]``, the ``error`` column) and the run goes on;
+its :class:`ErrorKind` says what kind of failure it was.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import signal
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +40,11 @@ class BackendError(MapnbError, RuntimeError):
     """A backend cannot run anything: no cluster to connect to, or the cluster is gone."""
 
 
+class PoolBrokenError(BackendError):
+    """The local process pool was shut down, or its fork server died: nothing more runs
+    on it (a new run starts a new pool)."""
+
+
 class RemoteError(MapnbError):
     """The traceback of an item, as it was raised where the item ran."""
 
@@ -50,16 +60,30 @@ NOT_RETRIED = frozenset({"NonRecoverableError"})
 """Exception class names that end an item whatever its retries (Flyte 2's opt-out)."""
 
 
+class ErrorKind(str, enum.Enum):
+    """What kind of failure an :class:`ItemError` is. ``str``, so ``kind == "timeout"`` holds."""
+
+    EXCEPTION = "exception"  # the task raised
+    TIMEOUT = "timeout"  # an attempt ran longer than timeout=
+    WORKER_DIED = "worker-died"  # the process running it ended (a crash, a signal, os._exit)
+    MEMORY = "memory"  # it exceeded its limits' mem= (MemoryLimitExceeded)
+    SERIALIZATION = "serialization"  # an input or the output could not cross processes
+    ABORTED = "aborted"  # stopped because min_success_ratio became unreachable
+    CANCELLED = "cancelled"  # stopped because the run was cancelled
+    INTERNAL = "internal"  # mapnb or a backend failed (a bug: see the log)
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclasses.dataclass(frozen=True)
 class ItemError:
     """Why one attempt of one item failed.
 
     Attributes
     ----------
-    kind : str
-        ``"exception"`` (the task raised), ``"timeout"``, ``"worker-died"``,
-        ``"serialization"`` (an input or the output could not cross processes),
-        ``"aborted"`` or ``"cancelled"``.
+    kind : ErrorKind
+        What kind of failure (a plain string of one of its values is accepted).
     type : str
         The exception's class name (``"ValueError"``), or the kind for the others.
     message : str
@@ -68,16 +92,20 @@ class ItemError:
         The item's own traceback, without mapnb's frames ("" when there is none).
     """
 
-    kind: str
+    kind: ErrorKind
     type: str
     message: str
     traceback: str = ""
+
+    def __post_init__(self) -> None:
+        if type(self.kind) is not ErrorKind:
+            object.__setattr__(self, "kind", ErrorKind(self.kind))  # a typo fails here, not later
 
     @property
     def retryable(self) -> bool:
         """Whether another attempt may help: not for an exception that says it will not
         (Flyte 2's ``flyte.errors.NonRecoverableError``, as Flyte itself treats it)."""
-        return not (self.kind == "exception" and self.type in NOT_RETRIED)
+        return not (self.kind is ErrorKind.EXCEPTION and self.type in NOT_RETRIED)
 
     def one_line(self) -> str:
         """``Type: message`` on a single line, as shown in the ``error`` column."""
@@ -108,7 +136,7 @@ def worker_died(status: int | None) -> ItemError:
         why = f"was killed by {name}{hint}"
     else:
         why = f"exited with code {status} (os._exit, sys.exit outside the task, or a crash)"
-    return ItemError("worker-died", "WorkerDied", f"the worker process {why}")
+    return ItemError(ErrorKind.WORKER_DIED, "WorkerDied", f"the worker process {why}")
 
 
 class MapTaskError(MapnbError):

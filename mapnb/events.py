@@ -10,12 +10,27 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
+import threading
+from collections.abc import Callable
 
 from .errors import ItemError
+from .protocol import Subscribe, Unsubscribe
+
+log = logging.getLogger(__name__)
 
 
 class Status(str, enum.Enum):
-    """The state of one item. ``str`` so that DataFrames and JSON show plain words."""
+    """The state of one item. ``str`` so that DataFrames and JSON show plain words.
+
+    Attributes
+    ----------
+    final : bool
+        Whether the item will not change state again in this run (succeeded, failed,
+        cached, aborted, cancelled).
+    """
+
+    final: bool  # set on each member below: a plain attribute, read per item per event
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -26,16 +41,28 @@ class Status(str, enum.Enum):
     ABORTED = "aborted"  # not run, or killed, because min_success_ratio became unreachable
     CANCELLED = "cancelled"
 
-    @property
-    def final(self) -> bool:
-        """Whether the item will not change state again in this run."""
-        return self in _FINAL
-
     def __str__(self) -> str:
-        return self.value
+        return self._value_
 
 
 _FINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CACHED, Status.ABORTED, Status.CANCELLED})
+for _s in Status:
+    _s.final = _s in _FINAL
+del _s
+FINAL_STATUSES: tuple[Status, ...] = tuple(s for s in Status if s in _FINAL)
+"""The final statuses, in the order the grid and progress bars list them."""
+
+
+class RunStatus(str, enum.Enum):
+    """The lifecycle of a whole run. ``str``, so ``run.state == "succeeded"`` holds."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # at least min_success_ratio of the items succeeded
+    FAILED = "failed"  # fewer did, or can no longer (the rest were aborted)
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -93,9 +120,89 @@ class ItemFinished:
 class RunFinished:
     """The run ended; ``status`` is ``"succeeded"``, ``"failed"`` or ``"cancelled"``."""
 
-    status: str
+    status: RunStatus
     counts: dict[str, int]
     time: float
 
 
 Event = RunStarted | ItemStarted | ItemLog | ItemRetrying | ItemFinished | RunFinished
+
+
+Subscriber = Callable[[list[Event]], None]
+
+
+class EventBus:
+    r"""Delivers a run's events to its subscribers, in order, from the engine's thread.
+
+    The engine thread :meth:`emit`\ s events and :meth:`flush`\ es them in batches; it
+    also :meth:`add`\ s subscribers (a subscriber first gets a replay of the run so far,
+    built by ``replay`` on the engine's thread, so that it misses nothing and sees nothing
+    twice). Other threads call :meth:`subscribe`; before the run is done that goes through
+    ``post`` to the engine thread, afterwards the replay is delivered at once.
+
+    Emitting costs nothing while nobody listens: check :attr:`active` before building an
+    event.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        replay: Callable[[], list[Event]],
+        post: Callable[[object], None],
+        done: threading.Event,
+    ) -> None:
+        self._run_id, self._replay, self._post, self._done = run_id, replay, post, done
+        self._subscribers: list[Subscriber] = []
+        self._pending: list[Event] = []
+        self._lock = threading.Lock()  # orders "subscribe" against "the run is done"
+        self.active = False  # whether anyone listens: build events only then (engine thread)
+
+    # -- any thread ------------------------------------------------------------------------
+
+    def subscribe(self, callback: Subscriber) -> None:
+        """Deliver the run so far as events, then every new event, in order."""
+        with self._lock:
+            if not self._done.is_set():
+                self._post(Subscribe(callback))
+                return
+        callback(self._replay())
+
+    def unsubscribe(self, callback: Subscriber) -> None:
+        self._post(Unsubscribe(callback))
+
+    def mark_done(self) -> None:
+        """The engine thread is about to stop reading its inbox (call last)."""
+        with self._lock:
+            self._done.set()
+
+    # -- the engine thread -------------------------------------------------------------------
+
+    def add(self, callback: Subscriber) -> None:
+        callback(self._replay())
+        self._subscribers.append(callback)
+        self.active = True
+
+    def remove(self, callback: Subscriber) -> None:
+        if callback in self._subscribers:
+            self._subscribers.remove(callback)
+        self.active = bool(self._subscribers)
+
+    def emit(self, event: Event) -> None:
+        if self._subscribers:
+            self._pending.append(event)
+
+    def extend(self, events: list[Event]) -> None:
+        if self._subscribers:
+            self._pending += events
+
+    def flush(self) -> None:
+        """Hand the events emitted since the last flush to every subscriber, as one batch."""
+        if not self._pending:
+            return
+        events, self._pending = self._pending, []
+        for cb in list(self._subscribers):
+            try:
+                cb(events)
+            except Exception:
+                log.exception("a subscriber of run %s failed; unsubscribing it", self._run_id)
+                self.remove(cb)

@@ -11,13 +11,15 @@ succeed.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .errors import ItemError
 from .events import Status
+
+if TYPE_CHECKING:
+    from .state import RunView
 
 META = ("status", "cached", "error", "attempts", "duration_s")
 
@@ -54,18 +56,14 @@ def _column(values: list[Any], has_gaps: bool) -> Any:
     return pd.Series(values, dtype=object) if has_gaps else values
 
 
-def build_frame(
-    names: Sequence[str],
-    inputs: Sequence[tuple[Any, ...]],
-    statuses: list[Status],
-    outputs: list[Any],
-    errors: list[ItemError | None],
-    attempts: list[int],
-    durations: list[float | None],
-    cached: bool = False,
-) -> pd.DataFrame:
-    """The DataFrame of a run (see the module docstring for its columns); with ``cached``,
-    a ``cached`` column after ``status`` says which outputs came from the cache."""
+def build_frame(view: RunView) -> pd.DataFrame:
+    """The DataFrame of a run so far (see the module docstring for its columns); for a
+    run that uses the cache, a ``cached`` column after ``status`` says which outputs came
+    from it."""
+    # One consistent copy of each column: the engine thread may move on while we build.
+    names, inputs = view.names, view.inputs
+    statuses, outputs, errors = list(view.status), list(view.outputs), list(view.errors)
+    attempts, durations = list(view.attempts), list(view.durations)
     n = len(inputs)
     good = [s is Status.SUCCEEDED or s is Status.CACHED for s in statuses]
     gaps = not all(good)
@@ -80,8 +78,8 @@ def build_frame(
         for f in fields:
             key = f if f not in data and f not in META else f"output.{f}"
             data[key] = _column([_field(o, f) if g else None for o, g in zip(outputs, good)], gaps)
-    data["status"] = [s.value for s in statuses]
-    if cached:
+    data["status"] = [s._value_ for s in statuses]  # (.value is a slow descriptor; this runs per item)
+    if view.cached:
         data["cached"] = [s is Status.CACHED for s in statuses]
     data["error"] = pd.Series(
         [e.one_line() if e is not None and not g else None for e, g in zip(errors, good)], dtype=object

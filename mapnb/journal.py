@@ -33,9 +33,13 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._sqlite import is_damaged, move_aside, warn_once
+from .events import Status
+
+if TYPE_CHECKING:
+    from .state import RunState
 
 log = logging.getLogger(__name__)
 
@@ -239,37 +243,51 @@ class _Writer:
         db: sqlite3.Connection | None = None
         path: Path | None = None
         while True:
-            ops = [self._queue.get()]
-            if ops[0][0] == "items":
-                time.sleep(_BATCH_SECONDS)  # let more gather: one transaction for all
-            while True:
-                try:
-                    ops.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            ops = self._gather()
             want = home() / "journal.sqlite"
             # A lone flush has nothing to write (unless runs wait for their pruning).
             busy = any(op[0] != "flush" for op in ops) or (self._unpruned and db is not None and path == want)
-            for attempt in range(3 if busy else 0):
-                try:
-                    if db is None or path != want:
-                        _close(db)
-                        db, path = _connect(want), want
-                    self._write(db, ops)
-                    break
-                except Exception as e:  # a full disk, a read-only home: the runs go on without it
-                    db = _close(db)
-                    if is_damaged(e) and attempt == 0:
-                        continue  # a new connection first: the file may have been replaced
-                    if is_damaged(e) and attempt == 1 and want.exists():
-                        with _repair_lock:
-                            _set_aside(want, e)
-                        continue
-                    _unusable(want, e)
-                    break
+            if busy:
+                db, path = self._write_or_give_up(db, path, want, ops)
             for op in ops:
                 if op[0] == "flush":
                     op[1].set()
+
+    def _gather(self) -> list[tuple[Any, ...]]:
+        """The next operation and all that queued behind it."""
+        ops = [self._queue.get()]
+        if ops[0][0] == "items":
+            time.sleep(_BATCH_SECONDS)  # let more gather: one transaction for all
+        while True:
+            try:
+                ops.append(self._queue.get_nowait())
+            except queue.Empty:
+                return ops
+
+    def _write_or_give_up(
+        self, db: sqlite3.Connection | None, path: Path | None, want: Path, ops: list[tuple[Any, ...]]
+    ) -> tuple[sqlite3.Connection | None, Path | None]:
+        """Write ``ops`` to the journal at ``want``: reconnect once, set a damaged file aside
+        once, else warn that the journal is unusable and go on without it."""
+        for attempt in range(3):
+            try:
+                if db is None or path != want:
+                    _close(db)
+                    db, path = _connect(want), want
+                self._write(db, ops)
+                return db, path
+            except Exception as e:  # a full disk, a read-only home: the runs go on without it
+                _close(db)
+                db = None  # connect again next time
+                if is_damaged(e) and attempt == 0:
+                    continue  # a new connection first: the file may have been replaced
+                if is_damaged(e) and attempt == 1 and want.exists():
+                    with _repair_lock:
+                        _set_aside(want, e)
+                    continue
+                _unusable(want, e)
+                break
+        return db, path
 
     def _write(self, db: sqlite3.Connection, ops: list[tuple[Any, ...]]) -> None:
         runs, rows = [], []
@@ -307,6 +325,7 @@ class _Writer:
 
 
 def _close(db: sqlite3.Connection | None) -> None:
+    """Close ``db`` if open, quietly."""
     if db is not None:
         try:
             db.close()
@@ -349,6 +368,11 @@ class Journal:
     def record(self, index: int, output: Any, attempts: int, duration: float | None) -> None:
         """An item succeeded."""
         self._batch.append((index, output, attempts, duration))
+
+    def item_final(self, i: int, status: Status, state: RunState) -> None:
+        """The engine's observer hook: what succeeded (or came from the cache) is kept."""
+        if status is Status.SUCCEEDED or status is Status.CACHED:
+            self._batch.append((i, state.outputs[i], state.attempts[i], state.durations[i]))
 
     def flush(self) -> None:
         if self._batch:

@@ -7,18 +7,43 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .engine import Engine
 from .errors import ItemError, MapTaskError, RemoteError
-from .events import Event, RunFinished, Status
+from .events import Event, RunFinished, RunStatus, Status
 from .spec import short_repr
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .engine import Engine
+
 _last: MapRun | None = None
 _last_lock = threading.Lock()
+
+
+class DisplayHook(Protocol):
+    """How a run shows itself in a notebook: the notebook layer registers one
+    (:func:`set_display_hook`), so that nothing here imports it."""
+
+    def grid(self, run: MapRun) -> Any:
+        """The run's live grid (made once, kept on the run), or None outside a notebook."""
+
+    def static(self, run: MapRun) -> dict[str, Any]:
+        """A mime bundle drawing the run without a live widget."""
+
+    def wait(self, run: MapRun, progress: bool | None) -> None:
+        """Block until ``run`` is done, showing its progress where wanted (``progress``:
+        True, False, or None for "where one can be shown")."""
+
+
+_display: DisplayHook | None = None
+
+
+def set_display_hook(hook: DisplayHook | None) -> None:
+    """Register how runs display themselves (``mapnb`` registers its notebook layer)."""
+    global _display
+    _display = hook
 
 
 def last_run() -> MapRun | None:
@@ -47,11 +72,12 @@ class MapRun:
 
     def __init__(self, engine: Engine, name: str, axes: list[list[Any]] | None = None) -> None:
         global _last
-        self._engine = engine
+        self._engine = engine  # for control only (cancel, re-run, subscribe)
+        self.view = engine.view  # what the run knows, read-only
         self.id = engine.run_id
         self.name = name
-        self.names = engine.job.names
-        self.inputs = engine.inputs
+        self.names = self.view.names
+        self.inputs = self.view.inputs
         self.axes = axes
         self.started = time.time()
         self._grid: Any = None  # the LiveGrid, once shown in a notebook
@@ -63,14 +89,14 @@ class MapRun:
 
     def done(self) -> bool:
         """Whether every item has reached a final state."""
-        return self._engine.done.is_set()
+        return self.view.done.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run is done or ``timeout`` seconds pass; return :meth:`done`.
 
         In a notebook, waiting also brings the saved picture of a shown grid up to date.
         """
-        done = self._engine.done.wait(timeout)
+        done = self.view.done.wait(timeout)
         if done and self._grid is not None and threading.current_thread() is threading.main_thread():
             self._grid.refresh_display()
         return done
@@ -101,29 +127,26 @@ class MapRun:
 
     def exception(self) -> MapTaskError | None:
         """The error :meth:`result` would raise for a finished run, else None."""
-        eng = self._engine
-        if not self.done() or eng.state == "succeeded":
+        v = self.view
+        if not self.done() or v.lifecycle is RunStatus.SUCCEEDED:
             return None
-        i = eng.first_failure
-        if eng.state == "cancelled":
+        i = v.first_failure
+        err = v.errors[i] if i is not None else None
+        if v.lifecycle is RunStatus.CANCELLED:
             msg = f"run {self.id} of {self.name} was cancelled: {self._progress()}"
-            i = None
+            i = err = None
         else:
-            ratio_need = eng.need
-            ok = eng.counts[Status.SUCCEEDED] + eng.counts[Status.CACHED]
-            msg = f"{self.name}: {ok} of {eng.n} items succeeded, {ratio_need} needed (min_success_ratio)"
-            if i is not None:
-                err = eng.errors[i]
-                assert err is not None
-                where = ", ".join(f"{n}={short_repr(v)}" for n, v in zip(self.names, self.inputs[i]))
+            msg = f"{self.name}: {v.succeeded()} of {v.n} items succeeded, {v.need} needed (min_success_ratio)"
+            if i is not None and err is not None:
+                where = ", ".join(f"{n}={short_repr(x)}" for n, x in zip(self.names, self.inputs[i]))
                 msg += (
-                    f".\nFirst failure: item {i} ({where}) after {eng.attempts[i]} "
-                    f"attempt{'s' * (eng.attempts[i] != 1)}: {err.one_line()}"
+                    f".\nFirst failure: item {i} ({where}) after {v.attempts[i]} "
+                    f"attempt{'s' * (v.attempts[i] != 1)}: {err.one_line()}"
                     f"\nSee run.logs({i}) for its output and e.df for all results."
                 )
         exc = MapTaskError(msg, self, i)
-        if i is not None and eng.errors[i] is not None and eng.errors[i].traceback:  # type: ignore[union-attr]
-            exc.__cause__ = RemoteError(eng.errors[i].traceback)  # type: ignore[union-attr]
+        if err is not None and err.traceback:
+            exc.__cause__ = RemoteError(err.traceback)
         return exc
 
     def cancel(self, wait: bool = True, timeout: float | None = 30.0) -> None:
@@ -145,20 +168,20 @@ class MapRun:
         global _last
         if not self.done():
             raise RuntimeError(f"run {self.id} is still running; wait for it (or cancel it) first")
-        again = [i for i, s in enumerate(self._engine.status) if s not in (Status.SUCCEEDED, Status.CACHED)]
+        again = [i for i, s in enumerate(self.view.status) if s not in (Status.SUCCEEDED, Status.CACHED)]
         if again:
             with _last_lock:
                 _last = self  # what runs now is the latest run
             self.started = time.time() - self.elapsed  # the clock resumes where it stopped
             self._engine.rerun(again)
             # Before the run says it is done again, the DataFrames it handed out catch up.
-            self._engine.subscribe(self._when_rerun_ends)
+            self._engine.bus.subscribe(self._when_rerun_ends)
         return len(again)
 
     def _when_rerun_ends(self, events: list[Event]) -> None:
         if not any(isinstance(ev, RunFinished) for ev in events):
             return
-        self._engine.unsubscribe(self._when_rerun_ends)
+        self._engine.bus.unsubscribe(self._when_rerun_ends)
         frames = [f for f in (ref() for ref in self._frames) if f is not None]
         if frames:
             fresh = self.df
@@ -168,65 +191,61 @@ class MapRun:
     # -- what is known so far -----------------------------------------------------------
 
     @property
-    def state(self) -> str:
-        """``"running"``, ``"succeeded"``, ``"failed"`` or ``"cancelled"``."""
-        return self._engine.state if self.done() else "running"
+    def state(self) -> RunStatus:
+        """``"running"``, ``"succeeded"``, ``"failed"`` or ``"cancelled"`` (a :class:`RunStatus`)."""
+        return self.view.lifecycle if self.done() else RunStatus.RUNNING
 
     def __len__(self) -> int:
-        return self._engine.n
+        return self.view.n
 
     @property
     def outputs(self) -> list[Any]:
         """Outputs in input order; ``None`` for failed and unfinished items."""
-        return list(self._engine.outputs)
+        return list(self.view.outputs)
 
     @property
     def statuses(self) -> list[Status]:
         """Each item's :class:`~mapnb.Status`."""
-        return list(self._engine.status)
+        return list(self.view.status)
 
     @property
     def errors(self) -> list[ItemError | None]:
         """Each item's last error (``None`` when it succeeded or has not failed)."""
-        return list(self._engine.errors)
+        return list(self.view.errors)
 
     @property
     def attempts(self) -> list[int]:
         """How many attempts of each item ran."""
-        return list(self._engine.attempts)
+        return list(self.view.attempts)
 
     @property
     def counts(self) -> dict[str, int]:
         """How many items are in each status, e.g. ``{"succeeded": 8, "failed": 1, ...}``."""
-        return {s.value: k for s, k in self._engine.counts.items()}
+        return {s.value: k for s, k in self.view.counts.items()}
 
     @property
     def elapsed(self) -> float:
         """Seconds since the run started (until it ended, once done)."""
-        end = self._engine.finished_at or time.monotonic()
-        return end - self._engine.started_at
+        return self.view.elapsed()
 
     def logs(self, index: int, stream: str | None = None) -> str:
         """What item ``index`` printed so far: stdout and stderr interleaved, or one ``stream``.
 
         At most ~1 MiB per item is kept: the start and the end, with a marker between.
         """
-        if not -self._engine.n <= index < self._engine.n:
-            raise IndexError(f"item index {index} out of range for a run of {self._engine.n} items")
+        n = self.view.n
+        if not -n <= index < n:
+            raise IndexError(f"item index {index} out of range for a run of {n} items")
         if stream not in (None, "stdout", "stderr"):
             raise ValueError(f"stream must be 'stdout', 'stderr' or None; got {stream!r}")
-        return self._engine.logs.text(index % self._engine.n, stream)
+        return self.view.log_text(index % n, stream)
 
     @property
     def df(self) -> pd.DataFrame:
         """A DataFrame of the run so far: one row per item, in input order."""
         from .frame import build_frame
 
-        eng = self._engine
-        return build_frame(
-            self.names, self.inputs, list(eng.status), list(eng.outputs), list(eng.errors),
-            list(eng.attempts), list(eng.durations), cached=eng.cache is not None,
-        )  # fmt: skip
+        return build_frame(self.view)
 
     # -- events -------------------------------------------------------------------------
 
@@ -236,8 +255,9 @@ class MapRun:
         The first batch describes the run so far, logs included. Returns a
         function that unsubscribes. Keep the callback quick: it runs on the engine's thread.
         """
-        self._engine.subscribe(callback)
-        return lambda: self._engine.unsubscribe(callback)
+        bus = self._engine.bus
+        bus.subscribe(callback)
+        return lambda: bus.unsubscribe(callback)
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """Iterate over the run's events until it finishes (the first ones replay the past).
@@ -261,6 +281,18 @@ class MapRun:
 
     # -- display ------------------------------------------------------------------------
 
+    def show_until_done(self, progress: bool | None = None) -> None:
+        """Block until the run is done, showing the live grid in a notebook or a progress
+        bar on a terminal (``progress``: True, False, or None for where one can be shown).
+
+        Short waits keep the calling thread responsive to KeyboardInterrupt.
+        """
+        if _display is not None:
+            _display.wait(self, progress)
+            return
+        while not self.wait(0.1):
+            pass
+
     def show(self) -> None:
         """Show the live grid in the notebook cell that calls this (nothing elsewhere).
 
@@ -272,21 +304,15 @@ class MapRun:
             grid.display()
 
     def _live_grid(self) -> Any:
-        from .widget import LiveGrid, grid_wanted
-
-        if not grid_wanted():
-            return None
-        if self._grid is None:
-            self._grid = LiveGrid(self)
-        return self._grid
+        return _display.grid(self) if _display is not None else None
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         grid = self._live_grid()
         if grid is not None:
             return grid.mimebundle()
-        from .grid import GridModel, render_html
-
-        return {"text/plain": repr(self), "text/html": render_html(GridModel(self).snapshot())}
+        if _display is not None:
+            return _display.static(self)
+        return {"text/plain": repr(self)}
 
     def _progress(self) -> str:
         c = self.counts

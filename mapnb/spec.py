@@ -7,6 +7,7 @@ any item starts.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import inspect
 import itertools
@@ -54,17 +55,19 @@ def check_int(name: str, value: Any, *, minimum: int, none_ok: bool = False) -> 
 
 
 def check_seconds(name: str, value: Any) -> float | None:
-    """A duration in seconds > 0, or None."""
+    """A duration in seconds > 0 (a number or a ``datetime.timedelta``), or None."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, Real) or not (value > 0) or math.isinf(value):
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, Real) or not (float(value) > 0) or math.isinf(value):
         raise InvalidMapError(f"{name} must be a number of seconds > 0 or None; got {describe(value)}")
     return float(value)
 
 
 def check_ratio(name: str, value: Any) -> float:
     """A ratio in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not (0.0 <= value <= 1.0):
+    if isinstance(value, bool) or not isinstance(value, Real) or not (0.0 <= float(value) <= 1.0):
         raise InvalidMapError(f"{name} must be a number between 0 and 1; got {describe(value)}")
     return float(value)
 
@@ -83,6 +86,84 @@ class Options:
         check_ratio("min_success_ratio", self.min_success_ratio)
         check_int("retries", self.retries, minimum=0)
         check_seconds("timeout", self.timeout)
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSettings:
+    """What a task or a map task says about caching (validated)."""
+
+    enabled: bool = False
+    version: str | None = None
+    serialize: bool = False
+    ignore: tuple[str, ...] = ()
+    overwrite: bool = False
+
+    @classmethod
+    def make(
+        cls,
+        enabled: Any,
+        version: Any = None,
+        serialize: Any = False,
+        ignore: Any = (),
+        overwrite: Any = False,
+    ) -> CacheSettings:
+        for name, value in (
+            ("cache", enabled),
+            ("cache_serialize", serialize),
+            ("cache_overwrite", overwrite),
+        ):
+            if not isinstance(value, bool):
+                raise InvalidMapError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
+        if version is not None and not isinstance(version, str):
+            raise InvalidMapError(
+                f"cache_version must be a string or None; got {type(version).__name__} {version!r}"
+            )
+        if isinstance(ignore, str) or not all(isinstance(n, str) for n in ignore):
+            raise InvalidMapError(
+                f"cache_ignore_input_vars must be a tuple of parameter names; got {ignore!r}"
+            )
+        if not enabled and (version is not None or serialize or ignore or overwrite):
+            raise InvalidMapError(
+                "cache_version, cache_serialize, cache_ignore_input_vars and cache_overwrite need cache=True"
+            )
+        return cls(enabled, version, serialize, tuple(ignore), overwrite)
+
+
+@dataclasses.dataclass(frozen=True)
+class MapSpec:
+    """Everything a map task says about how its items run: validated once, then frozen.
+
+    :func:`mapnb.map_task` builds it, a :class:`~mapnb.MapTask` holds it, each run derives
+    its ``Job`` (what workers need) and its engine's settings from it, and the journal
+    stores it so that :func:`mapnb.recover` can rebuild the map task. Variations are
+    ``dataclasses.replace(spec, ...)`` (``with_overrides`` is one).
+
+    Attributes
+    ----------
+    fn : callable
+        The task function (a partial's bound inputs included).
+    name : str
+        How headlines and the grid name the task.
+    options : Options
+        concurrency, min_success_ratio, retries, timeout.
+    cache : CacheSettings
+        Subtask caching.
+    requests, limits : mapnb.Resources or None
+        What one item needs, and may use at most.
+    backend : str or Backend
+        Where items run: a registered name or a backend instance.
+    progress : bool or None
+        The live grid / progress bar (None: where one can be shown).
+    """
+
+    fn: Callable[..., Any]
+    name: str
+    options: Options = dataclasses.field(default_factory=lambda: Options())
+    cache: CacheSettings = dataclasses.field(default_factory=lambda: CacheSettings())
+    requests: Any = None
+    limits: Any = None
+    backend: Any = "local"
+    progress: bool | None = None
 
 
 def target_function(fn: Any) -> Callable[..., Any]:
@@ -212,6 +293,26 @@ def by_name(fn: Callable[..., Any], names: tuple[str, ...]) -> Callable[..., Any
 
 def _materialise(name: str, value: Any) -> list[Any]:
     """One mapped input as a list, rejecting the values that are almost always mistakes."""
+    _refuse_non_lists(name, value)
+    limit = max_items()
+    try:
+        size = len(value)
+    except TypeError:  # not sized (a generator, say): count while taking, one past the bound
+        size = None
+    if size is not None and size > limit:
+        raise _too_many(name, f"{size:,} items", limit)
+    try:
+        items = list(itertools.islice(value, limit + 1)) if size is None else list(value)
+    except TypeError as e:  # e.g. a 0-d numpy array
+        raise InvalidMapError(f"{name}= could not be iterated: {e}; got {describe(value)}") from None
+    if len(items) > limit:
+        raise _too_many(name, f"more than {limit:,} items (it may never end)", limit)
+    return items
+
+
+def _refuse_non_lists(name: str, value: Any) -> None:
+    """A clear error for a value that is not a finite list of inputs (a string, a dict, a
+    set, a DataFrame, an endless iterator...), saying what to pass instead."""
     hint = None
     cls = type(value)
     if isinstance(value, (str, bytes, bytearray)):
@@ -236,20 +337,6 @@ def _materialise(name: str, value: Any) -> list[Any]:
             f"{name}= got {describe(value)}, which never ends; pass a finite list, "
             f"e.g. {name}=list(itertools.islice(it, 100)) or {name}=range(100)"
         )
-    limit = max_items()
-    try:
-        size = len(value)
-    except TypeError:  # not sized (a generator, say): count while taking, one past the bound
-        size = None
-    if size is not None and size > limit:
-        raise _too_many(name, f"{size:,} items", limit)
-    try:
-        items = list(itertools.islice(value, limit + 1)) if size is None else list(value)
-    except TypeError as e:  # e.g. a 0-d numpy array
-        raise InvalidMapError(f"{name}= could not be iterated: {e}; got {describe(value)}") from None
-    if len(items) > limit:
-        raise _too_many(name, f"more than {limit:,} items (it may never end)", limit)
-    return items
 
 
 _MAX_ITEMS_DEFAULT = 10_000_000

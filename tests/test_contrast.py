@@ -14,8 +14,8 @@ import re
 
 import pytest
 
-from mapnb import grid
-from mapnb.grid import COLORS, TEXT_ON, contrast, render_html, text_on
+from mapnb.jupyter import grid
+from mapnb.jupyter.grid import COLORS, TEXT_ON, contrast, render_html, text_on
 
 CSS = (pathlib.Path(grid.__file__).parent / "assets" / "grid.css").read_text()
 JS = (pathlib.Path(grid.__file__).parent / "assets" / "grid.js").read_text()
@@ -202,7 +202,7 @@ def test_the_static_picture_passes_aa():
 def test_the_ipywidgets_faces_traceback_passes_aa(theme):
     """The core face has inline styles only: its traceback is the theme's text on the
     theme's error background."""
-    from mapnb.widget import _detail_html
+    from mapnb.jupyter.widget import _detail_html
 
     d = {"index": 0, "inputs": [["x", "1"]], "output": None, "finished": True, "status": "failed",
          "attempts": 1, "duration": 0.5, "error": "Traceback\nValueError: no", "log": [], "log_dropped": 0}  # fmt: skip

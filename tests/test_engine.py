@@ -11,7 +11,8 @@ from mapnb.backends.base import Backend, Job, ReportFn, Task
 from mapnb.engine import _MAX_BATCH, Batcher, Engine
 from mapnb.errors import ItemError, worker_died
 from mapnb.events import Status
-from mapnb.worker import ENDED, FINISHED, LOG, STARTED
+from mapnb.protocol import ENDED, FINISHED, LOG, STARTED
+from mapnb.spec import Options
 
 from . import tasks
 
@@ -37,9 +38,9 @@ class Scripted(Backend):
 
 
 def make(n: int, backend: Backend, per_item: float | None = None, **kw) -> Engine:
-    opts = dict(concurrency=1, min_success_ratio=1.0, retries=0, timeout=None) | kw
+    opts = Options(**(dict(concurrency=1, min_success_ratio=1.0, retries=0, timeout=None) | kw))
     eng = Engine(
-        run_id="t", job=Job("t", abs, ("x",)), inputs=[(i,) for i in range(n)], backend=backend, **opts
+        run_id="t", job=Job("t", abs, ("x",)), inputs=[(i,) for i in range(n)], backend=backend, options=opts
     )
     eng._batcher.per_item = per_item  # None: batches start at one item; tiny: one batch takes all
     eng.start()
@@ -68,9 +69,9 @@ def test_dead_worker_fails_the_running_item_and_requeues_the_rest_uncharged():
     # Item 0 finished, then the worker died while running item 1.
     report([ok(task, 0), (ENDED, task.id, worker_died(-9), False)])
     succeed_the_rest(eng, b)
-    assert eng.status[0] is Status.SUCCEEDED
-    assert eng.status[1] is Status.FAILED and eng.errors[1].kind == "worker-died"
-    assert eng.status[2] is Status.SUCCEEDED and eng.attempts[2] == 1
+    assert eng.view.status[0] is Status.SUCCEEDED
+    assert eng.view.status[1] is Status.FAILED and eng.view.errors[1].kind == "worker-died"
+    assert eng.view.status[2] is Status.SUCCEEDED and eng.view.attempts[2] == 1
 
 
 def test_batch_load_failure_fails_every_item_of_the_batch():
@@ -81,7 +82,7 @@ def test_batch_load_failure_fails_every_item_of_the_batch():
     task, report = b.next()
     report([(ENDED, task.id, ItemError("serialization", "X", "no"), True)])
     assert eng.done.wait(10)
-    assert eng.status == [Status.FAILED, Status.FAILED]
+    assert eng.view.status == [Status.FAILED, Status.FAILED]
 
 
 def test_timeout_kills_the_task_and_requeues_its_unstarted_items():
@@ -93,13 +94,13 @@ def test_timeout_kills_the_task_and_requeues_its_unstarted_items():
     report([(STARTED, task.id, 0, 1, time.monotonic())])  # then nothing: the first item overruns
     task2, report2 = b.next()
     assert killed in b.killed
-    assert eng.attempts[0] == 1 and eng.errors[0].kind == "timeout"
+    assert eng.view.attempts[0] == 1 and eng.view.errors[0].kind == "timeout"
     # late reports from the killed task are ignored
     report([ok(task, 0, value="late"), (ENDED, task.id, None, False)])
     report2([ok(task2, i) for i, _, _ in task2.items] + [(ENDED, task2.id, None, False)])
     succeed_the_rest(eng, b)
-    assert eng.outputs[0] != "late"
-    assert eng.attempts[1] == 1 and eng.attempts[2] == 1  # requeued, not charged
+    assert eng.view.outputs[0] != "late"
+    assert eng.view.attempts[1] == 1 and eng.view.attempts[2] == 1  # requeued, not charged
 
 
 def test_the_timeout_clock_starts_when_the_task_does():
@@ -107,9 +108,9 @@ def test_the_timeout_clock_starts_when_the_task_does():
     eng = make(1, b, timeout=0.05)
     task, report = b.next()
     time.sleep(0.2)  # a worker starting, or a slow import while loading the function
-    assert not b.killed and eng.status[0] is Status.QUEUED
+    assert not b.killed and eng.view.status[0] is Status.QUEUED
     report([ok(task, 0, t0=time.monotonic(), t1=time.monotonic() + 0.01), (ENDED, task.id, None, False)])
-    assert eng.done.wait(10) and eng.status[0] is Status.SUCCEEDED
+    assert eng.done.wait(10) and eng.view.status[0] is Status.SUCCEEDED
 
 
 def test_abort_kills_every_task_in_flight():
@@ -125,8 +126,8 @@ def test_abort_kills_every_task_in_flight():
     )
     assert eng.done.wait(10)
     assert sorted(b.killed) == sorted(t.id for t, _ in tasks[1:])
-    assert eng.status == [Status.FAILED, Status.ABORTED, Status.ABORTED, Status.ABORTED]
-    assert eng.state == "failed"
+    assert eng.view.status == [Status.FAILED, Status.ABORTED, Status.ABORTED, Status.ABORTED]
+    assert eng.view.lifecycle == "failed"
 
 
 def test_logs_and_started_update_state():
@@ -137,7 +138,7 @@ def test_logs_and_started_update_state():
     report([(FINISHED, task.id, 0, 1, False, ItemError("exception", "E", "x"), 0.0, 0.0)])
     report([(ENDED, task.id, None, False)])
     assert eng.done.wait(10)
-    assert eng.logs.text(0) == "hi\n"
+    assert eng.view.log_text(0) == "hi\n"
 
 
 def test_logs_of_each_attempt_are_kept_with_a_separator():
@@ -151,13 +152,13 @@ def test_logs_of_each_attempt_are_kept_with_a_separator():
             0,
             attempt,
             attempt == 2,
-            "done" if attempt == 2 else ItemError("e", "E", "x"),
+            "done" if attempt == 2 else ItemError("exception", "E", "x"),
             0,
             0,
         )
         report([(LOG, task.id, 0, attempt, "stdout", f"try {attempt}\n"), fin, (ENDED, task.id, None, False)])
     assert eng.done.wait(10)
-    assert eng.logs.text(0) == "try 1\n--- attempt 2 ---\ntry 2\n"
+    assert eng.view.log_text(0) == "try 1\n--- attempt 2 ---\ntry 2\n"
 
 
 def test_duration_over_timeout_counts_as_timeout_when_reported_late():
@@ -166,7 +167,7 @@ def test_duration_over_timeout_counts_as_timeout_when_reported_late():
     task, report = b.next()
     report([ok(task, 0, t0=0.0, t1=150.0), (ENDED, task.id, None, False)])
     assert eng.done.wait(10)
-    assert eng.status[0] is Status.FAILED and eng.errors[0].kind == "timeout"
+    assert eng.view.status[0] is Status.FAILED and eng.view.errors[0].kind == "timeout"
 
 
 def test_batch_start_small_for_unknown_items():
@@ -175,7 +176,7 @@ def test_batch_start_small_for_unknown_items():
     task, _ = b.next()
     assert len(task.items) == 1
     eng.cancel()
-    assert eng.done.wait(10) and eng.state == "cancelled"
+    assert eng.done.wait(10) and eng.view.lifecycle == "cancelled"
 
 
 @pytest.mark.parametrize(
@@ -224,10 +225,10 @@ def test_batches_grow_to_amortise_a_fixed_per_task_overhead():
     b = SlowDispatch()
     eng = Engine(
         run_id="t", job=Job("t", tasks.double, ("x",)), inputs=[(i,) for i in range(1000)], backend=b,
-        concurrency=2, min_success_ratio=1.0, retries=0, timeout=None,
+        options=Options(concurrency=2),
     )  # fmt: skip
     eng.start()
-    assert eng.done.wait(300) and eng.state == "succeeded"
+    assert eng.done.wait(300) and eng.view.lifecycle == "succeeded"
     assert sum(b.sizes) == 1000 and len(b.sizes) < 60, b.sizes
     assert eng._batcher.overhead > 0.03  # measured as overhead, not as the items' time
 
@@ -253,7 +254,8 @@ def test_a_backend_that_retries_and_caches_itself_reports_the_items_end():
         task, report = b.next()
         ((i, attempt, _),) = task.items
         good, attempts, status = ends[i]
-        value = i * 10 if good else ItemError(status.value, "FlyteError", "on Flyte")
+        kind = "exception" if status is Status.FAILED else status.value
+        value = i * 10 if good else ItemError(kind, "FlyteError", "on Flyte")
         report(
             [
                 (FINISHED, task.id, i, attempt, good, value, 0.0, 1.0, (attempts, status)),
@@ -261,7 +263,7 @@ def test_a_backend_that_retries_and_caches_itself_reports_the_items_end():
             ]
         )
     assert eng.done.wait(10)
-    assert eng.status == [Status.SUCCEEDED, Status.CACHED, Status.FAILED, Status.ABORTED]
-    assert eng.attempts == [2, 0, 3, 1]
-    assert eng.outputs[:2] == [0, 10] and eng.errors[2].message == "on Flyte"
+    assert eng.view.status == [Status.SUCCEEDED, Status.CACHED, Status.FAILED, Status.ABORTED]
+    assert eng.view.attempts == [2, 0, 3, 1]
+    assert eng.view.outputs[:2] == [0, 10] and eng.view.errors[2].message == "on Flyte"
     assert b.tasks.empty()  # nothing was retried by the engine

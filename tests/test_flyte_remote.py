@@ -158,7 +158,7 @@ def test_unannotated_inputs_take_their_values_type_or_ask_for_an_annotation():
 
 
 def test_a_map_task_cell_is_translated_with_its_values_types():
-    from mapnb.magic import compile_body
+    from mapnb.jupyter.magic import compile_body
 
     cell = compile_body("y = x * 2\ny", ["x"], {}, "<cell>")
     fm = to_flyte(mapnb.map_task(cell, retries=1), x=[1, 2])
@@ -583,7 +583,7 @@ def test_interactive_modes_payload_carries_a_cell_and_runs_it():
     from flytekit.core.python_function_task import PythonFunctionTask
     from flytekit.remote.remote import _get_pickled_target_dict
 
-    from mapnb.magic import compile_body
+    from mapnb.jupyter.magic import compile_body
 
     fm = to_flyte(mapnb.map_task(compile_body("x * 3", ["x"], {}, "<cell>")), x=[1, 2])
     _, payload = _get_pickled_target_dict(fm.workflow)

@@ -8,7 +8,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from mapnb.magic import split_line
+from mapnb.jupyter.magic import split_line
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ import comm
 import pytest
 
 import mapnb
-from mapnb.grid import CODES, PATCH_CAP, GridModel, _fmt_value, render_html
-from mapnb.widget import LiveGrid
-from mapnb.worker import ENDED, FINISHED, LOG, STARTED
+from mapnb.jupyter.grid import CODES, PATCH_CAP, GridModel, _fmt_value, render_html
+from mapnb.jupyter.widget import LiveGrid
+from mapnb.protocol import ENDED, FINISHED, LOG, STARTED
 from tests.test_engine import Scripted
 
 
@@ -274,7 +274,7 @@ def test_the_static_picture_and_the_mimebundle(frontends):
 
 
 def test_which_face_is_used(monkeypatch):
-    from mapnb.widget import widget_kind
+    from mapnb.jupyter.widget import widget_kind
 
     monkeypatch.delenv("MAPNB_WIDGET", raising=False)
     monkeypatch.delenv("VSCODE_PID", raising=False)
@@ -300,7 +300,7 @@ def test_outside_a_notebook_a_run_displays_as_a_static_picture():
 
 
 def test_nice_scale_rounds_and_only_widens():
-    from mapnb.grid import nice_scale, nice_ticks
+    from mapnb.jupyter.grid import nice_scale, nice_ticks
 
     assert nice_scale(0.04, 2.54) == (0.0, 3.0)
     assert nice_ticks(0.0, 3.0) == [0.0, 1.0, 2.0, 3.0]
@@ -366,7 +366,7 @@ def test_the_panel_shows_output_fields_timing_and_no_output(frontends):
     fe.set(selected=2)
     d = until(lambda: fe.state["detail"].get("index") == 2 and fe.state["detail"])
     assert d["output"] is None and "Traceback: no" in d["error"]
-    js = (pathlib.Path(mapnb.__file__).parent / "assets" / "grid.js").read_text()
+    js = (pathlib.Path(mapnb.__file__).parent / "jupyter" / "assets" / "grid.js").read_text()
     assert '"(no output)"' in js and "d.finished" in js  # a finished item says so, not "yet"
 
 
@@ -419,11 +419,11 @@ def test_the_header_carries_the_kernels_clock(frontends):
 
 
 def test_the_panel_counts_a_running_items_attempt_from_one():
-    from mapnb.widget import attempts_text
+    from mapnb.jupyter.widget import attempts_text
 
     assert attempts_text("running", 0) == "attempt 1"  # not "0 attempts" while it runs
     assert attempts_text("running", 1) == "attempt 2"
     assert attempts_text("queued", 0) == ""
     assert attempts_text("failed", 1) == "1 attempt" and attempts_text("failed", 3) == "3 attempts"
-    js = (pathlib.Path(mapnb.widget.__file__).parent / "assets" / "grid.js").read_text()
+    js = (pathlib.Path(mapnb.jupyter.widget.__file__).parent / "assets" / "grid.js").read_text()
     assert "attempt ${d.attempts + 1}" in js  # the browser face says the same

@@ -11,8 +11,8 @@ import pickle
 import time
 from typing import Any
 
-from ..errors import ItemError
-from ..worker import ENDED, FINISHED
+from ..errors import ErrorKind, ItemError
+from ..protocol import FINISHED, Ended, Finished
 from .base import ReportFn, Task
 
 
@@ -23,20 +23,23 @@ def dumps(obj: Any) -> bytes:
     return cloudpickle.dumps(obj, protocol=5)
 
 
-def load_output(r: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A successful FINISHED record with its pickled output loaded (or failed, if it cannot be)."""
+def load_output(r: Finished) -> Finished:
+    """A successful Finished record with its pickled output loaded (or failed, if it cannot be).
+
+    Records arrive here as plain tuples (see :mod:`mapnb.protocol`), and leave as such.
+    """
+    kind, task_id, index, attempt, _ok, blob, *times = r
     try:
-        value = pickle.loads(r[5])
+        return (kind, task_id, index, attempt, True, pickle.loads(blob), *times)  # type: ignore[return-value]
     except Exception as e:
         err = ItemError(
-            "serialization", type(e).__qualname__, f"the output could not be unpickled in the caller: {e}"
+            ErrorKind.SERIALIZATION, type(e).__qualname__, f"the output could not be unpickled in the caller: {e}"
         )
-        return (*r[:4], False, err, *r[6:])
-    return (*r[:5], value, *r[6:])
+        return (kind, task_id, index, attempt, False, err, *times)  # type: ignore[return-value]
 
 
-def load_outputs(records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """A batch of report records with every successful output loaded."""
+def load_outputs(records: list[Any]) -> list[Any]:
+    """A batch of report records with every successful output loaded (``r[4]``: ``ok``)."""
     return [load_output(r) if r[0] == FINISHED and r[4] else r for r in records]
 
 
@@ -46,7 +49,7 @@ def dump_job(task: Task, report: ReportFn, where: str) -> bytes | None:
         return dumps(task.job)
     except Exception as e:
         msg = f"the task function could not be pickled to send to {where}: {e}"
-        report([(ENDED, task.id, ItemError("serialization", type(e).__qualname__, msg), True)])
+        report([Ended(task.id, ItemError(ErrorKind.SERIALIZATION, type(e).__qualname__, msg), all_items=True)])
         return None
 
 
@@ -58,7 +61,7 @@ def dump_items(task: Task, report: ReportFn, where: str) -> tuple[Task, bytes | 
     except Exception:
         task = drop_unpicklable(task, report, where)
         if not task.items:
-            report([(ENDED, task.id, None, False)])
+            report([Ended(task.id)])
             return task, None
         return task, dumps(task.items)
 
@@ -73,7 +76,7 @@ def drop_unpicklable(task: Task, report: ReportFn, where: str) -> Task:
         except Exception as e:
             msg = f"the inputs could not be pickled to send to {where}: {e}"
             now = time.monotonic()
-            err = ItemError("serialization", type(e).__qualname__, msg)
-            failed.append((FINISHED, task.id, item[0], item[1], False, err, now, now))
+            err = ItemError(ErrorKind.SERIALIZATION, type(e).__qualname__, msg)
+            failed.append(Finished(task.id, item[0], item[1], False, err, now, now))
     report(failed)
     return dataclasses.replace(task, items=tuple(good))

@@ -1,7 +1,7 @@
 """The contract between the engine and the places items run.
 
 The engine hands a backend :class:`Task` objects (a batch of items of one :class:`Job`)
-and gets report tuples back (see :mod:`mapnb.worker` for their shapes). Retries,
+and gets typed report records back (see :mod:`mapnb.protocol` for their shapes). Retries,
 timeouts, concurrency and min_success_ratio are the engine's business, never a backend's.
 """
 
@@ -13,10 +13,9 @@ import os
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from ..worker import Item
+from ..protocol import Item, ReportFn
 
-Report = tuple[Any, ...]
-ReportFn = Callable[[list[Report]], None]
+Report = tuple[Any, ...]  # a record of mapnb.protocol (or a plain tuple of its layout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,10 +91,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def submit(self, task: Task, report: ReportFn) -> None:
-        """Start ``task``; call ``report`` (from any thread) with lists of report tuples.
+        """Start ``task``; call ``report`` (from any thread) with lists of report records.
 
         Must not block for the task to finish unless the backend runs in the caller's thread
-        (sequential). Every task ends with exactly one ENDED report.
+        (sequential). Every task ends with exactly one :class:`~mapnb.protocol.Ended` record.
         """
 
     def kill(self, task_id: int) -> None:

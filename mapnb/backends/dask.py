@@ -27,8 +27,9 @@ import warnings
 from typing import Any
 
 from .._code import restore_origin
-from ..errors import BackendError, ItemError
-from ..worker import ENDED, Outbox, run_items
+from ..errors import BackendError, ErrorKind, ItemError
+from ..protocol import Ended, Finished
+from ..worker import Outbox, run_items
 from ._wire import dump_items, dump_job, load_outputs
 from .base import Backend, Job, ReportFn, Task
 
@@ -234,7 +235,7 @@ class DaskBackend(Backend):
             # the loss of the worker holding its result would make Dask run it again.
             if running.future is not None:
                 _cancel(running.future)
-            running.report([(ENDED, msg["tid"], None, False)])
+            running.report([Ended(msg["tid"])])
 
     def _on_cluster_event(self, event: tuple[float, Any]) -> None:
         if self._previous_all is not None:
@@ -257,7 +258,7 @@ class DaskBackend(Backend):
             return
         if running.future is not None:  # or Dask would run the whole batch again elsewhere
             _cancel(running.future)
-        running.report([(ENDED, tid, self._lost_error(running, why), False)])
+        running.report([Ended(tid, self._lost_error(running, why))])
 
     def _lost_error(self, running: _Running, why: str) -> ItemError | None:
         """The error of a task whose worker was lost: None (its items go back to the
@@ -271,7 +272,7 @@ class DaskBackend(Backend):
             if losses <= _UNSTARTED_LOSSES:
                 return None
             why += f" before the task started ({losses} times in this run)"
-        return ItemError("worker-died", "WorkerLost", why)
+        return ItemError(ErrorKind.WORKER_DIED, "WorkerLost", why)
 
     def _on_done(self, tid: int, future: Any) -> None:
         """The Dask task is over (in a thread of the client's): every outcome, then the end."""
@@ -282,11 +283,10 @@ class DaskBackend(Backend):
             blob = future.result()
         except BaseException as e:
             error = _task_error(e, running.worker)
-            if error.kind == "worker-died":
-                error = self._lost_error(running, error.message)
-            running.report([(ENDED, tid, error, False)])
+            lost = self._lost_error(running, error.message) if error.kind is ErrorKind.WORKER_DIED else error
+            running.report([Ended(tid, lost)])
             return
-        running.report([*load_outputs(pickle.loads(blob)), (ENDED, tid, None, False)])
+        running.report([*load_outputs(pickle.loads(blob)), Ended(tid)])
 
 
 def _dask_resources(requests: Any) -> dict[str, float]:
@@ -377,11 +377,11 @@ def _plugin_class() -> Any:
 def _task_error(e: BaseException, worker: str) -> ItemError:
     name = type(e).__qualname__
     if name == "KilledWorker":
-        return ItemError("worker-died", "WorkerLost", f"Dask workers running this task died: {e}")
+        return ItemError(ErrorKind.WORKER_DIED, "WorkerLost", f"Dask workers running this task died: {e}")
     if name == "CancelledError":
-        return ItemError("cancelled", "CancelledError", "the Dask task was cancelled")
+        return ItemError(ErrorKind.CANCELLED, "CancelledError", "the Dask task was cancelled")
     where = f" on {worker}" if worker else ""
-    return ItemError("internal", name, f"the Dask task failed{where}: {e}")
+    return ItemError(ErrorKind.INTERNAL, name, f"the Dask task failed{where}: {e}")
 
 
 # --------------------------------------------------------------------------------------
@@ -426,9 +426,9 @@ class _TaskOutbox(Outbox):
         self.outcomes: list[tuple[Any, ...]] = []
         self.withheld = 0  # outcomes too big for the stream
 
-    def _keep(self, record: tuple[Any, ...]) -> None:
+    def _keep(self, record: Finished) -> None:
         self.outcomes.append(record)
-        if record[4] and len(record[5]) > _STREAM_LIMIT:  # a big output waits for the result
+        if record.ok and len(record.value) > _STREAM_LIMIT:  # a big output waits for the result
             self.withheld += 1
         else:
             self._records.append(record)

@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendError, ItemError
+from ..errors import BackendError, ErrorKind, ItemError
 from ..events import Status
-from ..worker import ENDED, FINISHED, LOG, STARTED
+from ..protocol import Ended, Finished, Log, Started
 from .base import Backend, Job, ReportFn, Task
 
 if TYPE_CHECKING:
@@ -172,8 +172,8 @@ class FlyteBackend(Backend):
                     "retry_failed() is not supported on backend='flyte': run the map again "
                     "(with cache=True, Flyte's cache keeps what succeeded)"
                 )
-            err = ItemError("internal", "BackendError", why)
-            report([(ENDED, task.id, err, True)])
+            err = ItemError(ErrorKind.INTERNAL, "BackendError", why)
+            report([Ended(task.id, err, all_items=True)])
             return
         run.attach(task, report)
 
@@ -339,9 +339,9 @@ class _Run:
             now = time.monotonic()
             if c.kind == "started":
                 self._t0.setdefault(c.index, now)
-                records.append((STARTED, tid, c.index, 1, self._t0[c.index]))
+                records.append(Started(tid, c.index, 1, self._t0[c.index]))
             elif c.kind == "log":
-                records.append((LOG, tid, c.index, 1, "stdout", c.text))
+                records.append(Log(tid, c.index, 1, "stdout", c.text))
             elif c.kind == "finished":
                 t0 = self._t0.setdefault(c.index, now)
                 if c.error is None and self._lost:
@@ -350,7 +350,7 @@ class _Run:
                 value = self._outputs[c.index] if ok else _error(c)
                 # The ninth field: Flyte's attempts and status (cached, aborted...), final.
                 end = (c.attempts, c.status)
-                records += [(FINISHED, tid, c.index, 1, ok, value, t0, now, end), (ENDED, tid, None, False)]
+                records += [Finished(tid, c.index, 1, ok, value, t0, now, end), Ended(tid)]
                 with self._lock:
                     self._open.discard(tid)
         for report, records in batches.values():
@@ -375,7 +375,9 @@ def _log(i: int, text: str) -> Change:
 
 
 def _error(c: Change) -> ItemError:
-    kind = {Status.ABORTED: "aborted", Status.CANCELLED: "cancelled"}.get(c.status, "exception")  # type: ignore[arg-type]
-    return ItemError(
-        kind, "FlyteError" if kind == "exception" else kind.capitalize(), c.error or "failed on Flyte"
+    kind = {Status.ABORTED: ErrorKind.ABORTED, Status.CANCELLED: ErrorKind.CANCELLED}.get(
+        c.status,  # type: ignore[arg-type]
+        ErrorKind.EXCEPTION,
     )
+    name = "FlyteError" if kind is ErrorKind.EXCEPTION else kind.value.capitalize()
+    return ItemError(kind, name, c.error or "failed on Flyte")

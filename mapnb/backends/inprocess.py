@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import ItemError
-from ..worker import FINISHED, LOG, STARTED, Capture, Router
+from ..protocol import Finished, Log, Started
+from ..worker import Capture, Router
 from .base import ReportFn
 
 _tls = threading.local()
@@ -66,12 +67,12 @@ class DirectEmitter:
         self.task_id, self.report = task_id, report
 
     def started(self, index: int, attempt: int, t0: float) -> None:
-        self.report([(STARTED, self.task_id, index, attempt, t0)])
+        self.report([Started(self.task_id, index, attempt, t0)])
 
     def log(self, index: int, attempt: int, stream: str, text: str) -> None:
-        self.report([(LOG, self.task_id, index, attempt, stream, text)])
+        self.report([Log(self.task_id, index, attempt, stream, text)])
 
     def finished(
         self, index: int, attempt: int, ok: bool, value: Any, error: ItemError | None, t0: float, t1: float
     ) -> None:
-        self.report([(FINISHED, self.task_id, index, attempt, ok, value if ok else error, t0, t1)])
+        self.report([Finished(self.task_id, index, attempt, ok, value if ok else error, t0, t1)])

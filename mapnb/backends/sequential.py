@@ -7,7 +7,8 @@ running item cannot be interrupted, so a timeout is detected when the attempt re
 
 from __future__ import annotations
 
-from ..worker import ENDED, run_items
+from ..protocol import Ended
+from ..worker import run_items
 from .base import Backend, ReportFn, Task
 from .inprocess import DirectEmitter, routed_output
 
@@ -23,4 +24,4 @@ class SequentialBackend(Backend):
     def submit(self, task: Task, report: ReportFn) -> None:
         with routed_output() as set_capture:
             run_items(task.job, task.items, DirectEmitter(task.id, report), set_capture)
-        report([(ENDED, task.id, None, False)])
+        report([Ended(task.id)])

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 
-from ..worker import ENDED, run_items
+from ..protocol import Ended
+from ..worker import run_items
 from .base import Backend, ReportFn, Task
 from .inprocess import DirectEmitter, routed_output
 
@@ -48,7 +49,7 @@ class ThreadBackend(Backend):
             self._abandoned.discard(task.id)
             self._running.discard(task.id)
         if not abandoned:
-            report([(ENDED, task.id, None, False)])
+            report([Ended(task.id)])
 
     def kill(self, task_id: int) -> None:
         with self._lock:

@@ -38,9 +38,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from .._code import traceback_from
-from ..api import MapTask, map_task, task
 from ..errors import InvalidMapError, RemoteError
 from ..events import Status
+from ..maptask import MapTask, map_function, task
 from ..resources import Resources
 from ..run import MapRun
 from ..spec import function_name, target_function
@@ -193,7 +193,7 @@ def adapt(obj: Any) -> tuple[Callable[..., Any], str]:
 def map_flyte2(obj: Any, **options: Any) -> MapTask:
     """:func:`mapnb.map_task` for a Flyte 2 task: its settings, then the caller's."""
     fn, short = adapt(obj)
-    mt = map_task(fn, **options)
+    mt = map_function(fn, **options)
     mt.name = short
     return mt
 
@@ -312,7 +312,7 @@ def _start(
     lists = _columns(iterables, names, short)
     # Every item runs, as in flyte.map: a failure is seen where the iteration reaches it.
     # min_success_ratio, when given, stops the run as soon as it cannot be reached.
-    mt = map_task(
+    mt = map_function(
         fn,
         concurrency=concurrency or None,  # flyte.map's 0 is "no limit": the backend's own
         min_success_ratio=0.0 if min_success_ratio is None else float(min_success_ratio),
@@ -326,10 +326,7 @@ def _start(
             return None
         run = mt.submit(**lists)
         if progress is not False:
-            from ..widget import grid_wanted
-
-            if grid_wanted():
-                run.show()
+            run.show()  # the live grid, in a notebook only
         return run
 
     return start

@@ -43,9 +43,9 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from .._code import traceback_from
-from ..api import MapTask, map_task, task
 from ..cache import CacheSettings
 from ..errors import InvalidMapError
+from ..maptask import MapTask, map_function, task
 from ..resources import Resources, from_flytekit
 
 if TYPE_CHECKING:
@@ -351,7 +351,7 @@ def map_flytekit(obj: Any, **options: Any) -> FlyteMapTask:
         isinstance(min_successes, bool) or not isinstance(min_successes, int) or min_successes < 0
     ):
         raise InvalidMapError(f"min_successes must be an integer >= 0; got {min_successes!r}")
-    return FlyteMapTask.of(map_task(fn, **options), min_successes)
+    return FlyteMapTask.of(map_function(fn, **options), min_successes)
 
 
 # --------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from flytekit.core.python_function_task import PythonFunctionTask
     from flytekit.core.workflow import ImperativeWorkflow
 
-    from ..api import MapTask
+    from ..maptask import MapTask
     from ..resources import Resources
 
 # Types an unannotated input may take from its values (what Flyte has a literal for).

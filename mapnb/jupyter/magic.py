@@ -20,9 +20,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from ._code import with_filename
-from .api import map_task
-from .errors import BackendError, InvalidMapError, MapTaskError
+from .._code import with_filename
+from ..api import map_task
+from ..errors import BackendError, InvalidMapError, MapTaskError
 
 _OPEN, _CLOSE = "([{", ")]}"
 
@@ -317,7 +317,7 @@ def _backend(opts: Any) -> Any:
         return opts.backend
     if opts.backend not in ("local", "dask"):
         raise UsageError(f"--address is a Dask scheduler's; it does not go with --backend {opts.backend}")
-    from .backends.dask import DaskBackend
+    from ..backends.dask import DaskBackend
 
     return DaskBackend.for_address(opts.address)
 

@@ -10,7 +10,7 @@ caller's ``__main__``: task functions travel with cloudpickle, so a script witho
 Protocol on the control socket (multiprocessing ``Connection`` messages):
 
 - in ``("spawn", wid)`` followed by two file descriptors (SCM_RIGHTS): the worker's end of
-  its socket pair and its ledger (see :class:`mapnb.worker.Ledger`); out
+  its socket pair and its ledger (see :class:`mapnb.backends.local.serve.Ledger`); out
   ``("spawned", wid, pid)``.
 - in ``("kill", wid)``: SIGKILL the worker's process group (its own children too).
 - in ``("limit", wid, nbytes | None)``: the memory limit of what the worker runs now.
@@ -133,7 +133,7 @@ def _child(fd: int, ledger_fd: int, closing: list[int]) -> None:
     os.setsid()
     code = 0
     try:
-        from mapnb.worker import serve
+        from mapnb.backends.local.serve import serve
 
         serve(Connection(fd), ledger_fd)
     except BaseException:  # pragma: no cover - serve handles item errors itself
@@ -148,9 +148,9 @@ def main(control_fd: int) -> None:
     """Serve the pool on ``control_fd`` until the caller closes it; then kill every worker."""
     import cloudpickle  # noqa: F401  (preloaded for the workers)
 
+    import mapnb.backends.local.serve  # noqa: F401  (preloaded for the workers)
     import mapnb.resources  # noqa: F401  (the memory sampling's, loaded before any fork)
-    import mapnb.worker  # noqa: F401
-    from mapnb.worker import _become_subreaper
+    from mapnb.backends.local.serve import _become_subreaper
 
     server = _ForkServer(control_fd)
     signal.signal(signal.SIGCHLD, lambda *_: None)

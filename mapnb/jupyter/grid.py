@@ -20,12 +20,13 @@ import numbers
 import reprlib
 import threading
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .events import Event, ItemFinished, ItemLog, ItemRetrying, ItemStarted, RunFinished, RunStarted, Status
+from ..events import Event, ItemFinished, ItemLog, ItemRetrying, ItemStarted, RunFinished, RunStarted, Status
 
 if TYPE_CHECKING:
-    from .run import MapRun
+    from ..run import MapRun
 
 CODES = {
     Status.QUEUED: "q",
@@ -78,6 +79,7 @@ def _numeric_fields(value: Any) -> dict[str, float]:
     """The numeric fields of an output: itself, or those of a dict, dataclass or NamedTuple."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return {"output": float(value)}
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):
         items = value.items()
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -193,7 +195,7 @@ class GridModel:
 
     def __init__(self, run: MapRun) -> None:
         self.run = run
-        self._eng = run._engine
+        self._v = run.view
         self._lock = threading.Lock()
         self._dirty: set[int] = set()
         self._log_dirty: set[int] = set()
@@ -206,7 +208,7 @@ class GridModel:
         self._heat: list[float | None] | None = None
         self._scale: tuple[float, float] | None = None  # the heatmap's colour scale, only widens
         self._was: tuple[float, float] | None = None  # the scale before it last widened
-        self._rate = collections.deque(maxlen=50)  # (time, items done) samples for items/s
+        self._rate: collections.deque[tuple[float, int]] = collections.deque(maxlen=50)  # (time, items done) samples for items/s
         self.finished = threading.Event()
         self.sheet = self._axes()
 
@@ -232,7 +234,7 @@ class GridModel:
 
     def _axes(self) -> dict[str, Any]:
         axes = self.run.axes
-        if axes is None or len(axes) != 2 or not 0 < self.run._engine.n <= HEAT_MAX_CELLS:
+        if axes is None or len(axes) != 2 or not 0 < self._v.n <= HEAT_MAX_CELLS:
             return {}
         names = self.run.names
         return {
@@ -242,46 +244,62 @@ class GridModel:
 
     def changes(self) -> dict[str, Any]:
         """The values that differ from what was last returned (all of them the first time)."""
-        eng = self._eng
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             logs, self._log_dirty = self._log_dirty, set()
             header, self._header_dirty = self._header_dirty, False
-        out: dict[str, Any] = {}
         first = not self._sent
+        out: dict[str, Any] = self._first_values() if first else {}
         if first:
-            out.update(
-                run_id=self.run.id,
-                title=self.run.name,
-                names=list(self.run.names),
-                n=eng.n,
-                backend=eng.backend.name,
-                concurrency=eng.concurrency,
-                started=self.run.started,
-                sheet=self.sheet,
-                statuses=self._full_statuses(),
-                patch={},
-            )
             dirty = set()
-        status = eng.status
+        out.update(self._status_changes(dirty))
+        if dirty or header or first or self._v.done.is_set():
+            out.update(self._header())
+        if self.sheet and (dirty or first):
+            out.update(self._heat_changes(dirty if not first else range(self._v.n)))
+        out.update(self._detail_changes(first, dirty, logs))
+        return self._only_new(out)
+
+    def _first_values(self) -> dict[str, Any]:
+        """What the front end needs once: the run's identity and every item's status."""
+        rv = self._v
+        return dict(
+            run_id=self.run.id,
+            title=self.run.name,
+            names=list(self.run.names),
+            n=rv.n,
+            backend=rv.backend,
+            concurrency=rv.concurrency,
+            started=self.run.started,
+            sheet=self.sheet,
+            statuses=self._full_statuses(),
+            patch={},
+        )
+
+    def _status_changes(self, dirty: set[int]) -> dict[str, Any]:
+        """The changed items' statuses, as a cumulative patch (or, past PATCH_CAP changes,
+        folded into one full string)."""
+        status = self._v.status
         for i in dirty:
             self._patch[str(i)] = CODES[status[i]]
         if len(self._patch) > PATCH_CAP:
-            out["statuses"], out["patch"] = self._full_statuses(), {}
             self._patch = {}
-        elif dirty:
-            out["patch"] = dict(self._patch)
-        if dirty or header or first or eng.done.is_set():
-            out.update(self._header())
-        if self.sheet and (dirty or first):
-            out.update(self._heat_changes(dirty if not first else range(eng.n)))
-        sel = self.selected
-        if 0 <= sel < eng.n and (first or sel in dirty or sel in logs or self._sent.get("_sel") != sel):
-            out["detail"] = self.detail(sel)
+            return {"statuses": self._full_statuses(), "patch": {}}
+        return {"patch": dict(self._patch)} if dirty else {}
+
+    def _detail_changes(self, first: bool, dirty: set[int], logs: set[int]) -> dict[str, Any]:
+        """The selected item's panel, when it (or the selection) changed."""
+        sel, was = self.selected, self._sent.get("_sel", -1)
+        if 0 <= sel < self._v.n and (first or sel in dirty or sel in logs or was != sel):
             self._sent["_sel"] = sel
-        elif sel < 0 and self._sent.get("_sel", -1) >= 0:
-            out["detail"] = {}
+            return {"detail": self.detail(sel)}
+        if sel < 0 and was >= 0:
             self._sent["_sel"] = -1
+            return {"detail": {}}
+        return {}
+
+    def _only_new(self, out: dict[str, Any]) -> dict[str, Any]:
+        """``out`` without the values the front end has already (patch and detail always go)."""
         for k in list(out):
             if k in ("patch", "detail"):
                 continue
@@ -292,12 +310,12 @@ class GridModel:
         return out
 
     def _full_statuses(self) -> str:
-        return "".join(CODES[s] for s in self._eng.status)
+        return "".join(CODES[s] for s in self._v.status)
 
     def _header(self) -> dict[str, Any]:
-        eng = self._eng
-        counts = {s.value: k for s, k in eng.counts.items()}
-        done = sum(k for s, k in eng.counts.items() if s.final)
+        rv = self._v
+        counts = {s.value: k for s, k in rv.counts.items()}
+        done = sum(k for s, k in rv.counts.items() if s.final)
         ran = counts["succeeded"] + counts["failed"] + counts["cached"]  # what the rate is about
         now = time.monotonic()
         self._rate.append((now, ran))
@@ -308,13 +326,13 @@ class GridModel:
                 break
         span = now - t0
         if span < 0.5:  # too short a window: use the whole run so far
-            span, d0 = now - eng.started_at, 0
+            span, d0 = now - rv.started_at, 0
         rate = (ran - d0) / span if span > 0 else 0.0
-        finished = eng.finished_at is not None and self._eng.done.is_set()
+        finished = rv.finished_at is not None and rv.done.is_set()
         if finished:  # the whole run's rate, which no longer changes
-            rate = ran / max(eng.finished_at - eng.started_at, 1e-9)
-        left = eng.n - done
-        state = self.run.state
+            rate = ran / max(rv.elapsed(), 1e-9)
+        left = rv.n - done
+        state = str(self.run.state)
         failures = counts["failed"] + counts["aborted"] + counts["cancelled"]
         return {
             "state": state,
@@ -329,13 +347,13 @@ class GridModel:
         }
 
     def _heat_changes(self, indices: Any) -> dict[str, Any]:
-        eng = self._eng
+        rv = self._v
         out: dict[str, Any] = {}
         changed = False
         for i in indices:
-            if eng.status[i] not in (Status.SUCCEEDED, Status.CACHED):
+            if rv.status[i] not in (Status.SUCCEEDED, Status.CACHED):
                 continue
-            fields = _numeric_fields(eng.outputs[i])
+            fields = _numeric_fields(rv.outputs[i])
             new = [f for f in fields if f not in self._fields]
             if new:
                 self._fields.update(dict.fromkeys(new))
@@ -375,20 +393,20 @@ class GridModel:
 
     def heat_values(self) -> dict[str, Any]:
         """Every item's value of the selected numeric field (None where there is none)."""
-        eng = self._eng
-        self._heat = [None] * eng.n
+        rv = self._v
+        self._heat = [None] * rv.n
         self._scale = self._was = None  # another field: a scale of its own
         if self.heat_field:
-            for i, s in enumerate(eng.status):
+            for i, s in enumerate(rv.status):
                 if s in (Status.SUCCEEDED, Status.CACHED):
-                    v = _numeric_fields(eng.outputs[i]).get(self.heat_field)
+                    v = _numeric_fields(rv.outputs[i]).get(self.heat_field)
                     self._heat[i] = None if v is None else _finite(v)
         return {"heat": list(self._heat), "heat_scale": self._rescale()}
 
     def detail(self, i: int) -> dict[str, Any]:
         """What the panel shows for item ``i``: inputs, state, and the tail of its log."""
-        eng = self._eng
-        chunks = eng.logs.chunks(i)
+        rv = self._v
+        chunks = rv.log_chunks(i)
         total = sum(len(t) for _, t in chunks)
         tail: list[list[str]] = []
         room = LOG_TAIL
@@ -399,19 +417,19 @@ class GridModel:
             room -= len(piece)
             tail.append([stream, piece])
         tail.reverse()
-        err = eng.errors[i]
+        err = rv.errors[i]
         error = ""
         if err is not None:
             error = (err.traceback or err.one_line())[-TEXT_CAP:]
-        duration = eng.durations[i]
-        status = eng.status[i]
+        duration = rv.durations[i]
+        status = rv.status[i]
         return {
             "index": i,
-            "inputs": [[n, _inputs.repr(v)] for n, v in zip(self.run.names, eng.inputs[i])],
-            "output": _output_fields(eng.outputs[i]) if status in (Status.SUCCEEDED, Status.CACHED) else None,
+            "inputs": [[n, _inputs.repr(v)] for n, v in zip(self.run.names, rv.inputs[i])],
+            "output": _output_fields(rv.outputs[i]) if status in (Status.SUCCEEDED, Status.CACHED) else None,
             "finished": status.final,
             "status": status.value,
-            "attempts": eng.attempts[i],
+            "attempts": rv.attempts[i],
             "duration": None if duration is None else round(duration, 3),
             "error": error,
             "log": tail,
@@ -420,11 +438,11 @@ class GridModel:
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state now, for the static picture."""
-        eng = self._eng
+        rv = self._v
         return {
             "run_id": self.run.id,
             "title": self.run.name,
-            "n": eng.n,
+            "n": rv.n,
             "statuses": self._full_statuses(),
             **self._header(),
             "elapsed": round(self.run.elapsed, 2),
@@ -445,6 +463,11 @@ def _fmt_seconds(s: float | None) -> str:
         return f"{s:.1f} s"
     m, s = divmod(int(s), 60)
     return f"{m} min {s} s" if m < 60 else f"{m // 60} h {m % 60} min"
+
+
+def static_bundle(run: MapRun) -> dict[str, Any]:
+    """The run drawn without a live widget: its repr and the grid as static HTML."""
+    return {"text/plain": repr(run), "text/html": render_html(GridModel(run).snapshot())}
 
 
 def render_html(snap: dict[str, Any], max_cells: int = 2000) -> str:

@@ -1,7 +1,7 @@
 """The default backend: a warm pool of worker processes on this machine.
 
 One pool per process (per notebook kernel) is kept warm between runs. Workers are forked
-by a clean fork server (see :mod:`mapnb.backends._zygote`), each in its own session, so
+by a clean fork server (see :mod:`mapnb.backends.local._zygote`), each in its own session, so
 
 - a worker that crashes (``os._exit``, a segfault, the OOM killer) fails only the item it
   was running; the pool replaces it and its siblings carry on;
@@ -29,20 +29,17 @@ from multiprocessing.reduction import sendfds
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidMapError, ItemError, worker_died
-from ..resources import format_memory
-from ..worker import ENDED, RETIRING, Ledger, job_setting
-from ._wire import dump_items, dump_job, load_outputs
-from .base import Backend, ReportFn, Task, usable_cpus
+from ...errors import ErrorKind, InvalidMapError, ItemError, PoolBrokenError, worker_died
+from ...protocol import ENDED, RETIRING, Ended
+from ...resources import format_memory
+from .._wire import dump_items, dump_job, load_outputs
+from ..base import Backend, ReportFn, Task, usable_cpus
+from .serve import Ledger, job_setting
 
 log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT = float(os.environ.get("MAPNB_IDLE_TIMEOUT", "120"))
 ZYGOTE_EXIT_TIMEOUT = 5.0  # seconds shutdown() waits for the fork server before killing it
-
-
-class PoolBrokenError(RuntimeError):
-    """The fork server is gone; the next run starts a new pool."""
 
 
 class _Worker:
@@ -92,8 +89,8 @@ class Pool:
         self._wids = itertools.count(1)
         self._closed = False
         ours, theirs = socket.socketpair()
-        root = str(Path(__file__).resolve().parents[2])
-        code = f"import sys; sys.path.insert(0, {root!r}); from mapnb.backends._zygote import main; main({theirs.fileno()})"
+        root = str(Path(__file__).resolve().parents[3])  # the folder mapnb/ is in
+        code = f"import sys; sys.path.insert(0, {root!r}); from mapnb.backends.local._zygote import main; main({theirs.fileno()})"
         self._zygote = subprocess.Popen(
             [sys.executable, "-c", code],
             pass_fds=[theirs.fileno()],
@@ -319,14 +316,14 @@ class Pool:
         if task is not None and report is not None:
             if worker.over is not None:
                 err = ItemError(
-                    "memory",
+                    ErrorKind.MEMORY,
                     "MemoryLimitExceeded",
                     f"the item used {format_memory(worker.over)}, which exceeded its limit "
                     f"mem={worker.mem_spec}; its worker was stopped",
                 )
             else:
                 err = worker_died(worker.status if isinstance(worker.status, int) else None)
-            report([(ENDED, task, err, False, culprit)])
+            report([Ended(task, err, False, culprit)])
 
     def _retire_idle(self) -> None:
         now = time.monotonic()
@@ -361,7 +358,7 @@ class Pool:
                 self._zygote.wait(timeout=ZYGOTE_EXIT_TIMEOUT)
             except subprocess.TimeoutExpired:
                 pass
-        lost = ItemError("worker-died", "PoolBroken", "the local pool shut down")
+        lost = ItemError(ErrorKind.WORKER_DIED, "PoolBroken", "the local pool shut down")
         for w in workers:
             if w.pid is not None:
                 try:
@@ -369,7 +366,7 @@ class Pool:
                 except OSError:
                     pass
             if w.task is not None and w.report is not None:
-                w.report([(ENDED, w.task, lost, False)])
+                w.report([Ended(w.task, lost)])
             w.conn.close()
 
 
@@ -423,7 +420,7 @@ class Budget:
 
     def gpus(self) -> list[str]:
         """The GPUs items may use (looked up now if none is in use)."""
-        from ..resources import local_gpus
+        from ...resources import local_gpus
 
         with self._lock:
             if self._gpus is None or not self._held:
@@ -461,7 +458,7 @@ class Budget:
 
     def _ready(self) -> list[tuple[Any, list[str]]]:
         """Take the shares of the waiting tasks that fit now, in order (lock held)."""
-        from ..resources import local_gpus, total_memory
+        from ...resources import local_gpus, total_memory
 
         if self._mem is None:
             self._mem = total_memory() or 0
@@ -519,7 +516,7 @@ class LocalBackend(Backend):
 
     def fit(self, requests: Any, limits: Any) -> int | None:
         """Items at once that the usable CPUs, the memory and the GPUs can take."""
-        from ..resources import format_memory, total_memory
+        from ...resources import format_memory, total_memory
 
         if not requests:
             return None
@@ -576,8 +573,8 @@ class LocalBackend(Backend):
             try:
                 self._start(task, give_back, blob, items_blob, env)
             except Exception as e:  # called from another run's thread too: report, never raise
-                err = ItemError("internal", type(e).__qualname__, f"the local backend failed: {e}")
-                give_back([(ENDED, task.id, err, True)])
+                err = ItemError(ErrorKind.INTERNAL, type(e).__qualname__, f"the local backend failed: {e}")
+                give_back([Ended(task.id, err, all_items=True)])
 
         self._budget.acquire(task.id, requests, start)
 

@@ -29,12 +29,12 @@ from . import busy
 from .grid import COLORS, GLYPHS, TEXT_ON, GridModel, render_html
 
 if TYPE_CHECKING:
-    from .run import MapRun
+    from ..run import MapRun
 
 log = logging.getLogger(__name__)
 
 INTERVAL = 0.1  # seconds between two flushes: at most ~10 messages a second
-_ASSETS = importlib.resources.files("mapnb") / "assets"
+_ASSETS = importlib.resources.files("mapnb.jupyter") / "assets"
 
 
 def widget_kind() -> str:
@@ -66,6 +66,15 @@ def grid_wanted() -> bool:
     return in_notebook() and widget_kind() != "off"
 
 
+def run_grid(run: MapRun) -> LiveGrid | None:
+    """The run's live grid, made on first use (None where no grid is wanted)."""
+    if not grid_wanted():
+        return None
+    if run._grid is None:
+        run._grid = LiveGrid(run)
+    return run._grid
+
+
 def _grid_widget_class() -> type:
     import anywidget
     import traitlets
@@ -94,7 +103,7 @@ def _grid_widget_class() -> type:
         sheet = traitlets.Dict().tag(sync=True)
         fields = traitlets.List(traitlets.Unicode()).tag(sync=True)
         heat_field = traitlets.Unicode("").tag(sync=True)
-        heat = traitlets.List().tag(sync=True)
+        heat: traitlets.List[Any] = traitlets.List().tag(sync=True)
         heat_scale = traitlets.Dict().tag(sync=True)
         selected = traitlets.Int(-1).tag(sync=True)
         detail = traitlets.Dict().tag(sync=True)
@@ -254,7 +263,7 @@ class LiveGrid:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the run is done and its final state has been sent."""
-        if not self.run._engine.done.wait(timeout):  # not run.wait(): that refreshes the display
+        if not self.run.view.done.wait(timeout):  # not run.wait(): that refreshes the display
             return False
         self.model.finished.wait(timeout)  # the last events have reached the model
         self.flush()  # now, not at the flusher's next tick; the flusher then finds nothing

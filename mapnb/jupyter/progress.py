@@ -6,8 +6,9 @@ import shutil
 import sys
 import time
 
+from ..events import FINAL_STATUSES
+from ..run import MapRun
 from . import busy
-from .run import MapRun
 from .widget import grid_wanted
 
 
@@ -42,7 +43,7 @@ def show_progress(run: MapRun, progress: bool | None, interval: float = 0.1) -> 
         return
     from tqdm import tqdm
 
-    final = ("succeeded", "failed", "cached", "aborted", "cancelled")
+    final = [s.value for s in FINAL_STATUSES]
     # A pseudo-terminal may report a 0x0 size, and tqdm then draws nothing at all;
     # shutil falls back to 80x24 there.
     cols, rows = shutil.get_terminal_size()

@@ -1,0 +1,360 @@
+"""The loop of a local worker process, and what keeps it safe to reuse.
+
+A worker is forked by the fork server (:mod:`mapnb.backends.local._zygote`) and runs
+:func:`serve`: it takes tasks from its pipe, runs them with :func:`mapnb.worker.run_items`
+(outcomes batched back through an :class:`~mapnb.worker.Outbox`), captures what native
+code writes to file descriptors 1 and 2, keeps a memory limit, writes which item it runs
+to a :class:`Ledger` the pool reads if it dies, and kills what its items left running.
+"""
+
+from __future__ import annotations
+
+import codecs
+import fcntl
+import logging
+import mmap
+import os
+import pickle
+import signal
+import struct
+import sys
+import tempfile
+import threading
+from typing import Any
+
+from ..._code import restore_origin
+from ...errors import ErrorKind, ItemError
+from ...worker import Capture, Outbox, Router, exception_error, run_items
+
+log = logging.getLogger(__name__)
+
+
+class Ledger:
+    """Which item a local worker runs, in memory its pool reads after the worker died.
+
+    The worker writes ``(task_id, index, attempt)`` before each item starts; outcomes
+    travel in batches and die with the worker, but the ledger says which item was
+    running, so a crash fails that item and no other. A page of shared memory (a memfd
+    created by the pool), written with one store: nothing to flush, nothing to lose.
+    """
+
+    SIZE = 4096
+    _FORMAT = "<qqq"
+
+    def __init__(self, fd: int) -> None:
+        self._map = mmap.mmap(fd, self.SIZE)
+
+    def write(self, task_id: int, index: int, attempt: int) -> None:
+        struct.pack_into(self._FORMAT, self._map, 0, task_id, index, attempt)
+
+    def read(self) -> tuple[int, int, int]:
+        return struct.unpack_from(self._FORMAT, self._map, 0)
+
+    def close(self) -> None:
+        self._map.close()
+
+
+class _FdCapture:
+    """What native code and child processes write to file descriptors 1 and 2.
+
+    Both descriptors point at in-memory files; :meth:`drain` hands the new bytes to the
+    running item's capture (at the end of each item, and on every outbox tick while it
+    runs), or passes them on to the original descriptors when no item runs.
+    """
+
+    _COMPACT = 1 << 20  # bytes consumed before the files are emptied between items
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams: list[list[Any]] = []  # [name, store fd, original fd, read position, decoder]
+        self.originals: dict[str, int] = {}
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            store = _anonymous_file(name)
+            fcntl.fcntl(store, fcntl.F_SETFL, fcntl.fcntl(store, fcntl.F_GETFL) | os.O_APPEND)
+            original = os.dup(fd)
+            os.dup2(store, fd)
+            self.originals[name] = original
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            self._streams.append([name, store, original, 0, decoder])
+
+    def drain(self, cap: Capture | None) -> None:
+        with self._lock:
+            for s in self._streams:
+                name, store, original, pos, decoder = s
+                try:
+                    size = os.fstat(store).st_size
+                    if size <= pos:
+                        continue
+                    data = os.pread(store, size - pos, pos)
+                except OSError:  # an item closed it: the worker retires after the item
+                    continue
+                s[3] = pos + len(data)
+                if cap is not None:
+                    text = decoder.decode(data)
+                    if text:
+                        cap.write(name, text)
+                else:
+                    _write_all(original, data)
+                    if s[3] > self._COMPACT:  # nothing runs, so nothing writes: start afresh
+                        os.ftruncate(store, 0)
+                        s[3] = 0
+
+    def repair(self) -> bool:
+        """Point fds 1 and 2 at their capture files again if an item closed or moved them.
+
+        False when that cannot be done (the item closed the files themselves): the worker
+        must then retire, or every later item on it would fail.
+        """
+        with self._lock:
+            for name, store, _original, _pos, _decoder in self._streams:
+                fd = 1 if name == "stdout" else 2
+                try:
+                    want = os.fstat(store)
+                except OSError:
+                    return False
+                try:
+                    have = os.fstat(fd)
+                    if (have.st_dev, have.st_ino) == (want.st_dev, want.st_ino):
+                        continue
+                except OSError:
+                    pass  # closed
+                try:
+                    os.dup2(store, fd)
+                except OSError:
+                    return False
+        return True
+
+
+def _anonymous_file(name: str) -> int:
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create(f"mapnb-{name}")
+    fd, path = tempfile.mkstemp(prefix=f"mapnb-{name}-")
+    os.unlink(path)
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except OSError:  # the terminal went away: drop it
+            return
+
+
+def _apply_environment(job: Any) -> None:
+    """Make the worker see the caller's working directory, sys.path and environment."""
+    _apply_setting(job.cwd, job.sys_path, job.env)
+
+
+def _apply_setting(cwd: str | None, sys_path: Any, env: dict[str, str] | None) -> None:
+    if cwd and os.getcwd() != cwd:
+        try:
+            os.chdir(cwd)
+        except OSError:
+            log.warning("could not change to the caller's directory %s", cwd)
+    if sys_path is not None and sys.path != list(sys_path):
+        sys.path[:] = sys_path
+    if env is not None and os.environ != env:
+        os.environ.clear()
+        os.environ.update(env)
+
+
+def job_setting(job: Any) -> tuple[Any, ...]:
+    """What a worker must apply before it can unpickle ``job``: a module on the caller's
+    sys.path is imported by name, so the path must be there first."""
+    return (job.cwd, job.sys_path, job.env)
+
+
+def _load_job(blob: Any) -> Any:
+    """The job from ``(setting, job_bytes)``, or the ItemError that every one of its
+    tasks gets on this worker when it cannot be loaded."""
+    try:
+        setting, job_bytes = blob
+        _apply_setting(*setting)
+        job = pickle.loads(job_bytes)
+        restore_origin(job.fn, job.origin)
+        return job
+    except BaseException as e:
+        err = exception_error(e)
+        return ItemError(
+            ErrorKind.SERIALIZATION, err.type, f"could not load the task function in the worker: {e}", err.traceback
+        )
+
+
+class _DataLimit:
+    """limits.mem as a kernel limit too (``RLIMIT_DATA``), so that one big allocation
+    fails at once with a ``MemoryError`` instead of outrunning the pool's RSS sampling.
+
+    The soft limit is what the worker's data segment holds now plus *twice* the item's
+    limit: a backstop against runaway allocations, while the sampling enforces the limit
+    itself. The slack is there because the kernel counts address space reserved
+    (``malloc``, private writable ``mmap``, thread stacks, BLAS buffers), not memory
+    touched, so code that reserves far more than it uses could fail early; set
+    ``MAPNB_RLIMIT_DATA=0`` to rely on the sampling alone. Child processes inherit it
+    (each for itself).
+    """
+
+    def __init__(self) -> None:
+        import resource
+
+        self._resource = resource
+        self._original = resource.getrlimit(resource.RLIMIT_DATA)
+        self._set: int | None = None
+
+    def apply(self, limit: int | None) -> bool:
+        """Limit the data segment for a job with ``limit`` bytes (None: lift it); True
+        if the kernel limit is in force. Call with the caller's environment applied."""
+        res = self._resource
+        hard = self._original[1]
+        if limit is None or os.environ.get("MAPNB_RLIMIT_DATA", "1") == "0":
+            if self._set is not None:
+                self._set = None
+                try:
+                    res.setrlimit(res.RLIMIT_DATA, self._original)
+                except (ValueError, OSError):
+                    pass
+            return False
+        want = _data_size() + 2 * limit
+        if hard != res.RLIM_INFINITY:
+            want = min(want, hard)
+        try:
+            res.setrlimit(res.RLIMIT_DATA, (want, hard))
+        except (ValueError, OSError):
+            return False
+        self._set = want
+        return True
+
+
+def _data_size() -> int:
+    """This process's data segment (VmData) in bytes."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _become_subreaper() -> None:
+    """Orphans of what the items start (a double fork, a daemon) become this worker's
+    children instead of init's: they stay in its process tree, where the memory limit
+    counts them and the worker kills them when it exits."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def kill_descendants(pid: int) -> None:
+    """SIGKILL every descendant of ``pid`` (Linux /proc), whatever its session or group."""
+    from ...resources import descendants
+
+    for _ in range(3):  # what forks while we kill is found on the next pass
+        found = descendants(pid)
+        if not found:
+            return
+        for child in found:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def serve(conn: Any, ledger_fd: int | None = None) -> None:
+    """The loop of a local worker process: run tasks until told to stop or orphaned.
+
+    Messages in: ``("task", task_id, job_id, job | None, items_bytes, env)`` and
+    ``("stop",)``. The job, ``(setting, job_bytes)`` (see :func:`job_setting`), comes with
+    the first task of a job this worker has not seen; ``env`` is what this task adds to
+    the environment (its GPUs). ``ledger_fd``: see :class:`Ledger`.
+
+    On the way out the worker kills every process its items started and left running.
+    """
+    _become_subreaper()
+    try:
+        _serve(conn, Ledger(ledger_fd) if ledger_fd is not None else None)
+    finally:
+        kill_descendants(os.getpid())
+
+
+def _known_job(jobs: dict[str, Any], job_id: str, job_blob: Any) -> Any:
+    """The job of a task: loaded from ``job_blob`` the first time (the four latest kept),
+    or the ItemError that loading it gave."""
+    job = jobs.get(job_id)
+    if job is not None:
+        return job
+    if job_blob is None:  # cannot happen: the pool sends a job to a worker once
+        return ItemError(ErrorKind.SERIALIZATION, "LookupError", "the worker does not have the task function")
+    job = _load_job(job_blob)
+    if len(jobs) >= 4:
+        jobs.pop(next(iter(jobs)))
+    jobs[job_id] = job
+    return job
+
+
+def _prepare(job: Any, env: dict[str, str], items_blob: bytes, data_limit: _DataLimit, outbox: Outbox) -> Any:
+    """Set up this process for a task of ``job`` (its environment, GPUs and memory limit);
+    return the task's items."""
+    _apply_environment(job)
+    os.environ.update(env)  # this task's own (its GPUs)
+    limit = job.limits.mem_bytes if job.limits is not None else None
+    kernel = data_limit.apply(limit)
+    outbox.mem_limit = job.limits.mem if kernel else None
+    return pickle.loads(items_blob)
+
+
+def _serve(conn: Any, ledger: Ledger | None) -> None:
+    # Process-wide, not per thread: text printed by threads an item starts belongs to it.
+    current: list[Capture | None] = [None]
+    fds = _FdCapture()
+
+    def set_capture(cap: Capture | None) -> None:
+        if cap is None:  # the item returned: what it wrote to fds 1 and 2 is in the files
+            fds.drain(current[0])
+        current[0] = cap
+
+    outside = {n: open(fd, "w", buffering=1, closefd=False) for n, fd in fds.originals.items()}
+    routers = (
+        Router("stdout", outside["stdout"], lambda: current[0], fd=1),
+        Router("stderr", outside["stderr"], lambda: current[0], fd=2),
+    )
+    sys.stdout, sys.stderr = routers
+    data_limit = _DataLimit()
+    outbox = Outbox(conn, on_tick=lambda: fds.drain(current[0]), ledger=ledger)
+    jobs: dict[str, Any] = {}  # job id -> Job, or the ItemError its loading gave
+    while True:
+        try:
+            msg = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        if msg[0] == "stop":
+            return
+        _, task_id, job_id, job_blob, items_blob, env = msg
+        outbox.task_id = task_id
+        job = _known_job(jobs, job_id, job_blob)
+        if isinstance(job, ItemError):  # every task of a job that could not load says why
+            outbox.end_task(job, all_items=True)
+            continue
+        try:
+            items = _prepare(job, env, items_blob, data_limit, outbox)
+        except BaseException as e:
+            err = exception_error(e)
+            err = ItemError(
+                ErrorKind.SERIALIZATION, err.type, f"could not load the inputs in the worker: {e}", err.traceback
+            )
+            outbox.end_task(err, all_items=True)
+            continue
+        outbox.first_of_task = True
+        run_items(job, items, outbox, set_capture, mem_limit=outbox.mem_limit)
+        # An item may have closed or redirected the standard streams: later items must
+        # not inherit that. A worker that cannot be repaired takes no more work.
+        sys.stdout, sys.stderr = routers
+        if not fds.repair():
+            outbox.end_task(retire=True)
+            return
+        outbox.end_task()

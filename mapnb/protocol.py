@@ -1,0 +1,154 @@
+"""The wire protocol between backends and the engine: what a backend reports, typed.
+
+A backend calls ``report(records)`` (from any thread) with lists of these records; the
+engine thread is their only reader. Each record is a named tuple whose first field is its
+one-letter kind: the engine dispatches on ``record[0]`` and unpacks each kind in one place,
+by the layout declared here. Records cross processes as plain tuples (see ``_Record``), and
+plain tuples of the same layout are accepted from any backend (optional trailing fields may
+be left out); :func:`typed` gives one its names.
+
+::
+
+    Started(task_id, index, attempt, t0)              an attempt began (t0: its clock)
+    Log(task_id, index, attempt, stream, text)        text it wrote to stdout or stderr
+    Finished(task_id, index, attempt, ok, value, t0, t1, remote=None)
+        ok: value is the output (pickled bytes on the way, loaded in the caller), else an
+        ItemError. ``remote`` = (attempts, Status) from a backend that retries and caches
+        itself (backend="flyte"): the item's final outcome as it saw it.
+    Ended(task_id, error=None, all_items=False, culprit=None)
+        closes a task. With an error, the item that was running failed with it (a dead
+        worker): item ``culprit`` where the backend knows it, else the first unfinished
+        one; or every unfinished item when ``all_items`` (the batch could not load).
+        Unfinished items without an error go back to the queue.
+    Retiring()                                        local pool only: the worker exits by
+                                                      itself; it never reaches the engine
+
+The engine's own commands (:class:`Cancel`, :class:`Subscribe`, :class:`Unsubscribe`)
+travel the same inbox as lists of records; they are told apart by type.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from .errors import ItemError
+
+STARTED, LOG, FINISHED, ENDED, RETIRING = "s", "l", "f", "e", "r"
+
+Item = tuple[int, int, tuple[Any, ...]]
+"""One item of a task: ``(index, attempt, args)``; ``attempt`` counts from 1."""
+
+
+class _Record:
+    """Travels as a plain tuple: cheaper to load in the caller, and the garbage collector
+    stops tracking tuples of plain values (it never does for tuple subclasses, which made
+    collections of a busy run ~40% of the caller's time per item)."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (tuple, (tuple(self),))  # type: ignore[arg-type]
+
+
+class Started(_Record, collections.namedtuple("Started", "kind task_id index attempt t0")):
+    """Attempt ``attempt`` of item ``index`` began at ``t0`` (the backend's clock)."""
+
+    __slots__ = ()
+
+    def __new__(cls, task_id: int, index: int, attempt: int, t0: float) -> Started:
+        return tuple.__new__(cls, (STARTED, task_id, index, attempt, t0))
+
+
+class Log(_Record, collections.namedtuple("Log", "kind task_id index attempt stream text")):
+    """Text an attempt wrote to ``stream`` (``"stdout"`` or ``"stderr"``)."""
+
+    __slots__ = ()
+
+    def __new__(cls, task_id: int, index: int, attempt: int, stream: str, text: str) -> Log:
+        return tuple.__new__(cls, (LOG, task_id, index, attempt, stream, text))
+
+
+class Finished(
+    _Record, collections.namedtuple("Finished", "kind task_id index attempt ok value t0 t1 remote")
+):
+    """An attempt's outcome: ``value`` is the output when ``ok``, else an ItemError."""
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        task_id: int,
+        index: int,
+        attempt: int,
+        ok: bool,
+        value: Any,
+        t0: float,
+        t1: float,
+        remote: tuple[int, Any] | None = None,
+    ) -> Finished:
+        return tuple.__new__(cls, (FINISHED, task_id, index, attempt, ok, value, t0, t1, remote))
+
+
+class Ended(_Record, collections.namedtuple("Ended", "kind task_id error all_items culprit")):
+    """The task is over; see the module docstring for what ``error`` does to its items."""
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        task_id: int,
+        error: ItemError | None = None,
+        all_items: bool = False,
+        culprit: int | None = None,
+    ) -> Ended:
+        return tuple.__new__(cls, (ENDED, task_id, error, all_items, culprit))
+
+
+class Retiring(_Record, collections.namedtuple("Retiring", "kind")):
+    """A local worker's last record before it exits by itself: give it no more work."""
+
+    __slots__ = ()
+
+    def __new__(cls) -> Retiring:
+        return tuple.__new__(cls, (RETIRING,))
+
+
+Record = Started | Log | Finished | Ended | Retiring
+ReportFn = Callable[[list[Any]], None]
+"""How a backend reports: ``report(records)``, callable from any thread."""
+
+_TYPES: dict[str, Any] = {STARTED: Started, LOG: Log, FINISHED: Finished, ENDED: Ended, RETIRING: Retiring}
+
+
+def typed(record: tuple[Any, ...]) -> Any:
+    """A plain tuple of a record's layout (optional trailing fields may be left out) as
+    its named record type, for code that reads records by name off the hot path."""
+    return _TYPES[record[0]](*record[1:])
+
+
+# -- the engine's commands (from the caller's threads to the engine thread) ---------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Cancel:
+    """Stop the run: queued items never start, running ones are killed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Subscribe:
+    """Replay the run to ``callback``, then deliver every new batch of events to it."""
+
+    callback: Callable[[list[Any]], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Unsubscribe:
+    """Stop delivering events to ``callback``."""
+
+    callback: Callable[[list[Any]], None]
+
+
+Command = Cancel | Subscribe | Unsubscribe

@@ -1,0 +1,207 @@
+"""A run's state: written by its engine thread only, read by everyone else through a view.
+
+:class:`RunState` holds what a run knows about each item (status, output, error, attempts,
+duration, log) and about itself (lifecycle, counts, clock). Only the engine thread writes
+it; :class:`RunView` is the read-only face that :class:`~mapnb.MapRun`, the grid and the
+DataFrame take, so nothing above the engine reaches into the engine.
+
+Readers on other threads see each field as of some moment during the run: a list is
+never resized, and an item's fields are written before its status says it is final.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from .errors import ItemError
+from .events import RunStatus, Status
+from .logs import LogStore
+
+
+class RunState:
+    """Everything a run knows, for the engine thread to write.
+
+    Parameters
+    ----------
+    run_id, names, inputs
+        The run's id, its mapped parameters and each item's values.
+    backend, concurrency
+        Where items run (its name) and how many tasks at most run at once.
+    need
+        How many items must succeed (from ``min_success_ratio``).
+    cached
+        Whether the run looks items up in the cache (the DataFrame then has a column).
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        names: tuple[str, ...],
+        inputs: list[tuple[Any, ...]],
+        backend: str,
+        concurrency: int,
+        need: int,
+        cached: bool = False,
+    ) -> None:
+        n = len(inputs)
+        self.run_id, self.names, self.inputs, self.n = run_id, names, inputs, n
+        self.backend, self.concurrency, self.need, self.cached = backend, concurrency, need, cached
+        self.status: list[Status] = [Status.QUEUED] * n
+        self.outputs: list[Any] = [None] * n
+        self.errors: list[ItemError | None] = [None] * n
+        self.attempts = [0] * n  # attempts that ran to an outcome
+        self.durations: list[float | None] = [None] * n
+        self.logs = LogStore(n)
+        self.counts: dict[Status, int] = dict.fromkeys(Status, 0)
+        self.counts[Status.QUEUED] = n
+        self.lifecycle = RunStatus.RUNNING
+        self.first_failure: int | None = None
+        self.started_at = time.monotonic()
+        self.finished_at: float | None = None
+        self.done = threading.Event()  # set once every item is final and the backend let go
+
+    def set(self, i: int, status: Status) -> None:
+        """Move item ``i`` to ``status``, keeping the counts."""
+        counts = self.counts
+        counts[self.status[i]] -= 1
+        counts[status] += 1
+        self.status[i] = status
+
+    def succeeded(self) -> int:
+        """Items that succeeded or came from the cache."""
+        return self.counts[Status.SUCCEEDED] + self.counts[Status.CACHED]
+
+    def resume_clock(self) -> None:
+        """A re-run: the clock counts time spent running, not the idle time before it."""
+        if self.finished_at is not None:
+            self.started_at = time.monotonic() - (self.finished_at - self.started_at)
+        self.finished_at = None
+
+
+class Observer(Protocol):
+    """Something that follows item outcomes on the engine thread (the journal does).
+
+    ``item_final`` is called once an item's fields are set and its status is final;
+    ``flush`` at each turn of the engine's loop; ``close`` when the run ends (it must not
+    raise: a broken store warns and the run goes on).
+    """
+
+    def item_final(self, i: int, status: Status, state: RunState) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RunView:
+    """A read-only view of a :class:`RunState`, safe to hold from any thread.
+
+    The sequences are the run's own (not copies, so that a grid of 100,000 items costs
+    nothing to read); treat them as read-only.
+    """
+
+    __slots__ = ("_s",)
+
+    def __init__(self, state: RunState) -> None:
+        self._s = state
+
+    @property
+    def run_id(self) -> str:
+        return self._s.run_id
+
+    @property
+    def n(self) -> int:
+        return self._s.n
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self._s.names
+
+    @property
+    def inputs(self) -> Sequence[tuple[Any, ...]]:
+        return self._s.inputs
+
+    @property
+    def backend(self) -> str:
+        """The backend's name."""
+        return self._s.backend
+
+    @property
+    def concurrency(self) -> int:
+        return self._s.concurrency
+
+    @property
+    def need(self) -> int:
+        """How many items must succeed for the run to succeed."""
+        return self._s.need
+
+    @property
+    def cached(self) -> bool:
+        """Whether the run uses the cache."""
+        return self._s.cached
+
+    @property
+    def status(self) -> Sequence[Status]:
+        return self._s.status
+
+    @property
+    def outputs(self) -> Sequence[Any]:
+        return self._s.outputs
+
+    @property
+    def errors(self) -> Sequence[ItemError | None]:
+        return self._s.errors
+
+    @property
+    def attempts(self) -> Sequence[int]:
+        return self._s.attempts
+
+    @property
+    def durations(self) -> Sequence[float | None]:
+        return self._s.durations
+
+    @property
+    def counts(self) -> Mapping[Status, int]:
+        return self._s.counts
+
+    def log_chunks(self, i: int) -> list[tuple[str, str]]:
+        """Item ``i``'s output so far as ``(stream, text)`` pieces."""
+        return self._s.logs.chunks(i)
+
+    def log_text(self, i: int, stream: str | None = None) -> str:
+        return self._s.logs.text(i, stream)
+
+    @property
+    def lifecycle(self) -> RunStatus:
+        """The engine's word on the run (``running`` until it is done)."""
+        return self._s.lifecycle
+
+    @property
+    def first_failure(self) -> int | None:
+        return self._s.first_failure
+
+    @property
+    def started_at(self) -> float:
+        """``time.monotonic()`` when the run started (moved on by a re-run's idle time)."""
+        return self._s.started_at
+
+    @property
+    def finished_at(self) -> float | None:
+        return self._s.finished_at
+
+    @property
+    def done(self) -> threading.Event:
+        """Set once every item is final; wait on it, never set it."""
+        return self._s.done
+
+    def succeeded(self) -> int:
+        return self._s.succeeded()
+
+    def elapsed(self) -> float:
+        """Seconds the run has been running (until it ended, once done)."""
+        s = self._s
+        return (s.finished_at or time.monotonic()) - s.started_at
