@@ -264,8 +264,10 @@ def test_output_columns_keep_none_not_nan(backend):
 
 
 def test_min_success_ratio_rounds_up(backend):
-    # 3 items at 0.5 need ceil(1.5) = 2 successes.
-    with pytest.raises(MapTaskError, match="1 of 3 items succeeded, 2 needed"):
+    # 3 items at 0.5 need ceil(1.5) = 2 successes. Once items 2 and 3 failed, 2 cannot be
+    # reached and the run aborts: item 1 succeeded, or (on a loaded machine, its result
+    # still on the way) was aborted with it.
+    with pytest.raises(MapTaskError, match="[01] of 3 items succeeded, 2 needed"):
         map_task(tasks.fail_on, backend=backend, min_success_ratio=0.5)(x=[1, 2, 3], bad=[(2, 3)] * 3)
     df = map_task(tasks.fail_on, backend=backend, min_success_ratio=0.5)(x=[1, 2, 3])
     assert df["status"].tolist().count("succeeded") == 2
