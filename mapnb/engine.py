@@ -69,6 +69,7 @@ Q, R, RT = Status.QUEUED, Status.RUNNING, Status.RETRYING
 _TARGET_TASK_SECONDS = 0.02  # grow batches of tiny items until a task takes about this long
 _OVERHEAD_RATIO = 9.0  # ... and at least this many times the per-task overhead (<= 10%)
 _MAX_BATCH = 4096
+_MIN_TASK_SECONDS = 0.002  # the tail's tasks are split for balance, but not below this (or 3x overhead)
 _NO_ERROR = ItemError(ErrorKind.CANCELLED, "Cancelled", "the item did not run")
 _task_ids = itertools.count(1)  # process-wide: a shared backend never sees one task id twice
 
@@ -122,8 +123,11 @@ class Batcher:
             return 1
         target = max(_TARGET_TASK_SECONDS, _OVERHEAD_RATIO * self.overhead)
         want = round(target / self.per_item)
-        fair = math.ceil(pending / (2 * slots))  # every slot still gets work at the end
-        return max(1, min(want, fair, _MAX_BATCH))
+        fair = math.ceil(pending / (2 * slots))  # every slot still gets work at the end ...
+        # ... but a task so short that dispatching it costs more than it does is not worth
+        # splitting off: 2,000 tiny items ended in ~20 ever smaller tasks, a third of W1.
+        floor = math.ceil(max(_MIN_TASK_SECONDS, 3 * self.overhead) / self.per_item)
+        return max(1, min(want, max(fair, floor), _MAX_BATCH))
 
 
 class Engine:

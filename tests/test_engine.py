@@ -63,7 +63,7 @@ def ok(task: Task, i: int, value: object = None, t0: float = 0.0, t1: float = 0.
 
 def test_dead_worker_fails_the_running_item_and_requeues_the_rest_uncharged():
     b = Scripted()
-    eng = make(6, b, per_item=1e-6, retries=0, min_success_ratio=0)
+    eng = make(6, b, per_item=1e-3, retries=0, min_success_ratio=0)  # ms items: worth splitting
     task, report = b.next()
     assert [i for i, _, _ in task.items] == [0, 1, 2]  # half the queue: batches stay fair
     # Item 0 finished, then the worker died while running item 1.
@@ -87,7 +87,7 @@ def test_batch_load_failure_fails_every_item_of_the_batch():
 
 def test_timeout_kills_the_task_and_requeues_its_unstarted_items():
     b = Scripted()
-    eng = make(6, b, per_item=1e-6, timeout=0.05, retries=1, min_success_ratio=0)
+    eng = make(6, b, per_item=1e-3, timeout=0.05, retries=1, min_success_ratio=0)
     task, report = b.next()
     assert len(task.items) == 3
     killed = task.id
@@ -187,6 +187,8 @@ def test_batch_start_small_for_unknown_items():
         (1e-5, 1000, 2, 250),
         (1e-5, 100_000, 2, 2000),
         (1e-3, 1000, 4, 20),
+        (1e-5, 50, 2, 200),  # the tail of tiny items: not split into tasks too short to pay
+        (0.1, 3, 2, 1),  # the tail of slow items: split to the last item
     ],
 )
 def test_batch_sizes(per_item, pending, slots, expected):
