@@ -12,6 +12,7 @@ with no results (a benchmark not run) keeps its old text, and the script says so
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import re
 import sys
@@ -38,12 +39,14 @@ def machine_text(records: list[dict[str, Any]]) -> str:
     """Which machine, which Python, when, and how busy: from the records themselves."""
     machines = {json.dumps({k: v for k, v in r["machine"].items() if k != "load_average"}) for r in records}
     m = records[0]["machine"]
-    dates = [r["date"] for r in records]
-    when = dates[0] if len(set(dates)) == 1 else f"{dates[0]} to {dates[-1]}"
+    first, last = (datetime.datetime.fromisoformat(records[k]["date"]) for k in (0, -1))
+    when = first.strftime("%Y-%m-%d %H:%M")
+    if last.strftime("%H:%M") != first.strftime("%H:%M") or last.date() != first.date():
+        when += " to " + last.strftime("%H:%M" if last.date() == first.date() else "%Y-%m-%d %H:%M")
     load = ", ".join(f"{r['benchmark']} {r['machine']['load_average']}" for r in records)
     lines = [
         f"Measured by `make bench` on {m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, "
-        f"{m['system']}, {when} (UTC). Load average (1 min) as each benchmark started: {load}.",
+        f"{m['system']}, {when} UTC. Load average (1 min) as each benchmark started: {load}.",
     ]
     if len(machines) > 1:
         lines.append("**These results come from more than one machine**: re-run `make bench` on one.")

@@ -100,7 +100,7 @@ def test_tables_between_markers_in_the_benchmark_section_change_and_nothing_else
     machine = section.split("<!-- bench:machine -->\n", 1)[1].split("<!-- /bench:machine -->")[0]
     assert f"{m['cpus']} CPUs ({m['cpu_model']})" in machine
     assert f"Python {platform.python_version()}" in machine
-    assert "(UTC)" in machine
+    assert " UTC." in machine
     for prose in ("Prose before, kept as written.\n", "Prose between, kept.\n", "### A subsection"):
         assert prose in section
     # What is left once the marked blocks are dropped is exactly what was there before.
