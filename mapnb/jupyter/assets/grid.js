@@ -3,7 +3,7 @@
 // of every item; `detail` describes the selected item, whose log the kernel streams.
 const NAMES = { q: "queued", r: "running", t: "retrying", s: "succeeded", f: "failed",
                 c: "cached", a: "aborted", x: "cancelled" };
-const CHUNKED = 10000, CHUNK = 1024;  // above CHUNKED cells, cells come in chunks of CHUNK
+const CHUNKED = 10000, CHUNK = 1024;  // above CHUNKED cells, cells come in chunks of ~CHUNK
 const ORDER = ["succeeded", "cached", "failed", "aborted", "cancelled", "retrying", "running", "queued"];
 
 function h(tag, cls, text) {
@@ -126,8 +126,11 @@ function render({ model, el }) {
       // A large run's cells come in chunks the browser skips while they are scrolled out of
       // view (content-visibility): with 100,000 cells in one box every patch restyled them all.
       let box = frag;
+      // Whole rows per chunk, so that rows run on across chunks (900 px wide until shown).
+      const perRow = Math.max(1, Math.floor(((cellsBox.clientWidth || 900) + 1) / (size + 1)));
+      const chunk = perRow * Math.ceil(CHUNK / perRow);
       for (let i = 0; i < n; i++) {
-        if (n > CHUNKED && i % CHUNK === 0) box = frag.appendChild(h("div", "mapnb-chunk"));
+        if (n > CHUNKED && i % chunk === 0) box = frag.appendChild(h("div", "mapnb-chunk"));
         const c = h("div", "mapnb-cell");
         c.dataset.i = i;
         cells[i] = c;
