@@ -33,6 +33,20 @@ __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
+def __getattr__(name: str) -> object:
+    # ``mapnb.record`` (called inside notebooks that mapnb.notebooks runs) and
+    # ``mapnb.notebooks`` load on first use, so that ``import mapnb`` stays light.
+    if name == "record":
+        from ._record import record
+
+        return record
+    if name == "notebooks":
+        import importlib
+
+        return importlib.import_module(".notebooks", __name__)
+    raise AttributeError(f"module 'mapnb' has no attribute {name!r}")
+
+
 def load_ipython_extension(ipython: object) -> None:
     """``%load_ext mapnb`` registers the ``%%map_task`` cell magic."""
     from .magic import load_ipython_extension as load

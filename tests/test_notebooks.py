@@ -1,0 +1,213 @@
+"""mapnb.notebooks: notebooks run in real kernels (nbclient, ipykernel), one mapnb item each."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import warnings
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+import mapnb
+import mapnb.notebooks as nbs
+from mapnb import InvalidMapError
+from mapnb.notebooks import ParameterWarning
+
+KS = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+
+
+def write_nb(path, *cells, tags=None, metadata=None):
+    """A notebook of code cells (strings) and markdown cells (("md", text))."""
+    made = []
+    for i, c in enumerate(cells):
+        if isinstance(c, tuple):
+            made.append(new_markdown_cell(c[1]))
+        else:
+            made.append(new_code_cell(textwrap.dedent(c), metadata={"tags": (tags or {}).get(i, [])}))
+    nbformat.write(new_notebook(cells=made, metadata=metadata if metadata is not None else KS), path)
+    return path
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def test_failing_cell_records_durations_outputs_and_parameters(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_nb(
+        tmp_path / "sweep.ipynb",
+        "alpha = 1\nname = 'x'",
+        ("md", "# a sweep"),
+        "import mapnb\nprint('alpha is', alpha)\nmapnb.record('score', alpha * 10)\nmapnb.record('obj', {1, 2})",
+        "x = 1\ny = x / (alpha - 1)\n",
+        tags={0: ["parameters"]},
+    )
+    write_nb(tmp_path / "plain.ipynb", "import os\nprint(os.getcwd())")
+    with pytest.warns(ParameterWarning) as caught:
+        run = nbs.run(
+            [tmp_path / "sweep.ipynb", "plain.ipynb"], product={"alpha": [1, 2]}, parameters={"beta": 0},
+            output_dir="executed", concurrency=2, progress=False,
+        )  # fmt: skip
+    texts = [str(w.message) for w in caught]
+    assert any("sweep.ipynb does not declare beta" in t for t in texts)
+    assert any("plain.ipynb has no cell tagged 'parameters'" in t for t in texts)
+    df = run.df
+    assert run.state == "failed"
+    assert list(df.columns[:13]) == [
+        "notebook", "parameters", "status", "cell", "line", "source_line", "error", "duration_s",
+        "attempts", "cells_run", "cell_durations", "output", "kernel",
+    ]  # fmt: skip
+    assert df["status"].tolist() == ["failed", "succeeded", "succeeded", "succeeded"], [
+        e and e.message for e in run.errors
+    ]
+    assert df["parameters"][0] == {"beta": 0, "alpha": 1}
+    bad = df.iloc[0]
+    assert (bad["cell"], bad["line"], bad["source_line"]) == (3, 2, "y = x / (alpha - 1)")
+    assert bad["error"] == "cell 3, line 2: ZeroDivisionError: division by zero"
+    assert bad["attempts"] == 1 and bad["cells_run"] == 3
+    assert set(bad["cell_durations"]) == {0, 2, 3}  # the code cells, as indexed in the file
+    assert df["score"].tolist() == [10, 20, None, None]  # recorded by the failed one too
+    assert df["obj"][1] == {1, 2}  # not JSON: pickled
+    assert df["cell"][1] is None and df["error"][1] is None
+    assert "── cell 2/3 ──" in run.logs(1) and "alpha is 2" in run.logs(1)
+    # Each notebook works in its own folder; the output paths keep the sweep apart.
+    assert df["output"].tolist() == [
+        "executed/sweep[alpha=1].ipynb", "executed/sweep[alpha=2].ipynb",
+        "executed/plain[alpha=1].ipynb", "executed/plain[alpha=2].ipynb",
+    ]  # fmt: skip
+    plain = nbformat.read(tmp_path / "executed/plain[alpha=1].ipynb", as_version=4)
+    assert plain.cells[0].metadata.tags == ["injected-parameters"]  # at the top: no parameters cell
+    assert plain.cells[1].outputs[0]["text"].strip() == str(tmp_path)
+    failed = nbformat.read(tmp_path / "executed/sweep[alpha=1].ipynb", as_version=4)
+    tags = [c.metadata.get("tags", []) for c in failed.cells]
+    assert tags[1] == ["injected-parameters"] and "alpha = 1" in failed.cells[1].source
+    assert tags[4] == ["mapnb-error"]  # the banner, right above the failing cell
+    assert "ZeroDivisionError" in failed.cells[4].source
+    assert failed.cells[5].outputs[-1]["ename"] == "ZeroDivisionError"
+    with pytest.raises(mapnb.MapTaskError, match="3 of 4 succeeded"):
+        run.result()
+
+
+def test_timeouts_kill_the_kernel_say_which_cell_and_are_not_retried(tmp_path):
+    pids = tmp_path / "pids"
+    hang = write_nb(
+        tmp_path / "hang.ipynb",
+        f"import os, time\nopen({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n')",
+        "time.sleep(0.1)",
+        "time.sleep(120)",
+    )
+    slow = write_nb(
+        tmp_path / "slow.ipynb",
+        f"import os, time\nopen({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n')",
+        "x = 1\ntime.sleep(120)",
+    )
+    run = nbs.run([hang], cell_timeout=3, retries=2, progress=False)
+    run2 = nbs.run([slow], timeout=4, retries=2, progress=False)
+    a, b = run.df.iloc[0], run2.df.iloc[0]
+    assert a["status"] == "failed" and a["attempts"] == 1
+    assert a["cell"] == 2 and a["error"] == "cell 2: the cell ran longer than cell_timeout=3 s and was killed"
+    assert b["status"] == "failed" and b["attempts"] == 1 and b["cell"] == 1
+    assert "ran longer than timeout=4 s; this cell was running" in b["error"]
+    kernels = [int(p) for p in pids.read_text().split()]
+    assert len(kernels) == 2 and not any(pid_alive(p) for p in kernels)
+
+
+def test_a_dead_kernel_is_retried_and_a_failed_start_is_retried_before_any_cell(tmp_path, monkeypatch):
+    """Infrastructure failures: a kernel that dies (retries) and a kernel that fails to
+    start (retried at once, as in the port race), with a kernelspec of our own."""
+    marker, starts = tmp_path / "died-once", tmp_path / "starts"
+    flaky = tmp_path / "kernels" / "flaky"
+    flaky.mkdir(parents=True)
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(
+        "import os, sys\n"
+        f"with open({str(starts)!r}, 'a') as f: f.write('x')\n"
+        f"if len(open({str(starts)!r}).read()) == 1: sys.exit(1)  # the first start fails\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'ipykernel_launcher'] + sys.argv[1:])\n"
+    )
+    (flaky / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, str(launcher), "-f", "{connection_file}"],
+        "display_name": "flaky", "language": "python",
+    }))  # fmt: skip
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    nb = write_nb(
+        tmp_path / "dies.ipynb",
+        f"import os, pathlib\nm = pathlib.Path({str(marker)!r})\n"
+        "if not m.exists():\n    m.touch()\n    os.kill(os.getpid(), 9)\nprint('second time lucky')",
+        metadata={"kernelspec": {"name": "flaky", "display_name": "flaky", "language": "python"}},
+    )
+    run = nbs.run(nb, retries=1, progress=False)
+    row = run.df.iloc[0]
+    assert row["status"] == "succeeded" and row["attempts"] == 2 and row["kernel"] == "flaky"
+    assert len(starts.read_text()) == 3  # failed, died in the cell, then ran
+    assert "second time lucky" in run.logs(0)
+    # Without retries, a kernel that dies is a failure that says so.
+    marker.unlink()
+    run = nbs.run(nb, progress=False)
+    assert run.df["status"][0] == "failed"
+    assert run.df["error"][0].startswith("KernelDiedError: cell 0: the kernel died")
+
+
+def test_bad_input_is_refused_before_anything_runs(tmp_path):
+    good = write_nb(tmp_path / "good.ipynb", "x = 1", tags={0: ["parameters"]})
+    (tmp_path / "broken.ipynb").write_text("{not json")
+    (tmp_path / "notes.txt").write_text("hi")
+    (tmp_path / "empty").mkdir()
+    julia = write_nb(
+        tmp_path / "julia.ipynb", "1 + 1",
+        metadata={"kernelspec": {"name": "julia-9.9", "display_name": "Julia", "language": "julia"}},
+    )  # fmt: skip
+    cases = [
+        (dict(paths=tmp_path / "broken.ipynb"), "broken.ipynb is not a valid notebook"),
+        (dict(paths=tmp_path / "notes.txt"), "is not a notebook"),
+        (dict(paths=tmp_path / "nope.ipynb"), "does not exist"),
+        (dict(paths=tmp_path / "empty"), "holds no notebook"),
+        (dict(paths=str(tmp_path / "*.nothing.ipynb")), "matches no notebook"),
+        (dict(paths=julia), "kernel 'julia-9.9' .* is not installed; installed: .*python3"),
+        (dict(paths=good, kernel="nope"), "kernel 'nope' \\(given as kernel\\) is not installed"),
+        (dict(paths=good, parameters={"x": 1}, product={"x": [1, 2]}), "x given both"),
+        (dict(paths=good, parameters={"x": object()}), "cannot be written into a notebook"),
+        (dict(paths=good, product={"x": 3}), "product: x must be a list"),
+        (dict(paths=good, cell_timeout=0), "cell_timeout must be a positive number"),
+        (dict(paths=good, depends=["data.csv"]), "need cache=True"),
+        (dict(paths=good, cache=True, depends=[tmp_path / "data.csv"]), "data.csv' does not exist"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(InvalidMapError, match=message):
+            nbs.run(**kwargs, progress=False)
+    before = mapnb.last_run()
+    with pytest.raises(InvalidMapError):
+        nbs.run([good, tmp_path / "broken.ipynb"], progress=False)
+    assert mapnb.last_run() is before  # nothing started, not even the good notebook
+
+
+def test_parse_values_as_literals_or_yaml():
+    assert nbs.parse_value("0.5") == 0.5
+    assert nbs.parse_value("[1, 2]") == [1, 2]
+    assert nbs.parse_value("adam") == "adam"
+    assert nbs.parse_value("{lr: 0.1, opt: sgd}") == {"lr": 0.1, "opt": "sgd"}
+    assert nbs.parse_value("True") is True and nbs.parse_value("null") is None
+
+
+def test_record_outside_a_kernel_is_kept_here():
+    from mapnb import _record
+
+    mapnb.record("answer", 42)
+    assert _record.recorded()["answer"] == 42
+    with pytest.raises(ValueError, match="non-empty string name"):
+        mapnb.record("", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "mapnb.notebooks" in repr(mapnb.notebooks)
