@@ -211,3 +211,89 @@ def test_record_outside_a_kernel_is_kept_here():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert "mapnb.notebooks" in repr(mapnb.notebooks)
+
+
+def mapnb_cli(*args, cwd, env=None):
+    import subprocess
+
+    full = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        **(env or {}),
+    }
+    full.pop("GITHUB_ACTIONS", None) if not (env or {}).get("GITHUB_ACTIONS") else None
+    return subprocess.run(
+        [sys.executable, "-m", "mapnb", "notebooks", *map(str, args)],
+        cwd=cwd, env=full, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_cli_parameters_failures_junit_and_github(tmp_path):
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    write_nb(
+        nbdir / "train.ipynb",
+        "lr = 0.1\nopt = 'sgd'\nepochs = 1",
+        "import mapnb\nmapnb.record('loss', lr * epochs)\nmapnb.record('opt', opt)",
+        tags={0: ["parameters"]},
+    )
+    write_nb(nbdir / "broken.ipynb", "x = 1", "y = 2\nraise ValueError('bad data')")
+    (tmp_path / "p.yaml").write_text("epochs: 3\nopt: adam\n")
+    summary = tmp_path / "summary.md"
+    out = mapnb_cli(
+        "nbs", "-f", "p.yaml", "-p", "opt", "'rms'", "--product", "lr=0.5,2", "--junit-xml", "report.xml",
+        "--junit-cells", "--concurrency", "2", "--no-live",
+        cwd=tmp_path, env={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)},
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    err = out.stderr
+    assert "warning: nbs/broken.ipynb has no cell tagged 'parameters'" in err
+    assert "✗ failed    nbs/broken.ipynb [lr=0.5]" in err
+    assert ">   2 | raise ValueError('bad data')" in err  # the failing cell's source, its line marked
+    assert "ValueError: bad data" in err and "2 of 4 notebooks succeeded" in err
+    # The annotation points into the .ipynb file at the failing line.
+    lines = (nbdir / "broken.ipynb").read_text().splitlines()
+    ann = [x for x in out.stdout.splitlines() if x.startswith("::error file=nbs/broken.ipynb")]
+    assert len(ann) == 2
+    line_no = int(ann[0].split("line=")[1].split(",")[0])
+    assert "raise ValueError('bad data')" in lines[line_no - 1]
+    assert "| `nbs/train.ipynb` | [epochs=3, opt='rms', lr=0.5] | succeeded |" in summary.read_text()
+    xml = (tmp_path / "report.xml").read_text()
+    import xml.etree.ElementTree as ET
+
+    suite = ET.fromstring(xml).find("testsuite")
+    assert (suite.get("tests"), suite.get("failures")) == (
+        "12",
+        "4",
+    )  # 4 notebooks + 8 cells; 2 notebooks and their 2 cells failed
+    names = [c.get("name") for c in suite.iter("testcase")]
+    assert "nbs/train.ipynb [lr=2]" in names and "cell 1" in names
+    executed = nbformat.read(tmp_path / "executed/nbs/train[lr=2].ipynb", as_version=4)
+    injected = executed.cells[1].source
+    assert "epochs = 3" in injected and "opt = 'rms'" in injected and "lr = 2" in injected
+    from mapnb._record import read
+
+    recorded = [read(o["data"]) for o in executed.cells[2].outputs if o.get("data")]
+    assert ("loss", 6) in recorded and ("opt", "rms") in recorded
+
+    ok = mapnb_cli("nbs/train.ipynb", "--output-dir", "elsewhere", "--no-live", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "elsewhere/nbs/train.ipynb").exists()
+
+
+def test_cli_usage_errors_exit_2_before_anything_runs(tmp_path):
+    write_nb(tmp_path / "a.ipynb", "x = 1", tags={0: ["parameters"]})
+    cases = [
+        (["a.ipynb", "-p", "x", "1", "-p", "x", "2"], "-p x is given twice"),
+        (["a.ipynb", "-p", "x", "1", "--product", "x=1,2"], "x is given both with -p and with --product"),
+        (["a.ipynb", "--kernel", "nope"], "kernel 'nope'"),
+        (["missing.ipynb"], "does not exist"),
+        (["--product", "x=1,2", "a.ipynb", "--junit-cells"], "--junit-cells needs --junit-xml"),
+    ]
+    for args, message in cases:
+        out = mapnb_cli(*args, cwd=tmp_path)
+        assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
+    assert not (tmp_path / "executed").exists()
