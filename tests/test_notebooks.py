@@ -297,3 +297,36 @@ def test_cli_usage_errors_exit_2_before_anything_runs(tmp_path):
         out = mapnb_cli(*args, cwd=tmp_path)
         assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
     assert not (tmp_path / "executed").exists()
+
+
+def test_pytest_plugin_runs_notebooks_as_tests_and_is_inert_without_its_option(tmp_path):
+    import subprocess
+
+    write_nb(tmp_path / "good.ipynb", "print('fine')")
+    write_nb(tmp_path / "bad.ipynb", "x = 1", "assert x == 2, 'x is not 2'")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "mapnb.notebooks.pytest_plugin",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+    ]
+    out = subprocess.run([*cmd, "--mapnb-notebooks", "--mapnb-concurrency", "2", str(tmp_path)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "1 failed, 1 passed" in out.stdout
+    assert ">   1 | assert x == 2, 'x is not 2'" in out.stdout and "AssertionError: x is not 2" in out.stdout
+    inert = subprocess.run(
+        [*cmd, str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert inert.returncode == 5 and "no tests ran" in inert.stdout  # nothing collected, nothing started
+    light = subprocess.run(
+        [sys.executable, "-c", "import sys, mapnb.notebooks.pytest_plugin; "
+         "print([m for m in ('nbclient', 'pandas', 'jupyter_client', 'IPython') if m in sys.modules])"],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert light.stdout.strip() == "[]"
