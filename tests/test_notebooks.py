@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import textwrap
+import time
 import warnings
 
 import nbformat
@@ -330,3 +331,49 @@ def test_pytest_plugin_runs_notebooks_as_tests_and_is_inert_without_its_option(t
         env=env, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert light.stdout.strip() == "[]"
+
+
+def test_cache_skips_unchanged_notebooks_and_writes_their_output_again(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.txt").write_text("3")
+    runs = tmp_path / "runs"
+    write_nb(
+        tmp_path / "n.ipynb",
+        "k = 1",
+        f"import mapnb\nopen({str(runs)!r}, 'a').write('x')\nmapnb.record('v', int(open('data.txt').read()) * k)",
+        tags={0: ["parameters"]},
+    )
+
+    def go(**kw):
+        return nbs.run("n.ipynb", cache=True, depends=["data.txt"], output_dir="out", progress=False, **kw)
+
+    first = go()
+    assert first.df["status"][0] == "succeeded" and first.df["v"][0] == 3
+    (tmp_path / "out/n.ipynb").unlink()
+    again = go()
+    assert again.df["status"].tolist() == ["cached"] and again.df["v"][0] == 3
+    assert again.state == "succeeded" and runs.read_text() == "x"  # not executed again
+    stored = nbformat.read(tmp_path / "out/n.ipynb", as_version=4)  # written again from the cache
+    assert stored.cells[1].outputs[0]["data"]["text/plain"] == "recorded v = 3"
+    (tmp_path / "data.txt").write_text("4")  # a dependency changed
+    changed = go()
+    assert changed.df["status"][0] == "succeeded" and changed.df["v"][0] == 4
+    other = go(parameters={"k": 2})  # other parameters: another key
+    assert other.df["status"][0] == "succeeded" and other.df["v"][0] == 8
+    assert runs.read_text() == "xxx"
+
+
+def test_the_log_streams_the_running_cell_while_it_runs(tmp_path):
+    nb = write_nb(
+        tmp_path / "s.ipynb", "import time", "print('halfway', flush=True)\ntime.sleep(4)\nprint('end')"
+    )
+    run = nbs.run(nb, wait=False, progress=False)
+    try:
+        deadline = time.monotonic() + 120
+        while "halfway" not in run.logs(0) and time.monotonic() < deadline and not run.done():
+            time.sleep(0.1)
+        assert "── cell 2/2 ──\nhalfway" in run.logs(0)
+        assert not run.done()  # seen while the cell still sleeps
+    finally:
+        run.wait(120)
+    assert run.logs(0).endswith("end\n")
