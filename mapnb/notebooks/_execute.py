@@ -86,15 +86,20 @@ def _kernel_pid(km: Any) -> int | None:
     return getattr(proc, "pid", None)
 
 
-def kill_kernel(km: Any) -> None:
+def kill_group(km: Any) -> None:
     """Kill the kernel and everything it started: its process group (jupyter_client puts
-    each kernel in a session of its own), then clean up its files."""
+    each kernel in a session of its own)."""
     pid = _kernel_pid(km)
     if pid is not None:
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def kill_kernel(km: Any) -> None:
+    """:func:`kill_group`, then reap the process and clean up its files."""
+    kill_group(km)
     try:
         km.shutdown_kernel(now=True)
     except Exception:  # noqa: BLE001 - it is gone either way; only its files may remain
@@ -174,11 +179,17 @@ def shutdown_spares() -> None:
 atexit.register(shutdown_spares)
 
 
-async def _ready_kernel(kernel_name: str, cwd: str, startup_timeout: float) -> tuple[Any, Any]:
-    """A kernel that answered kernel_info, its client's channels open, working in ``cwd``."""
+def _acquire(kernel_name: str, cwd: str) -> Any:
+    """A warm kernel of that name, else a kernel launched now: either way it boots while
+    the caller imports nbclient and reads the notebook."""
+    return _take_spare(kernel_name) or _launch(kernel_name, cwd)
+
+
+async def _ready_kernel(km: Any, kernel_name: str, cwd: str, startup_timeout: float) -> tuple[Any, Any]:
+    """``km`` (or a replacement) answering kernel_info, its client's channels open, working
+    in ``cwd``. A start that fails is retried with a new kernel: no cell has run yet."""
     last: BaseException | None = None
     for attempt in range(START_ATTEMPTS):
-        km = _take_spare(kernel_name) if attempt == 0 else None
         kc = None
         try:
             if km is None:
@@ -201,10 +212,8 @@ async def _ready_kernel(kernel_name: str, cwd: str, startup_timeout: float) -> t
                     pass
             if km is not None:
                 kill_kernel(km)
-            print(
-                f"kernel {kernel_name} failed to start ({type(e).__name__}: {e}); trying again",
-                file=sys.stderr,
-            )
+            km = None
+            print(f"kernel {kernel_name} failed to start ({type(e).__name__}: {e}); trying again", file=sys.stderr)
             await asyncio.sleep(0.2 * (attempt + 1))
     raise KernelStartError(f"kernel {kernel_name!r} did not start after {START_ATTEMPTS} tries: {last}")
 
@@ -316,13 +325,21 @@ def execute(
 
     ``key`` is the notebook's content hash: unused here, it is what mapnb's cache keys on.
     """
-    import nbformat
-
     del key
     path = Path(notebook)
-    nb = nbformat.read(path, as_version=4)
+    cwd = str(path.parent.resolve())
+    text = path.read_text(encoding="utf-8")
+    kernel_name = kernel_of(json.loads(text), settings.kernel)
+    # The kernel boots while nbformat and nbclient are imported (~1 s in a fresh worker).
+    try:
+        first_km: Any = _acquire(kernel_name, cwd)
+    except Exception as e:  # noqa: BLE001 - retried by _ready_kernel below
+        print(f"kernel {kernel_name} failed to launch ({type(e).__name__}: {e}); trying again", file=sys.stderr)
+        first_km = None
+    import nbformat
+
+    nb = nbformat.reads(text, as_version=4)
     nb = _params.inject(nb, parameters)
-    kernel_name = kernel_of(nb, settings.kernel)
     # Cell indices are reported as in the file the user edits: without the injected cell.
     injected_at = next(
         (i for i, c in enumerate(nb.cells) if _params.INJECTED_TAG in c.get("metadata", {}).get("tags", [])),
@@ -371,18 +388,16 @@ def execute(
         kernel_name=kernel_name,
         allow_errors=False,
         interrupt_on_timeout=False,
-        resources={"metadata": {"path": str(path.parent.resolve())}},
+        resources={"metadata": {"path": cwd}},
         on_cell_execute=on_execute,
         on_cell_executed=on_executed,
         record_timing=True,
     )
 
     async def main() -> None:
-        km, kc = await _ready_kernel(kernel_name, str(path.parent.resolve()), settings.startup_timeout)
+        km, kc = await _ready_kernel(first_km, kernel_name, cwd, settings.startup_timeout)
         if settings.warm:  # the next notebook of this worker finds its kernel starting or ready
-            threading.Thread(
-                target=_add_spare, args=(kernel_name, str(path.parent.resolve())), daemon=True
-            ).start()
+            threading.Thread(target=_add_spare, args=(kernel_name, cwd), daemon=True).start()
         client.km, client.kc = km, kc
         client.owns_km = False  # we kill it below, at once: no graceful shutdown to wait for
         watchdog = None
@@ -409,7 +424,10 @@ def execute(
                 kc.stop_channels()
             except Exception:  # noqa: BLE001
                 pass
-            kill_kernel(km)  # the notebook is done with it, whatever happened
+            # The notebook is done with it, whatever happened. Reaping it and removing its
+            # files need not hold up the item.
+            kill_group(km)
+            threading.Thread(target=kill_kernel, args=(km,), daemon=True).start()
 
     failure: dict[str, Any] | None = None
     error: BaseException | None = None
