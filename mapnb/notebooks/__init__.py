@@ -13,19 +13,22 @@ Inside a notebook, :func:`mapnb.record` adds a column to the notebook's row.
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import functools
 import glob
 import itertools
 import math
 import os
 import re
+import shutil
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidMapError, MapTaskError, RemoteError, RunInterrupted
-from ..events import Event, ItemFinished, Status
+from ..events import Event, ItemFinished, RunFinished, Status
 from ..run import MapRun
 from . import _params
 from ._execute import KernelDiedError, KernelStartError, NonRecoverableError, Settings, details_of, kernel_of
@@ -145,7 +148,9 @@ def _read(path: Path) -> Any:
             import nbformat
 
             return nbformat.read(path, as_version=4)
-        raise InvalidMapError(f"{path} is not a valid notebook: expected nbformat 4 JSON with a list of cells")
+        raise InvalidMapError(
+            f"{path} is not a valid notebook: expected nbformat 4 JSON with a list of cells"
+        )
     for i, cell in enumerate(data["cells"]):
         if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw"):
             raise InvalidMapError(f"{path} is not a valid notebook: cell {i} has no valid cell_type")
@@ -355,6 +360,22 @@ def _rewrite_cached(run: NotebookRun) -> Any:
     return on_events
 
 
+def _reap_when_done(kms: list[Any], spool: str | None) -> Any:
+    """Once the run ends: kill the spooled kernels no item took, reap those items killed."""
+    from ._execute import kill_kernel
+
+    def on_events(events: list[Event]) -> None:
+        if any(isinstance(ev, RunFinished) for ev in events):
+            for km in kms:
+                kill_kernel(km)
+            if spool:
+                shutil.rmtree(spool, ignore_errors=True)
+
+    for km in kms:  # and if this process ends first
+        atexit.register(kill_kernel, km)
+    return on_events
+
+
 def _write_text(target: str, text: str) -> None:
     import tempfile
 
@@ -517,6 +538,18 @@ def run(
         kernel=kernel, cell_timeout=cell_timeout, timeout=timeout, startup_timeout=startup_timeout,
         keep_notebook=cache, warm=warm and len(names) > slots,
     )  # fmt: skip
+    spooled: list[Any] = []
+    if settings.warm and isinstance(backend, str) and backend in ("local", "threads", "sequential"):
+        # The first notebooks' kernels boot here while the worker pool starts; each item
+        # claims one (later ones find a kernel their worker started while it was busy).
+        from ._execute import spool_kernels
+
+        first = [
+            kernel_of(_read(files[min(k // len(sets), len(files) - 1)]), kernel)
+            for k in range(min(slots, len(names)))
+        ]
+        spool, spooled = spool_kernels(first, os.getcwd())
+        settings = dataclasses.replace(settings, spool=spool)
     from ._execute import execute
 
     fn: Any = functools.partial(execute, settings=settings)
@@ -533,6 +566,8 @@ def run(
     )  # fmt: skip
     mrun = mt.submit(notebook=names, parameters=params_list, output=outputs, key=keys)
     nrun = NotebookRun.adopt(mrun, min_success_ratio)
+    if spooled:
+        nrun.subscribe(_reap_when_done(spooled, settings.spool))
     if cache and out_dir is not None:
         nrun.subscribe(_rewrite_cached(nrun))
     if wait:

@@ -52,6 +52,7 @@ class Settings:
     startup_timeout: float = 60.0
     keep_notebook: bool = False  # return the executed notebook (the cache stores it)
     warm: bool = True  # launch the next kernel while this notebook runs
+    spool: str | None = None  # a folder of kernels the caller launched for the first notebooks
 
 
 class NonRecoverableError(Exception):
@@ -152,6 +153,7 @@ def _add_spare(kernel_name: str, cwd: str) -> None:
         km = _launch(kernel_name, cwd)
     except Exception:  # noqa: BLE001 - a spare is an optimisation; the next item starts its own
         return
+    km._mapnb_spare = True
     with _spares_lock:
         _spares.setdefault(kernel_name, []).append(km)
 
@@ -179,10 +181,95 @@ def shutdown_spares() -> None:
 atexit.register(shutdown_spares)
 
 
-def _acquire(kernel_name: str, cwd: str) -> Any:
-    """A warm kernel of that name, else a kernel launched now: either way it boots while
-    the caller imports nbclient and reads the notebook."""
-    return _take_spare(kernel_name) or _launch(kernel_name, cwd)
+class ForeignKernel:
+    """A kernel launched by the process that started the run (see :func:`spool_kernels`),
+    driven here through its connection file: the few attributes nbclient and this module
+    use of a ``KernelManager``."""
+
+    has_kernel = True
+    ipykernel = True
+
+    def __init__(self, connection_file: str, pid: int) -> None:
+        self.connection_file, self.pid = connection_file, pid
+        self.provisioner = type("P", (), {"process": type("Q", (), {"pid": pid})()})()
+
+    def is_alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def client(self) -> Any:
+        from jupyter_client.asynchronous import AsyncKernelClient
+
+        kc = AsyncKernelClient()
+        kc.load_connection_file(self.connection_file)
+        return kc
+
+    def interrupt_kernel(self) -> None:
+        os.kill(self.pid, signal.SIGINT)
+
+    def shutdown_kernel(self, now: bool = True) -> None:
+        kill_group(self)
+
+    def cleanup_resources(self) -> None:
+        pass  # the process that launched it reaps it and removes its files
+
+
+def _claim_spooled(spool: str | None, kernel_name: str) -> ForeignKernel | None:
+    """A kernel from the run's spool, claimed by an atomic rename (one taker each)."""
+    if not spool:
+        return None
+    try:
+        entries = sorted(os.listdir(spool))
+    except OSError:
+        return None
+    for entry in entries:
+        if not (entry.startswith(kernel_name + ".") and entry.endswith(".json")):
+            continue
+        src = os.path.join(spool, entry)
+        claimed = src + f".claimed-{os.getpid()}"
+        try:
+            os.rename(src, claimed)
+        except OSError:
+            continue  # another worker took it
+        try:
+            with open(claimed, encoding="utf-8") as f:
+                info = json.load(f)
+            km = ForeignKernel(info["connection_file"], int(info["pid"]))
+        except (OSError, ValueError, KeyError):
+            continue
+        if km.is_alive():
+            return km
+    return None
+
+
+def spool_kernels(names: list[str], cwd: str) -> tuple[str, list[Any]]:
+    """Launch kernels for the first notebooks of a run, in the caller, before the workers
+    exist: they boot while the pool starts. Returns the spool folder and the managers
+    (the caller kills and reaps them all when the run ends)."""
+    import uuid
+
+    spool = tempfile.mkdtemp(prefix="mapnb-kernels-")
+    kms = []
+    for name in names:
+        try:
+            km = _launch(name, cwd)
+        except Exception:  # noqa: BLE001 - an optimisation only: the item launches its own
+            continue
+        kms.append(km)
+        entry = os.path.join(spool, f"{name}.{uuid.uuid4().hex}.json")
+        with open(entry + ".tmp", "w", encoding="utf-8") as f:
+            json.dump({"connection_file": km.connection_file, "pid": _kernel_pid(km)}, f)
+        os.replace(entry + ".tmp", entry)
+    return spool, kms
+
+
+def _acquire(kernel_name: str, cwd: str, spool: str | None = None) -> Any:
+    """A kernel the caller launched, a warm one of this process, else one launched now:
+    either way it boots while this process imports nbclient and reads the notebook."""
+    return _claim_spooled(spool, kernel_name) or _take_spare(kernel_name) or _launch(kernel_name, cwd)
 
 
 async def _ready_kernel(km: Any, kernel_name: str, cwd: str, startup_timeout: float) -> tuple[Any, Any]:
@@ -196,7 +283,7 @@ async def _ready_kernel(km: Any, kernel_name: str, cwd: str, startup_timeout: fl
                 km = _launch(kernel_name, cwd)
             kc = km.client()
             kc.start_channels()
-            await kc.wait_for_ready(timeout=startup_timeout)
+            await _wait_ready(km, kc, startup_timeout)
             kc.allow_stdin = False
             if km.ipykernel:
                 # A warm kernel was launched for another folder; every kernel works where
@@ -213,9 +300,34 @@ async def _ready_kernel(km: Any, kernel_name: str, cwd: str, startup_timeout: fl
             if km is not None:
                 kill_kernel(km)
             km = None
-            print(f"kernel {kernel_name} failed to start ({type(e).__name__}: {e}); trying again", file=sys.stderr)
+            print(
+                f"kernel {kernel_name} failed to start ({type(e).__name__}: {e}); trying again",
+                file=sys.stderr,
+            )
             await asyncio.sleep(0.2 * (attempt + 1))
     raise KernelStartError(f"kernel {kernel_name!r} did not start after {START_ATTEMPTS} tries: {last}")
+
+
+async def _wait_ready(km: Any, kc: Any, timeout: float) -> None:
+    """Until the kernel answers kernel_info. (``wait_for_ready`` then also drains IOPub for
+    0.2 s, a fifth of a second per notebook that nothing here needs: nbclient reads only
+    the messages of the cells it sends.)"""
+    from queue import Empty
+
+    deadline = time.monotonic() + timeout
+    while True:
+        msg_id = kc.kernel_info()
+        while True:
+            try:
+                reply = await kc.get_shell_msg(timeout=0.5)
+            except Empty:
+                break
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return
+        if not km.is_alive():
+            raise RuntimeError("the kernel died before replying to kernel_info")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the kernel did not answer within {timeout:g} s")
 
 
 async def _silent(kc: Any, code: str) -> None:
@@ -331,10 +443,18 @@ def execute(
     text = path.read_text(encoding="utf-8")
     kernel_name = kernel_of(json.loads(text), settings.kernel)
     # The kernel boots while nbformat and nbclient are imported (~1 s in a fresh worker).
+    how = "started now"
     try:
-        first_km: Any = _acquire(kernel_name, cwd)
+        first_km: Any = _acquire(kernel_name, cwd, settings.spool)
+        how = (
+            "started ahead"
+            if isinstance(first_km, ForeignKernel) or getattr(first_km, "_mapnb_spare", False)
+            else "started now"
+        )
     except Exception as e:  # noqa: BLE001 - retried by _ready_kernel below
-        print(f"kernel {kernel_name} failed to launch ({type(e).__name__}: {e}); trying again", file=sys.stderr)
+        print(
+            f"kernel {kernel_name} failed to launch ({type(e).__name__}: {e}); trying again", file=sys.stderr
+        )
         first_km = None
     import nbformat
 
@@ -395,7 +515,9 @@ def execute(
     )
 
     async def main() -> None:
+        t_ready = time.monotonic()
         km, kc = await _ready_kernel(first_km, kernel_name, cwd, settings.startup_timeout)
+        print(f"── kernel {kernel_name}, {how}, ready in {time.monotonic() - t_ready:.2f} s ──", flush=True)
         if settings.warm:  # the next notebook of this worker finds its kernel starting or ready
             threading.Thread(target=_add_spare, args=(kernel_name, cwd), daemon=True).start()
         client.km, client.kc = km, kc
