@@ -362,14 +362,19 @@ def _rewrite_cached(run: NotebookRun) -> Any:
 
 def _reap_when_done(kms: list[Any], spool: str | None) -> Any:
     """Once the run ends: kill the spooled kernels no item took, reap those items killed."""
-    from ._execute import kill_kernel
+    from ._execute import kill_group, kill_kernel
+
+    def reap() -> None:
+        for km in kms:
+            kill_kernel(km)
+        if spool:
+            shutil.rmtree(spool, ignore_errors=True)
 
     def on_events(events: list[Event]) -> None:
         if any(isinstance(ev, RunFinished) for ev in events):
-            for km in kms:
-                kill_kernel(km)
-            if spool:
-                shutil.rmtree(spool, ignore_errors=True)
+            for km in kms:  # at once; reaping them may take a moment, off the engine's thread
+                kill_group(km)
+            threading.Thread(target=reap, daemon=True).start()
 
     for km in kms:  # and if this process ends first
         atexit.register(kill_kernel, km)
@@ -539,7 +544,13 @@ def run(
         keep_notebook=cache, warm=warm and len(names) > slots,
     )  # fmt: skip
     spooled: list[Any] = []
-    if settings.warm and isinstance(backend, str) and backend in ("local", "threads", "sequential"):
+    # (Not with the cache: its hits need no kernel, and it is not known here which hit.)
+    if (
+        settings.warm
+        and not cache
+        and isinstance(backend, str)
+        and backend in ("local", "threads", "sequential")
+    ):
         # The first notebooks' kernels boot here while the worker pool starts; each item
         # claims one (later ones find a kernel their worker started while it was busy).
         from ._execute import spool_kernels

@@ -55,13 +55,27 @@ def packages_hash(lock_file: str | Path | None = None) -> str:
             raise InvalidMapError(f"lock_file: {str(lock_file)!r} is not a file")
         _file_digest(h, p)
         return h.hexdigest()
-    from importlib.metadata import distributions
-
-    names = sorted(
-        {f"{d.metadata['Name']}=={d.version}".lower() for d in distributions() if d.metadata["Name"]}
-    )
-    h.update("\n".join(names).encode())
+    h.update("\n".join(installed()).encode())
     return h.hexdigest()
+
+
+def installed() -> list[str]:
+    """The installed distributions as ``name-version``, from the names of their
+    ``.dist-info`` / ``.egg-info`` folders on ``sys.path`` (reading every METADATA file
+    instead costs ~0.3 s, a fifth of a cached re-run)."""
+    import os
+    import sys
+
+    found: set[str] = set()
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith((".dist-info", ".egg-info")):
+                found.add(name.rsplit(".", 1)[0].lower().replace("_", "-"))
+    return sorted(found)
 
 
 def notebook_key(nb: Any, kernel: str, parameters: dict[str, Any], shared: str) -> str:

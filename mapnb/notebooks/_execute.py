@@ -430,6 +430,27 @@ def records_of(nb: Any) -> dict[str, Any]:
     return found
 
 
+def _import_nbclient() -> None:
+    """Import nbclient (and nbformat) without ``rfc3987_syntax``, when nothing here has
+    imported jsonschema yet.
+
+    jsonschema imports that optional package, when installed (Jupyter servers pull it in),
+    only to check the "iri" string format, which nbformat's schema never uses; it builds a
+    parser grammar at import, 0.6 s of CPU in every fresh worker. It stays importable for
+    anyone else: the block is lifted right after.
+    """
+    if "nbclient" in sys.modules or "jsonschema" in sys.modules or "rfc3987_syntax" in sys.modules:
+        import nbclient  # noqa: F401
+
+        return
+    sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # import fails: skipped
+    try:
+        import nbclient  # noqa: F401
+    finally:
+        if sys.modules.get("rfc3987_syntax", 0) is None:
+            del sys.modules["rfc3987_syntax"]
+
+
 def execute(
     notebook: str, parameters: dict[str, Any], output: str | None, key: str, *, settings: Settings
 ) -> dict[str, Any]:
@@ -456,6 +477,7 @@ def execute(
             f"kernel {kernel_name} failed to launch ({type(e).__name__}: {e}); trying again", file=sys.stderr
         )
         first_km = None
+    _import_nbclient()
     import nbformat
 
     nb = nbformat.reads(text, as_version=4)
