@@ -214,6 +214,8 @@ def _output_path(output_dir: Path, shown: str, params: dict[str, Any], swept: It
     return str(output_dir / rel)
 
 
+_write_lock = threading.Lock()
+
 _COLUMNS = (
     "notebook", "parameters", "status", "cell", "line", "source_line", "error", "duration_s", "attempts",
     "cells_run", "cell_durations", "output", "kernel",
@@ -334,6 +336,35 @@ class NotebookRun(MapRun):
                 data[key] = values
         return pd.DataFrame(data, index=pd.RangeIndex(len(rows)))
 
+    _rewrite = False  # write cached notebooks' stored copies to their output paths
+    _written: set[int] | None = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """As :meth:`mapnb.MapRun.wait`; once done, every cached notebook's stored executed
+        copy is also in its output path."""
+        done = MapRun.wait(self, timeout)
+        if done and self._rewrite:
+            self._write_cached(range(len(self)))
+        return done
+
+    def _on_cached(self, events: list[Event]) -> None:
+        self._write_cached(
+            [ev.index for ev in events if isinstance(ev, ItemFinished) and ev.status is Status.CACHED]
+        )
+
+    def _write_cached(self, indices: Iterable[int]) -> None:
+        with _write_lock:
+            if self._written is None:
+                self._written = set()
+            for i in indices:
+                if i in self._written or self._engine.status[i] is not Status.CACHED:
+                    continue
+                out, target = self._engine.outputs[i], self.inputs[i][2]
+                text = out.get("notebook_json") if isinstance(out, Mapping) else None
+                if target and text:
+                    _write_text(target, text)
+                self._written.add(i)
+
     def failures(self) -> list[int]:
         """The indices of the notebooks that did not succeed (failed, aborted, cancelled)."""
         return [
@@ -341,23 +372,6 @@ class NotebookRun(MapRun):
             for i, s in enumerate(self._engine.status)
             if s.final and s not in (Status.SUCCEEDED, Status.CACHED)
         ]
-
-
-def _rewrite_cached(run: NotebookRun) -> Any:
-    """A cached notebook's stored executed copy is written to its output path again."""
-    lock = threading.Lock()
-
-    def on_events(events: list[Event]) -> None:
-        for ev in events:
-            if isinstance(ev, ItemFinished) and ev.status is Status.CACHED:
-                out = run._engine.outputs[ev.index]
-                target = run.inputs[ev.index][2]
-                text = out.get("notebook_json") if isinstance(out, Mapping) else None
-                if target and text:
-                    with lock:
-                        _write_text(target, text)
-
-    return on_events
 
 
 def _reap_when_done(kms: list[Any], spool: str | None) -> Any:
@@ -580,7 +594,8 @@ def run(
     if spooled:
         nrun.subscribe(_reap_when_done(spooled, settings.spool))
     if cache and out_dir is not None:
-        nrun.subscribe(_rewrite_cached(nrun))
+        nrun._rewrite = True
+        nrun.subscribe(nrun._on_cached)
     if wait:
         _block(nrun, progress)
     return nrun
