@@ -204,10 +204,13 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _output_path(output_dir: Path, shown: str, params: dict[str, Any], swept: Iterable[str]) -> str:
+def _output_path(
+    output_dir: Path, shown: str, params: dict[str, Any], swept: Iterable[str], outside: Path | None
+) -> str:
     rel = Path(shown)
     if rel.is_absolute() or ".." in rel.parts:
-        rel = Path(rel.name)
+        # Outside the working folder: relative to the notebooks' common folder instead.
+        rel = Path(shown).resolve().relative_to(outside) if outside is not None else Path(rel.name)
     varying = {k: params[k] for k in swept}
     if varying:  # one file per combination: the swept values in the name
         rel = rel.with_name(f"{rel.stem}[{_slug(varying)}]{rel.suffix}")
@@ -519,6 +522,8 @@ def run(
     elif depends or lock_file is not None:
         raise InvalidMapError("depends and lock_file are part of the cache key: they need cache=True")
 
+    resolved = [f.resolve() for f in files]
+    outside = Path(os.path.commonpath([str(r.parent) for r in resolved])) if resolved else None
     names: list[str] = []
     params_list: list[dict[str, Any]] = []
     outputs: list[str | None] = []
@@ -542,7 +547,7 @@ def run(
         for params in sets:
             names.append(shown)
             params_list.append(params)
-            outputs.append(_output_path(out_dir, shown, params, swept) if out_dir is not None else None)
+            outputs.append(_output_path(out_dir, shown, params, swept, outside) if out_dir is not None else None)
             if cache:
                 from ._cache import notebook_key
 
