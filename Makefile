@@ -49,6 +49,7 @@ bench: $(VENV)/.installed-bench  ## mapnb against its peers, side by side (see R
 	$(PY) benchmarks/dask_backend.py
 	$(PY) benchmarks/cache.py
 	$(PY) benchmarks/flyte_side_by_side.py
+	$(PY) benchmarks/notebooks.py
 
 notebooks: $(VENV)/.installed-test  ## re-execute the tutorials in place, outputs and widget state saved
 	$(PY) notebooks/execute.py notebooks/*.ipynb

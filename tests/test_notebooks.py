@@ -377,3 +377,12 @@ def test_the_log_streams_the_running_cell_while_it_runs(tmp_path):
     finally:
         run.wait(120)
     assert run.logs(0).endswith("end\n")
+
+
+def test_notebooks_run_on_the_dask_backend(tmp_path, dask_client):
+    nb = write_nb(tmp_path / "d.ipynb", "k = 1", "import mapnb, os\nmapnb.record('pid', os.getpid())",
+                  tags={0: ["parameters"]})  # fmt: skip
+    run = nbs.run(nb, product={"k": [1, 2]}, backend="dask", output_dir=tmp_path / "out", progress=False)
+    df = run.df
+    assert df["status"].tolist() == ["succeeded", "succeeded"]
+    assert df["pid"][0] != os.getpid() and (tmp_path / "out" / "d[k=2].ipynb").exists()

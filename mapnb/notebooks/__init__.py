@@ -547,7 +547,9 @@ def run(
         for params in sets:
             names.append(shown)
             params_list.append(params)
-            outputs.append(_output_path(out_dir, shown, params, swept, outside) if out_dir is not None else None)
+            outputs.append(
+                _output_path(out_dir, shown, params, swept, outside) if out_dir is not None else None
+            )
             if cache:
                 from ._cache import notebook_key
 
@@ -560,7 +562,7 @@ def run(
     slots = concurrency or (get_backend(backend).default_concurrency() if isinstance(backend, str) else 1)
     settings = Settings(
         kernel=kernel, cell_timeout=cell_timeout, timeout=timeout, startup_timeout=startup_timeout,
-        keep_notebook=cache, warm=warm and len(names) > slots,
+        keep_notebook=cache, warm=warm and len(names) > slots, items=len(names), slots=slots,
     )  # fmt: skip
     spooled: list[Any] = []
     # (Not with the cache: its hits need no kernel, and it is not known here which hit.)

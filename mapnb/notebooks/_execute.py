@@ -53,6 +53,8 @@ class Settings:
     keep_notebook: bool = False  # return the executed notebook (the cache stores it)
     warm: bool = True  # launch the next kernel while this notebook runs
     spool: str | None = None  # a folder of kernels the caller launched for the first notebooks
+    items: int = 0  # notebooks in the run, and
+    slots: int = 1  # how many run at once: no warm kernel for the last ones, nobody would use it
 
 
 class NonRecoverableError(Exception):
@@ -309,21 +311,33 @@ async def _ready_kernel(km: Any, kernel_name: str, cwd: str, startup_timeout: fl
 
 
 async def _wait_ready(km: Any, kc: Any, timeout: float) -> None:
-    """Until the kernel answers kernel_info. (``wait_for_ready`` then also drains IOPub for
-    0.2 s, a fifth of a second per notebook that nothing here needs: nbclient reads only
-    the messages of the cells it sends.)"""
+    """Until the kernel answers kernel_info and IOPub is connected (a message arrives on it;
+    before that, a cell's output would be lost), as ``wait_for_ready`` does, without its
+    final wait for 0.2 s of silence on IOPub, a fifth of a second per notebook: what is
+    left there is drained at once (nbclient reads only the messages of its own cells)."""
     from queue import Empty
 
     deadline = time.monotonic() + timeout
     while True:
         msg_id = kc.kernel_info()
-        while True:
-            try:
+        replied = False
+        try:
+            while not replied:
                 reply = await kc.get_shell_msg(timeout=0.5)
+                replied = reply["parent_header"].get("msg_id") == msg_id
+        except Empty:
+            pass
+        if replied:
+            try:
+                await kc.get_iopub_msg(timeout=0.5)
             except Empty:
-                break
-            if reply["parent_header"].get("msg_id") == msg_id:
-                return
+                pass  # IOPub not connected yet: ask again
+            else:
+                while True:
+                    try:
+                        await kc.get_iopub_msg(timeout=0)
+                    except Empty:
+                        return
         if not km.is_alive():
             raise RuntimeError("the kernel died before replying to kernel_info")
         if time.monotonic() > deadline:
@@ -428,6 +442,17 @@ def records_of(nb: Any) -> dict[str, Any]:
                 if got is not None:
                     found[got[0]] = got[1]
     return found
+
+
+def _more_to_come(settings: Settings) -> bool:
+    """Whether a notebook after this one will probably start in this worker: items start in
+    order, so item ``i`` is followed by ``items - 1 - i``, shared among ``slots`` workers."""
+    from ..context import current_context
+
+    index = current_context().index
+    if index is None or not settings.items:
+        return True
+    return index + settings.slots < settings.items
 
 
 def _import_nbclient() -> None:
@@ -540,7 +565,8 @@ def execute(
         t_ready = time.monotonic()
         km, kc = await _ready_kernel(first_km, kernel_name, cwd, settings.startup_timeout)
         print(f"── kernel {kernel_name}, {how}, ready in {time.monotonic() - t_ready:.2f} s ──", flush=True)
-        if settings.warm:  # the next notebook of this worker finds its kernel starting or ready
+        if settings.warm and _more_to_come(settings):
+            # The next notebook of this worker finds its kernel booted, or booting.
             threading.Thread(target=_add_spare, args=(kernel_name, cwd), daemon=True).start()
         client.km, client.kc = km, kc
         client.owns_km = False  # we kill it below, at once: no graceful shutdown to wait for
@@ -556,7 +582,8 @@ def execute(
                     except ProcessLookupError:
                         pass
 
-            watchdog = threading.Timer(max(0.0, settings.timeout - (time.monotonic() - started)), expire)
+            # The clock starts with the first cell: a slow kernel start has startup_timeout.
+            watchdog = threading.Timer(settings.timeout, expire)
             watchdog.daemon = True
             watchdog.start()
         try:
