@@ -38,6 +38,7 @@ from . import _params
 
 MARK = "[mapnb.notebooks] "  # the last line of a failure's message: its details, as JSON
 START_ATTEMPTS = 3
+SPARE_DELAY = 1.0  # seconds into a notebook at the latest, the next kernel is launched
 SPARE_IDLE = float(os.environ.get("MAPNB_NOTEBOOK_SPARE_IDLE", "20"))
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -548,6 +549,20 @@ def execute(
     def on_executed(cell: Any, cell_index: int, execute_reply: Any) -> None:
         if state["t0"] is not None and original(cell_index) is not None:
             durations[original(cell_index)] = round(time.monotonic() - state["t0"], 6)  # type: ignore[index]
+            if spare_timer is not None:
+                spare_timer.cancel()
+                launch_spare()
+
+    spare_lock = threading.Lock()
+    spare_launched: list[bool] = []
+    spare_timer: threading.Timer | None = None
+
+    def launch_spare() -> None:
+        with spare_lock:
+            if spare_launched:
+                return
+            spare_launched.append(True)
+        threading.Thread(target=_add_spare, args=(kernel_name, cwd), daemon=True).start()
 
     client = Client(
         nb,
@@ -562,12 +577,17 @@ def execute(
     )
 
     async def main() -> None:
+        nonlocal spare_timer
         t_ready = time.monotonic()
         km, kc = await _ready_kernel(first_km, kernel_name, cwd, settings.startup_timeout)
         print(f"── kernel {kernel_name}, {how}, ready in {time.monotonic() - t_ready:.2f} s ──", flush=True)
         if settings.warm and _more_to_come(settings):
-            # The next notebook of this worker finds its kernel booted, or booting.
-            threading.Thread(target=_add_spare, args=(kernel_name, cwd), daemon=True).start()
+            # The next notebook of this worker finds its kernel booted, or booting. It is
+            # launched once the first cell is done, or after SPARE_DELAY s: a first cell
+            # is mostly imports, CPU-bound, and a booting kernel would slow them down.
+            spare_timer = threading.Timer(SPARE_DELAY, launch_spare)
+            spare_timer.daemon = True
+            spare_timer.start()
         client.km, client.kc = km, kc
         client.owns_km = False  # we kill it below, at once: no graceful shutdown to wait for
         watchdog = None
