@@ -294,12 +294,9 @@ class NotebookRun(MapRun):
             return got
         return {"error": err.one_line(), "traceback": err.traceback}
 
-    @property
-    def df(self) -> pd.DataFrame:
-        """One row per notebook (x parameter set), in input order; see the class docstring."""
-        import pandas as pd
-
-        base = MapRun.df.fget(self)  # type: ignore[attr-defined]
+    def columns(self) -> dict[str, list[Any]]:
+        """The DataFrame's columns as plain lists (what :attr:`df` is made of; the command
+        line reports from it without importing pandas)."""
         rows: list[dict[str, Any]] = []
         recorded: dict[str, None] = {}
         for i, (notebook, params, output, _key) in enumerate(self.inputs):
@@ -317,7 +314,7 @@ class NotebookRun(MapRun):
                 "line": None if good else d.get("line"),
                 "source_line": None if good else d.get("source_line"),
                 "error": None if good else d.get("error"),
-                "duration_s": base["duration_s"].iloc[i],
+                "duration_s": self._engine.durations[i],
                 "attempts": self._engine.attempts[i],
                 "cells_run": d.get("cells_run"),
                 "cell_durations": {int(k): v for k, v in durations.items()} if durations else durations,
@@ -329,15 +326,27 @@ class NotebookRun(MapRun):
         for name in recorded:
             key = name if name not in columns else f"record.{name}"
             columns[key] = [r["_records"].get(name) for r in rows]
+        return columns
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The DataFrame's rows as plain dicts."""
+        cols = self.columns()
+        return [dict(zip(cols, values)) for values in zip(*cols.values())]
+
+    @property
+    def df(self) -> pd.DataFrame:
+        """One row per notebook (x parameter set), in input order; see the class docstring."""
+        import pandas as pd
+
         data: dict[str, Any] = {}
-        for key, values in columns.items():
+        for key, values in self.columns().items():
             if key == "duration_s":
                 data[key] = pd.Series(values, dtype="float64")
             elif any(v is None for v in values):  # None stays None (not NaN, ints stay ints)
                 data[key] = pd.Series(values, dtype=object)
             else:
                 data[key] = values
-        return pd.DataFrame(data, index=pd.RangeIndex(len(rows)))
+        return pd.DataFrame(data, index=pd.RangeIndex(len(self)))
 
     _rewrite = False  # write cached notebooks' stored copies to their output paths
     _written: set[int] | None = None

@@ -150,11 +150,11 @@ class LiveView:
         out: list[str] = []
         if self.live and self._drawn:
             out.append(f"\x1b[{self._drawn}F\x1b[J")  # back to the block's first line, clear below
-        df = None
+        rows = None
         for i in finished:
-            if df is None:
-                df = self.run.df
-            out.append(_finished_line(df.iloc[i], self.name(i)) + "\n")
+            if rows is None:
+                rows = self.run.rows()
+            out.append(_finished_line(rows[i], self.name(i)) + "\n")
         self._drawn = 0
         if self.live and not final:
             now = time.monotonic()
@@ -198,7 +198,7 @@ def _finished_line(row: Any, name: str) -> str:
     mark = {"succeeded": "✓", "cached": "✓", "failed": "✗", "aborted": "!", "cancelled": "⊘"}.get(
         row["status"], "?"
     )
-    dur = f"{row['duration_s']:.1f} s" if row["duration_s"] == row["duration_s"] else "-"
+    dur = f"{row['duration_s']:.1f} s" if row["duration_s"] is not None else "-"
     text = f"{mark} {row['status']:<9} {name}  ({dur})"
     if row["error"]:
         text += f"  {row['error']}"
@@ -228,9 +228,9 @@ def _gh_escape(text: str, prop: bool = False) -> str:
     return text.replace(":", "%3A").replace(",", "%2C") if prop else text
 
 
-def github(run: Any, df: Any, out: TextIO) -> None:
+def github(run: Any, rows: list[dict[str, Any]], out: TextIO) -> None:
     """``::error`` annotations at the failing lines, and a table in the job's summary."""
-    for _, row in df.iterrows():
+    for row in rows:
         if row["status"] != "failed":
             continue
         cell = row["cell"]
@@ -248,8 +248,8 @@ def github(run: Any, df: Any, out: TextIO) -> None:
             "| notebook | parameters | status | duration | cell | error |",
             "|---|---|---|---:|---:|---|",
         ]
-        for _, row in df.iterrows():
-            dur = f"{row['duration_s']:.1f} s" if row["duration_s"] == row["duration_s"] else ""
+        for row in rows:
+            dur = f"{row['duration_s']:.1f} s" if row["duration_s"] is not None else ""
             cell = "" if row["cell"] is None else str(row["cell"])
             err = html.escape(row["error"] or "", quote=False).replace("|", "\\|")
             params = html.escape(_short(row["parameters"]) if row["parameters"] else "", quote=False).replace(
@@ -260,14 +260,14 @@ def github(run: Any, df: Any, out: TextIO) -> None:
             f.write("\n".join(lines) + "\n")
 
 
-def junit(run: Any, df: Any, path: str | Path, cells: bool) -> None:
+def junit(run: Any, rows: list[dict[str, Any]], path: str | Path, cells: bool) -> None:
     """A JUnit XML report: a testcase per notebook (x parameters), and with ``cells`` one
     per code cell too (not run after a failure: skipped)."""
     import nbformat
 
     cases: list[str] = []
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-    for i, row in df.iterrows():
+    for i, row in enumerate(rows):
         name = label(run, i)
         d = run.details(i)
         body = ""
@@ -280,7 +280,7 @@ def junit(run: Any, df: Any, path: str | Path, cells: bool) -> None:
         elif row["status"] in ("aborted", "cancelled"):
             counts["skipped"] += 1
             body = f"<skipped message={quoteattr(row['error'] or row['status'])}/>"
-        dur = row["duration_s"] if row["duration_s"] == row["duration_s"] else 0.0
+        dur = row["duration_s"] if row["duration_s"] is not None else 0.0
         cases.append(
             f'    <testcase classname="mapnb.notebooks" name={quoteattr(name)} file={quoteattr(str(row["notebook"]))} '
             f'time="{dur:.3f}">{body}</testcase>'
@@ -319,8 +319,8 @@ def junit(run: Any, df: Any, path: str | Path, cells: bool) -> None:
     Path(path).write_text(xml, encoding="utf-8")
 
 
-def _report_failures(run: Any, df: Any, out: TextIO) -> None:
-    for i, row in df.iterrows():
+def _report_failures(run: Any, rows: list[dict[str, Any]], out: TextIO) -> None:
+    for i, row in enumerate(rows):
         if row["status"] != "failed":
             continue
         d = run.details(i)
@@ -381,12 +381,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "mapnb notebooks") -> in
         err.write(f"interrupted: {run!r}\n")
         return 130
     view.draw(final=True)
-    df = run.df
-    _report_failures(run, df, err)
+    rows = run.rows()  # (no pandas: a cached re-run would spend half its time importing it)
+    _report_failures(run, rows, err)
     if args.junit_xml:
-        junit(run, df, args.junit_xml, args.junit_cells)
+        junit(run, rows, args.junit_xml, args.junit_cells)
     if os.environ.get("GITHUB_ACTIONS") == "true":
-        github(run, df, sys.stdout)
+        github(run, rows, sys.stdout)
     c = run.counts
     ok = c["succeeded"] + c["cached"]
     parts = [f"{c[s]} {s}" for s in ("succeeded", "cached", "failed", "aborted", "cancelled") if c[s]]

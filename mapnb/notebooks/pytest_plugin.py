@@ -71,7 +71,7 @@ class _Runner:
         i = self.index[path]
         while not self.run.statuses[i].final:
             self.run.wait(0.1)
-        row = self.run.df.iloc[i]
+        row = self.run.rows()[i]
         return row["status"], self.run.details(i), row["duration_s"]
 
     def stop(self) -> None:
