@@ -44,12 +44,16 @@ def make_notebooks(folder: Path) -> list[Path]:
     return paths
 
 
-def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+def timed(cmd: list[str], cwd: Path, env: dict[str, str], check: bool = True) -> float:
     t0 = time.perf_counter()
     out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     took = time.perf_counter() - t0
-    if out.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    if out.returncode != 0 and not check:
+        print(f"  (exit code {out.returncode}: {(out.stdout + out.stderr).strip().splitlines()[-1:]})")
+    elif out.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        )
     return took
 
 
@@ -79,7 +83,18 @@ def main() -> None:
             mapnb_cmd = [py, "-m", "mapnb", "notebooks", *names, "--concurrency", str(C), "--no-live"]
             add("mapnb notebooks --concurrency 2", timed(mapnb_cmd, work, env))
             if have_nbmake:
-                nbmake = [py, "-m", "pytest", "--nbmake", "-n", str(C), "-q", "-p", "no:cacheprovider", *names]
+                nbmake = [
+                    py,
+                    "-m",
+                    "pytest",
+                    "--nbmake",
+                    "-n",
+                    str(C),
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    *names,
+                ]
                 add("pytest --nbmake -n 2", timed(nbmake, work, env))
             if not args.no_sequential and r == 0:  # ~1 min: once is enough
                 t0 = time.perf_counter()
@@ -90,14 +105,31 @@ def main() -> None:
             add("mapnb --cache, first run", timed(mapnb_cmd + ["--cache"], work, cache_env))
             add("mapnb --cache, unchanged re-run", timed(mapnb_cmd + ["--cache"], work, cache_env))
             if args.tutorials and r == 0:
-                tut = work / "tutorials"
-                shutil.copytree(ROOT / "notebooks", tut, ignore=shutil.ignore_patterns("execute.py", ".*"))
+                # In place (tutorial 05 reads ../examples/notebooks); mapnb writes to a scratch folder.
+                tut = ROOT / "notebooks"
                 tnames = sorted(p.name for p in tut.glob("*.ipynb"))
-                add("tutorials: mapnb notebooks --concurrency 2",
-                    timed([py, "-m", "mapnb", "notebooks", *tnames, "--concurrency", str(C), "--no-live"], tut, env))  # fmt: skip
+                tcmd = [py, "-m", "mapnb", "notebooks", *tnames, "--concurrency", str(C), "--no-live",
+                        "--output-dir", str(work / "executed-tutorials")]  # fmt: skip
+                add(
+                    f"tutorials ({len(tnames)}): mapnb notebooks --concurrency 2",
+                    timed(tcmd, tut, env, check=False),
+                )
                 if have_nbmake:
-                    add("tutorials: pytest --nbmake -n 2",
-                        timed([py, "-m", "pytest", "--nbmake", "-n", str(C), "-q", "-p", "no:cacheprovider", *tnames], tut, env))  # fmt: skip
+                    ncmd = [
+                        py,
+                        "-m",
+                        "pytest",
+                        "--nbmake",
+                        "-n",
+                        str(C),
+                        "-q",
+                        "-p",
+                        "no:cacheprovider",
+                        *tnames,
+                    ]
+                    add(
+                        f"tutorials ({len(tnames)}): pytest --nbmake -n 2", timed(ncmd, tut, env, check=False)
+                    )
         finally:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -152,9 +152,16 @@ def _take_spare(kernel_name: str) -> Any | None:
 
 
 def _add_spare(kernel_name: str, cwd: str) -> None:
+    from jupyter_client import KernelManager
+
     try:
+        if not KernelManager(kernel_name=kernel_name).ipykernel:
+            return  # only an IPython kernel can be moved to the next notebook's folder
         km = _launch(kernel_name, cwd)
     except Exception:  # noqa: BLE001 - a spare is an optimisation; the next item starts its own
+        return
+    if not km.ipykernel:  # only an IPython kernel can be moved to the next notebook's folder
+        kill_kernel(km)
         return
     km._mapnb_spare = True
     with _spares_lock:
@@ -262,6 +269,9 @@ def spool_kernels(names: list[str], cwd: str) -> tuple[str, list[Any]]:
         except Exception:  # noqa: BLE001 - an optimisation only: the item launches its own
             continue
         kms.append(km)
+        if not km.ipykernel:  # only an IPython kernel can be moved to its notebook's folder
+            kill_group(km)
+            continue
         entry = os.path.join(spool, f"{name}.{uuid.uuid4().hex}.json")
         with open(entry + ".tmp", "w", encoding="utf-8") as f:
             json.dump({"connection_file": km.connection_file, "pid": _kernel_pid(km)}, f)

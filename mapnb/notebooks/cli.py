@@ -352,7 +352,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "mapnb notebooks") -> in
         if args.address:
             from ..backends.dask import DaskBackend
 
-            backend = DaskBackend(address=args.address)
+            backend = DaskBackend.for_address(args.address)
         from . import run as run_notebooks
 
         with warnings.catch_warnings(record=True) as caught:
