@@ -45,6 +45,14 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def gone(pid: int, within: float = 20.0) -> bool:
+    """Whether process ``pid`` is gone within ``within`` seconds (a SIGKILL takes a moment)."""
+    deadline = time.monotonic() + within
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not pid_alive(pid)
+
+
 def test_failing_cell_records_durations_outputs_and_parameters(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_nb(
@@ -122,7 +130,7 @@ def test_timeouts_kill_the_kernel_say_which_cell_and_are_not_retried(tmp_path):
     assert b["status"] == "failed" and b["attempts"] == 1 and b["cell"] == 1
     assert "ran longer than timeout=4 s; this cell was running" in b["error"]
     kernels = [int(p) for p in pids.read_text().split()]
-    assert len(kernels) == 2 and not any(pid_alive(p) for p in kernels)
+    assert len(kernels) == 2 and all(gone(p) for p in kernels)
 
 
 def test_a_dead_kernel_is_retried_and_a_failed_start_is_retried_before_any_cell(tmp_path, monkeypatch):
@@ -386,3 +394,21 @@ def test_notebooks_run_on_the_dask_backend(tmp_path, dask_client):
     df = run.df
     assert df["status"].tolist() == ["succeeded", "succeeded"]
     assert df["pid"][0] != os.getpid() and (tmp_path / "out" / "d[k=2].ipynb").exists()
+
+
+def test_cancel_kills_the_kernels_of_running_notebooks_on_the_threads_backend(tmp_path):
+    pids = tmp_path / "pids"
+    nb = write_nb(
+        tmp_path / "long.ipynb",
+        f"import os, time\nopen({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n')",
+        "time.sleep(300)",
+    )
+    run = nbs.run(nb, backend="threads", wait=False, progress=False)
+    deadline = time.monotonic() + 120
+    while "cell 2/2" not in run.logs(0) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    run.cancel(wait=True, timeout=60)
+    assert run.done() and time.monotonic() - t0 < 30  # not the 300 s of the cell
+    assert run.statuses[0].value == "cancelled"
+    assert gone(int(pids.read_text().split()[0]))

@@ -80,6 +80,7 @@ def strip_ansi(text: str) -> str:
 # -- kernels: warm spares, started while the previous notebook runs ------------------------
 
 _spares: dict[str, list[Any]] = {}
+_active: dict[str | None, set[Any]] = {}  # run id -> kernels running its notebooks in this process
 _spares_lock = threading.Lock()
 _reaper: threading.Timer | None = None
 
@@ -177,6 +178,22 @@ def _schedule_reap() -> None:
         _reaper = threading.Timer(SPARE_IDLE, shutdown_spares)
         _reaper.daemon = True
         _reaper.start()
+
+
+def _run_id() -> str | None:
+    from ..context import current_context
+
+    return current_context().run_id
+
+
+def kill_running(run_id: str) -> int:
+    """Kill the kernels of run ``run_id``'s notebooks running in this process (the threads
+    and sequential backends cannot stop an item; killing its kernel ends it). Returns how many."""
+    with _spares_lock:
+        kms = list(_active.pop(run_id, ()))
+    for km in kms:
+        kill_group(km)
+    return len(kms)
 
 
 def shutdown_spares() -> None:
@@ -599,6 +616,9 @@ def execute(
             spare_timer.daemon = True
             spare_timer.start()
         client.km, client.kc = km, kc
+        run_id = _run_id()
+        with _spares_lock:
+            _active.setdefault(run_id, set()).add(km)
         client.owns_km = False  # we kill it below, at once: no graceful shutdown to wait for
         watchdog = None
         if settings.timeout:
@@ -628,6 +648,8 @@ def execute(
             # The notebook is done with it, whatever happened. Reaping it and removing its
             # files need not hold up the item.
             kill_group(km)
+            with _spares_lock:
+                _active.get(run_id, set()).discard(km)
             threading.Thread(target=kill_kernel, args=(km,), daemon=True).start()
 
     failure: dict[str, Any] | None = None

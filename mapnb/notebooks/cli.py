@@ -61,7 +61,9 @@ def build_parser(prog: str = "mapnb notebooks") -> argparse.ArgumentParser:
     r.add_argument("--min-success-ratio", type=float, metavar="R",
                    help="succeed when this share of notebooks succeeds (default: all; given, the run "
                    "stops once it cannot be met)")  # fmt: skip
-    r.add_argument("--backend", default="local", help="mapnb backend (default: local)")
+    r.add_argument("--backend", default="threads",
+                   help="mapnb backend (default: threads: each notebook runs in a kernel process of its own "
+                   "anyway, driven from a thread of this command; 'local' drives each from a worker process)")  # fmt: skip
     r.add_argument("--address", help="run on the Dask scheduler at ADDR")
     r.add_argument(
         "--no-warm", action="store_true", help="do not start the next kernel while a notebook runs"
