@@ -412,3 +412,17 @@ def test_cancel_kills_the_kernels_of_running_notebooks_on_the_threads_backend(tm
     assert run.done() and time.monotonic() - t0 < 30  # not the 300 s of the cell
     assert run.statuses[0].value == "cancelled"
     assert gone(int(pids.read_text().split()[0]))
+
+
+def test_recover_reruns_only_the_notebooks_that_did_not_succeed(tmp_path):
+    runs, ready = tmp_path / "runs", tmp_path / "ready"
+    good = write_nb(tmp_path / "good.ipynb", f"open({str(runs)!r}, 'a').write('g')")
+    flaky = write_nb(
+        tmp_path / "flaky.ipynb", f"import os\nassert os.path.exists({str(ready)!r}), 'not ready'"
+    )
+    run = nbs.run([good, flaky], progress=False)
+    assert run.df["status"].tolist() == ["succeeded", "failed"]
+    ready.touch()
+    again = nbs.recover(run.id, progress=False)
+    assert again.id == run.id and again.df["status"].tolist() == ["succeeded", "succeeded"]
+    assert runs.read_text() == "g"  # the good notebook was not executed again
