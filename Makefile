@@ -58,6 +58,7 @@ bench: $(VENV)/.installed-bench chromium  ## mapnb against its peers, side by si
 	$(PY) benchmarks/dask_backend.py
 	$(PY) benchmarks/cache.py
 	$(PY) benchmarks/flyte_side_by_side.py
+	$(PY) benchmarks/notebooks.py
 	$(PY) benchmarks/readme.py
 
 notebooks: $(VENV)/.installed-test  ## re-execute the tutorials in place, outputs and widget state saved
