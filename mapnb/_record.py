@@ -62,11 +62,12 @@ def record(name: str, value: Any) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"record() needs a non-empty string name; got {name!r}")
     ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None  # type: ignore[attr-defined]
+    shell = ipython.get_ipython() if ipython is not None else None
     kernel = shell is not None and getattr(shell, "kernel", None) is not None
     if not kernel:
         _here[name] = value
         return
+    bundle: dict[str, Any]
     try:
         bundle = {MIME: {"name": name, "value": _jsonable(value)}}
     except (TypeError, ValueError):

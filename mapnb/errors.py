@@ -60,6 +60,12 @@ NOT_RETRIED = frozenset({"NonRecoverableError"})
 """Exception class names that end an item whatever its retries (Flyte 2's opt-out)."""
 
 
+class NotRetried(Exception):
+    """Raise this (or a subclass) in an item to fail it at once, whatever its ``retries``:
+    the failure is the item's own and another attempt cannot help (mapnb.notebooks raises
+    it for a cell that raised)."""
+
+
 class ErrorKind(str, enum.Enum):
     """What kind of failure an :class:`ItemError` is. ``str``, so ``kind == "timeout"`` holds."""
 
@@ -90,12 +96,15 @@ class ItemError:
         One line that says what happened.
     traceback : str
         The item's own traceback, without mapnb's frames ("" when there is none).
+    final : bool
+        The item raised :class:`NotRetried`: it is not retried.
     """
 
     kind: ErrorKind
     type: str
     message: str
     traceback: str = ""
+    final: bool = False  # the item raised NotRetried: no other attempt
 
     def __post_init__(self) -> None:
         if type(self.kind) is not ErrorKind:
@@ -104,8 +113,9 @@ class ItemError:
     @property
     def retryable(self) -> bool:
         """Whether another attempt may help: not for an exception that says it will not
-        (Flyte 2's ``flyte.errors.NonRecoverableError``, as Flyte itself treats it)."""
-        return not (self.kind is ErrorKind.EXCEPTION and self.type in NOT_RETRIED)
+        (:class:`NotRetried`, or Flyte 2's ``flyte.errors.NonRecoverableError``, as Flyte
+        itself treats it)."""
+        return not (self.final or (self.kind is ErrorKind.EXCEPTION and self.type in NOT_RETRIED))
 
     def one_line(self) -> str:
         """``Type: message`` on a single line, as shown in the ``error`` column."""

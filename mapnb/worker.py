@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from .errors import ErrorKind, ItemError
+from .errors import ErrorKind, ItemError, NotRetried
 from .logs import BoundedText
 from .protocol import LOG, Ended, Finished, Item, Log, Retiring, Started
 
@@ -116,7 +116,8 @@ def exception_error(exc: BaseException) -> ItemError:
     while tb is not None and tb.tb_next is not None and _ours(tb.tb_frame.f_globals):
         tb = tb.tb_next
     text = "".join(traceback.format_exception(type(exc), exc, tb))
-    return ItemError(ErrorKind.EXCEPTION, type(exc).__qualname__, str(exc), text)
+    final = isinstance(exc, NotRetried)
+    return ItemError(ErrorKind.EXCEPTION, type(exc).__qualname__, str(exc), text, final=final)
 
 
 def memory_error(spec: Any, cause: ItemError | None = None) -> ItemError:

@@ -314,16 +314,13 @@ def test_pytest_plugin_runs_notebooks_as_tests_and_is_inert_without_its_option(t
     write_nb(tmp_path / "good.ipynb", "print('fine')")
     write_nb(tmp_path / "bad.ipynb", "x = 1", "assert x == 2, 'x is not 2'")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-p",
-        "mapnb.notebooks.pytest_plugin",
-        "-p",
-        "no:cacheprovider",
-        "-q",
-    ]
+    from importlib.metadata import entry_points
+
+    # Installed (pip install), pytest loads the plugin from its pytest11 entry point; from a
+    # bare source tree it is named on the command line (naming it twice is an error).
+    installed = any(ep.value == "mapnb.notebooks.pytest_plugin" for ep in entry_points(group="pytest11"))
+    load = [] if installed else ["-p", "mapnb.notebooks.pytest_plugin"]
+    cmd = [sys.executable, "-m", "pytest", *load, "-p", "no:cacheprovider", "-q"]
     out = subprocess.run([*cmd, "--mapnb-notebooks", "--mapnb-concurrency", "2", str(tmp_path)],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 1, out.stdout + out.stderr

@@ -23,15 +23,15 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidMapError, MapTaskError, RemoteError, RunInterrupted
-from ..events import Event, ItemFinished, RunFinished, Status
+from ..events import Event, ItemFinished, RunFinished, RunStatus, Status
 from ..run import MapRun
 from . import _params
-from ._execute import KernelDiedError, KernelStartError, NonRecoverableError, Settings, details_of, kernel_of
+from ._execute import CellError, KernelDiedError, KernelStartError, Settings, details_of, kernel_of
 from ._params import ParameterWarning, parse_value
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "KernelDiedError",
     "KernelStartError",
-    "NonRecoverableError",
+    "CellError",
     "NotebookRun",
     "ParameterWarning",
     "find",
@@ -69,48 +69,44 @@ def find(
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     skip = {Path(e).resolve() for e in exclude}
+
+    def kept(p: Path) -> bool:
+        r = p.resolve()
+        return r not in skip and not any(s in r.parents for s in skip)
+
     found: dict[Path, None] = {}
-
-    def add(p: Path) -> None:
-        if p.resolve() not in skip and not any(s in p.resolve().parents for s in skip):
-            found.setdefault(p, None)
-
     for raw in paths:
-        text = os.fspath(raw)
-        if glob.has_magic(text):
-            hits = sorted(Path(h) for h in glob.glob(text, recursive=True) if h.endswith(".ipynb"))
-            if not hits:
-                raise InvalidMapError(f"paths: the pattern {text!r} matches no notebook")
-            for h in hits:
-                add(h)
-            continue
-        p = Path(text)
-        if p.is_dir():
-            hits = sorted(
-                q for q in p.rglob("*.ipynb")
-                if not any(part in _SKIP_DIRS or part.startswith(".") for part in q.relative_to(p).parts[:-1])
-            )  # fmt: skip
-            hits = [
-                q for q in hits if q.resolve() not in skip and not any(s in q.resolve().parents for s in skip)
-            ]
-            if not hits:
-                raise InvalidMapError(f"paths: the folder {text!r} holds no notebook (*.ipynb)")
-            for h in hits:
-                add(h)
-        elif p.is_file():
-            if p.suffix != ".ipynb":
-                raise InvalidMapError(
-                    f"paths: {text!r} is not a notebook; give .ipynb files, folders or patterns"
-                )
-            add(p)
-        else:
-            raise InvalidMapError(f"paths: {text!r} does not exist")
+        for p in _notebooks_of(os.fspath(raw), kept):
+            found.setdefault(p, None)
     if not found:
         raise InvalidMapError("paths: no notebooks given")
     return list(found)
 
 
-class _Node(dict):  # type: ignore[type-arg]
+def _notebooks_of(text: str, kept: Callable[[Path], bool]) -> list[Path]:
+    """The notebooks one path names (a pattern, a folder or a file), sorted."""
+    if glob.has_magic(text):
+        hits = sorted(Path(h) for h in glob.glob(text, recursive=True) if h.endswith(".ipynb"))
+        if not hits:
+            raise InvalidMapError(f"paths: the pattern {text!r} matches no notebook")
+        return [h for h in hits if kept(h)]
+    p = Path(text)
+    if p.is_dir():
+        hits = [
+            q for q in sorted(p.rglob("*.ipynb"))
+            if kept(q) and not any(part in _SKIP_DIRS or part.startswith(".") for part in q.relative_to(p).parts[:-1])
+        ]  # fmt: skip
+        if not hits:
+            raise InvalidMapError(f"paths: the folder {text!r} holds no notebook (*.ipynb)")
+        return hits
+    if p.is_file():
+        if p.suffix != ".ipynb":
+            raise InvalidMapError(f"paths: {text!r} is not a notebook; give .ipynb files, folders or patterns")
+        return [p] if kept(p) else []
+    raise InvalidMapError(f"paths: {text!r} does not exist")
+
+
+class _Node(dict[str, Any]):
     """A notebook read as plain JSON, with nbformat's attribute access (``nb.cells``)."""
 
     def __getattr__(self, name: str) -> Any:
@@ -249,15 +245,15 @@ class NotebookRun(MapRun):
         return run  # type: ignore[return-value]
 
     def _enough(self) -> bool:
-        ok = sum(s in (Status.SUCCEEDED, Status.CACHED) for s in self._engine.status)
+        ok = sum(s in (Status.SUCCEEDED, Status.CACHED) for s in self.view.status)
         return ok >= math.ceil(len(self) * self._ratio - 1e-9)
 
     @property
-    def state(self) -> str:
+    def state(self) -> RunStatus:
         """``"running"``, ``"succeeded"``, ``"failed"`` or ``"cancelled"``: failed when fewer
         notebooks succeeded than ``min_success_ratio`` asks (by default, any failed)."""
         s = MapRun.state.fget(self)  # type: ignore[attr-defined]
-        return "failed" if s == "succeeded" and not self._enough() else s
+        return RunStatus.FAILED if s is RunStatus.SUCCEEDED and not self._enough() else s
 
     def exception(self) -> MapTaskError | None:
         """The error :meth:`result` would raise for a finished run, else None."""
@@ -274,7 +270,7 @@ class NotebookRun(MapRun):
             f"First failure: {self.inputs[i][0]} {self.inputs[i][1] or ''}: {d.get('error')}"
         )
         exc = MapTaskError(msg, self, i)
-        err = self._engine.errors[i]
+        err = self.view.errors[i]
         if err is not None and err.traceback:
             exc.__cause__ = RemoteError(d.get("traceback") or err.traceback)
         return exc
@@ -282,11 +278,11 @@ class NotebookRun(MapRun):
     def details(self, index: int) -> dict[str, Any]:
         """What is known of notebook ``index``: its summary, or its failure's details
         (cell, line, source, traceback, per-cell durations, records)."""
-        status = self._engine.status[index]
+        status = self.view.status[index]
         if status in (Status.SUCCEEDED, Status.CACHED):
-            out = self._engine.outputs[index]
+            out = self.view.outputs[index]
             return dict(out) if isinstance(out, Mapping) else {}
-        err = self._engine.errors[index]
+        err = self.view.errors[index]
         if err is None:
             return {}
         got = details_of(err.message)
@@ -301,7 +297,7 @@ class NotebookRun(MapRun):
         recorded: dict[str, None] = {}
         for i, (notebook, params, output, _key) in enumerate(self.inputs):
             d = self.details(i)
-            status = self._engine.status[i]
+            status = self.view.status[i]
             good = status in (Status.SUCCEEDED, Status.CACHED)
             records = d.get("records") or {}
             recorded.update(dict.fromkeys(records))
@@ -309,13 +305,13 @@ class NotebookRun(MapRun):
             rows.append({
                 "notebook": notebook,
                 "parameters": params,
-                "status": status.value,
+                "status": status._value_,
                 "cell": None if good else d.get("cell"),
                 "line": None if good else d.get("line"),
                 "source_line": None if good else d.get("source_line"),
                 "error": None if good else d.get("error"),
-                "duration_s": self._engine.durations[i],
-                "attempts": self._engine.attempts[i],
+                "duration_s": self.view.durations[i],
+                "attempts": self.view.attempts[i],
                 "cells_run": d.get("cells_run"),
                 "cell_durations": {int(k): v for k, v in durations.items()} if durations else durations,
                 "output": output,
@@ -353,7 +349,7 @@ class NotebookRun(MapRun):
         where mapnb cannot kill the item itself (the threads and sequential backends)."""
         from ._execute import kill_running
 
-        self._engine.cancel()
+        self._engine.cancel()  # (control: the run's engine)
         kill_running(self.id)
         MapRun.cancel(self, wait=wait, timeout=timeout)
 
@@ -378,9 +374,9 @@ class NotebookRun(MapRun):
             if self._written is None:
                 self._written = set()
             for i in indices:
-                if i in self._written or self._engine.status[i] is not Status.CACHED:
+                if i in self._written or self.view.status[i] is not Status.CACHED:
                     continue
-                out, target = self._engine.outputs[i], self.inputs[i][2]
+                out, target = self.view.outputs[i], self.inputs[i][2]
                 text = out.get("notebook_json") if isinstance(out, Mapping) else None
                 if target and text:
                     _write_text(target, text)
@@ -390,7 +386,7 @@ class NotebookRun(MapRun):
         """The indices of the notebooks that did not succeed (failed, aborted, cancelled)."""
         return [
             i
-            for i, s in enumerate(self._engine.status)
+            for i, s in enumerate(self.view.status)
             if s.final and s not in (Status.SUCCEEDED, Status.CACHED)
         ]
 
@@ -511,27 +507,11 @@ def run(
         not raise here (``run.result()`` does).
     """
     from ..api import map_task
-    from ..spec import check_int
 
-    if output_dir is not None and not isinstance(output_dir, (str, os.PathLike)):
-        raise InvalidMapError(f"output_dir must be a path; got {output_dir!r}")
-    for name, value in (
-        ("timeout", timeout),
-        ("cell_timeout", cell_timeout),
-        ("startup_timeout", startup_timeout),
-    ):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
-        ):
-            raise InvalidMapError(f"{name} must be a positive number of seconds; got {value!r}")
-    check_int("retries", retries, minimum=0)
-    if kernel is not None and (not isinstance(kernel, str) or not kernel):
-        raise InvalidMapError(f"kernel must be a kernel name such as 'python3'; got {kernel!r}")
+    _check_options(output_dir, timeout, cell_timeout, startup_timeout, retries, kernel)
     out_dir = Path(output_dir) if output_dir is not None else None
     files = find(paths, exclude=[out_dir] if out_dir is not None else ())
     sets = _param_sets(parameters, product)
-    swept = list(product or {})
-    kernels = _installed_kernels()
     shared = ""
     if cache:
         from ._cache import depends_hash, packages_hash
@@ -539,41 +519,7 @@ def run(
         shared = depends_hash(depends) + packages_hash(lock_file)
     elif depends or lock_file is not None:
         raise InvalidMapError("depends and lock_file are part of the cache key: they need cache=True")
-
-    resolved = [f.resolve() for f in files]
-    outside = Path(os.path.commonpath([str(r.parent) for r in resolved])) if resolved else None
-    names: list[str] = []
-    params_list: list[dict[str, Any]] = []
-    outputs: list[str | None] = []
-    keys: list[str] = []
-    for path in files:
-        nb = _read(path)
-        name = kernel_of(nb, kernel)
-        if name not in kernels:
-            where = "given as kernel" if kernel else f"named in {path}'s metadata"
-            raise InvalidMapError(
-                f"kernel {name!r} ({where}) is not installed; installed: {', '.join(sorted(kernels)) or 'none'}. "
-                "Install it, or pick one with kernel=... (--kernel)"
-            )
-        if any(sets[0]) and (kernels[name].language or "").lower() != "python":
-            raise InvalidMapError(
-                f"{path}: parameters can only be injected into Python notebooks; kernel {name!r} runs "
-                f"{kernels[name].language}"
-            )
-        shown = _display(path)
-        _params.check_against(nb, sets[0], shown)
-        for params in sets:
-            names.append(shown)
-            params_list.append(params)
-            outputs.append(
-                _output_path(out_dir, shown, params, swept, outside) if out_dir is not None else None
-            )
-            if cache:
-                from ._cache import notebook_key
-
-                keys.append(notebook_key(nb, name, params, shared)[:16])
-            else:
-                keys.append("")
+    names, params_list, outputs, keys = _items(files, sets, list(product or {}), kernel, out_dir, cache, shared)
 
     from ..backends import get_backend
 
@@ -582,24 +528,7 @@ def run(
         kernel=kernel, cell_timeout=cell_timeout, timeout=timeout, startup_timeout=startup_timeout,
         keep_notebook=cache, warm=warm and len(names) > slots, items=len(names), slots=slots,
     )  # fmt: skip
-    spooled: list[Any] = []
-    # (Not with the cache: its hits need no kernel, and it is not known here which hit.)
-    if (
-        settings.warm
-        and not cache
-        and isinstance(backend, str)
-        and backend in ("local", "threads", "sequential")
-    ):
-        # The first notebooks' kernels boot here while the worker pool starts; each item
-        # claims one (later ones find a kernel their worker started while it was busy).
-        from ._execute import spool_kernels
-
-        first = [
-            kernel_of(_read(files[min(k // len(sets), len(files) - 1)]), kernel)
-            for k in range(min(slots, len(names)))
-        ]
-        spool, spooled = spool_kernels(first, os.getcwd())
-        settings = dataclasses.replace(settings, spool=spool)
+    settings, spooled = _spool(settings, cache, backend, files, sets, kernel, names, slots)
     from ._execute import execute
 
     fn: Any = functools.partial(execute, settings=settings)
@@ -626,14 +555,102 @@ def run(
     return nrun
 
 
+def _check_options(
+    output_dir: Any, timeout: Any, cell_timeout: Any, startup_timeout: Any, retries: Any, kernel: Any
+) -> None:
+    """Clear errors, before anything runs, for run()'s options."""
+    from ..spec import check_int
+
+    if output_dir is not None and not isinstance(output_dir, (str, os.PathLike)):
+        raise InvalidMapError(f"output_dir must be a path; got {output_dir!r}")
+    for name, value in (("timeout", timeout), ("cell_timeout", cell_timeout), ("startup_timeout", startup_timeout)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise InvalidMapError(f"{name} must be a positive number of seconds; got {value!r}")
+    check_int("retries", retries, minimum=0)
+    if kernel is not None and (not isinstance(kernel, str) or not kernel):
+        raise InvalidMapError(f"kernel must be a kernel name such as 'python3'; got {kernel!r}")
+
+
+def _check_kernel(path: Path, nb: Any, name: str, kernel: str | None, kernels: dict[str, Any], params: bool) -> None:
+    """The notebook's kernel is installed, and can take parameters when there are some."""
+    if name not in kernels:
+        where = "given as kernel" if kernel else f"named in {path}'s metadata"
+        raise InvalidMapError(
+            f"kernel {name!r} ({where}) is not installed; installed: {', '.join(sorted(kernels)) or 'none'}. "
+            "Install it, or pick one with kernel=... (--kernel)"
+        )
+    if params and (kernels[name].language or "").lower() != "python":
+        raise InvalidMapError(
+            f"{path}: parameters can only be injected into Python notebooks; kernel {name!r} runs "
+            f"{kernels[name].language}"
+        )
+
+
+def _items(
+    files: list[Path],
+    sets: list[dict[str, Any]],
+    swept: list[str],
+    kernel: str | None,
+    out_dir: Path | None,
+    cache: bool,
+    shared: str,
+) -> tuple[list[str], list[dict[str, Any]], list[str | None], list[str]]:
+    """The run's items, notebook x parameter set: names, parameters, output paths, cache keys.
+    Every notebook is checked (kernel, declared parameters) before anything runs."""
+    kernels = _installed_kernels()
+    resolved = [f.resolve() for f in files]
+    outside = Path(os.path.commonpath([str(r.parent) for r in resolved])) if resolved else None
+    names: list[str] = []
+    params_list: list[dict[str, Any]] = []
+    outputs: list[str | None] = []
+    keys: list[str] = []
+    for path in files:
+        nb = _read(path)
+        name = kernel_of(nb, kernel)
+        _check_kernel(path, nb, name, kernel, kernels, any(sets[0]))
+        shown = _display(path)
+        _params.check_against(nb, sets[0], shown)
+        for params in sets:
+            names.append(shown)
+            params_list.append(params)
+            outputs.append(_output_path(out_dir, shown, params, swept, outside) if out_dir is not None else None)
+            if cache:
+                from ._cache import notebook_key
+
+                keys.append(notebook_key(nb, name, params, shared)[:16])
+            else:
+                keys.append("")
+    return names, params_list, outputs, keys
+
+
+def _spool(
+    settings: Settings,
+    cache: bool,
+    backend: Any,
+    files: list[Path],
+    sets: list[dict[str, Any]],
+    kernel: str | None,
+    names: list[str],
+    slots: int,
+) -> tuple[Settings, list[Any]]:
+    """The first notebooks' kernels, booting here while the worker pool starts; each item
+    claims one (later ones find a kernel their worker started while it was busy). Not with
+    the cache: its hits need no kernel, and it is not known here which will hit."""
+    if not settings.warm or cache or not (isinstance(backend, str) and backend in ("local", "threads", "sequential")):
+        return settings, []
+    from ._execute import spool_kernels
+
+    first = [kernel_of(_read(files[min(k // len(sets), len(files) - 1)]), kernel) for k in range(min(slots, len(names)))]
+    spool, spooled = spool_kernels(first, os.getcwd())
+    return dataclasses.replace(settings, spool=spool), spooled
+
+
 START_FACTOR = 3  # kernel start attempts, in the backstop timeout
 
 
 def _block(run: NotebookRun, progress: bool | None) -> None:
-    from ..progress import show_progress
-
     try:
-        show_progress(run, progress)
+        run.show_until_done(progress)
     except (KeyboardInterrupt, SystemExit):
         run.cancel(wait=True)
         raise RunInterrupted(run) from None

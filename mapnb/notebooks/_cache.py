@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ def _file_digest(h: Any, path: Path) -> None:
             h.update(chunk)
 
 
-def depends_hash(paths: Iterable[str | Path]) -> str:
+def depends_hash(paths: Iterable[str | os.PathLike[str]]) -> str:
     """One hash of the contents of files and folders (recursively, names included)."""
     h = hashlib.sha256()
     for raw in sorted(str(p) for p in paths):
@@ -45,7 +46,7 @@ def depends_hash(paths: Iterable[str | Path]) -> str:
     return h.hexdigest()
 
 
-def packages_hash(lock_file: str | Path | None = None) -> str:
+def packages_hash(lock_file: str | os.PathLike[str] | None = None) -> str:
     """The installed packages (name==version of every distribution, like ``pip freeze``),
     or the contents of ``lock_file`` when one is named."""
     h = hashlib.sha256()

@@ -13,8 +13,8 @@ process of the local pool, a thread, a Dask worker) and
 - writes the executed notebook (a banner at the failing cell, as papermill does) and
   returns a summary, or raises.
 
-Cell failures raise :class:`NonRecoverableError` (mapnb's engine never retries an error
-of that name, after Flyte 2's), so ``retries`` apply only to infrastructure failures:
+Cell failures raise :class:`CellError`, a :class:`mapnb.errors.NotRetried` (the engine
+never retries it), so ``retries`` apply only to infrastructure failures:
 :class:`KernelStartError` and :class:`KernelDiedError`.
 """
 
@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import NotRetried
 from . import _params
 
 MARK = "[mapnb.notebooks] "  # the last line of a failure's message: its details, as JSON
@@ -58,11 +59,8 @@ class Settings:
     slots: int = 1  # how many run at once: no warm kernel for the last ones, nobody would use it
 
 
-class NonRecoverableError(Exception):
-    """A notebook failed on its own: a cell raised, or ran out of time. Retrying cannot help.
-
-    The name is the one mapnb's engine does not retry (as Flyte 2 treats it).
-    """
+class CellError(NotRetried):
+    """A notebook failed on its own: a cell raised, or ran out of time. Retrying cannot help."""
 
 
 class KernelStartError(RuntimeError):
@@ -343,33 +341,43 @@ async def _wait_ready(km: Any, kc: Any, timeout: float) -> None:
     before that, a cell's output would be lost), as ``wait_for_ready`` does, without its
     final wait for 0.2 s of silence on IOPub, a fifth of a second per notebook: what is
     left there is drained at once (nbclient reads only the messages of its own cells)."""
-    from queue import Empty
-
     deadline = time.monotonic() + timeout
     while True:
-        msg_id = kc.kernel_info()
-        replied = False
-        try:
-            while not replied:
-                reply = await kc.get_shell_msg(timeout=0.5)
-                replied = reply["parent_header"].get("msg_id") == msg_id
-        except Empty:
-            pass
-        if replied:
-            try:
-                await kc.get_iopub_msg(timeout=0.5)
-            except Empty:
-                pass  # IOPub not connected yet: ask again
-            else:
-                while True:
-                    try:
-                        await kc.get_iopub_msg(timeout=0)
-                    except Empty:
-                        return
+        if await _kernel_info_replied(kc) and await _iopub_connected(kc):
+            return
         if not km.is_alive():
             raise RuntimeError("the kernel died before replying to kernel_info")
         if time.monotonic() > deadline:
             raise TimeoutError(f"the kernel did not answer within {timeout:g} s")
+
+
+async def _kernel_info_replied(kc: Any) -> bool:
+    """Ask for kernel_info; whether the reply came within half a second."""
+    from queue import Empty
+
+    msg_id = kc.kernel_info()
+    try:
+        while True:
+            reply = await kc.get_shell_msg(timeout=0.5)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return True
+    except Empty:
+        return False
+
+
+async def _iopub_connected(kc: Any) -> bool:
+    """Whether a message arrives on IOPub within half a second (then drain what is there)."""
+    from queue import Empty
+
+    try:
+        await kc.get_iopub_msg(timeout=0.5)
+    except Empty:
+        return False  # IOPub not connected yet: ask again
+    while True:
+        try:
+            await kc.get_iopub_msg(timeout=0)
+        except Empty:
+            return True
 
 
 async def _silent(kc: Any, code: str) -> None:
@@ -397,14 +405,14 @@ def _location(cell_source: str, traceback_lines: list[str], execution_count: Any
     """The line of the failing cell that raised, from IPython's traceback ("Cell In[3], line 2")."""
     found = None
     for raw in traceback_lines:
-        for m in re.finditer(r"Cell In\s*\[(\d*)\],\s*line (\d+)", strip_ansi(raw)):
-            if str(m.group(1)) in ("", str(execution_count)):
-                found = int(m.group(2))
+        for cell_at in re.finditer(r"Cell In\s*\[(\d*)\],\s*line (\d+)", strip_ansi(raw)):
+            if str(cell_at.group(1)) in ("", str(execution_count)):
+                found = int(cell_at.group(2))
     if found is None:  # a SyntaxError says "line N" in its message
         for raw in traceback_lines:
-            m = re.search(r'File "?<?[^,]*>?"?, line (\d+)', strip_ansi(raw))
-            if m:
-                found = int(m.group(1))
+            file_at = re.search(r'File "?<?[^,]*>?"?, line (\d+)', strip_ansi(raw))
+            if file_at:
+                found = int(file_at.group(1))
     n = len(cell_source.splitlines())
     if found is not None and not 1 <= found <= max(n, 1):
         return None
@@ -512,130 +520,146 @@ def execute(
     ``key`` is the notebook's content hash: unused here, it is what mapnb's cache keys on.
     """
     del key
-    path = Path(notebook)
-    cwd = str(path.parent.resolve())
-    text = path.read_text(encoding="utf-8")
-    kernel_name = kernel_of(json.loads(text), settings.kernel)
-    # The kernel boots while nbformat and nbclient are imported (~1 s in a fresh worker).
-    how = "started now"
-    try:
-        first_km: Any = _acquire(kernel_name, cwd, settings.spool)
-        how = (
-            "started ahead"
-            if isinstance(first_km, ForeignKernel) or getattr(first_km, "_mapnb_spare", False)
-            else "started now"
-        )
-    except Exception as e:  # noqa: BLE001 - retried by _ready_kernel below
-        print(
-            f"kernel {kernel_name} failed to launch ({type(e).__name__}: {e}); trying again", file=sys.stderr
-        )
-        first_km = None
-    _import_nbclient()
-    import nbformat
+    return _Execution(notebook, parameters, output, settings).run()
 
-    nb = nbformat.reads(text, as_version=4)
-    nb = _params.inject(nb, parameters)
-    # Cell indices are reported as in the file the user edits: without the injected cell.
-    injected_at = next(
-        (i for i, c in enumerate(nb.cells) if _params.INJECTED_TAG in c.get("metadata", {}).get("tags", [])),
-        None,
-    )
 
-    def original(i: int) -> int | None:
-        if injected_at is None or i < injected_at:
+_FAILURES: dict[str, str] = {
+    "cell-timeout": "the cell ran longer than cell_timeout={cell_timeout:g} s and was killed",
+    "timeout": "the notebook ran longer than timeout={timeout:g} s; this cell was running and was killed",
+    "died": "the kernel died while this cell ran (out of memory? a crash in native code?)",
+}
+
+
+class _Execution:
+    """One notebook in one kernel: what the steps and nbclient's callbacks share."""
+
+    def __init__(self, notebook: str, parameters: dict[str, Any], output: str | None, settings: Settings) -> None:
+        self.settings, self.output = settings, output
+        path = Path(notebook)
+        self.cwd = str(path.parent.resolve())
+        text = path.read_text(encoding="utf-8")
+        self.kernel_name = kernel_of(json.loads(text), settings.kernel)
+        # The kernel boots while nbformat and nbclient are imported (~1 s in a fresh worker).
+        self.first_km, self.how = self._launch_first()
+        _import_nbclient()
+        import nbformat
+
+        self.nbformat = nbformat
+        self.nb = _params.inject(nbformat.reads(text, as_version=4), parameters)
+        # Cell indices are reported as in the file the user edits: without the injected cell.
+        self.injected_at = next(
+            (i for i, c in enumerate(self.nb.cells) if _params.INJECTED_TAG in c.get("metadata", {}).get("tags", [])),
+            None,
+        )
+        self.code = [i for i, c in enumerate(self.nb.cells) if c.cell_type == "code" and c.source.strip()]
+        self.total = sum(1 for i in self.code if self.original(i) is not None)
+        self.cell: int | None = None  # the index of the cell running (in self.nb)
+        self.k = 0  # how many of the user's code cells have started
+        self.t0: float | None = None  # when the running cell started
+        self.why: str | None = None  # "timeout" once the notebook's timeout killed the kernel
+        self.durations: dict[int, float] = {}
+        self.started = time.monotonic()
+        self.elapsed = 0.0
+        self._spare_lock = threading.Lock()
+        self._spare_launched = False
+        self._spare_timer: threading.Timer | None = None
+
+    def _launch_first(self) -> tuple[Any, str]:
+        try:
+            km = _acquire(self.kernel_name, self.cwd, self.settings.spool)
+        except Exception as e:  # noqa: BLE001 - retried by _ready_kernel
+            print(f"kernel {self.kernel_name} failed to launch ({type(e).__name__}: {e}); trying again", file=sys.stderr)
+            return None, "started now"
+        ahead = isinstance(km, ForeignKernel) or getattr(km, "_mapnb_spare", False)
+        return km, "started ahead" if ahead else "started now"
+
+    def original(self, i: int) -> int | None:
+        """Cell ``i`` of the executed notebook as numbered in the user's file (None: injected)."""
+        if self.injected_at is None or i < self.injected_at:
             return i
-        return None if i == injected_at else i - 1
+        return None if i == self.injected_at else i - 1
 
-    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
-    total = sum(1 for i in code if original(i) is not None)
-    state: dict[str, Any] = {"cell": None, "k": 0, "t0": None, "why": None}
-    durations: dict[int, float] = {}
-    started = time.monotonic()
+    # -- nbclient's callbacks (the kernel's thread of events) ------------------------------
 
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-
-    class Client(NotebookClient):
-        def output(self, outs: Any, msg: Any, display_id: Any, cell_index: int) -> Any:
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":  # the item's log follows the running cell's output
-                (sys.stderr if content.get("name") == "stderr" else sys.stdout).write(content.get("text", ""))
-            elif kind == "error":
-                sys.stderr.write(strip_ansi("\n".join(content.get("traceback", []))) + "\n")
-            return super().output(outs, msg, display_id, cell_index)
-
-    def on_execute(cell: Any, cell_index: int) -> None:
-        state["cell"], state["t0"] = cell_index, time.monotonic()
-        if original(cell_index) is None:
+    def on_execute(self, cell: Any, cell_index: int) -> None:
+        self.cell, self.t0 = cell_index, time.monotonic()
+        if self.original(cell_index) is None:
             print("── injected parameters ──", flush=True)
             return
-        state["k"] += 1
+        self.k += 1
         # "cell k/N": the code cells of the notebook as written; the CLI's live view reads it.
-        print(f"── cell {state['k']}/{total} ──", flush=True)
+        print(f"── cell {self.k}/{self.total} ──", flush=True)
 
-    def on_executed(cell: Any, cell_index: int, execute_reply: Any) -> None:
-        if state["t0"] is not None and original(cell_index) is not None:
-            durations[original(cell_index)] = round(time.monotonic() - state["t0"], 6)  # type: ignore[index]
-            if spare_timer is not None:
-                spare_timer.cancel()
-                launch_spare()
+    def on_executed(self, cell: Any, cell_index: int, execute_reply: Any) -> None:
+        orig = self.original(cell_index)
+        if self.t0 is not None and orig is not None:
+            self.durations[orig] = round(time.monotonic() - self.t0, 6)
+            if self._spare_timer is not None:
+                self._spare_timer.cancel()
+                self._launch_spare()
 
-    spare_lock = threading.Lock()
-    spare_launched: list[bool] = []
-    spare_timer: threading.Timer | None = None
-
-    def launch_spare() -> None:
-        with spare_lock:
-            if spare_launched:
+    def _launch_spare(self) -> None:
+        with self._spare_lock:
+            if self._spare_launched:
                 return
-            spare_launched.append(True)
-        threading.Thread(target=_add_spare, args=(kernel_name, cwd), daemon=True).start()
+            self._spare_launched = True
+        threading.Thread(target=_add_spare, args=(self.kernel_name, self.cwd), daemon=True).start()
 
-    client = Client(
-        nb,
-        timeout=settings.cell_timeout,
-        kernel_name=kernel_name,
-        allow_errors=False,
-        interrupt_on_timeout=False,
-        resources={"metadata": {"path": cwd}},
-        on_cell_execute=on_execute,
-        on_cell_executed=on_executed,
-        record_timing=True,
-    )
+    # -- running ---------------------------------------------------------------------------
 
-    async def main() -> None:
-        nonlocal spare_timer
+    def run(self) -> dict[str, Any]:
+        failure = self._execute()
+        self.elapsed = time.monotonic() - self.started
+        summary = self._summary()
+        if failure is None:
+            if self.output:
+                _write(self.nb, self.output)
+            if self.settings.keep_notebook:
+                summary["notebook_json"] = self.nbformat.writes(self.nb)
+            return summary
+        self._fail(failure, summary)
+        raise AssertionError("unreachable")  # _fail raises
+
+    def _execute(self) -> dict[str, Any] | None:
+        """Run every cell; None, or what went wrong (its kind, and a cell's exception)."""
+        from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+        s = self.settings
+        client = _client_class()(
+            self.nb, timeout=s.cell_timeout, kernel_name=self.kernel_name, allow_errors=False,
+            interrupt_on_timeout=False, resources={"metadata": {"path": self.cwd}},
+            on_cell_execute=self.on_execute, on_cell_executed=self.on_executed, record_timing=True,
+        )  # fmt: skip
+        try:
+            _run_coroutine(self._main(client))
+        except CellExecutionError as e:
+            return {"kind": "error", "ename": e.ename, "evalue": e.evalue}
+        except CellTimeoutError:
+            return {"kind": "cell-timeout"}
+        except DeadKernelError:
+            return {"kind": "timeout" if self.why == "timeout" else "died"}
+        finally:
+            if s.warm:
+                _schedule_reap()
+        return None
+
+    async def _main(self, client: Any) -> None:
         t_ready = time.monotonic()
-        km, kc = await _ready_kernel(first_km, kernel_name, cwd, settings.startup_timeout)
-        print(f"── kernel {kernel_name}, {how}, ready in {time.monotonic() - t_ready:.2f} s ──", flush=True)
-        if settings.warm and _more_to_come(settings):
+        km, kc = await _ready_kernel(self.first_km, self.kernel_name, self.cwd, self.settings.startup_timeout)
+        print(f"── kernel {self.kernel_name}, {self.how}, ready in {time.monotonic() - t_ready:.2f} s ──", flush=True)
+        if self.settings.warm and _more_to_come(self.settings):
             # The next notebook of this worker finds its kernel booted, or booting. It is
             # launched once the first cell is done, or after SPARE_DELAY s: a first cell
             # is mostly imports, CPU-bound, and a booting kernel would slow them down.
-            spare_timer = threading.Timer(SPARE_DELAY, launch_spare)
-            spare_timer.daemon = True
-            spare_timer.start()
+            self._spare_timer = threading.Timer(SPARE_DELAY, self._launch_spare)
+            self._spare_timer.daemon = True
+            self._spare_timer.start()
         client.km, client.kc = km, kc
         run_id = _run_id()
         with _spares_lock:
             _active.setdefault(run_id, set()).add(km)
         client.owns_km = False  # we kill it below, at once: no graceful shutdown to wait for
-        watchdog = None
-        if settings.timeout:
-
-            def expire() -> None:
-                state["why"] = "timeout"
-                pid = _kernel_pid(km)
-                if pid is not None:
-                    try:
-                        os.killpg(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-
-            # The clock starts with the first cell: a slow kernel start has startup_timeout.
-            watchdog = threading.Timer(settings.timeout, expire)
-            watchdog.daemon = True
-            watchdog.start()
+        watchdog = self._watchdog(km)
         try:
             await client.async_execute()
         finally:
@@ -652,92 +676,108 @@ def execute(
                 _active.get(run_id, set()).discard(km)
             threading.Thread(target=kill_kernel, args=(km,), daemon=True).start()
 
-    failure: dict[str, Any] | None = None
-    error: BaseException | None = None
-    try:
-        _run_coroutine(main())
-    except CellExecutionError as e:
-        failure = {"kind": "error", "ename": e.ename, "evalue": e.evalue}
-        error = e
-    except CellTimeoutError as e:
-        failure = {"kind": "cell-timeout"}
-        error = e
-    except DeadKernelError as e:
-        failure = {"kind": "timeout" if state["why"] == "timeout" else "died"}
-        error = e
-    finally:
-        if settings.warm:
-            _schedule_reap()
-    elapsed = time.monotonic() - started
-    records = records_of(nb)
-    summary: dict[str, Any] = {
-        "kernel": kernel_name,
-        "cells_run": sum(1 for i in code if original(i) is not None and (original(i) in durations)),
-        "cells_total": sum(1 for i in code if original(i) is not None),
-        "cell_durations": {str(k): v for k, v in durations.items()},
-        "records": records,
-    }
-    if failure is None:
-        if output:
-            _write(nb, output)
-        if settings.keep_notebook:
-            summary["notebook_json"] = nbformat.writes(nb)
-        return summary
+    def _watchdog(self, km: Any) -> threading.Timer | None:
+        """The notebook's timeout: it kills the kernel's process group (the clock starts
+        with the first cell: a slow kernel start has startup_timeout)."""
+        if not self.settings.timeout:
+            return None
 
-    cell_index = state["cell"]
-    cell = nb.cells[cell_index] if cell_index is not None else None
-    source = cell.source if cell is not None else ""
-    line = None
-    tb_text = ""
-    if failure["kind"] == "error":
-        tb_lines = []
+        def expire() -> None:
+            self.why = "timeout"
+            pid = _kernel_pid(km)
+            if pid is not None:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+        watchdog = threading.Timer(self.settings.timeout, expire)
+        watchdog.daemon = True
+        watchdog.start()
+        return watchdog
+
+    # -- the outcome ---------------------------------------------------------------------
+
+    def _summary(self) -> dict[str, Any]:
+        mine = [i for i in self.code if self.original(i) is not None]
+        return {
+            "kernel": self.kernel_name,
+            "cells_run": sum(1 for i in mine if self.original(i) in self.durations),
+            "cells_total": len(mine),
+            "cell_durations": {str(k): v for k, v in self.durations.items()},
+            "records": records_of(self.nb),
+        }
+
+    def _what(self, failure: dict[str, Any], cell: Any, source: str) -> tuple[int | None, str, str]:
+        """The failing line (if known), the traceback and one line saying what happened."""
+        if failure["kind"] != "error":
+            what = _FAILURES[failure["kind"]].format(cell_timeout=self.settings.cell_timeout or 0,
+                                                     timeout=self.settings.timeout or 0)  # fmt: skip
+            return None, "", what
+        tb_lines: list[str] = []
         for out in cell.get("outputs", []) if cell is not None else []:
             if out.get("output_type") == "error":
                 tb_lines = out.get("traceback", [])
         line = _location(source, tb_lines, cell.get("execution_count") if cell is not None else None)
-        tb_text = strip_ansi("\n".join(tb_lines))
-        what = f"{failure['ename']}: {failure['evalue']}".rstrip(": ")
-    elif failure["kind"] == "cell-timeout":
-        what = f"the cell ran longer than cell_timeout={settings.cell_timeout:g} s and was killed"
-    elif failure["kind"] == "timeout":
-        what = f"the notebook ran longer than timeout={settings.timeout:g} s; this cell was running and was killed"
-    else:
-        what = "the kernel died while this cell ran (out of memory? a crash in native code?)"
-    orig = original(cell_index) if cell_index is not None else None
-    where = (
-        "the injected parameters"
-        if cell_index is not None and orig is None
-        else (f"cell {orig}" if orig is not None else "before the first cell")
-    )
-    if line:
-        where += f", line {line}"
-    lines = source.splitlines()
-    source_line = lines[line - 1] if line and line <= len(lines) else None
-    if failure["kind"] in ("timeout", "cell-timeout") and cell_index is not None:
-        durations[orig if orig is not None else -1] = round(time.monotonic() - (state["t0"] or started), 6)
-        summary["cell_durations"] = {str(k): v for k, v in durations.items()}
-        summary["cells_run"] = len(durations)
-    details = {
-        **summary,
-        "kind": failure["kind"],
-        "cell": orig,
-        "line": line,
-        "source_line": source_line,
-        "error": f"{where}: {what}",
-        "cell_source": source,
-        "traceback": tb_text,
-        "elapsed": elapsed,
-    }
-    if cell_index is not None:
-        nb.cells.insert(cell_index, _banner(orig if orig is not None else cell_index, line, what))
-    if output:
-        _write(nb, output)
-    if failure["kind"] == "died":
-        raise KernelDiedError(f"{where}: {what}") from None
-    numbered = "\n".join(f"{'>' if i == line else ' '} {i:>3} | {text}" for i, text in enumerate(lines, 1))
-    message = f"{where}: {what}\n\n{numbered}\n\n{tb_text}\n{MARK}{json.dumps(details, default=repr)}"
-    del error
-    raise NonRecoverableError(message) from None
+        return line, strip_ansi("\n".join(tb_lines)), f"{failure['ename']}: {failure['evalue']}".rstrip(": ")
+
+    def _where(self, cell_index: int | None, line: int | None) -> str:
+        orig = self.original(cell_index) if cell_index is not None else None
+        if cell_index is not None and orig is None:
+            where = "the injected parameters"
+        else:
+            where = f"cell {orig}" if orig is not None else "before the first cell"
+        return f"{where}, line {line}" if line else where
+
+    def _fail(self, failure: dict[str, Any], summary: dict[str, Any]) -> None:
+        """Write the notebook with a banner at the failing cell; raise what the item fails with."""
+        cell_index = self.cell
+        cell = self.nb.cells[cell_index] if cell_index is not None else None
+        source = cell.source if cell is not None else ""
+        line, tb_text, what = self._what(failure, cell, source)
+        orig = self.original(cell_index) if cell_index is not None else None
+        where = self._where(cell_index, line)
+        lines = source.splitlines()
+        source_line = lines[line - 1] if line and line <= len(lines) else None
+        if failure["kind"] in ("timeout", "cell-timeout") and cell_index is not None:
+            self.durations[orig if orig is not None else -1] = round(time.monotonic() - (self.t0 or self.started), 6)
+            summary["cell_durations"] = {str(k): v for k, v in self.durations.items()}
+            summary["cells_run"] = len(self.durations)
+        details = {
+            **summary, "kind": failure["kind"], "cell": orig, "line": line, "source_line": source_line,
+            "error": f"{where}: {what}", "cell_source": source, "traceback": tb_text, "elapsed": self.elapsed,
+        }  # fmt: skip
+        if cell_index is not None:
+            self.nb.cells.insert(cell_index, _banner(orig if orig is not None else cell_index, line, what))
+        if self.output:
+            _write(self.nb, self.output)
+        if failure["kind"] == "died":
+            raise KernelDiedError(f"{where}: {what}") from None
+        numbered = "\n".join(f"{'>' if i == line else ' '} {i:>3} | {text}" for i, text in enumerate(lines, 1))
+        raise CellError(f"{where}: {what}\n\n{numbered}\n\n{tb_text}\n{MARK}{json.dumps(details, default=repr)}")
+
+
+_CLIENT: list[type] = []
+
+
+def _client_class() -> type:
+    """nbclient's NotebookClient, made once (nbclient is imported late: it is slow to
+    import), whose outputs also go to the item's log as they come."""
+    if not _CLIENT:
+        from nbclient import NotebookClient
+
+        class Client(NotebookClient):
+            def output(self, outs: Any, msg: Any, display_id: Any, cell_index: int) -> Any:
+                kind, content = msg["msg_type"], msg["content"]
+                if kind == "stream":  # the item's log follows the running cell's output
+                    stream = sys.stderr if content.get("name") == "stderr" else sys.stdout
+                    stream.write(content.get("text", ""))
+                elif kind == "error":
+                    sys.stderr.write(strip_ansi("\n".join(content.get("traceback", []))) + "\n")
+                return super().output(outs, msg, display_id, cell_index)
+
+        _CLIENT.append(Client)
+    return _CLIENT[0]
 
 
 def details_of(message: str) -> dict[str, Any] | None:

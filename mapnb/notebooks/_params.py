@@ -48,7 +48,9 @@ def split_values(text: str) -> list[str]:
     >>> split_values("0.1,[1, 2],'a,b'")
     ['0.1', '[1, 2]', "'a,b'"]
     """
-    parts, buf, depth, quote = [], [], 0, ""
+    parts: list[str] = []
+    buf: list[str] = []
+    depth, quote = 0, ""
     for ch in text:
         if quote:
             quote = "" if ch == quote else quote
