@@ -186,6 +186,7 @@ class Engine:
             METRICS: self._on_metrics,
         }  # fmt: skip
         self._prune = options.prune
+        st.prune_metric = options.prune.metric if options.prune is not None else ""
         self._at_step: dict[int, dict[int, float]] = {}  # step -> {item: its pruning metric}
         for i, (output, attempts, duration) in (recovered or {}).items():  # from an earlier life
             st.outputs[i], st.attempts[i], st.durations[i] = output, attempts, duration

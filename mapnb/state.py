@@ -64,6 +64,7 @@ class RunState:
         self.metric_attempt = [0] * n
         self.metric_names: dict[str, None] = {}  # every name reported, in order of appearance
         self.pruned_why: list[str | None] = [None] * n
+        self.prune_metric = ""  # the metric map_task(prune=...) watches ("": no pruning)
         self.counts: dict[Status, int] = dict.fromkeys(Status, 0)
         self.counts[Status.QUEUED] = n
         self.lifecycle = RunStatus.RUNNING
@@ -246,6 +247,11 @@ class RunView:
         newest 1,000 steps), in the order the steps were first reported."""
         history = self._s.history[i]
         return list(history.copy().items()) if history is not None else []
+
+    @property
+    def prune_metric(self) -> str:
+        """The metric the run's pruner watches ("" without ``prune=``)."""
+        return self._s.prune_metric
 
     @property
     def pruned_why(self) -> Sequence[str | None]:

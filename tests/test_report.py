@@ -217,3 +217,32 @@ def test_a_sweep_where_half_the_items_are_pruned(backend, tmp_path):
     assert df["loss"].tolist() == [1 / 6] * 3 + [10 / 3] * 3  # the last value each reported (pruned: at step 2)
     assert df["metric.lr"].tolist() == df["lr"].tolist()  # a metric named like an input
     assert run.retry_failed() == 0  # pruned is not failed
+
+
+# -- the grid: pruned status, the panel's metrics -------------------------------------------
+
+
+def test_the_grid_shows_pruned_items_and_the_panels_metrics(tmp_path):
+    from mapnb.jupyter.grid import CODES, COLORS, GLYPHS, TEXT_ON, GridModel, render_html, sparkline_svg
+    from mapnb.jupyter.widget import _detail_html
+
+    assert CODES[Status.PRUNED] == "p" and "pruned" in COLORS and "pruned" in TEXT_ON and GLYPHS["pruned"]
+    prune = mapnb.MedianStopping("loss", grace=2, min_items=3)
+    mt = mapnb.map_task(report_tasks.train, backend="threads", concurrency=3, progress=False, prune=prune)
+    run = mt.submit(quality=["good"] * 3 + ["bad"], lr=[0.1, 0.2, 0.3, 0.4], folder=[str(tmp_path)] * 4)
+    assert run.wait(180) and run.statuses[3] is Status.PRUNED
+    model = GridModel(run)
+    first = model.changes()
+    assert first["statuses"].endswith("p") and first["counts"]["pruned"] == 1
+    model.selected = 3
+    d = model.changes()["detail"]
+    assert d["status"] == "pruned" and d["pruned"].startswith("pruned at step 2: loss") and d["error"] == ""
+    m = d["metrics"]
+    assert m["chosen"] == "loss" and m["steps"] == 3 and [k for k, _ in m["last"]] == ["loss", "lr"]
+    assert m["spark"].startswith("<svg") and "<polyline" in m["spark"] and "script" not in m["spark"]
+    core = _detail_html(d)
+    assert "<svg" in core and "pruned at step 2" in core and "metrics (last)" in core
+    page = render_html(model.snapshot())
+    assert "pruned 1" in page and COLORS["pruned"] in page
+    assert sparkline_svg([]) == "" and sparkline_svg([(0, math.nan)]) == ""
+    assert sparkline_svg([(s, float(s)) for s in range(5000)]).count(" ") < 400  # thinned to <= 200 points
