@@ -21,6 +21,7 @@ writers.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import itertools
 import logging
@@ -187,7 +188,8 @@ class Engine:
         }  # fmt: skip
         self._prune = options.prune
         st.prune_metric = options.prune.metric if options.prune is not None else ""
-        self._at_step: dict[int, dict[int, float]] = {}  # step -> {item: its pruning metric}
+        # step -> ({item: its pruning metric}, the same values sorted, NaN left out)
+        self._at_step: dict[int, tuple[dict[int, float], list[float]]] = {}
         for i, (output, attempts, duration) in (recovered or {}).items():  # from an earlier life
             st.outputs[i], st.attempts[i], st.durations[i] = output, attempts, duration
             st.set(i, Status.SUCCEEDED)
@@ -398,7 +400,10 @@ class Engine:
 
     def _judge(self, i: int, steps: list[tuple[int, dict[str, float]]]) -> tuple[int, str] | None:
         """Ask the pruner about each step item ``i`` reported: the first one it is pruned
-        at (its position in ``steps``, and why), or None."""
+        at (its position in ``steps``, and why), or None.
+
+        Per step the items' values are kept in a dict and, sorted, in a list: the median
+        of the others then costs a bisection, however many items the sweep has."""
         pruner = self._prune
         assert pruner is not None
         name, table = pruner.metric, self._at_step
@@ -406,9 +411,17 @@ class Engine:
             value = values.get(name)
             if value is None:
                 continue
-            at = table.setdefault(step, {})
-            at[i] = value
-            why = pruner.judge(step, value, [v for j, v in at.items() if j != i])
+            at = table.get(step)
+            if at is None:
+                at = table[step] = ({}, [])
+            by_item, ordered = at
+            old = by_item.get(i)
+            if old is not None and not math.isnan(old):  # the same step again: its value moves
+                del ordered[bisect.bisect_left(ordered, old)]
+            why = pruner.judge_sorted(step, value, ordered)
+            by_item[i] = value
+            if not math.isnan(value):
+                bisect.insort(ordered, value)
             if why is not None:
                 return k, why
         return None

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from .errors import InvalidMapError
 
@@ -66,12 +65,15 @@ class MedianStopping:
     def judge(self, step: int, value: float, others: Collection[float]) -> str | None:
         """Why an item whose ``metric`` is ``value`` at ``step`` should stop, given the
         other items' values at that step; None to let it go on."""
-        if step < self.grace:
+        return self.judge_sorted(step, value, sorted(v for v in others if not math.isnan(v)))
+
+    def judge_sorted(self, step: int, value: float, others: Sequence[float]) -> str | None:
+        """:meth:`judge` with the others' values sorted, without NaN (the engine keeps them
+        so, per step: a large sweep's median then costs nothing)."""
+        if step < self.grace or len(others) < self.min_items:
             return None
-        known = [v for v in others if not math.isnan(v)]
-        if len(known) < self.min_items:
-            return None
-        median = statistics.median(known)
+        k = len(others)
+        median = others[k // 2] if k % 2 else (others[k // 2 - 1] + others[k // 2]) / 2
         if math.isnan(value):
             return f"pruned at step {step}: {self.metric} is NaN (median {median:.4g})"
         if self.mode == "min" and value > median:
@@ -79,7 +81,6 @@ class MedianStopping:
         if self.mode == "max" and value < median:
             return f"pruned at step {step}: {self.metric} {value:.4g} < median {median:.4g}"
         return None
-
 
 Pruner = MedianStopping
 """What ``map_task(prune=...)`` takes."""
