@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import queue
 import threading
 import time
@@ -249,8 +250,9 @@ class MapRun:
         import pandas as pd
 
         n = self.view.n
-        if isinstance(index, bool) or not isinstance(index, int):
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
             raise TypeError(f"run.metrics(index): index must be an int, got {index!r}")
+        index = int(index)
         if not -n <= index < n:
             raise IndexError(f"item index {index} out of range for a run of {n} items")
         history = self.view.metric_history(index % n)

@@ -256,3 +256,20 @@ def test_the_grid_shows_pruned_items_and_the_panels_metrics(tmp_path):
     assert "pruned 1" in page and COLORS["pruned"] in page
     assert sparkline_svg([]) == "" and sparkline_svg([(0, math.nan)]) == ""
     assert sparkline_svg([(s, float(s)) for s in range(5000)]).count(" ") < 400  # thinned to <= 200 points
+
+
+def test_a_retried_item_starts_a_new_history_and_late_metrics_are_ignored():
+    b = Scripted()
+    eng = make(1, b, retries=1)
+    task, report = b.next()
+    boom = mapnb.ItemError("exception", "ValueError", "boom")
+    report([started(task, 0), metrics(task, 0, (0, 1.0), (1, 0.9)), (FINISHED, task.id, 0, 1, False, boom, 0.0, 0.0)])
+    report([(ENDED, task.id, None, False)])
+    again, report2 = b.next()
+    assert eng.view.metric_history(0) == [(0, {"loss": 1.0}), (1, {"loss": 0.9})]
+    report([metrics(task, 0, (2, 0.8))])  # attempt 1 is settled: ignored
+    report2([(METRICS, again.id, 0, 2, [(0, {"loss": 0.7, "acc": 0.1})]), (METRICS, again.id, 0, 2, [(0, {"acc": 0.2})])])
+    report2([ok(again, 0), (ENDED, again.id, None, False)])
+    assert eng.done.wait(10)
+    assert eng.view.metric_history(0) == [(0, {"loss": 0.7, "acc": 0.2})]  # a step reported again: merged
+    assert eng.view.last_metrics[0] == {"loss": 0.7, "acc": 0.2} and eng.view.metric_names == ["loss", "acc"]
