@@ -211,6 +211,17 @@ def test_a_tight_loop_of_reports_does_not_flood_the_caller(backend):
 def test_a_sweep_where_half_the_items_are_pruned(backend, tmp_path):
     """Three good items (identical curves) and three bad ones; the bad ones are pruned at
     step 2 (grace) against the good ones' median; the run succeeds."""
+    _sweep(backend, tmp_path)
+
+
+@pytest.mark.timeout(300)
+def test_a_sweep_on_the_sequential_backend_prunes_too(tmp_path):
+    """Items run in the engine's thread: the pruned ones run to their end, their results
+    are ignored, and the items of their task that ran after them still count."""
+    _sweep("sequential", tmp_path)
+
+
+def _sweep(backend: str, tmp_path) -> None:
     prune = mapnb.MedianStopping("loss", mode="min", grace=2, min_items=3)
     # concurrency 2: a bad item waiting for the good ones never holds the slot one needs
     mt = mapnb.map_task(report_tasks.train, backend=backend, concurrency=2, progress=False, prune=prune)
