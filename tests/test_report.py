@@ -284,3 +284,20 @@ def test_a_retried_item_starts_a_new_history_and_late_metrics_are_ignored():
     assert eng.done.wait(10)
     assert eng.view.metric_history(0) == [(0, {"loss": 0.7, "acc": 0.2})]  # a step reported again: merged
     assert eng.view.last_metrics[0] == {"loss": 0.7, "acc": 0.2} and eng.view.metric_names == ["loss", "acc"]
+
+
+def test_pruned_cells_in_the_static_picture_pass_aa_and_differ_beyond_hue():
+    from mapnb.jupyter.grid import COLORS, TEXT_ON, contrast, render_html
+
+    from .test_contrast import AA, parse
+
+    assert contrast(parse(COLORS["pruned"])[:3], parse(TEXT_ON["pruned"])[:3]) >= AA
+    sheet = {"y": {"name": "a", "labels": ["1", "2"]}, "x": {"name": "b", "labels": ["3"]}}
+    snap = {"run_id": "r", "title": "t", "n": 2, "statuses": "ps", "state": "succeeded",
+            "counts": {"succeeded": 1, "pruned": 1}, "elapsed": 1.0, "sheet": sheet,
+            "heat_field": "", "heat": [], "heat_scale": {}}  # fmt: skip
+    html = render_html(snap)
+    assert f"background:{COLORS['pruned']};color:{TEXT_ON['pruned']}\">\u2702 pruned 1" in html  # the chip
+    assert ">\u2702</td>" in html  # the sheet's cell carries the glyph
+    plain = render_html({**snap, "sheet": {}})
+    assert "box-shadow:inset 0 -4px 0" in plain  # a square: a cut across it

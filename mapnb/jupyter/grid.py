@@ -634,6 +634,8 @@ def _square_style(status: str, by_value: bool = False) -> str:
     if status in ("failed", "aborted", "cancelled"):
         dark = "#{:02x}{:02x}{:02x}".format(*(round(0.75 * int(bg[k : k + 2], 16)) for k in (1, 3, 5)))
         return f"background:repeating-linear-gradient(45deg,{bg} 0 3px,{dark} 3px 5px)"
+    if status == "pruned" and not by_value:  # a square too small for its glyph: a cut across it
+        return f"background:{bg};box-shadow:inset 0 -4px 0 {TEXT_ON[status]}"
     return f"background:{bg}"
 
 
