@@ -137,7 +137,9 @@ class MapRun:
             msg = f"run {self.id} of {self.name} was cancelled: {self._progress()}"
             i = err = None
         else:
-            msg = f"{self.name}: {v.succeeded()} of {v.n} items succeeded, {v.need} needed (min_success_ratio)"
+            pruned = v.counts[Status.PRUNED]
+            also = f" (+{pruned} pruned, which count)" if pruned else ""
+            msg = f"{self.name}: {v.succeeded()} of {v.n} items succeeded{also}, {v.need} needed (min_success_ratio)"
             if i is not None and err is not None:
                 where = ", ".join(f"{n}={short_repr(x)}" for n, x in zip(self.names, self.inputs[i]))
                 msg += (

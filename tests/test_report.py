@@ -301,3 +301,18 @@ def test_pruned_cells_in_the_static_picture_pass_aa_and_differ_beyond_hue():
     assert ">\u2702</td>" in html  # the sheet's cell carries the glyph
     plain = render_html({**snap, "sheet": {}})
     assert "box-shadow:inset 0 -4px 0" in plain  # a square: a cut across it
+
+
+def test_a_failed_runs_error_counts_the_pruned_items():
+    b = Scripted()
+    eng = make(3, b, concurrency=3, min_success_ratio=1.0, prune=mapnb.MedianStopping("loss", grace=0, min_items=1))
+    (t0, r0), (t1, r1), (t2, r2) = b.next(), b.next(), b.next()
+    r0([started(t0, 0), metrics(t0, 0, (0, 1.0)), ok(t0, 0), (ENDED, t0.id, None, False)])
+    r1([started(t1, 1), metrics(t1, 1, (0, 3.0))])  # pruned
+    boom = mapnb.ItemError("exception", "ValueError", "boom")
+    r2([started(t2, 2), (FINISHED, t2.id, 2, 1, False, boom, 0.0, 0.0), (ENDED, t2.id, None, False)])
+    assert eng.done.wait(10) and eng.view.lifecycle is RunStatus.FAILED
+    from mapnb.run import MapRun
+
+    err = MapRun(eng, "train").exception()
+    assert err is not None and "1 of 3 items succeeded (+1 pruned, which count), 3 needed" in str(err)
