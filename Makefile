@@ -47,13 +47,19 @@ chromium:
 	  else echo "note: no $(CHROMIUM) and no root to install it; the browser tests will skip"; fi; \
 	fi
 
-bench: $(VENV)/.installed-bench  ## mapnb against its peers, side by side (see README)
-	$(PY) benchmarks/run.py
+# Every benchmark writes benchmarks/results/*.json; readme.py then rewrites the README's
+# tables from them. A quick check of the pipeline (noisy numbers, no 1,000,000-item run):
+#   make bench MAPNB_BENCH_REPEAT=1 QUICK=1
+bench: $(VENV)/.installed-bench chromium  ## mapnb against its peers, side by side; rewrites the README's tables
+	$(PY) benchmarks/run.py $(if $(QUICK),--quick)
 	$(PY) benchmarks/widget.py
+	$(PY) benchmarks/grid_render.py
 	$(PY) benchmarks/busy_kernel.py
 	$(PY) benchmarks/dask_backend.py
 	$(PY) benchmarks/cache.py
 	$(PY) benchmarks/flyte_side_by_side.py
+	$(PY) benchmarks/notebooks.py
+	$(PY) benchmarks/readme.py
 
 notebooks: $(VENV)/.installed-test  ## re-execute the tutorials in place, outputs and widget state saved
 	$(PY) notebooks/execute.py notebooks/*.ipynb

@@ -11,7 +11,8 @@ measured over the run, in three set-ups:
 - ``idle``: the kernel doing nothing for as long, for scale.
 
 Target: the grid's interactivity costs the kernel < 2% of a core. ``--python`` runs the
-kernel with another interpreter (e.g. a venv with ipykernel 6).
+kernel with another interpreter (e.g. a venv with ipykernel 6). Results:
+``benchmarks/results/busy_kernel.json`` (table ``busy_kernel``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from pathlib import Path
 import psutil
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
 
 CELL = "%%map_task --concurrency 2 x=range(4)\nimport time\ntime.sleep(5)\nx"
 IDLE = "import time\ntime.sleep(10)"
@@ -71,14 +75,24 @@ def measure(python: str, widget: str, code: str, busy: str = "on") -> tuple[floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--python", default=sys.executable, help="the kernel's interpreter")
+    ap.add_argument("--out", type=Path, default=_common.RESULTS)
     args = ap.parse_args()
     grid, version = measure(args.python, "anywidget", CELL)
     still, _ = measure(args.python, "anywidget", CELL, busy="off")
     off, _ = measure(args.python, "off", CELL)
     idle, _ = measure(args.python, "anywidget", IDLE)
-    print(f"busy kernel (ipykernel {version}): kernel CPU during a 10 s blocking run")
-    print(f"  grid {grid:.2f}%   grid, not interactive {still:.2f}%   no grid {off:.2f}%   idle {idle:.2f}%")
-    print(f"  interactivity during the blocking run: {grid - still:+.2f}% of a core (target < 2%)")
+    text = "\n".join(
+        [
+            f"Kernel CPU during a 10 s blocking `%%map_task` run, % of a core (ipykernel {version}):",
+            "",
+            "| grid | grid, not interactive | no grid | idle kernel | interactivity (grid - not interactive) |",
+            "|---|---|---|---|---|",
+            f"| {grid:.2f}% | {still:.2f}% | {off:.2f}% | {idle:.2f}% | {grid - still:+.2f}% (target < 2%) |",
+        ]
+    )
+    print(text)
+    data = {"ipykernel": version, "grid": grid, "not_interactive": still, "no_grid": off, "idle": idle}
+    _common.write("busy_kernel", {"busy_kernel": text}, data, args.out)
 
 
 if __name__ == "__main__":

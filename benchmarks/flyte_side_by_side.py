@@ -20,7 +20,8 @@ Contenders for F1 and F2:
 
 Numbers are medians of ``--repeat`` runs (Flyte's own serial local runs of F2 run once:
 20 s by construction), each after a warm-up run (worker processes started, flytekit and
-flyte imported in them). Ratios are measured in the same run.
+flyte imported in them). Ratios are measured in the same run. Results:
+``benchmarks/results/flyte.json``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import _common  # noqa: E402
 import flyte  # noqa: E402
 import flytekit  # noqa: E402
 
@@ -120,7 +122,9 @@ def flytekit_local(task: Callable) -> Callable[[int, int], list]:
 
 def mapnb_flytekit(task: Callable) -> Callable[[int, int], list]:
     def run(n: int, c: int) -> list:  # the same kind of object flytekit runs above
-        return mapnb_outputs(mapnb.map_task(flytekit.map_task(task, concurrency=c), progress=False), list(range(n)))
+        return mapnb_outputs(
+            mapnb.map_task(flytekit.map_task(task, concurrency=c), progress=False), list(range(n))
+        )
 
     return run
 
@@ -149,8 +153,8 @@ def timed(run: Callable[[int, int], list], n: int, c: int, expect: list) -> floa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "flyte.md")
+    ap.add_argument("--repeat", type=int, default=_common.repeat(3))
+    ap.add_argument("--out", type=Path, default=_common.RESULTS)
     args = ap.parse_args()
     r = args.repeat
 
@@ -231,11 +235,21 @@ def main() -> None:
     ]
     for name, v in per_s.items():
         lines.append(f"| {name} | {v:,.0f} | {plain / v:.2f}x |")
-    text = "\n".join(lines)
+    head = (
+        f"flytekit {flytekit.__version__}, Flyte 2 (`flyte`) {flyte.__version__}; medians of {r} after a"
+        " warm-up run (Flyte's own runs of F2: once):"
+    )
+    text = head + "\n\n" + "\n".join(lines)
     print("\n" + text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    print(f"\n(written to {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out})")
+    data = {
+        "repeat": r,
+        "flytekit": flytekit.__version__,
+        "flyte": flyte.__version__,
+        "rows": rows,
+        "f3": per_s,
+    }
+    path = _common.write("flyte", {"flyte": text}, data, args.out)
+    print(f"\n(written to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,25 @@ Every number is the median of ``--repeat`` runs; ratios are against
 ``concurrent.futures.ProcessPoolExecutor`` measured in the same run. mapnb runs with its
 defaults: per-item status events and log capture are on. The serial loop and flytekit run
 W2 once (they take 20 s by construction).
+
+W1' (mapnb only), steady state: 20,000 / 200,000 / 1,000,000 trivial items end to end, from
+the call to the DataFrame built (``mapnb.map_task(trivial, concurrency=2,
+progress=False)(x=xs)``), items/s, next to W1's 2,000. Each run is a fresh interpreter
+(``--steady-child N``) that warms its pool with 2,000 items, builds the inputs, then
+measures the caller's memory from the kernel's own accounts (/proc/self/status): ``rss0``,
+the resident set with the pool warm and the inputs built; the peak (VmHWM, reset to the
+current RSS just before the call by writing ``5`` to /proc/self/clear_refs); and the
+resident set after the call with the DataFrame still held (after ``gc.collect()``). The
+outputs' own size is the DataFrame's ``memory_usage(deep=True)`` (it holds the outputs and
+their status columns, which is what the caller asked for); the inputs were already in
+``rss0``. So, per item: retained growth = (RSS after - rss0 - DataFrame) / N, peak growth
+= (peak - rss0 - DataFrame) / N: what mapnb itself costs the caller beyond the inputs and
+outputs. RSS also counts memory the allocator keeps after freeing it, which a caller pays
+as well (tracemalloc would miss that, and would slow the run it measures). Medians of
+``--steady-repeat`` runs; ``--quick`` skips 1,000,000.
+
+The results go to ``benchmarks/results/run.json`` (tables ``run`` and ``steady``), which
+``benchmarks/readme.py`` copies into the README.
 """
 
 from __future__ import annotations
@@ -19,8 +38,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import multiprocessing
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,7 +49,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import _common  # noqa: E402
+
 N1, N2, SLEEP2, C2, N3, C3 = 2000, 40, 0.5, 20, 8, 2
+STEADY = (20_000, 200_000, 1_000_000)
 
 
 def trivial(x: int) -> int:
@@ -201,18 +221,10 @@ def fmt(x: float | None, unit: str) -> str:
     return f"{x * 1000:.1f} ms" if x < 0.1 else f"{x:.3f} s"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.md")
-    args = ap.parse_args()
-    r = args.repeat
-
+def measure_peers(r: int) -> tuple[dict[str, dict[str, float | None]], int]:
+    """W1..W4 for every contender (median of ``r``), and the ``spin`` count used for W3."""
     n3 = calibrate()
-    print(
-        f"# {platform.python_version()} on {os.cpu_count()} CPUs; spin({n3:,}) ~ 0.4 s; median of {r}",
-        flush=True,
-    )
+    print(f"# W1..W4: spin({n3:,}) ~ 0.4 s; median of {r}", flush=True)
     contenders = make_contenders()
     x1, x2, x3 = list(range(N1)), list(range(N2)), [n3] * N3
     e1, e2, e3 = [x + 1 for x in x1], x2, [spin(n3)] * N3
@@ -231,8 +243,13 @@ def main() -> None:
         rows[name] = res
         if isinstance(run, Pooled):
             run.close()
+    return rows, n3
 
+
+def peers_table(rows: dict[str, dict[str, float | None]], r: int) -> str:
+    """The W1..W4 table, ratios against ProcessPoolExecutor, and mapnb against the ideal."""
     serial_w3 = rows["serial loop"]["W3"]
+    assert serial_w3 is not None
     units = {"W1": "items/s", "W2": "s", "W3": "s", "W4 cold": "s", "W4 warm": "s"}
     heads = {
         "W1": f"W1 {N1:,} trivial items",
@@ -243,6 +260,9 @@ def main() -> None:
     }
     base = rows["ProcessPoolExecutor"]
     lines = [
+        f"Median of {r}; in brackets, how many times better than `ProcessPoolExecutor` in the same run"
+        " (> 1 is better):",
+        "",
         "| | " + " | ".join(heads.values()) + " |",
         "|---|" + "---|" * len(heads),
     ]
@@ -250,24 +270,154 @@ def main() -> None:
         cells = []
         for k, unit in units.items():
             v, b = res.get(k), base.get(k)
-            if v is None:
+            if v is None or b is None:
                 cells.append("-")
                 continue
             ratio = (v / b) if unit == "items/s" else (b / v)  # >1: better than ProcessPoolExecutor
             cells.append(f"{fmt(v, unit)} ({ratio:.2f}x)")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    ideal2, ideal3 = N2 * SLEEP2 / C2, serial_w3 / 2
-    m = rows["mapnb (local)"]
-    summary = [
+    m, ideal2, ideal3 = rows["mapnb (local)"], N2 * SLEEP2 / C2, serial_w3 / 2
+    assert m["W1"] and m["W2"] and m["W3"]
+    others = {k: rows[k]["W1"] for k in ("joblib (loky)", "ProcessPoolExecutor") if rows[k]["W1"]}
+    vs = ", ".join(f"{m['W1'] / v:.2f}x {k}" for k, v in others.items())
+    ppe3 = rows["ProcessPoolExecutor"]["W3"] or float("nan")
+    lines += [
         "",
-        "Ratios: how many times better than ProcessPoolExecutor in this run (>1 is better).",
-        f"mapnb vs ideal: W2 {100 * (m['W2'] / ideal2 - 1):+.1f}%, W3 {100 * (m['W3'] / ideal3 - 1):+.1f}%.",
+        f"mapnb against the ideal in this run: W2 {100 * (m['W2'] / ideal2 - 1):+.1f}%, "
+        f"W3 {100 * (m['W3'] / ideal3 - 1):+.1f}% (ProcessPoolExecutor {100 * (ppe3 / ideal3 - 1):+.1f}%). "
+        f"W1: mapnb's items/s are {vs}.",
     ]
-    text = "\n".join(lines + summary)
-    print("\n" + text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    print(f"\n(written to {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out})")
+    return "\n".join(lines)
+
+
+# -- W1': steady state, each run in a fresh interpreter -----------------------------------
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def steady_child(n: int) -> None:
+    """One W1' run of ``n`` items in this (fresh) process; prints one line of JSON."""
+    import gc
+    import json
+
+    import mapnb
+
+    mt = mapnb.map_task(trivial, concurrency=2, progress=False)
+    mt(x=list(range(N1)))  # a warm pool, as in a notebook session
+    xs = list(range(n))
+    gc.collect()
+    rss0 = _status_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from rss0
+    t0 = time.perf_counter()
+    df = mt(x=xs)
+    dt = time.perf_counter() - t0
+    peak = _status_kb("VmHWM")
+    gc.collect()
+    rss1 = _status_kb("VmRSS")
+    assert len(df) == n and int(df["output"].iloc[-1]) == n, df.tail()
+    frame = int(df.memory_usage(deep=True).sum())
+    print(json.dumps({"n": n, "seconds": dt, "rss0": rss0, "peak": peak, "rss1": rss1, "frame": frame}))
+
+
+def measure_steady(sizes: list[int], r: int) -> dict[int, dict[str, float]]:
+    """Median items/s and memory growth per item of ``r`` fresh-process runs per size."""
+    import json
+
+    out: dict[int, dict[str, float]] = {}
+    for n in sizes:
+        print(f"- W1' {n:,} items x{r}", flush=True)
+        runs = []
+        for _ in range(r):
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--steady-child", str(n)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=1800)
+            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        out[n] = {
+            "items_per_s": statistics.median(n / x["seconds"] for x in runs),
+            "seconds": statistics.median(x["seconds"] for x in runs),
+            "retained_bytes_per_item": statistics.median(
+                (x["rss1"] - x["rss0"] - x["frame"]) / n for x in runs
+            ),
+            "peak_bytes_per_item": statistics.median((x["peak"] - x["rss0"] - x["frame"]) / n for x in runs),
+            "frame_bytes_per_item": statistics.median(x["frame"] / n for x in runs),
+            "peak_rss_mb": statistics.median(x["peak"] / 2**20 for x in runs),
+        }
+    return out
+
+
+def steady_table(w1: float, steady: dict[int, dict[str, float]], r: int) -> str:
+    """W1's 2,000 items next to W1' at 20k / 200k / 1M."""
+    sizes = sorted(steady)
+    heads = [f"W1 {N1:,}"] + [f"W1' {n:,}" for n in sizes]
+    rows = [
+        ("items/s", f"{w1:,.0f}", [f"{steady[n]['items_per_s']:,.0f}" for n in sizes]),
+        ("µs per item", f"{1e6 / w1:.1f}", [f"{1e6 / steady[n]['items_per_s']:.1f}" for n in sizes]),
+        ("end to end, s", f"{N1 / w1:.3f}", [f"{steady[n]['seconds']:.3f}" for n in sizes]),
+        (
+            "driver memory growth per item, retained",
+            "-",
+            [f"{steady[n]['retained_bytes_per_item']:,.0f} B" for n in sizes],
+        ),
+        (
+            "driver memory growth per item, peak",
+            "-",
+            [f"{steady[n]['peak_bytes_per_item']:,.0f} B" for n in sizes],
+        ),
+        (
+            "the DataFrame's own size per item",
+            "-",
+            [f"{steady[n]['frame_bytes_per_item']:,.0f} B" for n in sizes],
+        ),
+        ("driver peak RSS", "-", [f"{steady[n]['peak_rss_mb']:,.0f} MB" for n in sizes]),
+    ]
+    lines = [
+        f"mapnb, trivial items at concurrency 2, status and log capture on. W1' (median of {r}, each a fresh"
+        " interpreter with a warm pool) runs from the call to the DataFrame built; W1 is the table above's"
+        " (to `run.outputs`). Memory growth is the caller's resident set beyond the inputs (built before)"
+        " and the DataFrame returned (subtracted):",
+        "",
+        "| | " + " | ".join(heads) + " |",
+        "|---|" + "---|" * len(heads),
+    ]
+    lines += [f"| {name} | {first} | " + " | ".join(cells) + " |" for name, first, cells in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=_common.repeat(5), help="W1..W4 repeats (median)")
+    ap.add_argument("--steady-repeat", type=int, default=_common.repeat(3), help="W1' runs per size (median)")
+    ap.add_argument("--quick", action="store_true", help="W1' without the 1,000,000-item run")
+    ap.add_argument("--steady-child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, default=_common.RESULTS)
+    args = ap.parse_args()
+    if args.steady_child:
+        steady_child(args.steady_child)
+        return
+    m = _common.MACHINE_AT_START
+    print(
+        f"# Python {m['python']} on {m['cpus']} CPUs ({m['cpu_model']}), load {m['load_average']}", flush=True
+    )
+    rows, n3 = measure_peers(args.repeat)
+    sizes = [n for n in STEADY if not (args.quick and n >= 1_000_000)]
+    steady = measure_steady(sizes, args.steady_repeat)
+    w1 = rows["mapnb (local)"]["W1"]
+    assert w1 is not None
+    tables = {"run": peers_table(rows, args.repeat), "steady": steady_table(w1, steady, args.steady_repeat)}
+    data = {
+        "repeat": args.repeat,
+        "steady_repeat": args.steady_repeat,
+        "spin_count": n3,
+        "peers": rows,
+        "steady": {str(n): v for n, v in steady.items()},
+    }
+    path = _common.write("run", tables, data, args.out)
+    print("\n" + "\n\n".join(tables.values()))
+    print(f"\n(written to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,12 @@ the kernel would send (serialised as JSON, as ipykernel does) instead of sending
 - peer: ``tqdm.notebook`` (an ipywidgets progress bar) over a ``multiprocessing.Pool``
   doing the same work, measured with the same recording comm
 
-Every number is the median of ``--repeat`` runs.
+Workload W5', the grid at scale: 100,000 trivial items (no prints) with the grid against
+``progress=False``: wall time, kernel-process CPU (target: at most 10% over), and update
+messages per second (target: at most 10).
+
+Every number is the median of ``--repeat`` runs. Results: ``benchmarks/results/widget.json``
+(tables ``widget`` and ``grid100k``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-N, LINES = 10_000, 100
+import _common  # noqa: E402
+
+N, LINES, N_BIG = 10_000, 100, 100_000
 
 
 def chatty(x: int) -> int:
@@ -82,25 +89,18 @@ def measure(run: Any) -> tuple[float, float]:
     return time.perf_counter() - w0, time.process_time() - c0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "widget.md")
-    args = ap.parse_args()
+def trivial(x: int) -> int:
+    return x + 1
 
-    import mapnb
+
+def grid_vs_plain(mt: Any, xs: list, rec: Recorder, repeat: int) -> dict[str, float]:
+    """Medians of the run with ``progress=False`` and with the live grid, and the grid's traffic."""
     from mapnb.jupyter.widget import LiveGrid
 
-    rec = Recorder()
-    rec.install()
-    xs = list(range(N))
-    mt = mapnb.map_task(chatty, progress=False)
-    mt(x=xs[:500])  # a warm pool, as in a notebook session
+    traffic: list[tuple[int, int, int, float]] = []
 
     def plain() -> None:
         mt(x=xs)
-
-    traffic: list[tuple[int, int, int, float]] = []
 
     def with_grid() -> None:
         rec.reset()
@@ -111,54 +111,108 @@ def main() -> None:
         traffic.append((rec.messages, rec.bytes, rec.largest, time.perf_counter() - t0))
         grid.close()
 
-    def with_tqdm() -> None:
-        from tqdm.notebook import tqdm
+    plains, grids = [], []
+    for _ in range(repeat):  # interleaved, so that drift on a noisy machine hits both
+        plains.append(measure(plain))
+        grids.append(measure(with_grid))
+    med = statistics.median
+    return {
+        "plain_wall": med(w for w, _ in plains),
+        "plain_cpu": med(c for _, c in plains),
+        "grid_wall": med(w for w, _ in grids),
+        "grid_cpu": med(c for _, c in grids),
+        "messages": med(m for m, _, _, _ in traffic),
+        "bytes": med(b for _, b, _, _ in traffic),
+        "largest": max(lg for _, _, lg, _ in traffic),
+        "rate": med(m / d for m, _, _, d in traffic),
+    }
 
+
+def tqdm_peer(pool_size: int, xs: list, rec: Recorder, repeat: int) -> dict[str, float]:
+    """``tqdm.notebook`` over a ``multiprocessing.Pool`` doing W5's work."""
+    from tqdm.notebook import tqdm
+
+    traffic: list[tuple[int, int, float]] = []
+
+    def with_tqdm() -> None:
         rec.reset()
         t0 = time.perf_counter()
         with multiprocessing.get_context("fork").Pool(pool_size, initializer=quiet) as pool:
-            for _ in tqdm(pool.imap_unordered(chatty, xs, chunksize=64), total=N):
+            for _ in tqdm(pool.imap_unordered(chatty, xs, chunksize=64), total=len(xs)):
                 pass
-        traffic.append((rec.messages, rec.bytes, rec.largest, time.perf_counter() - t0))
+        traffic.append((rec.messages, rec.bytes, time.perf_counter() - t0))
 
-    pool_size = mt.backend.default_concurrency()
-    results: dict[str, list[tuple[float, float]]] = {"plain": [], "grid": []}
-    for _ in range(args.repeat):  # interleaved, so that drift on a noisy machine hits both
-        results["plain"].append(measure(plain))
-        results["grid"].append(measure(with_grid))
-    grid_traffic = traffic[:]
-    traffic.clear()
-    tqdm_time = [measure(with_tqdm) for _ in range(args.repeat)]
-    tqdm_traffic = traffic[:]
+    walls = [measure(with_tqdm)[0] for _ in range(repeat)]
+    med = statistics.median
+    return {
+        "wall": med(walls),
+        "messages": med(m for m, _, _ in traffic),
+        "bytes": med(b for _, b, _ in traffic),
+        "rate": med(m / d for m, _, d in traffic),
+    }
 
-    def med(xs: list[float]) -> float:
-        return statistics.median(xs)
 
-    pw, pc = med([w for w, _ in results["plain"]]), med([c for _, c in results["plain"]])
-    gw, gc = med([w for w, _ in results["grid"]]), med([c for _, c in results["grid"]])
-    gm = med([m for m, _, _, _ in grid_traffic])
-    gb = med([b for _, b, _, _ in grid_traffic])
-    gl = max(lg for _, _, lg, _ in grid_traffic)
-    grate = med([m / d for m, _, _, d in grid_traffic])
-    tm = med([m for m, _, _, _ in tqdm_traffic])
-    tb = med([b for _, b, _, _ in tqdm_traffic])
-    trate = med([m / d for m, _, _, d in tqdm_traffic])
-    tw = med([w for w, _ in tqdm_time])
-    text = f"""## W5: live grid, {N:,} items x {LINES} printed lines (median of {args.repeat})
+def w5_table(g: dict[str, float], t: dict[str, float], repeat: int) -> str:
+    return f"""W5: {N:,} items x {LINES} printed lines, median of {repeat}:
 
 | | wall s | kernel CPU s | messages | messages/s | bytes sent | largest message |
 |---|---|---|---|---|---|---|
-| mapnb, progress=False | {pw:.2f} | {pc:.2f} | 0 | 0 | 0 | - |
-| mapnb + live grid | {gw:.2f} | {gc:.2f} | {gm:.0f} | {grate:.1f} | {gb / 1e3:.0f} kB | {gl / 1e3:.1f} kB |
-| tqdm.notebook over mp.Pool (peer) | {tw:.2f} | - | {tm:.0f} | {trate:.1f} | {tb / 1e3:.0f} kB | - |
+| mapnb, progress=False | {g["plain_wall"]:.2f} | {g["plain_cpu"]:.2f} | 0 | 0 | 0 | - |
+| mapnb + live grid | {g["grid_wall"]:.2f} | {g["grid_cpu"]:.2f} | {g["messages"]:.0f} | {g["rate"]:.1f} \
+| {g["bytes"] / 1e3:.0f} kB | {g["largest"] / 1e3:.1f} kB |
+| tqdm.notebook over mp.Pool (peer) | {t["wall"]:.2f} | - | {t["messages"]:.0f} | {t["rate"]:.1f} \
+| {t["bytes"] / 1e3:.0f} kB | - |
 
-- grid overhead: wall {100 * (gw / pw - 1):+.1f}%, kernel CPU {100 * (gc / pc - 1):+.1f}% (target < 10% wall)
-- front-end messages: {grate:.1f}/s (target <= ~10/s); tqdm.notebook sends {tm / max(gm, 1):.1f}x as many,
-  and shows one bar: no per-item state, and the million lines are not in the notebook at all
+Grid overhead: wall {100 * (g["grid_wall"] / g["plain_wall"] - 1):+.1f}%, kernel CPU \
+{100 * (g["grid_cpu"] / g["plain_cpu"] - 1):+.1f}% (target < 10% wall); front-end messages: \
+{g["rate"]:.1f}/s (target <= ~10/s); tqdm.notebook sends {t["messages"] / max(g["messages"], 1):.1f}x \
+as many.
 """
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+
+
+def grid100k_table(g: dict[str, float], n: int, repeat: int) -> str:
+    cpu = 100 * (g["grid_cpu"] / g["plain_cpu"] - 1)
+    return f"""W5': the grid at {n:,} trivial items (no prints), median of {repeat}:
+
+| | wall s | kernel CPU s | messages | messages/s | bytes sent | largest message |
+|---|---|---|---|---|---|---|
+| mapnb, progress=False | {g["plain_wall"]:.2f} | {g["plain_cpu"]:.2f} | 0 | 0 | 0 | - |
+| mapnb + live grid | {g["grid_wall"]:.2f} | {g["grid_cpu"]:.2f} | {g["messages"]:.0f} | {g["rate"]:.1f} \
+| {g["bytes"] / 1e3:.0f} kB | {g["largest"] / 1e3:.1f} kB |
+
+Grid overhead: kernel CPU {cpu:+.1f}% (target <= 10%), wall \
+{100 * (g["grid_wall"] / g["plain_wall"] - 1):+.1f}%; front-end messages {g["rate"]:.1f}/s (target <= 10/s).
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=_common.repeat(5))
+    ap.add_argument("--big", type=int, default=N_BIG, help="items of W5' (the grid at scale)")
+    ap.add_argument("--out", type=Path, default=_common.RESULTS)
+    args = ap.parse_args()
+
+    import mapnb
+
+    rec = Recorder()
+    rec.install()
+    xs = list(range(N))
+    mt = mapnb.map_task(chatty, progress=False)
+    mt(x=xs[:500])  # a warm pool, as in a notebook session
+    print(f"- W5 x{args.repeat}", flush=True)
+    w5 = grid_vs_plain(mt, xs, rec, args.repeat)
+    print(f"- W5 tqdm peer x{args.repeat}", flush=True)
+    peer = tqdm_peer(mt.backend.default_concurrency(), xs, rec, args.repeat)
+    print(f"- W5' {args.big:,} items x{args.repeat}", flush=True)
+    mt_big = mapnb.map_task(trivial, progress=False)
+    mt_big(x=xs[:500])
+    big = grid_vs_plain(mt_big, list(range(args.big)), rec, args.repeat)
+    tables = {
+        "widget": w5_table(w5, peer, args.repeat),
+        "grid100k": grid100k_table(big, args.big, args.repeat),
+    }
+    print("\n".join(tables.values()))
+    _common.write("widget", tables, {"repeat": args.repeat, "w5": w5, "tqdm": peer, "w5_big": big}, args.out)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,18 @@ class _NotebookLayer:
 
 
 set_display_hook(_NotebookLayer())
+def __getattr__(name: str) -> object:
+    # ``mapnb.record`` (called inside notebooks that mapnb.notebooks runs) and
+    # ``mapnb.notebooks`` load on first use, so that ``import mapnb`` stays light.
+    if name == "record":
+        from ._record import record
+
+        return record
+    if name == "notebooks":
+        import importlib
+
+        return importlib.import_module(".notebooks", __name__)
+    raise AttributeError(f"module 'mapnb' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: object) -> None:

@@ -3,6 +3,7 @@
 // of every item; `detail` describes the selected item, whose log the kernel streams.
 const NAMES = { q: "queued", r: "running", t: "retrying", s: "succeeded", f: "failed",
                 c: "cached", p: "pruned", a: "aborted", x: "cancelled" };
+const CHUNKED = 10000, CHUNK = 1024;  // above CHUNKED cells, cells come in chunks of ~CHUNK
 const ORDER = ["succeeded", "cached", "pruned", "failed", "aborted", "cancelled", "retrying", "running", "queued"];
 
 function h(tag, cls, text) {
@@ -122,21 +123,33 @@ function render({ model, el }) {
       root.style.removeProperty("--mapnb-cell-w");
       root.style.removeProperty("--mapnb-cell-h");
       const frag = document.createDocumentFragment();
+      // A large run's cells come in chunks the browser skips while they are scrolled out of
+      // view (content-visibility): with 100,000 cells in one box every patch restyled them all.
+      let box = frag;
+      // Whole rows per chunk, so that rows run on across chunks (900 px wide until shown).
+      const perRow = Math.max(1, Math.floor(((cellsBox.clientWidth || 900) + 1) / (size + 1)));
+      const chunk = perRow * Math.ceil(CHUNK / perRow);
       for (let i = 0; i < n; i++) {
+        if (n > CHUNKED && i % chunk === 0) box = frag.appendChild(h("div", "mapnb-chunk"));
         const c = h("div", "mapnb-cell");
         c.dataset.i = i;
         cells[i] = c;
-        frag.appendChild(c);
+        box.appendChild(c);
       }
+      cellsBox.classList.toggle("chunked", n > CHUNKED);
       cellsBox.appendChild(frag);
     }
   }
 
+  // Every item's status letter: the full string overlaid with the cumulative patch. Kept
+  // between messages, so that a patch repaints only the cells it names (at 100,000 items
+  // rebuilding and walking every cell per patch took seconds).
+  let now = [];
   function codes() {
     const base = model.get("statuses") || "", patch = model.get("patch") || {};
-    const out = base.split("");
-    for (const k in patch) out[+k] = patch[k];
-    return out;
+    now = base.split("");
+    for (const k in patch) now[+k] = patch[k];
+    return now;
   }
 
   // The scale comes from the kernel (grid.nice_scale): round bounds that only widen.
@@ -161,34 +174,52 @@ function render({ model, el }) {
     }
   }
 
+  // What paintCell needs besides the item: set by paintCells for all cells at once.
+  let paint = { heat: [], field: "", byHeat: false, lo: null, hi: null, sel: -1 };
+
   function paintCells() {
     layout();
-    const now = codes(), heat = model.get("heat") || [], field = model.get("heat_field");
+    codes();
+    const heat = model.get("heat") || [], field = model.get("heat_field");
     const scale = model.get("heat_scale") || {};
     const byHeat = colorby.style.display !== "none" && select.value !== "" && heat.length === cells.length;
-    const lo = scale.lo, hi = scale.hi;
+    paint = { heat, field, byHeat, lo: scale.lo, hi: scale.hi, sel: model.get("selected") };
     cellsBox.classList.toggle("by-value", byHeat);
-    legend.textContent = byHeat && lo == null ? " (no values yet)" : "";
+    legend.textContent = byHeat && scale.lo == null ? " (no values yet)" : "";
     paintColorbar(byHeat, field, scale);
-    const sel = model.get("selected");
-    for (let i = 0; i < cells.length; i++) {
-      const c = cells[i], code = now[i] || "q", name = NAMES[code];
-      const v = byHeat && lo != null ? heat[i] : null;
-      const key = `${code}${v}${i === sel}${lo}${hi}`;
-      if (c._key === key) continue;
-      c._key = key;
-      c.className = `mapnb-cell s-${name}${i === sel ? " selected" : ""}${v != null ? " heat" : ""}`;
-      if (v != null) {
-        const rgb = rampRGB(hi > lo ? (v - lo) / (hi - lo) : 0.5);
-        c.style.background = `rgb(${rgb.join(",")})`;
-        c.style.color = textOn(rgb);
-        c.textContent = showValues ? short(v) : "";
-      } else {
-        c.style.background = c.style.color = "";
-        c.textContent = "";
-      }
-      c.title = `item ${i}: ${name}${v != null ? `, ${field} = ${+v.toPrecision(6)}` : ""}`;
+    for (let i = 0; i < cells.length; i++) paintCell(i);
+  }
+
+  // A patch: only the cells whose letter changed are repainted.
+  function paintPatch() {
+    if (cells.length !== model.get("n")) return paintCells();
+    const patch = model.get("patch") || {};
+    for (const k in patch) {
+      const i = +k;
+      if (now[i] === patch[k]) continue;
+      now[i] = patch[k];
+      if (i < cells.length) paintCell(i);
     }
+  }
+
+  function paintCell(i) {
+    const { heat, field, byHeat, lo, hi, sel } = paint;
+    const c = cells[i], code = now[i] || "q", name = NAMES[code];
+    const v = byHeat && lo != null ? heat[i] : null;
+    const key = `${code}${v}${i === sel}${lo}${hi}`;
+    if (c._key === key) return;
+    c._key = key;
+    c.className = `mapnb-cell s-${name}${i === sel ? " selected" : ""}${v != null ? " heat" : ""}`;
+    if (v != null) {
+      const rgb = rampRGB(hi > lo ? (v - lo) / (hi - lo) : 0.5);
+      c.style.background = `rgb(${rgb.join(",")})`;
+      c.style.color = textOn(rgb);
+      c.textContent = showValues ? short(v) : "";
+    } else {
+      c.style.background = c.style.color = "";
+      c.textContent = "";
+    }
+    c.title = `item ${i}: ${name}${v != null ? `, ${field} = ${+v.toPrecision(6)}` : ""}`;
   }
 
   function paintHead() {
@@ -316,7 +347,7 @@ function render({ model, el }) {
   const onFields = () => { paintFields(); paintCells(); };
   const onDetail = () => { paintDetail(); paintCells(); };
   model.on("change:statuses", onCells);
-  model.on("change:patch", onCells);
+  model.on("change:patch", () => paintPatch());
   model.on("change:heat", onCells);
   model.on("change:heat_scale", onCells);
   model.on("change:selected", onCells);
