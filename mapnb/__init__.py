@@ -13,7 +13,7 @@ import logging
 
 from .api import MapTask, TaskFunction, map_task, recover, task
 from .backends import Backend, get_backend, register_backend
-from .context import Checkpoint, TaskContext, current_context
+from .context import Checkpoint, TaskContext, current_context, report
 from .errors import (
     BackendError,
     InvalidMapError,
@@ -24,6 +24,7 @@ from .errors import (
     RunInterrupted,
 )
 from .events import Status
+from .prune import MedianStopping
 from .resources import Resources
 from .run import MapRun, last_run, set_display_hook
 
@@ -85,6 +86,7 @@ __all__ = [
     "MapTask",
     "MapTaskError",
     "MapnbError",
+    "MedianStopping",
     "RemoteError",
     "Resources",
     "RunInterrupted",
@@ -97,5 +99,6 @@ __all__ = [
     "map_task",
     "recover",
     "register_backend",
+    "report",
     "task",
 ]

@@ -7,6 +7,7 @@ with the task's settings (flytekit and flyte are imported only then).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from .backends import Backend
 from .flyte import is_flyte2, is_flytekit
 from .maptask import MapTask, TaskFunction, map_function, recover, task
+from .prune import MedianStopping
 
 __all__ = ["MapTask", "TaskFunction", "map_task", "recover", "task"]
 
@@ -31,6 +33,7 @@ def map_task(
     cache_version: str | None = None,
     cache_serialize: bool | None = None,
     cache_overwrite: bool = False,
+    prune: MedianStopping | None = None,
 ) -> MapTask:
     """Map ``fn`` over lists of inputs, in parallel, with Flyte's map-task semantics.
 
@@ -64,6 +67,9 @@ def map_task(
         Subtask caching, as in :func:`task` (whose settings are the defaults here).
     cache_overwrite : bool
         Run every item even if its output is cached, and replace the entries.
+    prune : MedianStopping, optional
+        Stop items whose metrics, reported with :func:`mapnb.report`, fall behind the
+        other items' (status ``pruned``, not a failure; see :class:`MedianStopping`).
 
     Returns
     -------
@@ -75,6 +81,14 @@ def map_task(
     --------
     >>> df = map_task(str.upper, concurrency=2)(self=["a", "b"])  # doctest: +SKIP
     """
+    if prune is not None:  # validated once, whichever way the task goes
+        mt = map_task(
+            fn, concurrency=concurrency, min_success_ratio=min_success_ratio, retries=retries,
+            timeout=timeout, backend=backend, progress=progress, cache=cache, cache_version=cache_version,
+            cache_serialize=cache_serialize, cache_overwrite=cache_overwrite,
+        )  # fmt: skip
+        options = dataclasses.replace(mt.spec.options, prune=prune)
+        return MapTask(dataclasses.replace(mt.spec, options=options))
     if is_flytekit(fn):  # its settings become the defaults; flytekit is imported only now
         from .flyte._flytekit import map_flytekit
 

@@ -21,9 +21,12 @@ at a filesystem the workers share. Writes are atomic (a temporary file, then a r
 from __future__ import annotations
 
 import contextvars
+import numbers
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -131,12 +134,20 @@ class Checkpoint:
 class TaskContext:
     """Who the running item is. ``index`` and ``attempt`` are None outside a map task."""
 
-    __slots__ = ("run_id", "index", "attempt", "_root", "_checkpoint")
+    __slots__ = ("run_id", "index", "attempt", "_root", "_checkpoint", "_report")
 
-    def __init__(self, run_id: str | None, index: int | None, attempt: int | None, root: str | None) -> None:
+    def __init__(
+        self,
+        run_id: str | None,
+        index: int | None,
+        attempt: int | None,
+        root: str | None,
+        report: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> None:
         self.run_id, self.index, self.attempt = run_id, index, attempt
         self._root = root  # the run's checkpoint folder; None: a temporary one
         self._checkpoint: Checkpoint | None = None
+        self._report = report  # where mapnb.report() sends to; None outside an item
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -169,11 +180,80 @@ def current_context() -> TaskContext:
     return ctx
 
 
-def enter_item(root: str | None, run_id: str | None, index: int, attempt: int) -> Any:
+def enter_item(
+    root: str | None,
+    run_id: str | None,
+    index: int,
+    attempt: int,
+    report: Callable[[int, dict[str, float]], None] | None = None,
+) -> Any:
     """Make item ``index``'s context current (run_items calls it, per item: keep it cheap);
     returns the reset token."""
-    return _current.set(TaskContext(run_id, index, attempt, root))
+    return _current.set(TaskContext(run_id, index, attempt, root, report))
 
 
 def leave_item(token: Any) -> None:
     _current.reset(token)
+
+
+def report(step: int, **metrics: float) -> None:
+    """Report intermediate metrics of the running item at ``step`` (an epoch, an iteration).
+
+    The values stream to the caller while the item runs: ``run.metrics(i)`` has the item's
+    history, the DataFrame a column per metric with its last value, the grid a sparkline;
+    and ``map_task(..., prune=mapnb.MedianStopping(...))`` stops items that fall behind.
+    Reporting is cheap: a tight loop may call it thousands of times; per step the last
+    values are kept and sent in batches, a few times a second.
+
+    Parameters
+    ----------
+    step : int
+        The step these values belong to (>= 0). Reporting a step again updates it.
+    **metrics : float
+        Each metric's value at ``step``: a real number (Python, NumPy, or anything
+        ``float()`` accepts except strings, e.g. a 0-d tensor).
+
+    Raises
+    ------
+    TypeError
+        ``step`` is not an int, a metric is not a number, or no metric is given.
+    ValueError
+        ``step`` is negative.
+
+    Notes
+    -----
+    Outside a map task (calling the function directly, in a test) nothing is sent: the
+    call validates its arguments and warns (``RuntimeWarning``) once per call site, so the
+    same function runs unchanged both ways.
+    """
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise TypeError(f"report(step={step!r}): step must be an int, got {type(step).__name__}")
+    if step < 0:
+        raise ValueError(f"report(step={step!r}): step must be >= 0")
+    if not metrics:
+        raise TypeError(f"report(step={step}): give at least one metric, e.g. report({step}, loss=0.5)")
+    values = {name: _number(step, name, v) for name, v in metrics.items()}
+    ctx = _current.get()
+    if ctx is None or ctx._report is None:
+        warnings.warn(
+            "mapnb.report() was called outside a map task's item: the metrics are ignored",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return
+    ctx._report(int(step), values)
+
+
+def _number(step: int, name: str, value: Any) -> float:
+    """``value`` as a float, or a TypeError naming the metric and the value."""
+    if isinstance(value, (str, bytes, bool)) or not (
+        isinstance(value, numbers.Real) or hasattr(value, "__float__")
+    ):
+        raise TypeError(
+            f"report(step={step}, {name}={value!r}): a metric must be a real number, got {type(value).__name__}"
+        )
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"report(step={step}, {name}={value!r}): a metric must be a real number ({e})") from None
+    return out

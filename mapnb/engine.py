@@ -21,6 +21,7 @@ writers.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import itertools
 import logging
@@ -39,6 +40,7 @@ from .events import (
     EventBus,
     ItemFinished,
     ItemLog,
+    ItemMetrics,
     ItemRetrying,
     ItemStarted,
     RunFinished,
@@ -50,11 +52,13 @@ from .protocol import (
     ENDED,
     FINISHED,
     LOG,
+    METRICS,
     STARTED,
     Cancel,
     Ended,
     Finished,
     Log,
+    Metrics,
     Started,
     Subscribe,
     Unsubscribe,
@@ -180,7 +184,12 @@ class Engine:
         self._observers: list[Observer] = [journal] if journal is not None else []
         self._on_record: dict[str, Callable[[Any], None]] = {
             FINISHED: self._on_finished, LOG: self._on_log, STARTED: self._on_started, ENDED: self._on_ended,
+            METRICS: self._on_metrics,
         }  # fmt: skip
+        self._prune = options.prune
+        st.prune_metric = options.prune.metric if options.prune is not None else ""
+        # step -> ({item: its pruning metric}, the same values sorted, NaN left out)
+        self._at_step: dict[int, tuple[dict[int, float], list[float]]] = {}
         for i, (output, attempts, duration) in (recovered or {}).items():  # from an earlier life
             st.outputs[i], st.attempts[i], st.durations[i] = output, attempts, duration
             st.set(i, Status.SUCCEEDED)
@@ -217,9 +226,11 @@ class Engine:
         for i in indices:
             if st.status[i] in (Status.SUCCEEDED, Status.CACHED) or not st.status[i].final:
                 continue
+            if st.status[i] is not Status.PRUNED:  # pruned items were never counted as failed
+                self._failed -= 1
+            st.pruned_why[i] = None
             # Shown as retrying: an attempt failed and the item waits for its next one.
             st.set(i, RT)
-            self._failed -= 1
             self._spent[i] = st.attempts[i]
             self._pending.append(i)
             self._rerunning.append(ItemRetrying(i, st.attempts[i], st.errors[i] or _NO_ERROR))
@@ -296,8 +307,9 @@ class Engine:
             for observer in self._observers:
                 observer.flush()
             self.bus.flush()
-        if st.lifecycle is RunStatus.RUNNING:
-            st.lifecycle = RunStatus.SUCCEEDED if st.succeeded() >= st.need else RunStatus.FAILED
+        if st.lifecycle is RunStatus.RUNNING:  # pruned items count like successes here
+            done = st.succeeded() + st.counts[Status.PRUNED]
+            st.lifecycle = RunStatus.SUCCEEDED if done >= st.need else RunStatus.FAILED
 
     def _running(self) -> bool:
         return self._s.lifecycle is RunStatus.RUNNING  # (a str enum: compared by identity)
@@ -371,6 +383,64 @@ class Engine:
         self._s.logs.add(i, attempt, stream, text)
         if self.bus.active:
             self.bus.emit(ItemLog(i, attempt, stream, text))
+
+    def _on_metrics(self, r: Metrics) -> None:
+        _, tid, i, attempt, steps = r
+        st = self._s
+        if st.status[i].final or attempt != st.attempts[i] + 1:
+            return  # a late report from an attempt already settled (or pruned)
+        cut = self._judge(i, steps) if self._prune is not None and self._running() else None
+        if cut is not None:  # the steps up to the one it was pruned at: what the reason is about
+            steps = steps[: cut[0] + 1]
+        st.add_metrics(i, attempt, steps)
+        if self.bus.active:
+            self.bus.emit(ItemMetrics(i, attempt, steps))
+        if cut is not None:
+            self._prune_item(tid, i, attempt, cut[1])
+
+    def _judge(self, i: int, steps: list[tuple[int, dict[str, float]]]) -> tuple[int, str] | None:
+        """Ask the pruner about each step item ``i`` reported: the first one it is pruned
+        at (its position in ``steps``, and why), or None.
+
+        Per step the items' values are kept in a dict and, sorted, in a list: the median
+        of the others then costs a bisection, however many items the sweep has."""
+        pruner = self._prune
+        assert pruner is not None
+        name, table = pruner.metric, self._at_step
+        for k, (step, values) in enumerate(steps):
+            value = values.get(name)
+            if value is None:
+                continue
+            at = table.get(step)
+            if at is None:
+                at = table[step] = ({}, [])
+            by_item, ordered = at
+            old = by_item.get(i)
+            if old is not None and not math.isnan(old):  # the same step again: its value moves
+                del ordered[bisect.bisect_left(ordered, old)]
+            why = pruner.judge_sorted(step, value, ordered)
+            by_item[i] = value
+            if not math.isnan(value):
+                bisect.insort(ordered, value)
+            if why is not None:
+                return k, why
+        return None
+
+    def _prune_item(self, tid: int, i: int, attempt: int, why: str) -> None:
+        """Stop item ``i`` (pruned, final, not a failure): kill its task and queue the
+        task's other open items again, uncharged, as a timeout does. A backend that
+        cannot kill lets the item run on; its result is ignored."""
+        st = self._s
+        st.attempts[i] = attempt
+        ts = self._tasks.get(tid)
+        if ts is not None and ts.since is not None and next(self._open_items(ts), None) == (i, attempt):
+            st.durations[i] = time.monotonic() - ts.since
+        st.pruned_why[i] = why
+        self._final(i, Status.PRUNED, None)
+        if ts is not None:
+            del self._tasks[tid]
+            self._kill(tid)
+            self._settle(ts, None)  # the others go back to the queue
 
     def _on_started(self, r: Started) -> None:
         _, tid, i, attempt, t0 = r
@@ -499,7 +569,7 @@ class Engine:
         st.set(i, status)
         if self._cache is not None:
             self._cache.on_final(i, status, st.outputs[i], self._running())
-        ok = status is Status.SUCCEEDED or status is Status.CACHED
+        ok = status is Status.SUCCEEDED or status is Status.CACHED or status is Status.PRUNED
         if not ok:
             st.errors[i] = error if error is not None else st.errors[i]
             if status is Status.FAILED and st.first_failure is None:
@@ -590,6 +660,9 @@ class Engine:
         for i, s in enumerate(st.status):
             attempt = st.attempts[i] + (0 if s.final else 1)
             out += [ItemLog(i, attempt, stream, text) for stream, text in st.logs.chunks(i)]
+            history = st.history[i]
+            if history:
+                out.append(ItemMetrics(i, st.metric_attempt[i], list(history.items())))
             error = st.errors[i]
             if s is R:
                 out.append(ItemStarted(i, st.attempts[i] + 1, time.time()))

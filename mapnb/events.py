@@ -27,7 +27,7 @@ class Status(str, enum.Enum):
     ----------
     final : bool
         Whether the item will not change state again in this run (succeeded, failed,
-        cached, aborted, cancelled).
+        cached, pruned, aborted, cancelled).
     """
 
     final: bool  # set on each member below: a plain attribute, read per item per event
@@ -38,6 +38,7 @@ class Status(str, enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CACHED = "cached"
+    PRUNED = "pruned"  # stopped by map_task(prune=...): its metrics fell behind; not a failure
     ABORTED = "aborted"  # not run, or killed, because min_success_ratio became unreachable
     CANCELLED = "cancelled"
 
@@ -45,7 +46,9 @@ class Status(str, enum.Enum):
         return self._value_
 
 
-_FINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CACHED, Status.ABORTED, Status.CANCELLED})
+_FINAL = frozenset(
+    {Status.SUCCEEDED, Status.FAILED, Status.CACHED, Status.PRUNED, Status.ABORTED, Status.CANCELLED}
+)
 for _s in Status:
     _s.final = _s in _FINAL
 del _s
@@ -97,6 +100,16 @@ class ItemLog:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ItemMetrics:
+    """Metrics an item reported with :func:`mapnb.report`: ``steps`` is a list of
+    ``(step, {name: value})``, in the order reported."""
+
+    index: int
+    attempt: int
+    steps: list[tuple[int, dict[str, float]]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ItemRetrying:
     """An attempt failed with ``error``; the item is queued for attempt ``attempt + 1``."""
 
@@ -107,7 +120,7 @@ class ItemRetrying:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ItemFinished:
-    """An item reached a final status (succeeded, failed, cached, aborted, cancelled)."""
+    """An item reached a final status (succeeded, failed, cached, pruned, aborted, cancelled)."""
 
     index: int
     status: Status
@@ -125,7 +138,7 @@ class RunFinished:
     time: float
 
 
-Event = RunStarted | ItemStarted | ItemLog | ItemRetrying | ItemFinished | RunFinished
+Event = RunStarted | ItemStarted | ItemLog | ItemMetrics | ItemRetrying | ItemFinished | RunFinished
 
 
 Subscriber = Callable[[list[Event]], None]

@@ -5,7 +5,10 @@ field when every successful output is a dict, a dataclass or a NamedTuple; a fie
 name is already taken becomes ``output.<field>``; flytekit's ``FlyteFile``,
 ``FlyteDirectory`` and ``StructuredDataset`` stay whole in ``output``); then ``status``, ``error``,
 ``attempts`` and ``duration_s``. Output columns hold ``None`` for every item that did not
-succeed.
+succeed. Items that reported metrics (``mapnb.report``) add one column per metric, at
+the end, with each item's last reported value (NaN where it reported none); a metric
+whose name is taken becomes ``metric.<name>``. A pruned item's ``error`` says why it
+was pruned ("pruned at step 3: loss 0.9 > median 0.5").
 """
 
 from __future__ import annotations
@@ -81,9 +84,27 @@ def build_frame(view: RunView) -> pd.DataFrame:
     data["status"] = [s._value_ for s in statuses]  # (.value is a slow descriptor; this runs per item)
     if view.cached:
         data["cached"] = [s is Status.CACHED for s in statuses]
+    why = list(view.pruned_why)
     data["error"] = pd.Series(
-        [e.one_line() if e is not None and not g else None for e, g in zip(errors, good)], dtype=object
+        [
+            why[k] if s is Status.PRUNED else e.one_line() if e is not None and not g else None
+            for k, (e, g, s) in enumerate(zip(errors, good, statuses))
+        ],
+        dtype=object,
     )
     data["attempts"] = attempts
     data["duration_s"] = pd.Series(durations, dtype="float64")
+    _add_metrics(data, view)
     return pd.DataFrame(data, index=pd.RangeIndex(n))
+
+
+def _add_metrics(data: dict[str, Any], view: RunView) -> None:
+    """One column per reported metric: each item's last value (NaN: none reported)."""
+    names = view.metric_names
+    if not names:
+        return
+    last = list(view.last_metrics)
+    nan = float("nan")
+    for name in names:
+        key = name if name not in data else f"metric.{name}"
+        data[key] = pd.Series([m.get(name, nan) if m else nan for m in last], dtype="float64")

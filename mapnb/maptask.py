@@ -24,6 +24,7 @@ from .cache import CacheSettings, ItemCache
 from .engine import Engine
 from .errors import InvalidMapError, RunInterrupted
 from .journal import Journal
+from .prune import MedianStopping
 from .resources import Resources
 from .resources import check as check_resources
 from .run import MapRun
@@ -440,6 +441,7 @@ def map_function(
     cache_version: str | None = None,
     cache_serialize: bool | None = None,
     cache_overwrite: bool = False,
+    prune: MedianStopping | None = None,
 ) -> MapTask:
     """:func:`mapnb.map_task` for a plain function, a :func:`task` or a partial of either
     (the parameters are :func:`mapnb.map_task`'s)."""
@@ -453,7 +455,7 @@ def map_function(
     if secs is None and settings is not None:
         secs = settings.timeout
     options = Options(
-        concurrency=concurrency, min_success_ratio=min_success_ratio, retries=retries, timeout=secs
+        concurrency=concurrency, min_success_ratio=min_success_ratio, retries=retries, timeout=secs, prune=prune
     )
     base = settings.cache if settings is not None else CacheSettings()
     caching = CacheSettings.make(

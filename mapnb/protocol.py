@@ -20,6 +20,10 @@ be left out); :func:`typed` gives one its names.
         worker): item ``culprit`` where the backend knows it, else the first unfinished
         one; or every unfinished item when ``all_items`` (the batch could not load).
         Unfinished items without an error go back to the queue.
+    Metrics(task_id, index, attempt, steps)           what the attempt reported with
+                                                      mapnb.report(): ``steps`` is a list
+                                                      of ``(step, {name: float})``, one
+                                                      per step (its last values), in order
     Retiring()                                        local pool only: the worker exits by
                                                       itself; it never reaches the engine
 
@@ -36,7 +40,10 @@ from typing import Any
 
 from .errors import ItemError
 
-STARTED, LOG, FINISHED, ENDED, RETIRING = "s", "l", "f", "e", "r"
+STARTED, LOG, FINISHED, ENDED, RETIRING, METRICS = "s", "l", "f", "e", "r", "m"
+
+MAX_STEPS = 1000
+"""Steps of reported metrics kept per item: unsent where it runs, and in the caller."""
 
 Item = tuple[int, int, tuple[Any, ...]]
 """One item of a task: ``(index, attempt, args)``; ``attempt`` counts from 1."""
@@ -107,6 +114,17 @@ class Ended(_Record, collections.namedtuple("Ended", "kind task_id error all_ite
         return tuple.__new__(cls, (ENDED, task_id, error, all_items, culprit))
 
 
+class Metrics(_Record, collections.namedtuple("Metrics", "kind task_id index attempt steps")):
+    """Metrics an attempt reported: ``steps`` is a list of ``(step, {name: float})``."""
+
+    __slots__ = ()
+
+    def __new__(
+        cls, task_id: int, index: int, attempt: int, steps: list[tuple[int, dict[str, float]]]
+    ) -> Metrics:
+        return tuple.__new__(cls, (METRICS, task_id, index, attempt, steps))
+
+
 class Retiring(_Record, collections.namedtuple("Retiring", "kind")):
     """A local worker's last record before it exits by itself: give it no more work."""
 
@@ -116,11 +134,13 @@ class Retiring(_Record, collections.namedtuple("Retiring", "kind")):
         return tuple.__new__(cls, (RETIRING,))
 
 
-Record = Started | Log | Finished | Ended | Retiring
+Record = Started | Log | Metrics | Finished | Ended | Retiring
 ReportFn = Callable[[list[Any]], None]
 """How a backend reports: ``report(records)``, callable from any thread."""
 
-_TYPES: dict[str, Any] = {STARTED: Started, LOG: Log, FINISHED: Finished, ENDED: Ended, RETIRING: Retiring}
+_TYPES: dict[str, Any] = {
+    STARTED: Started, LOG: Log, METRICS: Metrics, FINISHED: Finished, ENDED: Ended, RETIRING: Retiring,
+}  # fmt: skip
 
 
 def typed(record: tuple[Any, ...]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import queue
 import threading
 import time
@@ -136,7 +137,9 @@ class MapRun:
             msg = f"run {self.id} of {self.name} was cancelled: {self._progress()}"
             i = err = None
         else:
-            msg = f"{self.name}: {v.succeeded()} of {v.n} items succeeded, {v.need} needed (min_success_ratio)"
+            pruned = v.counts[Status.PRUNED]
+            also = f" (+{pruned} pruned, which count)" if pruned else ""
+            msg = f"{self.name}: {v.succeeded()} of {v.n} items succeeded{also}, {v.need} needed (min_success_ratio)"
             if i is not None and err is not None:
                 where = ", ".join(f"{n}={short_repr(x)}" for n, x in zip(self.names, self.inputs[i]))
                 msg += (
@@ -168,7 +171,8 @@ class MapRun:
         global _last
         if not self.done():
             raise RuntimeError(f"run {self.id} is still running; wait for it (or cancel it) first")
-        again = [i for i, s in enumerate(self.view.status) if s not in (Status.SUCCEEDED, Status.CACHED)]
+        ok = (Status.SUCCEEDED, Status.CACHED, Status.PRUNED)  # pruned: stopped on purpose, not failed
+        again = [i for i, s in enumerate(self.view.status) if s not in ok]
         if again:
             with _last_lock:
                 _last = self  # what runs now is the latest run
@@ -239,6 +243,28 @@ class MapRun:
         if stream not in (None, "stdout", "stderr"):
             raise ValueError(f"stream must be 'stdout', 'stderr' or None; got {stream!r}")
         return self.view.log_text(index % n, stream)
+
+    def metrics(self, index: int) -> pd.DataFrame:
+        """What item ``index`` reported with :func:`mapnb.report` so far: one row per step
+        (its latest attempt's newest 1,000 steps), columns ``step`` and one per metric
+        (NaN where a step did not report it). Empty (just ``step``) if it reported nothing.
+        """
+        import pandas as pd
+
+        n = self.view.n
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+            raise TypeError(f"run.metrics(index): index must be an int, got {index!r}")
+        index = int(index)
+        if not -n <= index < n:
+            raise IndexError(f"item index {index} out of range for a run of {n} items")
+        history = self.view.metric_history(index % n)
+        names: dict[str, None] = {}
+        for _, values in history:
+            names.update(dict.fromkeys(values))
+        data: dict[str, Any] = {"step": pd.Series([step for step, _ in history], dtype="int64")}
+        for name in names:
+            data[name] = pd.Series([values.get(name, float("nan")) for _, values in history], dtype="float64")
+        return pd.DataFrame(data)
 
     @property
     def df(self) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from numbers import Real
 from typing import Any
 
 from .errors import InvalidMapError
+from .prune import MedianStopping
 
 
 def describe(value: Any) -> str:
@@ -80,12 +81,17 @@ class Options:
     min_success_ratio: float = 1.0
     retries: int = 0
     timeout: float | None = None
+    prune: MedianStopping | None = None
 
     def __post_init__(self) -> None:
         check_int("concurrency", self.concurrency, minimum=1, none_ok=True)
         check_ratio("min_success_ratio", self.min_success_ratio)
         check_int("retries", self.retries, minimum=0)
         check_seconds("timeout", self.timeout)
+        if self.prune is not None and not isinstance(self.prune, MedianStopping):
+            raise InvalidMapError(
+                f"prune must be a mapnb.MedianStopping(...) or None; got {describe(self.prune)}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from .errors import ItemError
 from .events import RunStatus, Status
 from .logs import LogStore
+from .protocol import MAX_STEPS
 
 
 class RunState:
@@ -56,6 +57,14 @@ class RunState:
         self.attempts = [0] * n  # attempts that ran to an outcome
         self.durations: list[float | None] = [None] * n
         self.logs = LogStore(n)
+        # Reported metrics (mapnb.report): per item its latest attempt's history, step ->
+        # {name: value} (the newest MAX_STEPS steps), and its last value of each metric.
+        self.history: list[dict[int, dict[str, float]] | None] = [None] * n
+        self.last_metrics: list[dict[str, float] | None] = [None] * n
+        self.metric_attempt = [0] * n
+        self.metric_names: dict[str, None] = {}  # every name reported, in order of appearance
+        self.pruned_why: list[str | None] = [None] * n
+        self.prune_metric = ""  # the metric map_task(prune=...) watches ("": no pruning)
         self.counts: dict[Status, int] = dict.fromkeys(Status, 0)
         self.counts[Status.QUEUED] = n
         self.lifecycle = RunStatus.RUNNING
@@ -74,6 +83,28 @@ class RunState:
     def succeeded(self) -> int:
         """Items that succeeded or came from the cache."""
         return self.counts[Status.SUCCEEDED] + self.counts[Status.CACHED]
+
+    def add_metrics(self, i: int, attempt: int, steps: list[tuple[int, dict[str, float]]]) -> None:
+        """Item ``i``'s attempt ``attempt`` reported ``steps``: a new attempt starts a new
+        history; the last value of each metric is kept apart (it may be older than the
+        latest step, when that step did not report it)."""
+        history = self.history[i]
+        if history is None or self.metric_attempt[i] != attempt:
+            history = {}
+            self.metric_attempt[i] = attempt
+            self.last_metrics[i] = {}
+        last = dict(self.last_metrics[i] or {})
+        for step, values in steps:
+            known = history.get(step)
+            history[step] = {**known, **values} if known is not None else values
+            last.update(values)
+            for name in values:
+                if name not in self.metric_names:
+                    self.metric_names[name] = None
+        while len(history) > MAX_STEPS:
+            del history[next(iter(history))]
+        self.history[i] = history
+        self.last_metrics[i] = last  # a new dict: readers of the old one see it whole
 
     def resume_clock(self) -> None:
         """A re-run: the clock counts time spent running, not the idle time before it."""
@@ -200,6 +231,32 @@ class RunView:
 
     def succeeded(self) -> int:
         return self._s.succeeded()
+
+    @property
+    def last_metrics(self) -> Sequence[dict[str, float] | None]:
+        """Per item, the last reported value of each metric (None: it reported nothing)."""
+        return self._s.last_metrics
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Every metric name reported in the run, in order of first appearance."""
+        return list(self._s.metric_names)
+
+    def metric_history(self, i: int) -> list[tuple[int, dict[str, float]]]:
+        """Item ``i``'s reported ``(step, {name: value})`` (its latest attempt's, the
+        newest 1,000 steps), in the order the steps were first reported."""
+        history = self._s.history[i]
+        return list(history.copy().items()) if history is not None else []
+
+    @property
+    def prune_metric(self) -> str:
+        """The metric the run's pruner watches ("" without ``prune=``)."""
+        return self._s.prune_metric
+
+    @property
+    def pruned_why(self) -> Sequence[str | None]:
+        """Per pruned item, why ("pruned at step 3: loss 0.9 > median 0.5")."""
+        return self._s.pruned_why
 
     def elapsed(self) -> float:
         """Seconds the run has been running (until it ended, once done)."""

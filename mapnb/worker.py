@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from .errors import ErrorKind, ItemError, NotRetried
 from .logs import BoundedText
-from .protocol import LOG, Ended, Finished, Item, Log, Retiring, Started
+from .protocol import LOG, MAX_STEPS, Ended, Finished, Item, Log, Metrics, Retiring, Started
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,46 @@ class Emitter(Protocol):
 
     def log(self, index: int, attempt: int, stream: str, text: str) -> None: ...
 
+    def metrics(self, index: int, attempt: int, step: int, values: dict[str, float]) -> None: ...
+
     def finished(
         self, index: int, attempt: int, ok: bool, value: Any, error: ItemError | None, t0: float, t1: float
     ) -> None: ...
+
+
+class MetricBuffer:
+    """Reported metrics waiting to be sent: per attempt, the last values of each step.
+
+    A tight loop of ``mapnb.report`` calls costs a dict update each; what is sent is one
+    :class:`~mapnb.protocol.Metrics` record per attempt per batch, holding at most
+    :data:`MAX_STEPS` steps (the newest)."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[int, int], dict[int, dict[str, float]]] = {}
+
+    def add(self, index: int, attempt: int, step: int, values: dict[str, float]) -> None:
+        steps = self._pending.setdefault((index, attempt), {})
+        known = steps.get(step)
+        if known is None:
+            steps[step] = values
+            if len(steps) > MAX_STEPS:  # the oldest step goes: only the newest are kept anyway
+                del steps[next(iter(steps))]
+        else:
+            known.update(values)  # the same step again: its last value of each metric wins
+
+    def __bool__(self) -> bool:
+        return bool(self._pending)
+
+    def take(self, task_id: int, only: tuple[int, int] | None = None) -> list[Metrics]:
+        """The pending records (all, or those of attempt ``only``), removed from here."""
+        if only is not None:
+            steps = self._pending.pop(only, None)
+            return [Metrics(task_id, only[0], only[1], list(steps.items()))] if steps else []
+        out = [Metrics(task_id, i, a, list(steps.items())) for (i, a), steps in self._pending.items()]
+        self._pending = {}
+        return out
 
 
 class ItemLedger(Protocol):
@@ -159,7 +196,7 @@ def run_items(
         t0 = clock()
         emit.started(index, attempt, t0)
         set_capture(cap)
-        token = enter_item(job.checkpoints, job.run_id, index, attempt)
+        token = enter_item(job.checkpoints, job.run_id, index, attempt, _reporter(emit, index, attempt))
         try:
             value, error, ok = settle(fn(**dict(zip(names, args)))), None, True
         except BaseException as e:  # the item's failure, whatever it is, is its own
@@ -171,6 +208,16 @@ def run_items(
             set_capture(None)
         cap.close()
         emit.finished(index, attempt, ok, value, error, t0, clock())
+
+
+def _reporter(emit: Emitter, index: int, attempt: int) -> Callable[[int, dict[str, float]], None]:
+    """What ``mapnb.report`` calls inside attempt ``attempt`` of item ``index``."""
+    metrics = emit.metrics
+
+    def report(step: int, values: dict[str, float]) -> None:
+        metrics(index, attempt, step, values)
+
+    return report
 
 
 def settle(value: Any) -> Any:
@@ -259,6 +306,7 @@ class Outbox:
         self._lock = threading.Lock()  # guards _records and _current
         self._send_lock = threading.Lock()  # keeps batches in order on the wire
         self._records: list[Any] = []
+        self._metrics = MetricBuffer()  # guarded by _lock too
         self._current: list[Any] | None = None  # [index, attempt, t0, announced]
         self.task_id = 0
         self.first_of_task = False
@@ -296,6 +344,10 @@ class Outbox:
             else:
                 recs.append([LOG, self.task_id, index, attempt, stream, [text]])
 
+    def metrics(self, index: int, attempt: int, step: int, values: dict[str, float]) -> None:
+        with self._lock:
+            self._metrics.add(index, attempt, step, values)
+
     def finished(
         self, index: int, attempt: int, ok: bool, value: Any, error: ItemError | None, t0: float, t1: float
     ) -> None:
@@ -319,6 +371,8 @@ class Outbox:
             payload = error
         with self._lock:
             self._current = None
+            if self._metrics:  # what it reported arrives before its outcome
+                self._records += self._metrics.take(self.task_id, (index, attempt))
             self._keep(Finished(self.task_id, index, attempt, ok, payload, t0, t1))
 
     def _keep(self, record: Finished) -> None:
@@ -333,6 +387,8 @@ class Outbox:
                 return False
             self._announce()
             self._current = None
+            if self._metrics:
+                self._records += self._metrics.take(self.task_id, (cur[0], cur[1]))
             self._records.append(Finished(self.task_id, cur[0], cur[1], False, error, cur[2], time.monotonic()))
         self.flush()
         return True
@@ -350,6 +406,8 @@ class Outbox:
             with self._lock:
                 self._announce()
                 recs, self._records = self._records, []
+                if self._metrics:  # the running item's, after its "started"
+                    recs += self._metrics.take(self.task_id)
             if not recs:
                 return
             for k, r in enumerate(recs):

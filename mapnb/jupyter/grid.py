@@ -23,7 +23,17 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..events import Event, ItemFinished, ItemLog, ItemRetrying, ItemStarted, RunFinished, RunStarted, Status
+from ..events import (
+    Event,
+    ItemFinished,
+    ItemLog,
+    ItemMetrics,
+    ItemRetrying,
+    ItemStarted,
+    RunFinished,
+    RunStarted,
+    Status,
+)
 
 if TYPE_CHECKING:
     from ..run import MapRun
@@ -35,6 +45,7 @@ CODES = {
     Status.SUCCEEDED: "s",
     Status.FAILED: "f",
     Status.CACHED: "c",
+    Status.PRUNED: "p",
     Status.ABORTED: "a",
     Status.CANCELLED: "x",
 }
@@ -47,6 +58,7 @@ COLORS = {
     "succeeded": "#2e7d32",
     "failed": "#c62828",
     "cached": "#00796b",
+    "pruned": "#6a1b9a",
     "aborted": "#6d4c41",
     "cancelled": "#616161",
 }
@@ -57,11 +69,13 @@ TEXT_ON = {
     "succeeded": "#fff",
     "failed": "#fff",
     "cached": "#fff",
+    "pruned": "#fff",
     "aborted": "#fff",
     "cancelled": "#fff",
 }
-# Beyond hue: statuses that end badly carry a glyph (queued cells are drawn hollow).
-GLYPHS = {"failed": "\u2715", "aborted": "!", "cancelled": "\u2298", "retrying": "\u21bb"}
+# Beyond hue: statuses that end badly carry a glyph (queued cells are drawn hollow), and so
+# do pruned items (scissors: stopped on purpose, not failed).
+GLYPHS = {"failed": "\u2715", "aborted": "!", "cancelled": "\u2298", "retrying": "\u21bb", "pruned": "\u2702"}
 _BY_CODE = {c: s.value for s, c in CODES.items()}
 _GLYPH_PREFIX = {k: g + " " for k, g in GLYPHS.items()}
 
@@ -218,7 +232,7 @@ class GridModel:
         with self._lock:
             for ev in events:
                 t = type(ev)
-                if t is ItemLog:
+                if t is ItemLog or t is ItemMetrics:  # the panel's log or metrics changed
                     self._log_dirty.add(ev.index)  # type: ignore[union-attr]
                 elif t is ItemStarted or t is ItemFinished or t is ItemRetrying:
                     self._dirty.add(ev.index)  # type: ignore[union-attr]
@@ -316,7 +330,7 @@ class GridModel:
         rv = self._v
         counts = {s.value: k for s, k in rv.counts.items()}
         done = sum(k for s, k in rv.counts.items() if s.final)
-        ran = counts["succeeded"] + counts["failed"] + counts["cached"]  # what the rate is about
+        ran = counts["succeeded"] + counts["failed"] + counts["cached"] + counts["pruned"]  # what the rate is about
         now = time.monotonic()
         self._rate.append((now, ran))
         t0, d0 = self._rate[0]
@@ -434,6 +448,25 @@ class GridModel:
             "error": error,
             "log": tail,
             "log_dropped": max(0, total - LOG_TAIL),
+            "pruned": rv.pruned_why[i] or "",
+            "metrics": self._metrics_detail(i),
+        }
+
+    def _metrics_detail(self, i: int) -> dict[str, Any]:
+        """Item ``i``'s reported metrics for the panel: the last value of each, and a
+        sparkline of the chosen one (the pruner's metric, else the first reported)."""
+        rv = self._v
+        last = rv.last_metrics[i]
+        if not last:
+            return {}
+        names = rv.metric_names
+        chosen = rv.prune_metric if rv.prune_metric in last else next((n for n in names if n in last), "")
+        points = [(step, v[chosen]) for step, v in rv.metric_history(i) if chosen in v]
+        return {
+            "last": [[n, _fmt_value(last[n])] for n in names if n in last],
+            "chosen": chosen,
+            "steps": len(points),
+            "spark": sparkline_svg(points),
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -454,6 +487,35 @@ class GridModel:
 
 
 _MISSING = object()
+SPARK_POINTS = 200  # a sparkline's points at most: longer histories are thinned evenly
+
+
+def sparkline_svg(points: list[tuple[int, float]], width: int = 160, height: int = 32) -> str:
+    """A small inline SVG line of ``(step, value)`` points (no script, no external
+    reference: safe to set as HTML, and kept in a saved notebook); "" for none."""
+    pts = [(s, v) for s, v in points if math.isfinite(v)]
+    if not pts:
+        return ""
+    if len(pts) > SPARK_POINTS:
+        k = len(pts) / SPARK_POINTS
+        pts = [pts[int(j * k)] for j in range(SPARK_POINTS - 1)] + [pts[-1]]
+    s0, s1 = pts[0][0], pts[-1][0]
+    lo, hi = min(v for _, v in pts), max(v for _, v in pts)
+    pad = 2
+
+    def xy(s: int, v: float) -> str:
+        x = pad + (width - 2 * pad) * ((s - s0) / (s1 - s0) if s1 > s0 else 0.5)
+        y = pad + (height - 2 * pad) * ((hi - v) / (hi - lo) if hi > lo else 0.5)
+        return f"{x:.1f},{y:.1f}"
+
+    line = " ".join(xy(s, v) for s, v in pts)
+    end = xy(*pts[-1]).split(",")
+    return (
+        f'<svg class="mapnb-spark" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="sparkline of {len(pts)} steps">'
+        f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{line}"/>'
+        f'<circle cx="{end[0]}" cy="{end[1]}" r="2.5" fill="currentColor"/></svg>'
+    )
 
 
 def _fmt_seconds(s: float | None) -> str:
@@ -503,7 +565,7 @@ def render_html(snap: dict[str, Any], max_cells: int = 2000) -> str:
             + "</div>"
         )
     per = max(1, math.ceil(n / max_cells))
-    rank = "frtqxacs"  # which status a block of items shows: the first of these present
+    rank = "frtqxapcs"  # which status a block of items shows: the first of these present
     blocks = []
     for start in range(0, n, per):
         block = codes[start : start + per]
@@ -572,6 +634,8 @@ def _square_style(status: str, by_value: bool = False) -> str:
     if status in ("failed", "aborted", "cancelled"):
         dark = "#{:02x}{:02x}{:02x}".format(*(round(0.75 * int(bg[k : k + 2], 16)) for k in (1, 3, 5)))
         return f"background:repeating-linear-gradient(45deg,{bg} 0 3px,{dark} 3px 5px)"
+    if status == "pruned" and not by_value:  # a square too small for its glyph: a cut across it
+        return f"background:{bg};box-shadow:inset 0 -4px 0 {TEXT_ON[status]}"
     return f"background:{bg}"
 
 

@@ -52,7 +52,7 @@ def show_progress(run: MapRun, progress: bool | None, interval: float = 0.1) -> 
             done = run.wait(interval)
             c = run.counts
             bar.n = sum(c[k] for k in final)
-            bar.set_postfix({k: c[k] for k in ("running", "failed", "retrying") if c[k]}, refresh=False)
+            bar.set_postfix({k: c[k] for k in ("running", "pruned", "failed", "retrying") if c[k]}, refresh=False)
             bar.refresh()
             if done:
                 return

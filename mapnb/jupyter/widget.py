@@ -439,6 +439,7 @@ def _detail_html(d: dict[str, Any]) -> str:
         f"<b>item {d['index']}</b> {chip} {attempts_text(s, d['attempts'])} {esc(timing)}"
         f'<table style="border-collapse:collapse">{rows("inputs", d["inputs"])}'
         f"{rows('output', d['output']) if d.get('output') else ''}</table>"
+        + _metrics_html(d)
         + (
             # Inline styles cannot follow the theme's dark/light switch, so the traceback is
             # the theme's text on JupyterLab's own error background (4.5:1 in both themes).
@@ -450,6 +451,23 @@ def _detail_html(d: dict[str, Any]) -> str:
         )
         + f'<div>log</div><pre style="{box}">{esc(log_text)}</pre></div>'
     )
+
+
+def _metrics_html(d: dict[str, Any]) -> str:
+    """The panel's reported metrics (core face): why it was pruned, the last values, and
+    the chosen metric's sparkline (our own SVG: numbers only, no script)."""
+    import html
+
+    esc = html.escape
+    m = d.get("metrics") or {}
+    out = f"<div><i>{esc(d['pruned'])}</i></div>" if d.get("pruned") else ""
+    if m:
+        last = " &middot; ".join(f"{esc(k)} <b>{esc(v)}</b>" for k, v in m["last"])
+        out += (
+            f"<div>metrics (last): {last}</div>"
+            f'<div title="{esc(m["chosen"])} over {m["steps"]} steps">{esc(m["chosen"])} {m["spark"]}</div>'
+        )
+    return out
 
 
 def _seconds(s: float) -> str:

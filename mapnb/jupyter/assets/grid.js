@@ -2,9 +2,9 @@
 // `statuses` (one letter per item) overlaid with `patch` (index -> letter) is the status
 // of every item; `detail` describes the selected item, whose log the kernel streams.
 const NAMES = { q: "queued", r: "running", t: "retrying", s: "succeeded", f: "failed",
-                c: "cached", a: "aborted", x: "cancelled" };
+                c: "cached", p: "pruned", a: "aborted", x: "cancelled" };
 const CHUNKED = 10000, CHUNK = 1024;  // above CHUNKED cells, cells come in chunks of ~CHUNK
-const ORDER = ["succeeded", "cached", "failed", "aborted", "cancelled", "retrying", "running", "queued"];
+const ORDER = ["succeeded", "cached", "pruned", "failed", "aborted", "cancelled", "retrying", "running", "queued"];
 
 function h(tag, cls, text) {
   const e = document.createElement(tag);
@@ -303,6 +303,25 @@ function render({ model, el }) {
     section("inputs", d.inputs);
     if (d.output) section("output", d.output);
     detail.append(top, inputs);
+    if (d.pruned) detail.append(h("div", "mapnb-pruned-why", d.pruned));
+    const m = d.metrics || {};
+    if (m.last && m.last.length) {
+      // The reported metrics: last values, and a sparkline of the chosen one (an SVG the
+      // kernel drew from numbers only, so it is safe to insert as markup).
+      const box = h("div", "mapnb-metrics");
+      box.append(h("span", "mapnb-log-title", "metrics "));
+      for (const [k, v] of m.last) box.append(h("span", "mapnb-metric", `${k} `), h("b", "", `${v} `));
+      if (m.spark) {
+        const spark = h("div", "mapnb-spark-box");
+        spark.title = `${m.chosen} over ${m.steps} steps`;
+        spark.append(h("span", "mapnb-log-title", `${m.chosen} `));
+        const pic = h("span");
+        pic.innerHTML = m.spark;
+        spark.append(pic);
+        box.append(spark);
+      }
+      detail.append(box);
+    }
     if (d.error) detail.append(h("pre", "mapnb-error", d.error));
     detail.append(h("div", "mapnb-log-title", "log"));
     const logBox = h("pre", "mapnb-log");
