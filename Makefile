@@ -28,9 +28,13 @@ demo: $(VENV)/.installed  ## make a venv, install, run the example on the local 
 
 # Under coverage (config in pyproject.toml), also in the local pool's fork server and
 # workers; the report prints whether or not the tests passed, and no threshold fails it yet.
+# The tutorials run through mapnb's own notebook runner, two at a time (JUnit XML and the
+# executed notebooks in test-artifacts/).
 test: $(VENV)/.installed-test chromium lint  ## install, lint, run the tests and the tutorial notebooks
 	$(PY) -m coverage erase
-	$(PY) -m coverage run -m pytest --nbval-lax --nbval-current-env; status=$$?; \
+	$(PY) -m coverage run -m pytest; status=$$?; \
+	  $(PY) -m coverage run -m mapnb notebooks notebooks/ --concurrency 2 --cell-timeout 600 \
+	    --output-dir test-artifacts/executed --junit-xml test-artifacts/notebooks.xml || status=1; \
 	  $(PY) -m coverage combine -q && $(PY) -m coverage report; exit $$status
 
 lint: $(VENV)/.installed-test  ## ruff over the code, tests, benchmarks, examples and notebooks; mypy over mapnb/

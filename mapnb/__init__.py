@@ -20,6 +20,7 @@ from .errors import (
     ItemError,
     MapnbError,
     MapTaskError,
+    NotRetried,
     RemoteError,
     RunInterrupted,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "MapTaskError",
     "MapnbError",
     "MedianStopping",
+    "NotRetried",
     "RemoteError",
     "Resources",
     "RunInterrupted",
@@ -97,6 +99,7 @@ __all__ = [
     "get_backend",
     "last_run",
     "map_task",
+    "record",
     "recover",
     "register_backend",
     "report",

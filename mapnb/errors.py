@@ -9,6 +9,7 @@
     ├── MapTaskError                      a run fell short of min_success_ratio
     └── RemoteError                       an item's own traceback, as the __cause__ of MapTaskError
     RunInterrupted (KeyboardInterrupt)    Ctrl-C while waiting: the run was cancelled
+    NotRetried (Exception)                raised by an item to fail at once, whatever its retries
 
 Failures of single items are not exceptions in the caller: they are recorded as an
 :class:`ItemError` on the item (``run.errors[i]``, the ``error`` column) and the run goes on;

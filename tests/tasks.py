@@ -182,3 +182,10 @@ def counted_after(x: int, log_dir: str, gate: str = "") -> int:
     if gate:
         wait_for_file(gate, limit=60.0)
     return counted(x, log_dir)
+
+
+def gives_up(x: int) -> int:
+    """Fails in a way that says another attempt cannot help."""
+    import mapnb
+
+    raise mapnb.NotRetried(f"{x} cannot work")

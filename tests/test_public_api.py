@@ -20,6 +20,8 @@ def test_public_names_are_pinned():
         "MapTask",
         "MapTaskError",
         "MapnbError",
+        "MedianStopping",
+        "NotRetried",
         "RemoteError",
         "Resources",
         "RunInterrupted",
@@ -30,8 +32,10 @@ def test_public_names_are_pinned():
         "get_backend",
         "last_run",
         "map_task",
+        "record",
         "recover",
         "register_backend",
+        "report",
         "task",
     ]
     assert mapnb.__all__ == sorted(mapnb.__all__)

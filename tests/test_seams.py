@@ -43,11 +43,22 @@ def test_the_error_tree_in_errors_docstring_is_the_whole_tree():
         drawn[name] = stack[-1][1] if stack else None
         stack.append((depth, name))
     ours = {c for c in _all_subclasses(MapnbError) if c.__module__.startswith("mapnb")}
-    assert {c.__name__ for c in ours} | {"MapnbError", "RunInterrupted"} == set(drawn)
+    assert {c.__name__ for c in ours} | {"MapnbError", "RunInterrupted", "NotRetried"} == set(drawn)
     for cls in ours:
         parent = next(b for b in cls.__mro__[1:] if issubclass(b, MapnbError) or b is MapnbError)
         assert drawn[cls.__name__] == parent.__name__, cls
     assert issubclass(mapnb.RunInterrupted, KeyboardInterrupt)
+    assert not issubclass(mapnb.NotRetried, MapnbError)  # the user's to raise, not mapnb's
+
+
+@pytest.mark.parametrize("backend", ["local", "threads"])
+def test_an_item_that_raises_not_retried_fails_at_once(backend):
+    from . import tasks
+
+    run = mapnb.map_task(tasks.gives_up, retries=3, backend=backend, progress=False).submit(x=[1])
+    run.wait(60)
+    (err,) = run.errors
+    assert run.attempts == [1] and err.final and not err.retryable and err.type == "NotRetried"
 
 
 def test_item_error_kinds_are_an_enum_and_a_typo_fails_at_once():
