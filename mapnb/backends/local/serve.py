@@ -308,6 +308,22 @@ def _prepare(job: Any, env: dict[str, str], items_blob: bytes, data_limit: _Data
     return pickle.loads(items_blob)
 
 
+class _Repair:
+    """Called before each item of a task: the item before may have closed or redirected
+    the standard streams, which the next must not inherit. True once fds 1 and 2 cannot be
+    repaired: the task then ends there (its other items go back to the queue, to another
+    worker) and this worker retires."""
+
+    def __init__(self, routers: tuple[Router, Router], fds: _FdCapture) -> None:
+        self.routers, self.fds, self.broken = routers, fds, False
+
+    def __call__(self) -> bool:
+        sys.stdout, sys.stderr = self.routers
+        if not self.broken and not self.fds.repair():
+            self.broken = True
+        return self.broken
+
+
 def _serve(conn: Any, ledger: Ledger | None) -> None:
     # Process-wide, not per thread: text printed by threads an item starts belongs to it.
     current: list[Capture | None] = [None]
@@ -325,6 +341,7 @@ def _serve(conn: Any, ledger: Ledger | None) -> None:
     )
     sys.stdout, sys.stderr = routers
     data_limit = _DataLimit()
+    beyond_repair = _Repair(routers, fds)
     outbox = Outbox(conn, on_tick=lambda: fds.drain(current[0]), ledger=ledger)
     jobs: dict[str, Any] = {}  # job id -> Job, or the ItemError its loading gave
     while True:
@@ -350,11 +367,8 @@ def _serve(conn: Any, ledger: Ledger | None) -> None:
             outbox.end_task(err, all_items=True)
             continue
         outbox.first_of_task = True
-        run_items(job, items, outbox, set_capture, mem_limit=outbox.mem_limit)
-        # An item may have closed or redirected the standard streams: later items must
-        # not inherit that. A worker that cannot be repaired takes no more work.
-        sys.stdout, sys.stderr = routers
-        if not fds.repair():
+        run_items(job, items, outbox, set_capture, stop=beyond_repair, mem_limit=outbox.mem_limit)
+        if beyond_repair():  # a worker that cannot be repaired takes no more work
             outbox.end_task(retire=True)
             return
         outbox.end_task()
