@@ -169,7 +169,14 @@ class Pool:
                 return
             self._closed = True
         try:
-            self._control.close()  # the fork server kills its workers and exits
+            # The fork server kills its workers and exits on EOF. shutdown(), not close()
+            # alone: the supervisor thread's poll holds the socket open until it returns
+            # (up to a second), and the fork server would see the EOF only then.
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            self._control.close()
         except OSError:
             pass
         self._sock.close()
