@@ -22,6 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 N, C = 12, 2
 
@@ -150,6 +153,8 @@ def main() -> None:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    table = text.split("\n", 2)[2]  # without its heading: the README's section has one
+    _common.write("notebooks", {"notebooks": table}, {"seconds": med, "runs": results})
 
 
 if __name__ == "__main__":
