@@ -233,7 +233,7 @@ def settle(value: Any) -> Any:
 
     code = getattr(value, "cr_code", None)
     try:
-        return _run_coroutine(value)
+        return run_coroutine(value)
     except BaseException as e:
         tb = e.__traceback__
         while tb is not None and tb.tb_frame.f_code is not code:
@@ -243,8 +243,9 @@ def settle(value: Any) -> Any:
         raise e.with_traceback(tb)  # noqa: B904 - the same exception, its traceback trimmed
 
 
-def _run_coroutine(coro: Any) -> Any:
-    """Run ``coro`` to completion in an event loop of its own."""
+def run_coroutine(coro: Any) -> Any:
+    """Run ``coro`` to completion in an event loop of its own (in a thread of its own when
+    a loop already runs in this one: an in-process backend called from async code)."""
     import asyncio
 
     try:

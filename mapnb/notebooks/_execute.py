@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotRetried
+from ..worker import run_coroutine
 from . import _params
 
 MARK = "[mapnb.notebooks] "  # the last line of a failure's message: its details, as JSON
@@ -431,30 +432,6 @@ def _banner(cell_index: int, line: int | None, message: str) -> Any:
     return cell
 
 
-def _run_coroutine(coro: Any) -> Any:
-    """Run ``coro`` to completion here, or in a thread of its own when a loop already runs
-    in this thread (an in-process backend called from a notebook)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: list[Any] = []
-
-    def target() -> None:
-        try:
-            box.append((True, asyncio.run(coro)))
-        except BaseException as e:  # noqa: BLE001 - re-raised below, in the item's thread
-            box.append((False, e))
-
-    t = threading.Thread(target=target, name="mapnb-notebook", daemon=True)
-    t.start()
-    t.join()
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return value
-
-
 def _write(nb: Any, path: str) -> None:
     import nbformat
 
@@ -631,7 +608,7 @@ class _Execution:
             on_cell_execute=self.on_execute, on_cell_executed=self.on_executed, record_timing=True,
         )  # fmt: skip
         try:
-            _run_coroutine(self._main(client))
+            run_coroutine(self._main(client))
         except CellExecutionError as e:
             return {"kind": "error", "ename": e.ename, "evalue": e.evalue}
         except CellTimeoutError:
