@@ -405,7 +405,7 @@ def _reap_when_done(kms: list[Any], spool: str | None) -> Any:
         if any(isinstance(ev, RunFinished) for ev in events):
             for km in kms:  # at once; reaping them may take a moment, off the engine's thread
                 kill_group(km)
-            threading.Thread(target=reap, daemon=True).start()
+            threading.Thread(target=reap, daemon=False).start()  # zmq: see _execute._launch_spare
 
     for km in kms:  # and if this process ends first
         atexit.register(kill_kernel, km)

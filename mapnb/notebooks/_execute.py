@@ -580,7 +580,10 @@ class _Execution:
             if self._spare_launched:
                 return
             self._spare_launched = True
-        threading.Thread(target=_add_spare, args=(self.kernel_name, self.cwd), daemon=True).start()
+        # Not a daemon, nor the kernel killers below: a thread still talking to zmq while
+        # the interpreter tears it down aborts the process (libzmq's "pfd.revents & POLLIN"
+        # assertion, seen at the end of a CLI run); exit waits for them instead (< 1 s).
+        threading.Thread(target=_add_spare, args=(self.kernel_name, self.cwd), daemon=False).start()
 
     # -- running ---------------------------------------------------------------------------
 
@@ -651,7 +654,7 @@ class _Execution:
             kill_group(km)
             with _spares_lock:
                 _active.get(run_id, set()).discard(km)
-            threading.Thread(target=kill_kernel, args=(km,), daemon=True).start()
+            threading.Thread(target=kill_kernel, args=(km,), daemon=False).start()
 
     def _watchdog(self, km: Any) -> threading.Timer | None:
         """The notebook's timeout: it kills the kernel's process group (the clock starts
