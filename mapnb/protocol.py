@@ -28,7 +28,8 @@ be left out); :func:`typed` gives one its names.
                                                       itself; it never reaches the engine
 
 The engine's own commands (:class:`Cancel`, :class:`Subscribe`, :class:`Unsubscribe`)
-travel the same inbox as lists of records; they are told apart by type.
+travel the same inbox as the lists of records, one command per message; the engine tells
+them apart by type.
 """
 
 from __future__ import annotations
