@@ -31,7 +31,15 @@ from ..errors import InvalidMapError, MapTaskError, RemoteError, RunInterrupted
 from ..events import Event, ItemFinished, RunFinished, RunStatus, Status
 from ..run import MapRun
 from . import _params
-from ._execute import CellError, KernelDiedError, KernelStartError, Settings, details_of, kernel_of
+from ._execute import (
+    CellError,
+    KernelDiedError,
+    KernelStartError,
+    Settings,
+    details_of,
+    kernel_of,
+    write_text,
+)
 from ._params import ParameterWarning, parse_value
 
 if TYPE_CHECKING:
@@ -379,7 +387,7 @@ class NotebookRun(MapRun):
                 out, target = self.view.outputs[i], self.inputs[i][2]
                 text = out.get("notebook_json") if isinstance(out, Mapping) else None
                 if target and text:
-                    _write_text(target, text)
+                    write_text(target, text)
                 self._written.add(i)
 
     def failures(self) -> list[int]:
@@ -410,17 +418,6 @@ def _reap_when_done(kms: list[Any], spool: str | None) -> Any:
     for km in kms:  # and if this process ends first
         atexit.register(kill_kernel, km)
     return on_events
-
-
-def _write_text(target: str, text: str) -> None:
-    import tempfile
-
-    p = Path(target)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, p)
 
 
 def run(

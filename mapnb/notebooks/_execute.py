@@ -432,15 +432,21 @@ def _banner(cell_index: int, line: int | None, message: str) -> Any:
     return cell
 
 
-def _write(nb: Any, path: str) -> None:
-    import nbformat
-
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file, then a rename)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        nbformat.write(nb, f)
+        f.write(text)
     os.replace(tmp, target)
+
+
+def _write(nb: Any, path: str) -> None:
+    import nbformat
+
+    text = nbformat.writes(nb)
+    write_text(path, text if text.endswith("\n") else text + "\n")  # as nbformat.write does
 
 
 def records_of(nb: Any) -> dict[str, Any]:
