@@ -60,6 +60,16 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str], check: bool = True) ->
     return took
 
 
+def mapnb_notebooks(py: str, names: list[str]) -> list[str]:
+    """The command that runs ``names`` with mapnb, at concurrency C."""
+    return [py, "-m", "mapnb", "notebooks", *names, "--concurrency", str(C), "--no-live"]
+
+
+def nbmake(py: str, names: list[str]) -> list[str]:
+    """The command that runs ``names`` with nbmake over pytest-xdist, at concurrency C."""
+    return [py, "-m", "pytest", "--nbmake", "-n", str(C), "-q", "-p", "no:cacheprovider", *names]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
@@ -83,22 +93,10 @@ def main() -> None:
         try:
             paths = make_notebooks(work)
             names = [p.name for p in paths]
-            mapnb_cmd = [py, "-m", "mapnb", "notebooks", *names, "--concurrency", str(C), "--no-live"]
+            mapnb_cmd = mapnb_notebooks(py, names)
             add("mapnb notebooks --concurrency 2", timed(mapnb_cmd, work, env))
             if have_nbmake:
-                nbmake = [
-                    py,
-                    "-m",
-                    "pytest",
-                    "--nbmake",
-                    "-n",
-                    str(C),
-                    "-q",
-                    "-p",
-                    "no:cacheprovider",
-                    *names,
-                ]
-                add("pytest --nbmake -n 2", timed(nbmake, work, env))
+                add("pytest --nbmake -n 2", timed(nbmake(py, names), work, env))
             if not args.no_sequential and r == 0:  # ~1 min: once is enough
                 t0 = time.perf_counter()
                 for name in names:
@@ -111,25 +109,13 @@ def main() -> None:
                 # In place (tutorial 05 reads ../examples/notebooks); mapnb writes to a scratch folder.
                 tut = ROOT / "notebooks"
                 tnames = sorted(p.name for p in tut.glob("*.ipynb"))
-                tcmd = [py, "-m", "mapnb", "notebooks", *tnames, "--concurrency", str(C), "--no-live",
-                        "--output-dir", str(work / "executed-tutorials")]  # fmt: skip
+                tcmd = mapnb_notebooks(py, tnames) + ["--output-dir", str(work / "executed-tutorials")]
                 add(
                     f"tutorials ({len(tnames)}): mapnb notebooks --concurrency 2",
                     timed(tcmd, tut, env, check=False),
                 )
                 if have_nbmake:
-                    ncmd = [
-                        py,
-                        "-m",
-                        "pytest",
-                        "--nbmake",
-                        "-n",
-                        str(C),
-                        "-q",
-                        "-p",
-                        "no:cacheprovider",
-                        *tnames,
-                    ]
+                    ncmd = nbmake(py, tnames)
                     add(
                         f"tutorials ({len(tnames)}): pytest --nbmake -n 2", timed(ncmd, tut, env, check=False)
                     )
