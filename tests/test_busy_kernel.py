@@ -59,7 +59,8 @@ class Frontend:
             left = deadline - time.monotonic()
             assert left > 0, (
                 f"timed out; output so far: {''.join(out)[-2000:]}; "
-                f"grids: {[{k: v for k, v in s.items() if k in DIAG} for s in self.comms.values()]}"
+                f"grids: {[{k: v for k, v in s.items() if k in DIAG} for s in self.comms.values()]}; "
+                f"widgets: {[(s.get('_model_name'), s.get('description')) for s in self.comms.values()]}"
             )
             try:
                 msg = self.kc.get_iopub_msg(timeout=min(left, 0.2))
@@ -193,7 +194,14 @@ def test_the_ipywidgets_face_answers_during_a_blocking_run():
         fe = Frontend(km, kc, subshell=False)  # VS Code sends no subshell id
         fe.run(SETUP)
         msg_id = fe.start(SLEEPY)
-        fe.collect(msg_id, until=lambda: fe.find(_model_name="VBoxModel"))  # the face's last widget
+        # The face's box is opened last; wait for it and for the two controls by name, so
+        # that a control still missing fails with the widgets seen so far.
+        fe.collect(
+            msg_id,
+            until=lambda: fe.find(_model_name="VBoxModel")
+            and fe.find(description="Show item")
+            and fe.find(description="Cancel"),
+        )
         pick, cancel = fe.find(description="Show item"), fe.find(description="Cancel")
         assert pick is not None and cancel is not None
         detail = [c for c in fe.opened if fe.comms[c].get("_model_name") == "HTMLModel"]
