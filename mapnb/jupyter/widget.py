@@ -75,6 +75,19 @@ def run_grid(run: MapRun) -> LiveGrid | None:
     return run._grid
 
 
+SWEEP_IMPORT = 'import { mountSweep } from "./sweep.js";'
+
+
+def _bundle_esm() -> str:
+    """grid.js with the sweep views' module (sweep.js) in place of its import: anywidget
+    loads one ES module from a string, which cannot import a sibling file."""
+    grid = (_ASSETS / "grid.js").read_text()
+    sweep = (_ASSETS / "sweep.js").read_text().replace("export function mountSweep", "function mountSweep")
+    if SWEEP_IMPORT not in grid:
+        raise RuntimeError("assets/grid.js no longer imports ./sweep.js as expected")
+    return grid.replace(SWEEP_IMPORT, sweep)
+
+
 def _grid_widget_class() -> type:
     import anywidget
     import traitlets
@@ -82,7 +95,7 @@ def _grid_widget_class() -> type:
     class MapGrid(anywidget.AnyWidget):
         """The anywidget face: one DOM cell per item, a detail panel, Cancel / Retry failed."""
 
-        _esm = (_ASSETS / "grid.js").read_text()
+        _esm = _bundle_esm()
         _css = (_ASSETS / "grid.css").read_text()
         run_id = traitlets.Unicode("").tag(sync=True)
         title = traitlets.Unicode("").tag(sync=True)
@@ -108,6 +121,12 @@ def _grid_widget_class() -> type:
         selected = traitlets.Int(-1).tag(sync=True)
         detail = traitlets.Dict().tag(sync=True)
         colors = traitlets.Dict(COLORS).tag(sync=True)
+        # the sweep views (sweep.py, assets/sweep.js)
+        sweep = traitlets.Dict().tag(sync=True)
+        sweep_cols = traitlets.Dict().tag(sync=True)
+        sweep_patch = traitlets.Dict().tag(sync=True)
+        sweep_view = traitlets.Dict().tag(sync=True)
+        selection = traitlets.List(traitlets.Int()).tag(sync=True)
 
         def comm_widgets(self) -> list[Any]:
             """The widgets whose messages the grid handles: this one."""
@@ -156,8 +175,13 @@ class LiveGrid:
             self.widget = _MapGrid()
             self.widget.observe(self._on_selected, names=["selected"])
             self.widget.observe(self._on_heat_field, names=["heat_field"])
+            self.widget.observe(self._on_selection, names=["selection"])
+            self.widget.observe(self._on_sweep_view, names=["sweep_view"])
         else:
             self.widget = _CoreGrid(self)
+        # A selection made from Python (run.selected = [...]) is drawn in the views.
+        on_selected = getattr(run, "on_selected", None)  # MapRun's, once the kernel side has it
+        self._unsubscribe = on_selected(self._from_run_selected) if on_selected else None
         self.widget.on_msg(self._on_msg)
         # Cancel and clicks must reach us while a blocking run keeps the main thread busy.
         self.served = busy.serve_while_busy(self.widget.comm_widgets())
@@ -173,6 +197,12 @@ class LiveGrid:
             self.run.cancel(wait=False)
         elif action == "retry_failed":
             self.retry_failed()
+        elif action == "rerun_selected":
+            self.rerun_selected()
+        elif action == "cancel_selected":
+            self.cancel_selected()
+        elif action == "sparks":  # the best table's sparklines, pulled on request
+            self.widget.send({"sparks": self.sparks(content.get("indices") or [])})
         else:
             log.warning("live grid: unknown message %r", content)
 
@@ -203,6 +233,65 @@ class LiveGrid:
             self.flush()
         else:
             self._wake.set()  # the flusher sends it, keeping to its rate
+
+    def _on_selection(self, change: dict[str, Any]) -> None:
+        self.set_selection(change["new"], from_front=True)
+
+    def _on_sweep_view(self, change: dict[str, Any]) -> None:
+        self.model.sweep_view = dict(change["new"] or {})  # the saved picture follows it
+
+    def set_selection(self, indices: Any, from_front: bool = False) -> None:
+        """Select items ``indices`` in the views, and in ``run.selected``.
+
+        Parameters
+        ----------
+        indices : iterable of int
+            Item indices; those out of range are dropped.
+        from_front : bool
+            The front end made the selection (it has it already: not sent back).
+        """
+        n = len(self.run)
+        sel = sorted({int(i) for i in indices if 0 <= int(i) < n})
+        self.model.selection = sel
+        if from_front:
+            self.model._sent["selection"] = sel
+        if hasattr(type(self.run), "selected") and list(getattr(self.run, "selected", []) or []) != sel:
+            self.run.selected = sel  # type: ignore[attr-defined]
+        if not from_front:
+            self._wake.set()
+            if self.run.done():
+                self.flush()
+
+    def _from_run_selected(self, indices: Any = None) -> None:
+        """``run.on_selected``'s callback: the selection changed in the kernel."""
+        if indices is None:
+            indices = getattr(self.run, "selected", [])
+        if sorted(indices) != self.model.selection:
+            self.set_selection(indices)
+
+    def sparks(self, indices: Any) -> dict[str, str]:
+        """The reported metric's sparkline (inline SVG) of each of items ``indices`` (at most 100)."""
+        n = len(self.run)
+        out = {}
+        for i in list(indices)[:100]:
+            if isinstance(i, int) and 0 <= i < n:
+                spark = self.model._metrics_detail(i).get("spark")
+                if spark:
+                    out[str(i)] = spark
+        return out
+
+    def rerun_selected(self) -> None:
+        """Run the selected items again (``run.rerun(run.selected)``), while the run goes on too."""
+        sel = list(getattr(self.run, "selected", self.model.selection))
+        if sel:
+            self.run.rerun(sel)  # type: ignore[attr-defined]
+            self._follow()
+
+    def cancel_selected(self) -> None:
+        """Cancel the selected items (``run.cancel(indices=run.selected, wait=False)``)."""
+        sel = list(getattr(self.run, "selected", self.model.selection))
+        if sel:
+            self.run.cancel(indices=sel, wait=False)  # type: ignore[call-arg]
 
     def retry_failed(self) -> None:
         """Re-run the run's failed items in place; the grid follows."""
