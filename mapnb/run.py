@@ -158,35 +158,58 @@ class MapRun:
             exc.__cause__ = RemoteError(err.traceback)
         return exc
 
-    def cancel(self, wait: bool = True, timeout: float | None = 30.0) -> None:
+    def cancel(
+        self, indices: Iterable[int] | bool | None = None, wait: bool = True, timeout: float | None = 30.0
+    ) -> None:
         """Stop the run: queued items never start, running ones are killed.
 
         Finished results are kept. With ``wait``, return once the killed subtasks are gone.
+
+        With ``indices``, cancel only those items: queued ones never start, running ones
+        are killed (the other unstarted items of their subtask run later, uncharged), and
+        the rest of the run goes on. It then ends as usual: a cancelled item has not
+        succeeded, so with ``min_success_ratio=1`` the run fails.
         """
+        if isinstance(indices, bool):  # cancel(True): ``wait`` passed by position, as before
+            wait = indices
+        elif indices is not None:
+            self._engine.cancel_items(check_indices(indices, self.view.n, "cancel(indices)"))
+            return
         self._engine.cancel()
         if wait:
             self.wait(timeout)
+
+    def rerun(self, indices: Iterable[int]) -> int:
+        """Run these items again, in this run, whether it is done or still running;
+        return how many will run again.
+
+        Items still queued or running are left as they are (not counted). The others
+        (succeeded ones too) run again with the run's retries afresh, their log continues,
+        and the cache does not answer them. The run is "running" until they are done; the
+        DataFrames it handed out are then updated in place.
+        """
+        global _last
+        again = check_indices(indices, self.view.n, "rerun(indices)")
+        count: int = self._engine.rerun(again)
+        if count:
+            with _last_lock:
+                _last = self  # what runs now is the latest run
+            self.started = time.time() - self.elapsed  # the clock resumes where it stopped
+            # Before the run says it is done again, the DataFrames it handed out catch up.
+            self._engine.bus.subscribe(self._when_rerun_ends)
+        return count
 
     def retry_failed(self) -> int:
         """Run the failed, aborted and cancelled items again, in this run; return how many.
 
         Finished results stay; each re-run item gets the run's retries afresh, its log
         continues, and the run is "running" again until they are done. Only for a run
-        that is done.
+        that is done (:meth:`rerun` works on a running one too).
         """
-        global _last
         if not self.done():
             raise RuntimeError(f"run {self.id} is still running; wait for it (or cancel it) first")
         ok = (Status.SUCCEEDED, Status.CACHED, Status.PRUNED)  # pruned: stopped on purpose, not failed
-        again = [i for i, s in enumerate(self.view.status) if s not in ok]
-        if again:
-            with _last_lock:
-                _last = self  # what runs now is the latest run
-            self.started = time.time() - self.elapsed  # the clock resumes where it stopped
-            self._engine.rerun(again)
-            # Before the run says it is done again, the DataFrames it handed out catch up.
-            self._engine.bus.subscribe(self._when_rerun_ends)
-        return len(again)
+        return self.rerun([i for i, s in enumerate(self.view.status) if s not in ok])
 
     def _when_rerun_ends(self, events: list[Event]) -> None:
         if not any(isinstance(ev, RunFinished) for ev in events):
