@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import numbers
 import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ItemError, MapTaskError, RemoteError
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .engine import Engine
+
+log = logging.getLogger(__name__)
 
 _last: MapRun | None = None
 _last_lock = threading.Lock()
@@ -83,6 +86,9 @@ class MapRun:
         self.started = time.time()
         self._grid: Any = None  # the LiveGrid, once shown in a notebook
         self._frames: list[weakref.ref[pd.DataFrame]] = []  # results handed out, kept current
+        self._sel_lock = threading.Lock()
+        self._selected: list[int] = []
+        self._on_selected: list[Callable[[list[int]], None]] = []
         with _last_lock:
             _last = self
 
@@ -152,35 +158,58 @@ class MapRun:
             exc.__cause__ = RemoteError(err.traceback)
         return exc
 
-    def cancel(self, wait: bool = True, timeout: float | None = 30.0) -> None:
+    def cancel(
+        self, indices: Iterable[int] | bool | None = None, wait: bool = True, timeout: float | None = 30.0
+    ) -> None:
         """Stop the run: queued items never start, running ones are killed.
 
         Finished results are kept. With ``wait``, return once the killed subtasks are gone.
+
+        With ``indices``, cancel only those items: queued ones never start, running ones
+        are killed (the other unstarted items of their subtask run later, uncharged), and
+        the rest of the run goes on. It then ends as usual: a cancelled item has not
+        succeeded, so with ``min_success_ratio=1`` the run fails.
         """
+        if isinstance(indices, bool):  # cancel(True): ``wait`` passed by position, as before
+            wait = indices
+        elif indices is not None:
+            self._engine.cancel_items(check_indices(indices, self.view.n, "cancel(indices)"))
+            return
         self._engine.cancel()
         if wait:
             self.wait(timeout)
+
+    def rerun(self, indices: Iterable[int]) -> int:
+        """Run these items again, in this run, whether it is done or still running;
+        return how many will run again.
+
+        Items still queued or running are left as they are (not counted). The others
+        (succeeded ones too) run again with the run's retries afresh, their log continues,
+        and the cache does not answer them. The run is "running" until they are done; the
+        DataFrames it handed out are then updated in place.
+        """
+        global _last
+        again = check_indices(indices, self.view.n, "rerun(indices)")
+        count: int = self._engine.rerun(again)
+        if count:
+            with _last_lock:
+                _last = self  # what runs now is the latest run
+            self.started = time.time() - self.elapsed  # the clock resumes where it stopped
+            # Before the run says it is done again, the DataFrames it handed out catch up.
+            self._engine.bus.subscribe(self._when_rerun_ends)
+        return count
 
     def retry_failed(self) -> int:
         """Run the failed, aborted and cancelled items again, in this run; return how many.
 
         Finished results stay; each re-run item gets the run's retries afresh, its log
         continues, and the run is "running" again until they are done. Only for a run
-        that is done.
+        that is done (:meth:`rerun` works on a running one too).
         """
-        global _last
         if not self.done():
             raise RuntimeError(f"run {self.id} is still running; wait for it (or cancel it) first")
         ok = (Status.SUCCEEDED, Status.CACHED, Status.PRUNED)  # pruned: stopped on purpose, not failed
-        again = [i for i, s in enumerate(self.view.status) if s not in ok]
-        if again:
-            with _last_lock:
-                _last = self  # what runs now is the latest run
-            self.started = time.time() - self.elapsed  # the clock resumes where it stopped
-            self._engine.rerun(again)
-            # Before the run says it is done again, the DataFrames it handed out catch up.
-            self._engine.bus.subscribe(self._when_rerun_ends)
-        return len(again)
+        return self.rerun([i for i, s in enumerate(self.view.status) if s not in ok])
 
     def _when_rerun_ends(self, events: list[Event]) -> None:
         if not any(isinstance(ev, RunFinished) for ev in events):
@@ -191,6 +220,51 @@ class MapRun:
             fresh = self.df
             for frame in frames:
                 _refresh_frame(frame, fresh)
+
+    # -- selection (the grid's views set it, and so may you) ----------------------------
+
+    @property
+    def selected(self) -> list[int]:
+        """The selected items' indices, sorted and unique (the grid's views select too).
+
+        Set it to select from Python: ``run.selected = [3, 5]``; the grid shows it. Each
+        index must be an int in ``range(len(run))`` (else ValueError).
+        """
+        with self._sel_lock:
+            return list(self._selected)
+
+    @selected.setter
+    def selected(self, indices: Iterable[int]) -> None:
+        new = check_indices(indices, self.view.n, "run.selected")
+        with self._sel_lock:
+            if new == self._selected:
+                return
+            self._selected = new
+            callbacks = list(self._on_selected)
+        for cb in callbacks:  # outside the lock: a callback may read run.selected
+            try:
+                cb(list(new))
+            except Exception:
+                log.exception("a selection callback of run %s failed", self.id)
+
+    @property
+    def selected_df(self) -> pd.DataFrame:
+        """The rows of :attr:`df` for the selected items (index: the item indices)."""
+        sel = self.selected
+        return self.df.loc[sel]
+
+    def on_selected(self, callback: Callable[[list[int]], None]) -> Callable[[], None]:
+        """Call ``callback(indices)`` whenever the selection changes (from any thread: the
+        thread that set it). Returns a function that unsubscribes."""
+        with self._sel_lock:
+            self._on_selected.append(callback)
+
+        def unsubscribe() -> None:
+            with self._sel_lock:
+                if callback in self._on_selected:
+                    self._on_selected.remove(callback)
+
+        return unsubscribe
 
     # -- what is known so far -----------------------------------------------------------
 
@@ -347,6 +421,20 @@ class MapRun:
 
     def __repr__(self) -> str:
         return f"<MapRun {self.id} {self.name} {self.state}: {self._progress()} ({self.elapsed:.2f} s)>"
+
+
+def check_indices(indices: Any, n: int, what: str) -> list[int]:
+    """``indices`` as a sorted list of unique item indices of a run of ``n`` items, else
+    a ValueError naming the bad value and the allowed range."""
+    if isinstance(indices, (str, bytes)) or not isinstance(indices, Iterable):
+        raise ValueError(f"{what} must be a list of item indices; got {type(indices).__name__} {indices!r}")
+    out = set()
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= int(i) < n:
+            allowed = f"0 to {n - 1}" if n else "none (the run has no items)"
+            raise ValueError(f"{what}: {i!r} is not an item index; allowed: ints from {allowed}")
+        out.add(int(i))
+    return sorted(out)
 
 
 def _refresh_frame(frame: pd.DataFrame, fresh: pd.DataFrame) -> None:

@@ -1,0 +1,192 @@
+"""Steering a sweep: selection, re-running and cancelling a subset, growing a sweep,
+and handing it to Optuna. Engine-level tests use the scripted backend of test_engine
+(no processes, no sleeps); the others run on the real local pool."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+import mapnb
+from mapnb.backends.base import Job
+from mapnb.engine import Engine
+from mapnb.errors import ItemError
+from mapnb.events import Status
+from mapnb.protocol import ENDED, FINISHED, STARTED
+from mapnb.run import MapRun
+from mapnb.spec import Options
+
+from . import sweep_tasks
+from .test_engine import Scripted, ok, succeed_the_rest
+
+
+def scripted_run(n: int, per_item: float | None = None, **kw: object) -> tuple[MapRun, Engine, Scripted]:
+    b = Scripted()
+    opts = Options(**(dict(concurrency=1, min_success_ratio=1.0, retries=0, timeout=None) | kw))
+    eng = Engine(run_id="t", job=Job("t", abs, ("x",)), inputs=[(i,) for i in range(n)], backend=b, options=opts)
+    eng._batcher.per_item = per_item  # None: batches start at one item
+    run = MapRun(eng, "abs")
+    eng.start()
+    return run, eng, b
+
+
+def finish(eng: Engine, b: Scripted) -> None:
+    succeed_the_rest(eng, b)
+    assert eng.done.wait(10)
+
+
+# -- selection --------------------------------------------------------------------------
+
+
+def test_selection_is_sorted_unique_and_comes_back_as_rows():
+    run, eng, b = scripted_run(5)
+    finish(eng, b)
+    assert run.selected == []
+    run.selected = [3, 1, 3]
+    assert run.selected == [1, 3]
+    df = run.selected_df
+    assert list(df.index) == [1, 3] and list(df.columns) == list(run.df.columns)
+    assert list(df["output"]) == [1, 3]
+    run.selected = []
+    assert run.selected_df.empty and list(run.selected_df.columns) == list(run.df.columns)
+
+
+@pytest.mark.parametrize("bad", [[5], [-1], [1.0], ["2"], [True], 3, "12"])
+def test_a_bad_selection_names_the_value_and_the_range(bad):
+    run, eng, b = scripted_run(5)
+    finish(eng, b)
+    run.selected = [2]
+    with pytest.raises(ValueError, match="run.selected") as e:
+        run.selected = bad
+    if isinstance(bad, list) and not isinstance(bad[0], str):
+        assert repr(bad[0]) in str(e.value) and "0 to 4" in str(e.value)
+    assert run.selected == [2]  # unchanged
+
+
+def test_selection_callbacks_see_each_change_once_and_can_unsubscribe():
+    run, eng, b = scripted_run(4)
+    finish(eng, b)
+    seen: list[list[int]] = []
+    stop = run.on_selected(seen.append)
+    run.selected = [2, 0]
+    run.selected = [0, 2]  # the same selection: no call
+    t = threading.Thread(target=setattr, args=(run, "selected", [1]))  # as the widget's comm thread does
+    t.start()
+    t.join()
+    stop()
+    run.selected = [3]
+    assert seen == [[0, 2], [1]]
+
+
+# -- re-running and cancelling a subset (engine level) ---------------------------------
+
+
+def test_rerun_while_running_takes_finished_items_and_leaves_open_ones():
+    run, eng, b = scripted_run(3)
+    task, report = b.next()
+    report([ok(task, 0), (ENDED, task.id, None, False)])
+    task, report = b.next()  # items 1 and 2, in flight
+    assert run.rerun([0, 1, 2]) == 1  # only 0 had finished
+    assert eng.view.status[0] is Status.RETRYING and not run.done()
+    report([ok(task, i) for i, _, _ in task.items] + [(ENDED, task.id, None, False)])
+    finish(eng, b)
+    assert run.state == "succeeded" and run.attempts == [2, 1, 1]
+
+
+def test_rerun_of_a_done_run_runs_it_again_and_it_ends_again():
+    run, eng, b = scripted_run(2, min_success_ratio=0)
+    task, report = b.next()
+    report([(FINISHED, task.id, 0, 1, False, ItemError("exception", "E", "x"), 0.0, 0.0)])
+    report([ok(task, i) for i, _, _ in task.items if i] + [(ENDED, task.id, None, False)])
+    finish(eng, b)
+    assert run.statuses == [Status.FAILED, Status.SUCCEEDED]
+    assert run.rerun([1, 1]) == 1  # a succeeded item too: forced
+    assert not run.done() and run.state == "running"
+    finish(eng, b)
+    assert run.attempts == [1, 2] and run.statuses == [Status.FAILED, Status.SUCCEEDED]
+    assert run.retry_failed() == 1  # retry_failed: the failed one only
+    finish(eng, b)
+    assert run.attempts == [2, 2] and run.state == "succeeded"
+
+
+def test_rerun_and_cancel_refuse_bad_indices():
+    run, eng, b = scripted_run(2)
+    finish(eng, b)
+    with pytest.raises(ValueError, match=r"rerun\(indices\): 2 is not an item index; allowed: ints from 0 to 1"):
+        run.rerun([0, 2])
+    with pytest.raises(ValueError, match=r"cancel\(indices\): -1"):
+        run.cancel([-1])
+    assert run.attempts == [1, 1]
+
+
+@pytest.mark.parametrize("ratio, state", [(0.5, "succeeded"), (1.0, "failed")])
+def test_cancel_a_subset_kills_and_skips_only_those(ratio, state):
+    run, eng, b = scripted_run(4, concurrency=2, min_success_ratio=ratio)
+    (t0, r0), (t1, r1) = b.next(), b.next()
+    assert [t0.items[0][0], t1.items[0][0]] == [0, 1]
+    r1([(STARTED, t1.id, 1, 1, 0.0)])
+    run.cancel([1, 3])  # 1 is running, 3 is queued
+    assert t1.id in b.killed and t0.id not in b.killed
+    assert run.statuses[1] is Status.CANCELLED and run.statuses[3] is Status.CANCELLED
+    r0([ok(t0, 0), (ENDED, t0.id, None, False)])
+    finish(eng, b)
+    assert run.statuses == [Status.SUCCEEDED, Status.CANCELLED, Status.SUCCEEDED, Status.CANCELLED]
+    assert run.state == state
+    run.cancel([0])  # a done run: nothing to cancel
+    assert run.statuses[0] is Status.SUCCEEDED
+
+
+def test_cancelling_an_item_of_a_batch_requeues_the_others_uncharged():
+    run, eng, b = scripted_run(6, per_item=1e-3, min_success_ratio=0)
+    task, report = b.next()
+    assert [i for i, _, _ in task.items] == [0, 1, 2]
+    report([(STARTED, task.id, 0, 1, 0.0)])
+    run.cancel([1])
+    assert task.id in b.killed
+    report([ok(task, 0), (ENDED, task.id, None, False)])  # late: ignored
+    finish(eng, b)
+    assert run.statuses[1] is Status.CANCELLED
+    assert run.attempts == [1, 0, 1, 1, 1, 1]  # 0 and 2 ran again, uncharged
+    assert run.rerun([1]) == 1  # a cancelled item can be re-run
+    finish(eng, b)
+    assert run.statuses[1] is Status.SUCCEEDED and run.state == "succeeded"
+
+
+def test_cancel_with_wait_positional_keeps_its_old_meaning():
+    run, eng, b = scripted_run(2)
+    b.next()
+    run.cancel(True)  # as cancel(wait=True) was called by position
+    assert run.done() and run.state == "cancelled"
+
+
+# -- re-running on the local pool ------------------------------------------------------
+
+
+def test_a_forced_rerun_is_not_answered_by_the_cache_and_refreshes_it():
+    mt = mapnb.map_task(sweep_tasks.stamp, cache=True, cache_version=uuid.uuid4().hex, concurrency=2)
+    df = mt(x=[1, 2])
+    first = list(df["output"])
+    run = mapnb.last_run()
+    assert run.rerun([0]) == 1
+    assert run.wait(120) and run.state == "succeeded"
+    assert run.statuses == [Status.SUCCEEDED, Status.SUCCEEDED]
+    assert run.outputs[0] != first[0] and run.outputs[1] == first[1]
+    assert list(df["output"]) == run.outputs  # the DataFrame handed out caught up
+    again = mt.submit(x=[1, 2])
+    assert again.wait(120) and again.statuses == [Status.CACHED, Status.CACHED]
+    assert again.outputs == run.outputs  # the cache holds the re-run's output
+
+
+def test_rerun_while_running_on_the_local_pool(tmp_path):
+    path = str(tmp_path / "go")
+    run = mapnb.map_task(sweep_tasks.gate, concurrency=2).submit(x=[0, 1], path=[path, path])
+    t0 = time.monotonic()
+    while run.statuses[0] is not Status.SUCCEEDED and time.monotonic() - t0 < 120:
+        time.sleep(0.02)
+    assert run.rerun([0, 1]) == 1
+    open(path, "w").close()
+    assert run.wait(120) and run.state == "succeeded"
+    assert run.attempts == [2, 1] and run.outputs == [0, 1]
