@@ -25,6 +25,7 @@ import weakref
 from html import escape as html_escape
 from typing import TYPE_CHECKING, Any
 
+from ..events import RunStarted
 from . import busy
 from .grid import COLORS, GLYPHS, TEXT_ON, GridModel, render_html
 
@@ -187,6 +188,7 @@ class LiveGrid:
         self.served = busy.serve_while_busy(self.widget.comm_widgets())
         self.flush()
         run.subscribe(self.model.on_events)
+        run.subscribe(self._restart_on_rerun)
         self._follow()
 
     # -- the front end's requests (the kernel's main thread) ------------------------------
@@ -301,6 +303,11 @@ class LiveGrid:
             self._follow()
 
     # -- keeping up ---------------------------------------------------------------------
+
+    def _restart_on_rerun(self, events: list[Any]) -> None:
+        """A finished run started again (``run.rerun(...)`` from Python, say): follow it."""
+        if self._thread is None and any(isinstance(ev, RunStarted) for ev in events):
+            self._follow()
 
     def _follow(self) -> None:
         with self._follow_lock:

@@ -197,7 +197,8 @@ export function mountSweep({ model, onPick, colors }) {
     };
   }
   toggle.onclick = () => { ui.open = !ui.open; changed(); };
-  function setSelection(items) {
+  function setSelection(items, fromBrush = false) {
+    if (!fromBrush) brushes.clear();  // a pick elsewhere replaces what the brushes chose
     sel = new Set(items);
     model.set("selection", [...sel].sort((a, b) => a - b));
     model.save_changes();
@@ -263,7 +264,7 @@ export function mountSweep({ model, onPick, colors }) {
     const cw = Math.max(4, Math.min(44, Math.floor(360 / nx))), ch = Math.max(4, Math.min(24, Math.floor(240 / ny)));
     const left = 70, top = 30, pw = left + nx * cw + 16, ph = top + ny * ch + 8;
     const per = Math.max(1, Math.floor(880 / pw)), rows = Math.ceil(fv.length / per);
-    const W = Math.min(fv.length, per) * pw, H = rows * ph + 52;
+    const W = Math.max(560, Math.min(fv.length, per) * pw), H = rows * ph + 52;
     const g = sizeCanvas(heatCanvas, W, H);
     g.font = T.font;
     const cells = fv.map(() => new Map());
@@ -469,7 +470,9 @@ export function mountSweep({ model, onPick, colors }) {
       p.forEach((q, k) => tr.appendChild(el("td", "", q.labels[idx[k][i]])));
       tr.appendChild(el("td", "mapnb-best-value", fmt(col[i])));
       const st = NAMES[codes[i]] || "";
-      tr.appendChild(el("td", "", el("span", `mapnb-chip s-${st}`, st)));
+      const stc = el("td");
+      stc.appendChild(el("span", `mapnb-chip s-${st}`, st));
+      tr.appendChild(stc);
       const sp = el("td", "mapnb-best-spark");
       if (sparks[i]) sp.innerHTML = sparks[i];  // our own SVG, drawn by the kernel from numbers only
       tr.appendChild(sp);
@@ -568,7 +571,7 @@ export function mountSweep({ model, onPick, colors }) {
     if (!moved) brushes.delete(k);  // a click on an axis clears its brush
     const ax = parAxes(), items = [];
     if (brushes.size) for (let i = 0; i < n; i++) if (brushed(ax, i)) items.push(i);
-    setSelection(items);
+    setSelection(items, true);
   });
 
   // ---- the model --------------------------------------------------------------------------
