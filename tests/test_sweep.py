@@ -4,6 +4,8 @@ and handing it to Optuna. Engine-level tests use the scripted backend of test_en
 
 from __future__ import annotations
 
+import functools
+import itertools
 import threading
 import time
 import uuid
@@ -13,13 +15,14 @@ import pytest
 import mapnb
 from mapnb.backends.base import Job
 from mapnb.engine import Engine
-from mapnb.errors import ItemError
-from mapnb.events import Status
+from mapnb.errors import InvalidMapError, ItemError
+from mapnb.events import ItemFinished, ItemsAdded, Status
+from mapnb.jupyter.grid import GridModel
 from mapnb.protocol import ENDED, FINISHED, STARTED
 from mapnb.run import MapRun
 from mapnb.spec import Options
 
-from . import sweep_tasks
+from . import sweep_tasks, tasks
 from .test_engine import Scripted, ok, succeed_the_rest
 
 
@@ -190,3 +193,132 @@ def test_rerun_while_running_on_the_local_pool(tmp_path):
     open(path, "w").close()
     assert run.wait(120) and run.state == "succeeded"
     assert run.attempts == [2, 1] and run.outputs == [0, 1]
+
+
+# -- growing a sweep -------------------------------------------------------------------
+
+
+def scripted_sweep(**axes: list) -> tuple[MapRun, Engine, Scripted]:
+    b = Scripted()
+    names = tuple(axes)
+    inputs = list(itertools.product(*axes.values()))
+    eng = Engine(
+        run_id="s", job=Job("s", max, names), inputs=inputs, backend=b, options=Options(concurrency=1),
+        axes=[list(v) for v in axes.values()],
+    )  # fmt: skip
+    run = MapRun(eng, "max", axes=[list(v) for v in axes.values()])
+    eng.start()
+    return run, eng, b
+
+
+def test_extend_appends_every_new_combination_in_product_order():
+    run = mapnb.map_task(tasks.add, concurrency=2).submit_product(a=[1, 2], b=[10, 20])
+    assert run.wait(120) and run.state == "succeeded"
+    assert run.extend(a=[3], b=[30]) == 5
+    assert run.state == "running" or run.done()  # running again (it may be done already)
+    assert run.wait(120) and run.state == "succeeded"
+    assert len(run) == 9 and run.axes == [[1, 2, 3], [10, 20, 30]]
+    assert run.inputs[4:] == [(1, 30), (2, 30), (3, 10), (3, 20), (3, 30)]
+    assert run.outputs == [a + b for a, b in run.inputs]
+    assert run.attempts == [1] * 9  # the old items did not run again
+    assert all(run.axes[0][r] == a and run.axes[1][c] == b for (r, c), (a, b) in zip(run.coords, run.inputs))
+    df = run.df
+    assert len(df) == 9 and list(df["a"]) == [a for a, _ in run.inputs]
+    assert run.counts["succeeded"] == 9
+
+
+def test_extend_while_running_emits_items_added_and_the_run_ends_with_all():
+    run, eng, b = scripted_sweep(x=[1, 2], y=[5])
+    events: list = []
+    run.subscribe(events.extend)
+    task, report = b.next()  # item 0 in flight
+    assert run.extend(x=[3]) == 1
+    assert len(run) == 3 and run.view.need == 3
+    report([ok(task, 0, value=5), (ENDED, task.id, None, False)])
+    finish(eng, b)
+    assert run.state == "succeeded" and run.statuses == [Status.SUCCEEDED] * 3
+    assert run.inputs == [(1, 5), (2, 5), (3, 5)]
+    added = [ev for ev in events if isinstance(ev, ItemsAdded)]
+    assert added == [ItemsAdded(2, 1)]
+    assert sum(isinstance(ev, ItemFinished) for ev in events) == 3
+
+
+def test_extend_items_grows_a_zipped_map_with_the_bound_partial():
+    mt = mapnb.map_task(functools.partial(tasks.add, b=5), backend="threads")
+    df = mt(a=[1, 2])
+    run = mapnb.last_run()
+    assert run.extend_items([3]) == 1  # by position, in the run's order
+    assert run.extend_items(a=[4, 5]) == 2
+    assert run.wait(60) and run.state == "succeeded"
+    assert run.outputs == [6, 7, 8, 9, 10]
+    assert list(df["output"]) == [6, 7, 8, 9, 10] and list(df["a"]) == [1, 2, 3, 4, 5]  # it grew in place
+    assert run.counts["succeeded"] == 5
+
+
+def test_growing_refuses_what_map_task_refuses():
+    zipped = mapnb.map_task(tasks.add, backend="sequential").submit(a=[1], b=[2])
+    sweep = mapnb.map_task(tasks.add, backend="sequential").submit_product(a=[1, 2], b=[3])
+    assert zipped.wait(60) and sweep.wait(60)
+    with pytest.raises(InvalidMapError, match=r"not a sweep; use run.extend_items"):
+        zipped.extend(a=[5])
+    with pytest.raises(InvalidMapError, match=r"is a sweep .*use run.extend\(name=\[new values\]\)"):
+        sweep.extend_items(a=[5], b=[6])
+    with pytest.raises(InvalidMapError, match=r"no axis 'c'; its axes are a, b"):
+        sweep.extend(c=[1])
+    with pytest.raises(InvalidMapError, match=r"extend\(a=...\): 2 is already a value of a"):
+        sweep.extend(a=[3, 2])
+    with pytest.raises(InvalidMapError, match=r"extend\(a=...\): 4 is already a value of a"):
+        sweep.extend(a=[4, 4])
+    with pytest.raises(InvalidMapError, match=r"a= got str"):
+        sweep.extend(a="4")
+    with pytest.raises(InvalidMapError, match=r"same length: a has 2 items, b has 1 item"):
+        zipped.extend_items(a=[1, 2], b=[3])
+    with pytest.raises(InvalidMapError, match=r"missing 'b'; the run maps a, b"):
+        zipped.extend_items(a=[1])
+    with pytest.raises(InvalidMapError, match=r"no mapped parameter 'c'"):
+        zipped.extend_items(a=[1], b=[2], c=[3])
+    assert len(zipped) == 1 and len(sweep) == 2 and sweep.axes == [[1, 2], [3]]  # nothing changed
+    assert zipped.extend_items(a=[], b=[]) == 0 and zipped.done()
+
+
+def test_grown_items_use_the_cache_and_the_old_ones_are_kept():
+    version = uuid.uuid4().hex
+    mt = mapnb.map_task(sweep_tasks.stamp, cache=True, cache_version=version, concurrency=2)
+    mt.submit(x=[3]).wait(120)  # x=3 is in the cache now
+    run = mt.submit_product(x=[1, 2])
+    assert run.wait(120)
+    before = run.outputs
+    assert run.extend(x=[3, 4]) == 2
+    assert run.wait(120) and run.state == "succeeded"
+    assert run.statuses == [Status.SUCCEEDED, Status.SUCCEEDED, Status.CACHED, Status.SUCCEEDED]
+    assert run.outputs[:2] == before and run.attempts[:2] == [1, 1]
+
+
+def test_a_recovered_grown_run_has_all_its_items():
+    run = mapnb.map_task(tasks.add, concurrency=2).submit_product(a=[1, 2], b=[10])
+    assert run.wait(120)
+    run.extend(b=[20])
+    assert run.wait(120) and run.state == "succeeded"
+    again = mapnb.recover(run.id)
+    assert again.wait(120) and again.state == "succeeded"
+    assert len(again) == 4 and again.inputs == run.inputs and again.axes == run.axes
+    assert again.coords == run.coords and again.outputs == run.outputs
+    assert again.attempts == run.attempts  # from the journal: nothing ran again
+
+
+def test_the_grid_model_takes_the_new_items():
+    run, eng, b = scripted_sweep(x=[1, 2], y=[5, 6])
+    model = GridModel(run)
+    run.subscribe(model.on_events)
+    first = model.changes()
+    assert first["n"] == 4 and len(first["statuses"]) == 4 and "cells" not in first["sheet"]
+    run.extend(y=[7])
+    t0 = time.monotonic()
+    while not model._grown and time.monotonic() - t0 < 30:  # the engine thread's next flush
+        time.sleep(0.01)
+    out = model.changes()
+    assert out["n"] == 6 and len(out["statuses"]) == 6
+    assert out["sheet"]["x"]["labels"] == ["5", "6", "7"]
+    # rows x=1, 2; columns y=5, 6, 7: the new column holds the items appended (4 and 5)
+    assert out["sheet"]["cells"] == [0, 1, 4, 2, 3, 5]
+    finish(eng, b)
