@@ -303,6 +303,39 @@ class MapRun:
         self._engine.bus.subscribe(self._when_rerun_ends)  # handed-out DataFrames grow at the end
         return len(items)
 
+    def to_optuna(
+        self,
+        metric: str | None = None,
+        direction: str = "minimize",
+        study_name: str | None = None,
+        storage: Any = None,
+    ) -> Any:
+        """The finished items as an Optuna study (``optuna.Study``), for optuna-dashboard
+        and Optuna's plots. Needs ``pip install 'mapnb[optuna]'``.
+
+        Each succeeded or cached item is a complete trial: its params are its inputs
+        (distributions from the axis values: an int or float range when they are all
+        numbers, else categorical), its value is ``metric``; a failed item is a FAIL
+        trial, a pruned one PRUNED. Reported values (:func:`mapnb.report`) of ``metric``
+        are the trials' intermediate values. Unfinished, aborted and cancelled items are
+        left out.
+
+        Parameters
+        ----------
+        metric : str, optional
+            An output field, ``"output"`` for numeric outputs, or a reported metric
+            (outputs win). By default the pruner's metric, else the first numeric output
+            field, else the first reported metric.
+        direction : {"minimize", "maximize"}
+            The study's direction.
+        study_name, storage : optional
+            As :func:`optuna.create_study` takes them (e.g. ``storage="sqlite:///s.db"``
+            for optuna-dashboard).
+        """
+        from .sweep import to_optuna
+
+        return to_optuna(self.view, self.axes, metric, direction, study_name, storage)
+
     # -- selection (the grid's views set it, and so may you) ----------------------------
 
     @property

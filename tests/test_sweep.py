@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import sys
 import threading
 import time
 import uuid
@@ -18,7 +19,7 @@ from mapnb.engine import Engine
 from mapnb.errors import InvalidMapError, ItemError
 from mapnb.events import ItemFinished, ItemsAdded, Status
 from mapnb.jupyter.grid import GridModel
-from mapnb.protocol import ENDED, FINISHED, STARTED
+from mapnb.protocol import ENDED, FINISHED, METRICS, STARTED
 from mapnb.run import MapRun
 from mapnb.spec import Options
 
@@ -29,7 +30,9 @@ from .test_engine import Scripted, ok, succeed_the_rest
 def scripted_run(n: int, per_item: float | None = None, **kw: object) -> tuple[MapRun, Engine, Scripted]:
     b = Scripted()
     opts = Options(**(dict(concurrency=1, min_success_ratio=1.0, retries=0, timeout=None) | kw))
-    eng = Engine(run_id="t", job=Job("t", abs, ("x",)), inputs=[(i,) for i in range(n)], backend=b, options=opts)
+    eng = Engine(
+        run_id="t", job=Job("t", abs, ("x",)), inputs=[(i,) for i in range(n)], backend=b, options=opts
+    )
     eng._batcher.per_item = per_item  # None: batches start at one item
     run = MapRun(eng, "abs")
     eng.start()
@@ -118,7 +121,9 @@ def test_rerun_of_a_done_run_runs_it_again_and_it_ends_again():
 def test_rerun_and_cancel_refuse_bad_indices():
     run, eng, b = scripted_run(2)
     finish(eng, b)
-    with pytest.raises(ValueError, match=r"rerun\(indices\): 2 is not an item index; allowed: ints from 0 to 1"):
+    with pytest.raises(
+        ValueError, match=r"rerun\(indices\): 2 is not an item index; allowed: ints from 0 to 1"
+    ):
         run.rerun([0, 2])
     with pytest.raises(ValueError, match=r"cancel\(indices\): -1"):
         run.cancel([-1])
@@ -198,12 +203,12 @@ def test_rerun_while_running_on_the_local_pool(tmp_path):
 # -- growing a sweep -------------------------------------------------------------------
 
 
-def scripted_sweep(**axes: list) -> tuple[MapRun, Engine, Scripted]:
+def scripted_sweep(options: Options | None = None, **axes: list) -> tuple[MapRun, Engine, Scripted]:
     b = Scripted()
     names = tuple(axes)
     inputs = list(itertools.product(*axes.values()))
     eng = Engine(
-        run_id="s", job=Job("s", max, names), inputs=inputs, backend=b, options=Options(concurrency=1),
+        run_id="s", job=Job("s", max, names), inputs=inputs, backend=b, options=options or Options(concurrency=1),
         axes=[list(v) for v in axes.values()],
     )  # fmt: skip
     run = MapRun(eng, "max", axes=[list(v) for v in axes.values()])
@@ -322,3 +327,72 @@ def test_the_grid_model_takes_the_new_items():
     # rows x=1, 2; columns y=5, 6, 7: the new column holds the items appended (4 and 5)
     assert out["sheet"]["cells"] == [0, 1, 4, 2, 3, 5]
     finish(eng, b)
+
+
+# -- Optuna ----------------------------------------------------------------------------
+
+
+def loss_metrics(task, i, *steps):
+    attempt = next(a for j, a, _ in task.items if j == i)
+    return (METRICS, task.id, i, attempt, [(s, {"loss": v}) for s, v in steps])
+
+
+def test_to_optuna_makes_complete_pruned_and_failed_trials():
+    optuna = pytest.importorskip("optuna")
+    prune = mapnb.MedianStopping("loss", grace=0, min_items=1)
+    run, eng, b = scripted_sweep(
+        Options(concurrency=4, min_success_ratio=0.5, prune=prune), x=[1, 2, 3, 4], y=[0.5]
+    )
+    (t0, r0), (t1, r1), (t2, r2), (t3, r3) = [b.next() for _ in range(4)]
+    r0([(STARTED, t0.id, 0, 1, 0.0), loss_metrics(t0, 0, (0, 1.0)), ok(t0, 0, value={"loss": 1.0})])
+    r0([(ENDED, t0.id, None, False)])
+    r1([(STARTED, t1.id, 1, 1, 0.0), loss_metrics(t1, 1, (0, 3.0))])  # pruned: 3 > 1
+    boom = ItemError("exception", "ValueError", "boom")
+    r2([(FINISHED, t2.id, 2, 1, False, boom, 0.0, 0.0), (ENDED, t2.id, None, False)])
+    r3([loss_metrics(t3, 3, (0, 0.6)), ok(t3, 3, value={"loss": 0.5}), (ENDED, t3.id, None, False)])
+    assert eng.done.wait(10) and run.statuses[1] is Status.PRUNED
+    study = run.to_optuna()
+    S = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [S.COMPLETE, S.PRUNED, S.FAIL, S.COMPLETE]
+    assert [t.value for t in trials] == [1.0, 3.0, None, 0.5]
+    assert [t.intermediate_values for t in trials] == [{0: 1.0}, {0: 3.0}, {}, {0: 0.6}]
+    assert trials[2].user_attrs["mapnb_error"] == "ValueError: boom"
+    assert study.best_params == {"x": 4, "y": 0.5} and study.best_trial.user_attrs["mapnb_index"] == 3
+    dist = study.best_trial.distributions
+    assert dist["x"] == optuna.distributions.IntDistribution(1, 4)
+    assert dist["y"] == optuna.distributions.FloatDistribution(0.5, 0.5)
+    best = run.to_optuna(direction="maximize", study_name="mine")
+    assert best.study_name == "mine" and best.best_params["x"] == 1
+
+
+def test_to_optuna_on_a_real_sweep_that_grew():
+    optuna = pytest.importorskip("optuna")
+    run = mapnb.map_task(sweep_tasks.loss, concurrency=2).submit_product(
+        lr=[0.01, 0.3], depth=[1, 2], seed=[0]
+    )
+    assert run.wait(120)
+    run.extend(lr=[0.1])
+    assert run.wait(120) and run.state == "succeeded"
+    study = run.to_optuna("loss")
+    assert len(study.trials) == 6 and study.user_attrs["mapnb_metric"] == "loss"
+    assert study.best_params == {"lr": 0.1, "depth": 1, "seed": 0}
+    assert study.best_trial.distributions["lr"] == optuna.distributions.FloatDistribution(0.01, 0.3)
+    assert study.best_trial.intermediate_values == {
+        0: pytest.approx(1.01),
+        1: pytest.approx(0.51),
+        2: pytest.approx(0.3433333),
+    }
+
+
+def test_to_optuna_says_what_is_wrong(monkeypatch):
+    pytest.importorskip("optuna")
+    run = mapnb.map_task(str, backend="sequential").submit(object=["a"])
+    assert run.wait(60)
+    with pytest.raises(InvalidMapError, match="no metric to use"):
+        run.to_optuna()
+    with pytest.raises(InvalidMapError, match="direction=...\\) must be 'minimize' or 'maximize'; got 'up'"):
+        run.to_optuna("output", direction="up")
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"pip install 'mapnb\[optuna\]'"):
+        run.to_optuna()
