@@ -42,6 +42,7 @@ from .events import (
     ItemLog,
     ItemMetrics,
     ItemRetrying,
+    ItemsAdded,
     ItemStarted,
     RunFinished,
     RunStarted,
@@ -168,6 +169,8 @@ class Engine:
         cache: ItemCache | None = None,
         journal: Observer | None = None,
         recovered: dict[int, tuple[Any, int, float | None]] | None = None,
+        axes: list[list[Any]] | None = None,
+        shapes: list[tuple[int, ...]] | None = None,
     ) -> None:
         n = len(inputs)
         if options.concurrency is None:
@@ -178,7 +181,9 @@ class Engine:
         st = self._s = RunState(
             run_id=run_id, names=job.names, inputs=inputs, backend=backend.name, concurrency=concurrency,
             need=math.ceil(n * options.min_success_ratio - 1e-9), cached=cache is not None,
+            axes=axes, shapes=shapes,
         )  # fmt: skip
+        self._ratio = options.min_success_ratio
         self.view = RunView(st)
         self.done = st.done
         self._shares_clock = backend.shares_clock
@@ -249,6 +254,38 @@ class Engine:
         by the usual rules (a cancelled item has not succeeded).
         """
         return self.control(lambda live: self._cancel_items(indices) if live else (0, False))
+
+    def add_items(self, inputs: list[tuple[Any, ...]], axes: list[list[Any]] | None = None) -> int:
+        """Append items to the run (queued; for a product, with its new ``axes``), while it
+        runs or once it is done (it then runs again); return the first new index.
+
+        Subscribers get :class:`~mapnb.events.ItemsAdded`; the new items use the cache
+        like any item; the journal records them, so that a recovered run has them all.
+        """
+        return self.control(lambda live: self._grow(list(inputs), axes, live))
+
+    def _grow(self, inputs: list[tuple[Any, ...]], axes: list[list[Any]] | None, live: bool) -> tuple[int, bool]:
+        st = self._s
+        start, k = st.n, len(inputs)
+        if not k:
+            return start, False
+        self._spent.extend([0] * k)
+        if self._cache is not None:
+            self._cache.grow(k)
+        st.grow(inputs, axes)
+        st.need = math.ceil(st.n * self._ratio - 1e-9)
+        for observer in self._observers:
+            observer.items_added(start, k, st)
+        new = range(start, start + k)
+        event = ItemsAdded(start, k)
+        if not live:  # the run is done: a new engine thread looks them up in the cache
+            self._pending.extend(new)
+            self._rerunning.append(event)
+            return start, True
+        self.bus.emit(event)  # before the cache answers any of them
+        held = self._cache.before_run(new) if self._cache is not None else set()
+        self._pending.extend(i for i in new if i not in held and not st.status[i].final)
+        return start, True
 
     def control(self, change: Callable[[bool], tuple[Any, bool]]) -> Any:
         """Apply ``change`` to the run's state on the thread that owns it; return its result.

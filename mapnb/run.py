@@ -69,9 +69,6 @@ class MapRun:
         The mapped parameters, in the order given.
     inputs : list of tuple
         Each item's mapped values, in input order.
-    axes : list of list, optional
-        For a product (a sweep), the values of each parameter: item ``k`` of a 2-parameter
-        sweep has ``axes[0][k // len(axes[1])]`` and ``axes[1][k % len(axes[1])]``.
     """
 
     def __init__(self, engine: Engine, name: str, axes: list[list[Any]] | None = None) -> None:
@@ -81,8 +78,9 @@ class MapRun:
         self.id = engine.run_id
         self.name = name
         self.names = self.view.names
-        self.inputs = self.view.inputs
-        self.axes = axes
+        self.inputs = self.view.inputs  # (the run's own list: it grows with run.extend)
+        self._axes = axes  # a run whose engine was not told them (an engine made by hand)
+        self._grow_lock = threading.Lock()  # one growth at a time: each builds on the last
         self.started = time.time()
         self._grid: Any = None  # the LiveGrid, once shown in a notebook
         self._frames: list[weakref.ref[pd.DataFrame]] = []  # results handed out, kept current
@@ -221,6 +219,123 @@ class MapRun:
             for frame in frames:
                 _refresh_frame(frame, fresh)
 
+    # -- growing a sweep --------------------------------------------------------------
+
+    @property
+    def axes(self) -> list[list[Any]] | None:
+        """For a product (a sweep), the values of each parameter, as grown by
+        :meth:`extend`; None for an element-wise map. Where each item sits: :attr:`coords`."""
+        axes = self.view.axes
+        return axes if axes is not None else self._axes
+
+    @property
+    def coords(self) -> list[tuple[int, ...]] | None:
+        """For a product, each item's position on every axis (``run.axes[j][coords[i][j]]``
+        is item ``i``'s value of parameter ``j``); None for an element-wise map.
+
+        Until the sweep grows this is ``itertools.product`` order (the last parameter
+        varies fastest); :meth:`extend` appends items in the order it documents.
+        """
+        from .sweep import coords
+
+        if self.axes is None:
+            return None
+        shapes = self.view.shapes or [tuple(len(a) for a in self.axes)]
+        return coords(shapes)[: self.view.n]
+
+    def extend(self, /, *args: Any, **values: Any) -> int:
+        """Grow a sweep: new values for one or more of its parameters; return how many
+        items were added.
+
+        Every new combination runs in this run (while it runs, or after it is done: it
+        is then running again): the items that use at least one new value, appended in
+        ``itertools.product`` order over the grown axes (old values first, then new
+        ones), so that the old items keep their indices (:attr:`coords` says where each
+        sits). Old items are not run again; new ones use the cache like any item. Only
+        for a run started by ``.product(...)`` / ``submit_product`` / ``--product``.
+
+        >>> run = map_task(train).submit_product(lr=[0.1, 0.01], depth=[2, 4])  # doctest: +SKIP
+        >>> run.extend(lr=[0.001])  # 2 new items: (0.001, 2), (0.001, 4)  # doctest: +SKIP
+        2
+        """
+        from .errors import InvalidMapError
+        from .sweep import grow_product, not_a_product
+
+        if args:
+            raise InvalidMapError(
+                f"run.extend() takes new values by name, e.g. run.extend({self.names[0]}=[...]); "
+                f"got {len(args)} positional argument{'s' * (len(args) != 1)}"
+            )
+        if self.axes is None:
+            raise not_a_product("extend")
+        if not values:
+            raise InvalidMapError(
+                f"run.extend() needs new values for at least one axis ({', '.join(self.names)}), e.g. "
+                f"run.extend({self.names[0]}=[...])"
+            )
+        with self._grow_lock:
+            axes, items = grow_product(self.names, self.axes, values)
+            return self._add(items, axes)
+
+    def extend_items(self, /, *args: Any, **lists: Any) -> int:
+        """Append items to an element-wise map: one list per mapped parameter, by name
+        (or by position, in the order of :attr:`names`), all of one length; return how
+        many were added. They run in this run (while it runs, or after it is done: it is
+        then running again). For a sweep, use :meth:`extend`.
+        """
+        from .sweep import a_product, more_items
+
+        if self.axes is not None:
+            raise a_product()
+        with self._grow_lock:
+            return self._add(more_items(self.names, args, lists), None)
+
+    def _add(self, items: list[tuple[Any, ...]], axes: list[list[Any]] | None) -> int:
+        global _last
+        if not items:
+            return 0
+        was_done = self.done()
+        self._engine.add_items(items, axes)
+        with _last_lock:
+            _last = self  # what runs now is the latest run
+        if was_done:
+            self.started = time.time() - self.elapsed  # the clock resumes where it stopped
+        self._engine.bus.subscribe(self._when_rerun_ends)  # handed-out DataFrames grow at the end
+        return len(items)
+
+    def to_optuna(
+        self,
+        metric: str | None = None,
+        direction: str = "minimize",
+        study_name: str | None = None,
+        storage: Any = None,
+    ) -> Any:
+        """The finished items as an Optuna study (``optuna.Study``), for optuna-dashboard
+        and Optuna's plots. Needs ``pip install 'mapnb[optuna]'``.
+
+        Each succeeded or cached item is a complete trial: its params are its inputs
+        (distributions from the axis values: an int or float range when they are all
+        numbers, else categorical), its value is ``metric``; a failed item is a FAIL
+        trial, a pruned one PRUNED. Reported values (:func:`mapnb.report`) of ``metric``
+        are the trials' intermediate values. Unfinished, aborted and cancelled items are
+        left out.
+
+        Parameters
+        ----------
+        metric : str, optional
+            An output field, ``"output"`` for numeric outputs, or a reported metric
+            (outputs win). By default the pruner's metric, else the first numeric output
+            field, else the first reported metric.
+        direction : {"minimize", "maximize"}
+            The study's direction.
+        study_name, storage : optional
+            As :func:`optuna.create_study` takes them (e.g. ``storage="sqlite:///s.db"``
+            for optuna-dashboard).
+        """
+        from .sweep import to_optuna
+
+        return to_optuna(self.view, self.axes, metric, direction, study_name, storage)
+
     # -- selection (the grid's views set it, and so may you) ----------------------------
 
     @property
@@ -279,22 +394,22 @@ class MapRun:
     @property
     def outputs(self) -> list[Any]:
         """Outputs in input order; ``None`` for failed and unfinished items."""
-        return list(self.view.outputs)
+        return list(self.view.outputs[: self.view.n])
 
     @property
     def statuses(self) -> list[Status]:
         """Each item's :class:`~mapnb.Status`."""
-        return list(self.view.status)
+        return list(self.view.status[: self.view.n])
 
     @property
     def errors(self) -> list[ItemError | None]:
         """Each item's last error (``None`` when it succeeded or has not failed)."""
-        return list(self.view.errors)
+        return list(self.view.errors[: self.view.n])
 
     @property
     def attempts(self) -> list[int]:
         """How many attempts of each item ran."""
-        return list(self.view.attempts)
+        return list(self.view.attempts[: self.view.n])
 
     @property
     def counts(self) -> dict[str, int]:
@@ -438,6 +553,9 @@ def check_indices(indices: Any, n: int, what: str) -> list[int]:
 
 
 def _refresh_frame(frame: pd.DataFrame, fresh: pd.DataFrame) -> None:
-    """Make ``frame`` hold ``fresh``'s values, in place (same rows; columns the user added stay)."""
+    """Make ``frame`` hold ``fresh``'s values, in place (columns the user added stay; rows
+    the run grew by are appended)."""
+    for k in range(len(frame), len(fresh)):  # (one row at a time: pandas grows in place only so)
+        frame.loc[k] = None
     for col in fresh.columns:
         frame[col] = fresh[col].to_numpy()

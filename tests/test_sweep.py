@@ -4,6 +4,9 @@ and handing it to Optuna. Engine-level tests use the scripted backend of test_en
 
 from __future__ import annotations
 
+import functools
+import itertools
+import sys
 import threading
 import time
 import uuid
@@ -13,20 +16,23 @@ import pytest
 import mapnb
 from mapnb.backends.base import Job
 from mapnb.engine import Engine
-from mapnb.errors import ItemError
-from mapnb.events import Status
-from mapnb.protocol import ENDED, FINISHED, STARTED
+from mapnb.errors import InvalidMapError, ItemError
+from mapnb.events import ItemFinished, ItemsAdded, Status
+from mapnb.jupyter.grid import GridModel
+from mapnb.protocol import ENDED, FINISHED, METRICS, STARTED
 from mapnb.run import MapRun
 from mapnb.spec import Options
 
-from . import sweep_tasks
+from . import sweep_tasks, tasks
 from .test_engine import Scripted, ok, succeed_the_rest
 
 
 def scripted_run(n: int, per_item: float | None = None, **kw: object) -> tuple[MapRun, Engine, Scripted]:
     b = Scripted()
     opts = Options(**(dict(concurrency=1, min_success_ratio=1.0, retries=0, timeout=None) | kw))
-    eng = Engine(run_id="t", job=Job("t", abs, ("x",)), inputs=[(i,) for i in range(n)], backend=b, options=opts)
+    eng = Engine(
+        run_id="t", job=Job("t", abs, ("x",)), inputs=[(i,) for i in range(n)], backend=b, options=opts
+    )
     eng._batcher.per_item = per_item  # None: batches start at one item
     run = MapRun(eng, "abs")
     eng.start()
@@ -115,7 +121,9 @@ def test_rerun_of_a_done_run_runs_it_again_and_it_ends_again():
 def test_rerun_and_cancel_refuse_bad_indices():
     run, eng, b = scripted_run(2)
     finish(eng, b)
-    with pytest.raises(ValueError, match=r"rerun\(indices\): 2 is not an item index; allowed: ints from 0 to 1"):
+    with pytest.raises(
+        ValueError, match=r"rerun\(indices\): 2 is not an item index; allowed: ints from 0 to 1"
+    ):
         run.rerun([0, 2])
     with pytest.raises(ValueError, match=r"cancel\(indices\): -1"):
         run.cancel([-1])
@@ -190,3 +198,201 @@ def test_rerun_while_running_on_the_local_pool(tmp_path):
     open(path, "w").close()
     assert run.wait(120) and run.state == "succeeded"
     assert run.attempts == [2, 1] and run.outputs == [0, 1]
+
+
+# -- growing a sweep -------------------------------------------------------------------
+
+
+def scripted_sweep(options: Options | None = None, **axes: list) -> tuple[MapRun, Engine, Scripted]:
+    b = Scripted()
+    names = tuple(axes)
+    inputs = list(itertools.product(*axes.values()))
+    eng = Engine(
+        run_id="s", job=Job("s", max, names), inputs=inputs, backend=b, options=options or Options(concurrency=1),
+        axes=[list(v) for v in axes.values()],
+    )  # fmt: skip
+    run = MapRun(eng, "max", axes=[list(v) for v in axes.values()])
+    eng.start()
+    return run, eng, b
+
+
+def test_extend_appends_every_new_combination_in_product_order():
+    run = mapnb.map_task(tasks.add, concurrency=2).submit_product(a=[1, 2], b=[10, 20])
+    assert run.wait(120) and run.state == "succeeded"
+    assert run.extend(a=[3], b=[30]) == 5
+    assert run.state == "running" or run.done()  # running again (it may be done already)
+    assert run.wait(120) and run.state == "succeeded"
+    assert len(run) == 9 and run.axes == [[1, 2, 3], [10, 20, 30]]
+    assert run.inputs[4:] == [(1, 30), (2, 30), (3, 10), (3, 20), (3, 30)]
+    assert run.outputs == [a + b for a, b in run.inputs]
+    assert run.attempts == [1] * 9  # the old items did not run again
+    assert all(run.axes[0][r] == a and run.axes[1][c] == b for (r, c), (a, b) in zip(run.coords, run.inputs))
+    df = run.df
+    assert len(df) == 9 and list(df["a"]) == [a for a, _ in run.inputs]
+    assert run.counts["succeeded"] == 9
+
+
+def test_extend_while_running_emits_items_added_and_the_run_ends_with_all():
+    run, eng, b = scripted_sweep(x=[1, 2], y=[5])
+    events: list = []
+    run.subscribe(events.extend)
+    task, report = b.next()  # item 0 in flight
+    assert run.extend(x=[3]) == 1
+    assert len(run) == 3 and run.view.need == 3
+    report([ok(task, 0, value=5), (ENDED, task.id, None, False)])
+    finish(eng, b)
+    assert run.state == "succeeded" and run.statuses == [Status.SUCCEEDED] * 3
+    assert run.inputs == [(1, 5), (2, 5), (3, 5)]
+    added = [ev for ev in events if isinstance(ev, ItemsAdded)]
+    assert added == [ItemsAdded(2, 1)]
+    assert sum(isinstance(ev, ItemFinished) for ev in events) == 3
+
+
+def test_extend_items_grows_a_zipped_map_with_the_bound_partial():
+    mt = mapnb.map_task(functools.partial(tasks.add, b=5), backend="threads")
+    df = mt(a=[1, 2])
+    run = mapnb.last_run()
+    assert run.extend_items([3]) == 1  # by position, in the run's order
+    assert run.extend_items(a=[4, 5]) == 2
+    assert run.wait(60) and run.state == "succeeded"
+    assert run.outputs == [6, 7, 8, 9, 10]
+    assert list(df["output"]) == [6, 7, 8, 9, 10] and list(df["a"]) == [1, 2, 3, 4, 5]  # it grew in place
+    assert run.counts["succeeded"] == 5
+
+
+def test_growing_refuses_what_map_task_refuses():
+    zipped = mapnb.map_task(tasks.add, backend="sequential").submit(a=[1], b=[2])
+    sweep = mapnb.map_task(tasks.add, backend="sequential").submit_product(a=[1, 2], b=[3])
+    assert zipped.wait(60) and sweep.wait(60)
+    with pytest.raises(InvalidMapError, match=r"not a sweep; use run.extend_items"):
+        zipped.extend(a=[5])
+    with pytest.raises(InvalidMapError, match=r"is a sweep .*use run.extend\(name=\[new values\]\)"):
+        sweep.extend_items(a=[5], b=[6])
+    with pytest.raises(InvalidMapError, match=r"no axis 'c'; its axes are a, b"):
+        sweep.extend(c=[1])
+    with pytest.raises(InvalidMapError, match=r"extend\(a=...\): 2 is already a value of a"):
+        sweep.extend(a=[3, 2])
+    with pytest.raises(InvalidMapError, match=r"extend\(a=...\): 4 is already a value of a"):
+        sweep.extend(a=[4, 4])
+    with pytest.raises(InvalidMapError, match=r"a= got str"):
+        sweep.extend(a="4")
+    with pytest.raises(InvalidMapError, match=r"same length: a has 2 items, b has 1 item"):
+        zipped.extend_items(a=[1, 2], b=[3])
+    with pytest.raises(InvalidMapError, match=r"missing 'b'; the run maps a, b"):
+        zipped.extend_items(a=[1])
+    with pytest.raises(InvalidMapError, match=r"no mapped parameter 'c'"):
+        zipped.extend_items(a=[1], b=[2], c=[3])
+    assert len(zipped) == 1 and len(sweep) == 2 and sweep.axes == [[1, 2], [3]]  # nothing changed
+    assert zipped.extend_items(a=[], b=[]) == 0 and zipped.done()
+
+
+def test_grown_items_use_the_cache_and_the_old_ones_are_kept():
+    version = uuid.uuid4().hex
+    mt = mapnb.map_task(sweep_tasks.stamp, cache=True, cache_version=version, concurrency=2)
+    mt.submit(x=[3]).wait(120)  # x=3 is in the cache now
+    run = mt.submit_product(x=[1, 2])
+    assert run.wait(120)
+    before = run.outputs
+    assert run.extend(x=[3, 4]) == 2
+    assert run.wait(120) and run.state == "succeeded"
+    assert run.statuses == [Status.SUCCEEDED, Status.SUCCEEDED, Status.CACHED, Status.SUCCEEDED]
+    assert run.outputs[:2] == before and run.attempts[:2] == [1, 1]
+
+
+def test_a_recovered_grown_run_has_all_its_items():
+    run = mapnb.map_task(tasks.add, concurrency=2).submit_product(a=[1, 2], b=[10])
+    assert run.wait(120)
+    run.extend(b=[20])
+    assert run.wait(120) and run.state == "succeeded"
+    again = mapnb.recover(run.id)
+    assert again.wait(120) and again.state == "succeeded"
+    assert len(again) == 4 and again.inputs == run.inputs and again.axes == run.axes
+    assert again.coords == run.coords and again.outputs == run.outputs
+    assert again.attempts == run.attempts  # from the journal: nothing ran again
+
+
+def test_the_grid_model_takes_the_new_items():
+    run, eng, b = scripted_sweep(x=[1, 2], y=[5, 6])
+    model = GridModel(run)
+    run.subscribe(model.on_events)
+    first = model.changes()
+    assert first["n"] == 4 and len(first["statuses"]) == 4 and "cells" not in first["sheet"]
+    run.extend(y=[7])
+    t0 = time.monotonic()
+    while not model._grown and time.monotonic() - t0 < 30:  # the engine thread's next flush
+        time.sleep(0.01)
+    out = model.changes()
+    assert out["n"] == 6 and len(out["statuses"]) == 6
+    assert out["sheet"]["x"]["labels"] == ["5", "6", "7"]
+    # rows x=1, 2; columns y=5, 6, 7: the new column holds the items appended (4 and 5)
+    assert out["sheet"]["cells"] == [0, 1, 4, 2, 3, 5]
+    finish(eng, b)
+
+
+# -- Optuna ----------------------------------------------------------------------------
+
+
+def loss_metrics(task, i, *steps):
+    attempt = next(a for j, a, _ in task.items if j == i)
+    return (METRICS, task.id, i, attempt, [(s, {"loss": v}) for s, v in steps])
+
+
+def test_to_optuna_makes_complete_pruned_and_failed_trials():
+    optuna = pytest.importorskip("optuna")
+    prune = mapnb.MedianStopping("loss", grace=0, min_items=1)
+    run, eng, b = scripted_sweep(
+        Options(concurrency=4, min_success_ratio=0.5, prune=prune), x=[1, 2, 3, 4], y=[0.5]
+    )
+    (t0, r0), (t1, r1), (t2, r2), (t3, r3) = [b.next() for _ in range(4)]
+    r0([(STARTED, t0.id, 0, 1, 0.0), loss_metrics(t0, 0, (0, 1.0)), ok(t0, 0, value={"loss": 1.0})])
+    r0([(ENDED, t0.id, None, False)])
+    r1([(STARTED, t1.id, 1, 1, 0.0), loss_metrics(t1, 1, (0, 3.0))])  # pruned: 3 > 1
+    boom = ItemError("exception", "ValueError", "boom")
+    r2([(FINISHED, t2.id, 2, 1, False, boom, 0.0, 0.0), (ENDED, t2.id, None, False)])
+    r3([loss_metrics(t3, 3, (0, 0.6)), ok(t3, 3, value={"loss": 0.5}), (ENDED, t3.id, None, False)])
+    assert eng.done.wait(10) and run.statuses[1] is Status.PRUNED
+    study = run.to_optuna()
+    S = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [S.COMPLETE, S.PRUNED, S.FAIL, S.COMPLETE]
+    assert [t.value for t in trials] == [1.0, 3.0, None, 0.5]
+    assert [t.intermediate_values for t in trials] == [{0: 1.0}, {0: 3.0}, {}, {0: 0.6}]
+    assert trials[2].user_attrs["mapnb_error"] == "ValueError: boom"
+    assert study.best_params == {"x": 4, "y": 0.5} and study.best_trial.user_attrs["mapnb_index"] == 3
+    dist = study.best_trial.distributions
+    assert dist["x"] == optuna.distributions.IntDistribution(1, 4)
+    assert dist["y"] == optuna.distributions.FloatDistribution(0.5, 0.5)
+    best = run.to_optuna(direction="maximize", study_name="mine")
+    assert best.study_name == "mine" and best.best_params["x"] == 1
+
+
+def test_to_optuna_on_a_real_sweep_that_grew():
+    optuna = pytest.importorskip("optuna")
+    run = mapnb.map_task(sweep_tasks.loss, concurrency=2).submit_product(
+        lr=[0.01, 0.3], depth=[1, 2], seed=[0]
+    )
+    assert run.wait(120)
+    run.extend(lr=[0.1])
+    assert run.wait(120) and run.state == "succeeded"
+    study = run.to_optuna("loss")
+    assert len(study.trials) == 6 and study.user_attrs["mapnb_metric"] == "loss"
+    assert study.best_params == {"lr": 0.1, "depth": 1, "seed": 0}
+    assert study.best_trial.distributions["lr"] == optuna.distributions.FloatDistribution(0.01, 0.3)
+    assert study.best_trial.intermediate_values == {
+        0: pytest.approx(1.01),
+        1: pytest.approx(0.51),
+        2: pytest.approx(0.3433333),
+    }
+
+
+def test_to_optuna_says_what_is_wrong(monkeypatch):
+    pytest.importorskip("optuna")
+    run = mapnb.map_task(str, backend="sequential").submit(object=["a"])
+    assert run.wait(60)
+    with pytest.raises(InvalidMapError, match="no metric to use"):
+        run.to_optuna()
+    with pytest.raises(InvalidMapError, match="direction=...\\) must be 'minimize' or 'maximize'; got 'up'"):
+        run.to_optuna("output", direction="up")
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"pip install 'mapnb\[optuna\]'"):
+        run.to_optuna()
