@@ -153,3 +153,41 @@ def test_brush_rerun_selected_and_pruning_in_a_browser(server, page, tmp_path): 
     finally:
         if kernel is not None:
             kernel.close()
+
+
+GROW = """\
+import time
+import mapnb
+
+def slow(lr, depth):
+    time.sleep(0.6)
+    return {'loss': lr * depth}
+
+run = mapnb.map_task(slow, concurrency=2).submit_product(lr=[0.1, 0.01], depth=[2, 4, 8])
+run
+"""
+
+
+@pytest.mark.timeout(300)
+def test_run_extend_adds_cells_while_running_in_a_browser(server, page, tmp_path):  # noqa: F811
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    write_notebook(tmp_path, "grow.ipynb", [GROW])
+    kernel = None
+    try:
+        run_all(server, page, "lab/tree/grow.ipynb")
+        kernel = Kernel(tmp_path, server)
+        views(page, lambda v: v["cells"] == 6 and v["state"] == "running", 60, "the sweep running")
+        assert kernel.eval("run.extend(lr=[0.001])") == 3
+        grown = views(page, lambda v: v["cells"] == 9, 60, "the grown grid")
+        assert grown["state"] == "running", grown  # it grew while it ran
+        page.screenshot(path=SHOTS / "sweep_4_grown.png")
+        end = views(page, lambda v: v["state"] == "succeeded", 90, "the grown sweep's end")
+        assert end["best"] == 9 and end["heat"] == 9, end  # the views have the new items too
+        assert kernel.eval("run.counts['succeeded']") == 9
+    except Exception as exc:
+        page.screenshot(path=SHOTS / "sweep_grow_failed.png")
+        log = (tmp_path / "server.log").read_text()[-3000:]
+        raise AssertionError(f"grow test failed; see sweep_grow_failed.png; server log:\n{log}") from exc
+    finally:
+        if kernel is not None:
+            kernel.close()

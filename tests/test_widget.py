@@ -567,3 +567,20 @@ def test_rerun_and_cancel_selected_act_on_exactly_those_items(frontends):
     until(lambda: run2.view.status[10].final and run2.view.status[11].final)
     assert {run2.view.status[i].value for i in (10, 11)} == {"cancelled"}
     run2.cancel()
+
+
+def test_a_sweep_grown_while_it_runs_sends_its_new_axes_and_items(frontends):
+    run, backend = start(0, fn=sweep_fn, product=SWEEP3, concurrency=4)
+    grid = LiveGrid(run, kind="anywidget")
+    fe = grid_front(grid, frontends)
+    play(backend, values=loss_of)  # some items done, the rest still to come
+    assert run.extend(lr=[0.0001]) == 4
+    until(lambda: fe.state["n"] == 16 and len(fe.state["sweep"]["idx"][0]) == 16)
+    lr = fe.state["sweep"]["params"][0]
+    assert lr["labels"] == ["0.1", "0.01", "0.001", "0.0001"]
+    assert fe.state["sweep"]["idx"][0][12:] == [3, 3, 3, 3] and len(fe.statuses()) == 16
+    while not run.done():
+        play(backend, values=loss_of)
+    grid.wait(10)
+    assert columns(fe)["loss"] == [1.0 / (i + 1) for i in range(16)]
+    assert "0.0001" in grid.static_html()

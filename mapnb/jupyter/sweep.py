@@ -102,8 +102,13 @@ def sweep_axes(run: MapRun) -> dict[str, Any]:
     axes = _axes_of(run)
     if axes is None:
         return {}
-    params, idx = [], []
+    params: list[dict[str, Any]] = []
+    idx: list[Any] = []
     inputs = run.view.inputs
+    # A product's positions come from the run (fast, exact); else each value is looked up.
+    coords = getattr(run, "coords", None) if run.axes is not None else None
+    if coords and len(coords) != len(inputs):
+        coords = None
     for k, (name, axis) in enumerate(zip(run.names, axes)):
         pos = {_key(v): j for j, v in enumerate(axis)}
         nums = [_number(v) for v in axis]
@@ -114,7 +119,9 @@ def sweep_axes(run: MapRun) -> dict[str, Any]:
                 "values": nums if all(x is not None for x in nums) else None,
             }
         )
-        idx.append([pos[_key(row[k])] for row in inputs])
+        idx.append(None if coords else [pos[_key(row[k])] for row in inputs])
+    if coords:
+        idx = [list(col) for col in zip(*coords)]
     seed = next((n for n in run.names if n.lower() in SEED_NAMES), "")
     return {"params": params, "idx": idx, "seed": seed}
 
@@ -206,9 +213,9 @@ def _choices(snap: dict[str, Any]) -> tuple[str, bool, int, int]:
         metric = prune + METRIC_SUFFIX if prune and prune + METRIC_SUFFIX in keys else keys[0]
     order = view.get("order")
     asc = bool(order == "asc") if order in ("asc", "desc") else lower_is_better(metric)
-    x, y = view.get("x", 0), view.get("y", 1)
+    x, y = view.get("x", 1), view.get("y", 0)  # like the grid's sheet: Y the first parameter
     ok = isinstance(x, int) and isinstance(y, int) and 0 <= x < len(params) and 0 <= y < len(params) and x != y
-    return metric, asc, (x if ok else 0), (y if ok else 1)
+    return metric, asc, (x if ok else 1), (y if ok else 0)
 
 
 def best_items(values: Sequence[float | None], asc: bool, k: int) -> list[int]:

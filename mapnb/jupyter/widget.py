@@ -25,7 +25,7 @@ import weakref
 from html import escape as html_escape
 from typing import TYPE_CHECKING, Any
 
-from ..events import RunStarted
+from ..events import ItemsAdded, RunStarted
 from . import busy
 from .grid import COLORS, GLYPHS, TEXT_ON, GridModel, render_html
 
@@ -258,7 +258,7 @@ class LiveGrid:
         if from_front:
             self.model._sent["selection"] = sel
         if hasattr(type(self.run), "selected") and list(getattr(self.run, "selected", []) or []) != sel:
-            self.run.selected = sel  # type: ignore[attr-defined]
+            self.run.selected = sel
         if not from_front:
             self._wake.set()
             if self.run.done():
@@ -286,14 +286,14 @@ class LiveGrid:
         """Run the selected items again (``run.rerun(run.selected)``), while the run goes on too."""
         sel = list(getattr(self.run, "selected", self.model.selection))
         if sel:
-            self.run.rerun(sel)  # type: ignore[attr-defined]
+            self.run.rerun(sel)
             self._follow()
 
     def cancel_selected(self) -> None:
         """Cancel the selected items (``run.cancel(indices=run.selected, wait=False)``)."""
         sel = list(getattr(self.run, "selected", self.model.selection))
         if sel:
-            self.run.cancel(indices=sel, wait=False)  # type: ignore[call-arg]
+            self.run.cancel(indices=sel, wait=False)
 
     def retry_failed(self) -> None:
         """Re-run the run's failed items in place; the grid follows."""
@@ -305,8 +305,8 @@ class LiveGrid:
     # -- keeping up ---------------------------------------------------------------------
 
     def _restart_on_rerun(self, events: list[Any]) -> None:
-        """A finished run started again (``run.rerun(...)`` from Python, say): follow it."""
-        if self._thread is None and any(isinstance(ev, RunStarted) for ev in events):
+        """A finished run started again (``run.rerun(...)``, ``run.extend(...)`` from Python): follow it."""
+        if self._thread is None and any(isinstance(ev, (RunStarted, ItemsAdded)) for ev in events):
             self._follow()
 
     def _follow(self) -> None:

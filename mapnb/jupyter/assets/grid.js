@@ -116,9 +116,12 @@ function render({ model, el }) {
         e.title = `${sheet.y.name} = ${sheet.y.labels[y]}`;
         table.appendChild(e);
         for (let x = 0; x < nx; x++) {
+          // A grown sweep (run.extend) says which item sits where; -1: no item there.
+          const i = sheet.cells ? sheet.cells[y * nx + x] : y * nx + x;
+          if (i == null || i < 0 || i >= n) { table.appendChild(h("div", "mapnb-cell-empty")); continue; }
           const c = h("div", "mapnb-cell");
-          c.dataset.i = y * nx + x;
-          cells[y * nx + x] = c;
+          c.dataset.i = i;
+          cells[i] = c;
           table.appendChild(c);
         }
       }

@@ -111,7 +111,7 @@ export function mountSweep({ model, onPick, colors }) {
 
   // ---- the data, kept between messages ----------------------------------------------
   let S = {}, keys = [], cols = [], n = 0, codes = [], sel = new Set();
-  const ui = { metric: "", order: "", x: 0, y: 1, reduce: "best", facet: -1, std: -1, color: "status",
+  const ui = { metric: "", order: "", x: 1, y: 0, reduce: "best", facet: -1, std: -1, color: "status",
                slice: {}, open: true, k: 10 };
   const brushes = new Map();  // parallel-coordinates axis -> [lo, hi] in 0..1 (1 at the top)
   let scale = null, scaleKey = "", sparks = {}, sparkAsked = "", hits = { heat: [], scat: [], par: null };
@@ -157,7 +157,7 @@ export function mountSweep({ model, onPick, colors }) {
       ui.order = "";
     }
     if (!ui.order) ui.order = lowerIsBetter(ui.metric) ? "asc" : "desc";
-    if (ui.x >= p.length) ui.x = 0;
+    if (ui.x >= p.length) ui.x = 1;  // like the grid's sheet: X the second parameter, Y the first
     if (ui.y >= p.length || ui.y === ui.x) ui.y = ui.x === 0 ? 1 : 0;
     if (ui.facet === ui.x || ui.facet === ui.y || ui.facet >= p.length) ui.facet = -1;
     if (ui.std === -1 && S.seed && ui._seedSet !== true) { ui.std = p.findIndex((q) => q.name === S.seed); ui._seedSet = true; }
@@ -342,10 +342,10 @@ export function mountSweep({ model, onPick, colors }) {
   function drawScatter(T, us) {
     const p = P(), w = 230, h = 160, left = 46, top = 14, bottom = 30, per = Math.max(1, Math.floor(900 / w));
     const W = Math.min(p.length, per) * w, H = Math.ceil(p.length / per) * h;
-    const g = sizeCanvas(scatCanvas, W, H);
+    const vs = us.map((u) => u.v).filter((v) => isFinite(v));
+    const g = sizeCanvas(scatCanvas, W, vs.length ? H : 30);
     g.font = T.font;
     hits.scat = [];
-    const vs = us.map((u) => u.v).filter((v) => isFinite(v));
     if (!vs.length) { g.fillStyle = T.muted; g.fillText(`no values of ${ui.metric || "a metric"} yet`, 10, 20); return; }
     let lo = Math.min(...vs), hi = Math.max(...vs);
     for (const u of us) if (!isNaN(u.sd)) { lo = Math.min(lo, u.v - u.sd); hi = Math.max(hi, u.v + u.sd); }
