@@ -439,12 +439,14 @@ def sweep_fn(lr, depth, seed):
 
 
 def columns(fe: FrontEnd) -> dict[str, list[Any]]:
-    """What the browser rebuilds: the base columns overlaid with the cumulative patch."""
-    base = fe.state["sweep_cols"]
-    cols = {k: list(c) for k, c in zip(base["keys"], base["data"])}
-    for i, row in fe.state["sweep_patch"].items():
-        for k, v in zip(base["keys"], row):
-            cols[k][int(i)] = v
+    """What the browser rebuilds: each whole base, then each patch's rows, in order."""
+    cols: dict[str, list[Any]] = {}
+    for m in list(fe.messages):
+        if "sweep_cols" in m:
+            cols = {k: list(c) for k, c in zip(m["sweep_cols"]["keys"], m["sweep_cols"]["data"])}
+        for i, row in m.get("sweep_patch", {}).get("rows", {}).items():
+            for k, v in zip(cols, row):
+                cols[k][int(i)] = v
     return cols
 
 
@@ -468,10 +470,16 @@ def test_a_sweep_sends_its_axes_once_and_its_columns_as_patches(frontends):
     grid.wait(10)
     patches = [m["sweep_patch"] for m in fe.messages if m.get("sweep_patch")]
     cols = columns(fe)
-    assert cols == {"loss": [1.0 / (i + 1) for i in range(12)], "acc": [i / 10 for i in range(12)]}
-    # the axes went once; each patch carries only the items finished since the base
+    assert cols == {"loss": pytest.approx([1.0 / (i + 1) for i in range(12)], rel=1e-6), "acc": [i / 10 for i in range(12)]}
+    # the axes went once; each patch carries only the items that changed since the last
     assert sum("sweep" in m for m in fe.messages) <= 1
-    assert patches and all(len(p) <= 12 for p in patches) and len(patches[0]) < 12
+    sent = [i for p in patches for i in p["rows"]]
+    assert patches and len(sent) == len(set(sent))  # each item finished once: in one patch only
+    assert "sweep_cols" in fe.messages[-1] or "sweep_cols" in fe.messages[-2]  # whole at the end
+    # A view that opens late asks for the whole columns and gets them, as they are now.
+    fe.send_custom({"action": "sweep_sync"})
+    sync = until(lambda: [c["content"]["sweep_sync"] for c in fe.custom if "sweep_sync" in c.get("content", {})])
+    assert sync[-1]["cols"]["data"][0] == cols["loss"] and sync[-1]["sweep"] == sweep
 
 
 def test_reported_metrics_are_columns_and_the_best_table_pulls_sparklines(frontends):
@@ -582,5 +590,5 @@ def test_a_sweep_grown_while_it_runs_sends_its_new_axes_and_items(frontends):
     while not run.done():
         play(backend, values=loss_of)
     grid.wait(10)
-    assert columns(fe)["loss"] == [1.0 / (i + 1) for i in range(16)]
+    assert columns(fe)["loss"] == pytest.approx([1.0 / (i + 1) for i in range(16)], rel=1e-6)
     assert "0.0001" in grid.static_html()

@@ -477,6 +477,7 @@ class GridModel:
         self.sweep = sweep_axes(self.run)
         self._sweep_n = self._v.n
         self._cols = SweepColumns(self.run)
+        self._cols_final = False  # the whole columns went once the run ended
 
     def _sweep_changes(self, first: bool, dirty: set[int]) -> dict[str, Any]:
         """The sweep's axes (first, and when it grew), the columns of the items whose
@@ -492,11 +493,18 @@ class GridModel:
             out["sweep"] = self.sweep
         if not self.sweep:
             return out
-        if first or grew:
+        # Whole at the start, on growth, and once at the end (a saved widget state is complete).
+        end = self._v.done.is_set() and not self._cols_final
+        self._cols_final = self._v.done.is_set()
+        if first or grew or end:
             out.update(self._cols.changes(range(self._v.n), whole=True))
         elif dirty or metrics:
             out.update(self._cols.changes(sorted(dirty | metrics)))
         return out
+
+    def sweep_sync(self) -> dict[str, Any]:
+        """The sweep's axes and whole columns now, for a view that opens late."""
+        return {"sweep": self.sweep, "cols": self._cols.base()}
 
     def sweep_snapshot(self) -> dict[str, Any]:
         """What the static picture of the sweep views needs (the columns brought up to date)."""

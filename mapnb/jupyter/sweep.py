@@ -4,10 +4,13 @@ A sweep (a ``.product(...)`` of two or more parameters, or a zipped map whose in
 all numbers) is described once, and again whenever it grows, as its *parameters* (name,
 value labels, numeric values) and, per item, the position of its value on each axis
 (columnar: one list per parameter). What the items produced travels as *columns*: each
-numeric output field and each reported metric (its last value), one value per item. Like
-the statuses, the columns go as a full base plus a cumulative patch of the items that
-changed since (index -> one row), folded into the base every ``COL_PATCH_CAP`` rows, so
-that a front end that connects late still rebuilds every value from the two.
+numeric output field and each reported metric (its last value), one value per item.
+The columns go whole (``sweep_cols``) when the run starts, when a new column or new items
+appear, and once more when the run ends (so that the widget state a saved notebook keeps
+is complete); in between, each message carries only the rows of the items that changed
+since the last one (``sweep_patch``). A view that opens late asks for the whole columns
+(the ``sweep_sync`` message) and then follows the patches. At 10,000 items a patch
+folded into a cumulative base (as the statuses travel) sent ten times the bytes.
 
 The front end (``assets/sweep.js``) draws the views; :func:`render_views_html` draws the
 final views as inline HTML and SVG for the notebook saved with them.
@@ -29,7 +32,6 @@ if TYPE_CHECKING:
     from ..run import MapRun
 
 SWEEP_MAX_ITEMS = 200_000  # a larger run gets no sweep views (the grid still shows it)
-COL_PATCH_CAP = 1024  # rows carried as a patch before they are folded into the base
 MAX_LABELS = 2_000  # a zipped run with more distinct values of a parameter is not a sweep
 SEED_NAMES = ("seed", "rep", "repeat", "replicate", "trial", "run")
 _LOWER_IS_BETTER = ("loss", "err", "mse", "mae", "rmse", "cost", "regret", "time", "perplexity", "latency")
@@ -126,12 +128,18 @@ def sweep_axes(run: MapRun) -> dict[str, Any]:
     return {"params": params, "idx": idx, "seed": seed}
 
 
+def _short(v: float) -> float:
+    """``v`` to 7 significant digits: what a view can show or sort by, in half the JSON."""
+    return float(f"{v:.7g}")
+
+
 class SweepColumns:
     """Per item, the numeric output fields and last reported metrics, as columns.
 
     ``changes`` (one thread at a time) says what to send: ``sweep_cols`` (the base:
     ``{"keys": [...], "data": [column, ...]}``) when it must be sent whole, and
-    ``sweep_patch`` (``{index: row}``, cumulative since the base) when items changed.
+    ``sweep_patch`` (``{"seq": k, "rows": {index: row}}``: only the items that changed
+    since the last call) otherwise.
     """
 
     def __init__(self, run: MapRun) -> None:
@@ -140,7 +148,7 @@ class SweepColumns:
         self._pos: dict[str, int] = {}
         self.data: list[list[float | None]] = []
         self.n = 0
-        self.patch: dict[str, list[float | None]] = {}
+        self.seq = 0
 
     def row(self, i: int) -> dict[str, float]:
         """Item ``i``'s values now: its numeric output fields (once it succeeded) and its
@@ -148,10 +156,12 @@ class SweepColumns:
         rv = self._v
         out: dict[str, float] = {}
         if rv.status[i] in (Status.SUCCEEDED, Status.CACHED):
-            out.update({k: v for k, v in _numeric_fields(rv.outputs[i]).items() if math.isfinite(v)})
+            out.update({k: _short(v) for k, v in _numeric_fields(rv.outputs[i]).items() if math.isfinite(v)})
         last = rv.last_metrics[i]
         if last:
-            out.update({k + METRIC_SUFFIX: v for k, v in last.items() if isinstance(v, float) and math.isfinite(v)})
+            out.update(
+                {k + METRIC_SUFFIX: _short(v) for k, v in last.items() if isinstance(v, float) and math.isfinite(v)}
+            )
         return out
 
     def _add_keys(self, names: Iterable[str]) -> bool:
@@ -188,14 +198,12 @@ class SweepColumns:
                 if col[i] != v:
                     col[i] = v
                     changed[i] = None
-        if whole or len(self.patch) + len(changed) > COL_PATCH_CAP:
-            self.patch = {}
-            return {"sweep_cols": self.base(), "sweep_patch": {}}
+        if whole:
+            return {"sweep_cols": self.base()}
         if not changed:
             return {}
-        for i in changed:
-            self.patch[str(i)] = [col[i] for col in self.data]
-        return {"sweep_patch": dict(self.patch)}
+        self.seq += 1  # each patch differs from the last, so that it is always sent
+        return {"sweep_patch": {"seq": self.seq, "rows": {str(i): [col[i] for col in self.data] for i in changed}}}
 
 
 # -- the static picture -------------------------------------------------------------------

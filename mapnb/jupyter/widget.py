@@ -203,6 +203,9 @@ class LiveGrid:
             self.rerun_selected()
         elif action == "cancel_selected":
             self.cancel_selected()
+        elif action == "sweep_sync":  # a view opened late: the whole columns, in order with the patches
+            with self._flush_lock:
+                self.widget.send({"sweep_sync": self.model.sweep_sync()})
         elif action == "sparks":  # the best table's sparklines, pulled on request
             self.widget.send({"sparks": self.sparks(content.get("indices") or [])})
         else:

@@ -117,16 +117,16 @@ export function mountSweep({ model, onPick, colors }) {
   let scale = null, scaleKey = "", sparks = {}, sparkAsked = "", hits = { heat: [], scat: [], par: null };
 
   function readSweep() { S = model.get("sweep") || {}; n = model.get("n"); readCols(); }
-  function readCols() {
-    const base = model.get("sweep_cols") || {};
+  function readCols() { readBase(model.get("sweep_cols") || {}); }
+  function readBase(base) {
     keys = base.keys || [];
     cols = (base.data || []).map((c) => Float64Array.from({ length: n }, (_, i) => (c[i] == null ? NaN : c[i])));
-    applyPatch();
   }
+  // Only the rows that changed since the kernel's last message: applied in order.
   function applyPatch() {
-    const patch = model.get("sweep_patch") || {};
-    for (const k in patch) {
-      const i = +k, row = patch[k];
+    const rows = (model.get("sweep_patch") || {}).rows || {};
+    for (const k in rows) {
+      const i = +k, row = rows[k];
       for (let c = 0; c < cols.length && c < row.length; c++) cols[c][i] = row[c] == null ? NaN : row[c];
     }
   }
@@ -582,7 +582,11 @@ export function mountSweep({ model, onPick, colors }) {
   model.on("change:statuses", () => { readCodes(); changed(); });
   model.on("change:patch", () => { readCodes(); changed(); });
   model.on("change:selection", () => { sel = new Set(model.get("selection") || []); changed(); });
-  model.on("msg:custom", (msg) => { if (msg && msg.sparks) { Object.assign(sparks, msg.sparks); changed(); } });
+  model.on("msg:custom", (msg) => {
+    if (msg && msg.sparks) { Object.assign(sparks, msg.sparks); changed(); }
+    if (msg && msg.sweep_sync) { S = msg.sweep_sync.sweep || {}; n = (S.idx && S.idx[0] || []).length || model.get("n"); readBase(msg.sweep_sync.cols || {}); changed(); }
+  });
+  model.send({ action: "sweep_sync" });  // this view may open late: ask for the whole columns
   readSweep(); readCodes();
   sel = new Set(model.get("selection") || []);
   const v = model.get("sweep_view") || {};
