@@ -44,7 +44,7 @@ VIEWS = """() => {
   const g = document.querySelector('.mapnb-grid'), s = g && g.querySelector('.mapnb-sweep');
   if (!s) return null;
   const c = s.querySelector('.mapnb-parallel-canvas'), r = c.getBoundingClientRect();
-  return {state: g.dataset.state, drawn: +(s.dataset.drawn || 0), shown: s.style.display !== 'none',
+  return {state: g.dataset.state, drawn: +(s.dataset.drawn || 0), drawMs: +(s.dataset.drawMs || 0), shown: s.style.display !== 'none',
     axes: JSON.parse(c.dataset.axes || '[]'), top: +c.dataset.top, bottom: +c.dataset.bottom,
     left: r.left, ctop: r.top, count: s.querySelector('.mapnb-sweep-count').textContent,
     rerun: !s.querySelector('.mapnb-rerun-selected').disabled,
@@ -188,6 +188,51 @@ def test_run_extend_adds_cells_while_running_in_a_browser(server, page, tmp_path
         page.screenshot(path=SHOTS / "sweep_grow_failed.png")
         log = (tmp_path / "server.log").read_text()[-3000:]
         raise AssertionError(f"grow test failed; see sweep_grow_failed.png; server log:\n{log}") from exc
+    finally:
+        if kernel is not None:
+            kernel.close()
+
+
+BIG = """\
+import mapnb
+
+def point(a, b, seed):
+    return {'loss': abs(a - 12) + abs(b - 7) / 3 + seed / 100, 'acc': a / 25}
+
+run = mapnb.map_task(point).submit_product(a=list(range(25)), b=list(range(20)), seed=list(range(20)))
+run
+"""
+
+
+@pytest.mark.timeout(300)
+def test_ten_thousand_item_sweep_views_stay_usable(server, page, tmp_path):  # noqa: F811
+    """10,000 items x 3 parameters: the views draw every item, and a brush selects in the kernel."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    write_notebook(tmp_path, "big_sweep.ipynb", [BIG])
+    kernel = None
+    try:
+        run_all(server, page, "lab/tree/big_sweep.ipynb")
+        kernel = Kernel(tmp_path, server)
+        end = views(page, lambda v: v["state"] == "succeeded" and v["best"] == 10, 180, "10,000 items' end")
+        page.locator(".mapnb-parallel-canvas").scroll_into_view_if_needed()
+        end = views(page, lambda v: v["axes"], 30, "the parallel coordinates")
+        page.screenshot(path=SHOTS / "sweep_5_ten_thousand.png")
+        a = end["axes"][0]  # a: 0..24 bottom to top; brush its top fifth
+        x = end["left"] + a["x"]
+        y0 = end["ctop"] + end["top"] - 4
+        y1 = end["ctop"] + end["top"] + (end["bottom"] - end["top"]) * 0.19
+        page.mouse.move(x, y0)
+        page.mouse.down()
+        page.mouse.move(x, y1, steps=5)
+        page.mouse.up()
+        wait(lambda: kernel.eval("len(run.selected)") == 2000, 60, "2,000 items selected (a = 20..24)")
+        assert kernel.eval("sorted({run.inputs[i][0] for i in run.selected})") == [20, 21, 22, 23, 24]
+        v = views(page, lambda v: v["count"] == "2000 selected", 30, "the count")
+        print(f"views' last draw at 10,000 items: {v['drawMs']} ms ({v['drawn']} draws)")
+    except Exception as exc:
+        page.screenshot(path=SHOTS / "sweep_big_failed.png")
+        log = (tmp_path / "server.log").read_text()[-3000:]
+        raise AssertionError(f"10k sweep test failed; see sweep_big_failed.png; server log:\n{log}") from exc
     finally:
         if kernel is not None:
             kernel.close()

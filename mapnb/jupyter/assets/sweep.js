@@ -455,7 +455,8 @@ export function mountSweep({ model, onPick, colors }) {
     const col = metricCol(), p = P(), idx = S.idx || [];
     bestTable.replaceChildren();
     const head = el("tr");
-    for (const t of ["#", "item", ...p.map((q) => q.name), ui.metric, "status", "reported"]) head.appendChild(el("th", "", t));
+    const reported = keys.some((k) => k.endsWith(" (reported)"));
+    for (const t of ["#", "item", ...p.map((q) => q.name), ui.metric, "status", ...(reported ? ["reported"] : [])]) head.appendChild(el("th", "", t));
     bestTable.appendChild(head);
     if (!col) return;
     const have = [];
@@ -473,15 +474,17 @@ export function mountSweep({ model, onPick, colors }) {
       const stc = el("td");
       stc.appendChild(el("span", `mapnb-chip s-${st}`, st));
       tr.appendChild(stc);
-      const sp = el("td", "mapnb-best-spark");
-      if (sparks[i]) sp.innerHTML = sparks[i];  // our own SVG, drawn by the kernel from numbers only
-      tr.appendChild(sp);
+      if (reported) {
+        const sp = el("td", "mapnb-best-spark");
+        if (sparks[i]) sp.innerHTML = sparks[i];  // our own SVG, drawn by the kernel from numbers only
+        tr.appendChild(sp);
+      }
       tr.title = `item ${i}: ${ui.metric} = ${+col[i].toPrecision(6)}; click to show it`;
       bestTable.appendChild(tr);
     });
     // Sparklines of the reported metric: asked of the kernel when the top rows change.
     const want = `${top.join(",")}|${codes.filter((c) => c === "s" || c === "p").length}`;
-    if (want !== sparkAsked && top.length && keys.some((k) => k.endsWith(" (reported)"))) {
+    if (want !== sparkAsked && top.length && reported) {
       sparkAsked = want;
       model.send({ action: "sparks", indices: top });
     }
@@ -497,12 +500,13 @@ export function mountSweep({ model, onPick, colors }) {
     controls.style.display = ui.open ? "" : "none";
     toggle.textContent = ui.open ? "Sweep views \u25be" : "Sweep views \u25b8";
     if (!ui.open) return;
-    const T = theme(), us = units();
+    const t0 = performance.now(), T = theme(), us = units();
     drawHeat(T, us);
     drawScatter(T, us);
     drawParallel(T);
     drawBest(T);
     root.dataset.drawn = String((+root.dataset.drawn || 0) + 1);
+    root.dataset.drawMs = (performance.now() - t0).toFixed(1);  // for tests and benchmarks
   }
   function changed() { if (!frame) frame = requestAnimationFrame(draw); }
 
