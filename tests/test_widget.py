@@ -592,3 +592,33 @@ def test_a_sweep_grown_while_it_runs_sends_its_new_axes_and_items(frontends):
     grid.wait(10)
     assert columns(fe)["loss"] == pytest.approx([1.0 / (i + 1) for i in range(16)], rel=1e-6)
     assert "0.0001" in grid.static_html()
+
+
+def test_the_core_face_has_the_best_table_a_select_box_and_the_buttons(frontends):
+    from mapnb.jupyter.sweep import format_indices, parse_indices
+
+    assert parse_indices("1, 4-7,2", 10) == [1, 2, 4, 5, 6, 7] and format_indices([1, 2, 4, 5, 6, 7]) == "1-2, 4-7"
+    for bad, why in (("x", "not an item number"), ("3-1", "items are 0 to 9"), ("12", "items are 0 to 9")):
+        with pytest.raises(ValueError, match=why):
+            parse_indices(bad, 10)
+    run, backend = start(0, fn=sweep_fn, product=SWEEP3, concurrency=12)
+    grid = LiveGrid(run, kind="ipywidgets")
+    core = grid.widget
+    while not run.done():
+        play(backend, values=loss_of)
+    grid.wait(10)
+    assert "best 10 by loss" in core.best.value and core.rerun_sel.disabled
+    core.choose.value = "4, 9"
+    until(lambda: list(run.selected) == [4, 9])
+    assert not core.rerun_sel.disabled and not core.cancel_sel.disabled
+    core.rerun_sel.click()
+    until(lambda: not run.done())
+    seen = []
+    while not run.done():
+        seen += [backend.tasks.queue[0][0].items] if backend.tasks.qsize() else []
+        play(backend, values=loss_of)
+    assert sorted(i for items in seen for i, _, _ in items) == [4, 9]
+    run.selected = [0, 1, 2]  # from Python: the box says so
+    until(lambda: core.choose.value == "0-2")
+    core.choose.value = "99"  # out of range: said, nothing selected anew
+    assert "items are 0 to 11" in core.detail.value and list(run.selected) == [0, 1, 2]

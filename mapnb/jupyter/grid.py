@@ -510,10 +510,10 @@ class GridModel:
         """What the static picture of the sweep views needs (the columns brought up to date)."""
         if not self.sweep:
             return {}
-        self._cols.changes(range(self._v.n))
+        fresh = SweepColumns(self.run)  # not self._cols: what it holds is what was sent
         return {
             "sweep": self.sweep,
-            "sweep_cols": self._cols.base(),
+            "sweep_cols": fresh.changes(range(self._v.n), whole=True)["sweep_cols"],
             "sweep_view": dict(self.sweep_view),
             "prune_metric": self._v.prune_metric,
         }

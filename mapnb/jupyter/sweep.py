@@ -371,3 +371,48 @@ def parallel_svg(
             f'<text x="{xa:.1f}" y="{top - 4}" text-anchor="middle" fill="currentColor">{esc(name[:18])}</text>'
         )
     return "".join(out) + "</svg>"
+
+
+def best_table_html(snap: dict[str, Any], statuses: Sequence[str], top: int = 10) -> str:
+    """The best items as an HTML table (the core-ipywidgets face shows it live)."""
+    sweep, cols = snap.get("sweep") or {}, snap.get("sweep_cols") or {}
+    if not sweep or not cols.get("keys"):
+        return ""
+    metric, asc, _, _ = _choices(snap)
+    values = cols["data"][cols["keys"].index(metric)]
+    return _best_html(sweep, values, asc, top, statuses, metric)
+
+
+def parse_indices(text: str, n: int) -> list[int]:
+    """Item indices from ``"1, 4-7"`` (ranges inclusive), sorted and unique.
+
+    Raises
+    ------
+    ValueError
+        A part is not a number or a range ``a-b``, or an index is not in ``0 .. n-1``.
+    """
+    out: set[int] = set()
+    for part in (p.strip() for p in text.replace(" ", ",").split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise ValueError(f"{part!r} is not an item number or a range like 4-7")
+        a, b = int(lo), int(hi) if sep else int(lo)
+        if a > b or b >= n:
+            raise ValueError(f"{part!r}: items are 0 to {n - 1}")
+        out.update(range(a, b + 1))
+    return sorted(out)
+
+
+def format_indices(indices: Sequence[int]) -> str:
+    """``[1, 4, 5, 6, 7]`` as ``"1, 4-7"``."""
+    parts: list[str] = []
+    k = 0
+    while k < len(indices):
+        j = k
+        while j + 1 < len(indices) and indices[j + 1] == indices[j] + 1:
+            j += 1
+        parts.append(str(indices[k]) if j == k else f"{indices[k]}-{indices[j]}")
+        k = j + 1
+    return ", ".join(parts)

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..events import ItemsAdded, RunStarted
 from . import busy
-from .grid import COLORS, GLYPHS, TEXT_ON, GridModel, render_html
+from .grid import CODES, COLORS, GLYPHS, TEXT_ON, GridModel, render_html
+from .sweep import best_table_html, format_indices, parse_indices
 
 if TYPE_CHECKING:
     from ..run import MapRun
@@ -569,6 +570,17 @@ def _metrics_html(d: dict[str, Any]) -> str:
     return out
 
 
+_STATUS_OF = {c: s.value for s, c in CODES.items()}
+
+
+def _parses(text: str) -> bool:
+    try:
+        parse_indices(text, 1 << 62)
+    except ValueError:
+        return False
+    return True
+
+
 def _seconds(s: float) -> str:
     return (
         f"{s * 1000:.2g} ms" if s < 0.1 else f"{s:.1f} s" if s < 60 else f"{int(s // 60)} min {int(s % 60)} s"
@@ -609,11 +621,29 @@ class _CoreGrid:
         self.colorby.observe(lambda ch: grid.set_heat_field(ch["new"]), names=["value"])
         self.detail = w.HTML()
         self._note = ""  # said in place of the panel, e.g. about an item number out of range
+        # The sweep views, as far as core widgets go: the best table, and a selection typed
+        # as indices ("1, 4-7") that is run.selected, with the two buttons that act on it.
+        self.best = w.HTML()
+        self.best.add_class("mapnb-core-best")
+        self.choose = w.Text(
+            value="", placeholder="e.g. 1, 4-7", description="Select", continuous_update=False,
+            layout=w.Layout(width="260px"),
+        )
+        self.choose.add_class("mapnb-core-select")
+        self.rerun_sel = w.Button(description="Re-run selected", icon="redo", disabled=True)
+        self.cancel_sel = w.Button(description="Cancel selected", icon="stop", disabled=True)
+        self.choose.observe(self._on_choose, names=["value"])
+        self.rerun_sel.on_click(lambda _: grid.rerun_selected())
+        self.cancel_sel.on_click(lambda _: grid.cancel_selected())
+        self.sweep_box = w.VBox(
+            [self.best, w.HBox([self.choose, self.rerun_sel, self.cancel_sel])],
+            layout=w.Layout(display="" if grid.model.sweep else "none"),
+        )
         self.cancel.on_click(lambda _: grid.run.cancel(wait=False))
         self.retry.on_click(lambda _: grid.retry_failed())
         self.pick.observe(self._on_pick, names=["value"])
         self.box = w.VBox(
-            [self.picture, w.HBox([self.cancel, self.retry, self.pick, self.colorby]), self.detail]
+            [self.picture, w.HBox([self.cancel, self.retry, self.pick, self.colorby]), self.sweep_box, self.detail]
         )
         self.box.add_class("mapnb-core")  # stable hooks for tests and user CSS
         self.pick.add_class("mapnb-core-pick")
@@ -626,12 +656,28 @@ class _CoreGrid:
         self.detail.value = self._note
         self._grid.select(int(text) if ok else -1)
 
+    def _on_choose(self, change: dict[str, Any]) -> None:
+        try:
+            sel = parse_indices(change["new"], len(self._grid.run))
+        except ValueError as exc:
+            self._note = f"<i>{html_escape(str(exc))}</i>"
+            self.detail.value = self._note
+            return
+        self._note = ""
+        self._grid.set_selection(sel)
+
+    def _show_selection(self, sel: list[int]) -> None:
+        text = format_indices(sel)
+        if not _parses(self.choose.value) or parse_indices(self.choose.value, 1 << 62) != sel:
+            self.choose.value = text  # a selection made elsewhere (the kernel, run.selected)
+        self.rerun_sel.disabled = self.cancel_sel.disabled = not sel
+
     def on_msg(self, callback: Any) -> None:
         self.box.on_msg(callback)
 
     def comm_widgets(self) -> list[Any]:
         """The widgets whose messages the grid handles."""
-        return [self.box, self.cancel, self.retry, self.pick, self.colorby]
+        return [self.box, self.cancel, self.retry, self.pick, self.colorby, self.choose, self.rerun_sel, self.cancel_sel]
 
     @contextlib.contextmanager
     def hold_sync(self) -> Any:
@@ -667,6 +713,12 @@ class _CoreGrid:
             snap = dict(self._state)
             snap["elapsed"] = snap.get("elapsed") or time.time() - snap.get("started", time.time())
             self.picture.value = render_html(snap, max_cells=500)
+            if self._grid.model.sweep:
+                model = self._grid.model
+                names = [_STATUS_OF[c] for c in self._state.get("statuses", "")]
+                self.best.value = best_table_html(model.sweep_snapshot(), names)
+        if "selection" in changes:
+            self._show_selection(changes["selection"])
         self.cancel.layout.display = "none" if done else ""
         self.retry.layout.display = "" if self._state.get("can_retry") else "none"
         d = changes.get("detail")
