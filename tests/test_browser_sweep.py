@@ -145,7 +145,16 @@ def test_brush_rerun_selected_and_pruning_in_a_browser(server, page, tmp_path): 
         page.screenshot(path=SHOTS / "sweep_3_rerun.png")
         # A selection made in Python is drawn in the views.
         kernel.eval("run.__setattr__('selected', [0, 1, 2]) or 1")
-        views(page, lambda v: v["count"] == "3 selected", 30, "the selection from Python")
+        v = views(page, lambda v: v["count"] == "3 selected", 30, "the selection from Python")
+        # The dark theme, as a user picks it: the canvases are drawn again in its colours.
+        page.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()
+        page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+        page.locator(".lm-Menu-itemLabel").get_by_text("JupyterLab Dark", exact=True).click()
+        drawn = v["drawn"]
+        views(page, lambda v: v["drawn"] > drawn and page.evaluate("document.body.dataset.jpThemeLight") == "false",
+              30, "the views redrawn in the dark theme")  # fmt: skip
+        time.sleep(1.0)  # the theme's stylesheet settles; the screenshot is for people
+        page.locator(".mapnb-sweep").screenshot(path=SHOTS / "sweep_6_dark.png")
     except Exception as exc:
         page.screenshot(path=SHOTS / "sweep_failed.png")
         log = (tmp_path / "server.log").read_text()[-3000:]

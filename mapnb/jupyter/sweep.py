@@ -345,7 +345,7 @@ def parallel_svg(
         return ""
     known = [values[i] for i in lines]
     lo, hi = min(v for v in known if v is not None), max(v for v in known if v is not None)
-    pad, top = 30, 16
+    pad, top = 48, 16
     step = (width - 2 * pad) / (len(axes) - 1)
     esc = html.escape
     out = [
@@ -368,9 +368,10 @@ def parallel_svg(
         xa = pad + a * step
         out.append(f'<line x1="{xa:.1f}" y1="{top}" x2="{xa:.1f}" y2="{top + height}" stroke="currentColor"/>')
         out.append(
-            f'<text x="{xa:.1f}" y="{top - 4}" text-anchor="middle" fill="currentColor">{esc(name[:18])}</text>'
+            f'<text x="{xa:.1f}" y="{top - 4}" text-anchor="middle" fill="currentColor">{esc(name[:16])}</text>'
         )
-    return "".join(out) + "</svg>"
+    caption = '<div style="margin-top:6px;font-size:12px">parallel coordinates (brighter is better)</div>'
+    return caption + "".join(out) + "</svg>"
 
 
 def best_table_html(snap: dict[str, Any], statuses: Sequence[str], top: int = 10) -> str:

@@ -365,7 +365,7 @@ function render({ model, el }) {
   model.on("change:detail", onDetail);
   paintHead(); paintFields(); paintCells(); paintDetail();
   const timer = setInterval(tick, 500);
-  return () => clearInterval(timer);
+  return () => { clearInterval(timer); sweep.dispose(); };
 }
 
 export default { render };

@@ -264,7 +264,7 @@ export function mountSweep({ model, onPick, colors }) {
     const cw = Math.max(4, Math.min(44, Math.floor(360 / nx))), ch = Math.max(4, Math.min(24, Math.floor(240 / ny)));
     const left = 70, top = 30, pw = left + nx * cw + 16, ph = top + ny * ch + 8;
     const per = Math.max(1, Math.floor(880 / pw)), rows = Math.ceil(fv.length / per);
-    const W = Math.max(560, Math.min(fv.length, per) * pw), H = rows * ph + 52;
+    const W = Math.max(560, Math.min(fv.length, per) * pw), H = rows * ph + 58;
     const g = sizeCanvas(heatCanvas, W, H);
     g.font = T.font;
     const cells = fv.map(() => new Map());
@@ -334,7 +334,7 @@ export function mountSweep({ model, onPick, colors }) {
         g.fillText(fmt(t), x, by + 26);
       }
       g.textAlign = "left";
-      g.fillText(`${ui.metric} (${ui.reduce}${ui.std >= 0 ? `, mean over ${p[ui.std].name}` : ""}); brighter is better`, 20 + bw + 8, by + 10);
+      g.fillText(`${ui.metric} (${ui.reduce}${ui.std >= 0 ? `, mean over ${p[ui.std].name}` : ""}); brighter is better`, 20, by + 42);
     }
     heatCanvas.dataset.cells = String(hits.heat.length);
   }
@@ -591,10 +591,13 @@ export function mountSweep({ model, onPick, colors }) {
     if (msg && msg.sweep_sync) { S = msg.sweep_sync.sweep || {}; n = (S.idx && S.idx[0] || []).length || model.get("n"); readBase(msg.sweep_sync.cols || {}); changed(); }
   });
   model.send({ action: "sweep_sync" });  // this view may open late: ask for the whole columns
+  // A canvas keeps the colours it was drawn with: redraw when the theme changes.
+  const themeWatch = new MutationObserver(() => changed());
+  themeWatch.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name", "class"] });
   readSweep(); readCodes();
   sel = new Set(model.get("selection") || []);
   const v = model.get("sweep_view") || {};
   for (const k of ["metric", "order", "x", "y", "reduce", "facet"]) if (v[k] != null) ui[k] = v[k];
   changed();
-  return { el: root };
+  return { el: root, dispose: () => themeWatch.disconnect() };
 }
