@@ -34,7 +34,7 @@ from typing import Any
 
 from .backends.base import Backend, Job, Task
 from .cache import CacheCoordinator, ItemCache
-from .errors import ErrorKind, ItemError
+from .errors import BackendError, ErrorKind, ItemError
 from .events import (
     Event,
     EventBus,
@@ -241,9 +241,12 @@ class Engine:
         Works while the run goes on (the engine thread takes them) and once it is done
         (then a new engine thread runs them). Items still queued, running or retrying are
         left as they are and not counted. Each re-run item gets the run's retries afresh
-        and its log continues; the cache does not answer it (it runs, and its new output
-        replaces the cached one).
+        and its log continues. The cache does not answer a succeeded or cached one (it
+        runs, and its new output replaces the cached one); a failed one may be found
+        there, as a retry always could.
         """
+        if not self.done.is_set():  # (once done, such a backend reports each item's error itself)
+            self._check_changeable()
         return self.control(lambda live: self._reopen(indices, live))
 
     def cancel_items(self, indices: list[int]) -> int:
@@ -253,6 +256,7 @@ class Engine:
         other unstarted items of its task are queued again, uncharged. The run then ends
         by the usual rules (a cancelled item has not succeeded).
         """
+        self._check_changeable()
         return self.control(lambda live: self._cancel_items(indices) if live else (0, False))
 
     def add_items(self, inputs: list[tuple[Any, ...]], axes: list[list[Any]] | None = None) -> int:
@@ -262,6 +266,7 @@ class Engine:
         Subscribers get :class:`~mapnb.events.ItemsAdded`; the new items use the cache
         like any item; the journal records them, so that a recovered run has them all.
         """
+        self._check_changeable()
         return self.control(lambda live: self._grow(list(inputs), axes, live))
 
     def _grow(self, inputs: list[tuple[Any, ...]], axes: list[list[Any]] | None, live: bool) -> tuple[int, bool]:
@@ -321,6 +326,16 @@ class Engine:
                     self._restart()
                 return result
 
+    def _check_changeable(self) -> None:
+        """Refuse changes a backend that runs the whole map as one unit (``"flyte"``)
+        cannot follow."""
+        if getattr(self.backend, "take_map", None) is not None:
+            raise BackendError(
+                f"backend {self.backend.name!r} runs the whole map as one unit: re-running, cancelling "
+                "or adding items in a run is not supported there; run the map again (with cache=True, "
+                "what succeeded is not computed again)"
+            )
+
     def _restart(self) -> None:
         """A done run goes on (items re-run or added): a new engine thread takes over."""
         st = self._s
@@ -350,7 +365,8 @@ class Engine:
             # Shown as retrying: the item waits for its next attempt.
             st.set(i, RT)
             self._spent[i] = st.attempts[i]
-            self._forced.add(i)
+            if status is Status.SUCCEEDED or status is Status.CACHED:  # the cache holds its output:
+                self._forced.add(i)  # it must not answer (a failed one may be found there, as before)
             self._pending.append(i)
             events.append(ItemRetrying(i, st.attempts[i], st.errors[i] or _RERUN))
         if live:

@@ -183,8 +183,10 @@ class MapRun:
 
         Items still queued or running are left as they are (not counted). The others
         (succeeded ones too) run again with the run's retries afresh, their log continues,
-        and the cache does not answer them. The run is "running" until they are done; the
-        DataFrames it handed out are then updated in place.
+        and the cache does not answer a succeeded or cached one (its new output replaces
+        the cached one). The run is "running" until they are done; the DataFrames it
+        handed out are then updated in place. While it runs, not on ``backend="flyte"``
+        (BackendError: that backend runs the whole map as one unit).
         """
         global _last
         again = check_indices(indices, self.view.n, "rerun(indices)")

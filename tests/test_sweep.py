@@ -170,6 +170,29 @@ def test_cancel_with_wait_positional_keeps_its_old_meaning():
     assert run.done() and run.state == "cancelled"
 
 
+class WholeMap(Scripted):
+    """A backend that runs the whole map as one unit, as backend="flyte" does."""
+
+    def take_map(self, *args: object) -> None:  # (its presence is what counts)
+        raise AssertionError
+
+
+def test_a_backend_that_runs_the_whole_map_refuses_changes_while_it_runs():
+    b = WholeMap()
+    eng = Engine(
+        run_id="w", job=Job("w", abs, ("x",)), inputs=[(0,), (1,)], backend=b, options=Options(concurrency=2)
+    )
+    run = MapRun(eng, "abs")
+    eng.start()
+    task, report = b.next()
+    report([ok(task, 0), (ENDED, task.id, None, False)])
+    for change in (lambda: run.rerun([0]), lambda: run.cancel([1]), lambda: run.extend_items(x=[2])):
+        with pytest.raises(mapnb.BackendError, match="runs the whole map as one unit"):
+            change()
+    finish(eng, b)
+    assert run.state == "succeeded" and len(run) == 2
+
+
 # -- re-running on the local pool ------------------------------------------------------
 
 
