@@ -444,6 +444,8 @@ def columns(fe: FrontEnd) -> dict[str, list[Any]]:
     for m in list(fe.messages):
         if "sweep_cols" in m:
             cols = {k: list(c) for k, c in zip(m["sweep_cols"]["keys"], m["sweep_cols"]["data"])}
+        for k in m.get("sweep_patch", {}).get("keys", []):
+            cols.setdefault(k, [None] * fe.state["n"])
         for i, row in m.get("sweep_patch", {}).get("rows", {}).items():
             for k, v in zip(cols, row):
                 cols[k][int(i)] = v
@@ -491,8 +493,7 @@ def test_reported_metrics_are_columns_and_the_best_table_pulls_sparklines(fronte
     task, report = backend.next()
     i, a, _ = task.items[0]
     report([(STARTED, task.id, i, a, 0.0), (METRICS, task.id, i, a, [(1, {"loss": 0.9}), (2, {"loss": 0.5})])])
-    until(lambda: "loss (reported)" in fe.state["sweep_cols"].get("keys", []))
-    until(lambda: columns(fe)["loss (reported)"][i] == 0.5)
+    until(lambda: columns(fe).get("loss (reported)", [None] * 12)[i] == 0.5)  # a new column, in a patch
     fe.send_custom({"action": "sparks", "indices": [i, 99]})
     sparks = until(lambda: [c for c in fe.custom if "sparks" in c.get("content", {})])
     assert list(sparks[-1]["content"]["sparks"]) == [str(i)] and "<svg" in sparks[-1]["content"]["sparks"][str(i)]

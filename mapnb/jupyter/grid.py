@@ -499,7 +499,10 @@ class GridModel:
         if first or grew or end:
             out.update(self._cols.changes(range(self._v.n), whole=True))
         elif dirty or metrics:
-            out.update(self._cols.changes(sorted(dirty | metrics)))
+            # An item that just started has no values (unless it ran before): skip it.
+            status, has = self._v.status, self._cols.has_values
+            moved = {i for i in dirty if status[i].final or has(i)}
+            out.update(self._cols.changes(sorted(moved | metrics)))
         return out
 
     def sweep_sync(self) -> dict[str, Any]:

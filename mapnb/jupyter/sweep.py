@@ -138,8 +138,9 @@ class SweepColumns:
 
     ``changes`` (one thread at a time) says what to send: ``sweep_cols`` (the base:
     ``{"keys": [...], "data": [column, ...]}``) when it must be sent whole, and
-    ``sweep_patch`` (``{"seq": k, "rows": {index: row}}``: only the items that changed
-    since the last call) otherwise.
+    ``sweep_patch`` (``{"seq": k, "keys": [...], "rows": {index: row}}``: only the items
+    that changed since the last call; new keys are new columns, empty but for these rows)
+    otherwise.
     """
 
     def __init__(self, run: MapRun) -> None:
@@ -163,6 +164,10 @@ class SweepColumns:
                 {k + METRIC_SUFFIX: _short(v) for k, v in last.items() if isinstance(v, float) and math.isfinite(v)}
             )
         return out
+
+    def has_values(self, i: int) -> bool:
+        """Whether item ``i`` has any value in the columns (as last computed)."""
+        return i < self.n and any(col[i] is not None for col in self.data)
 
     def _add_keys(self, names: Iterable[str]) -> bool:
         new = [k for k in names if k not in self._pos]
@@ -192,7 +197,7 @@ class SweepColumns:
             if i >= self.n:
                 continue
             row = self.row(i)
-            whole = self._add_keys(row) or whole
+            self._add_keys(row)  # a new column: its name travels with the patch
             for k, col in zip(self.keys, self.data):
                 v = row.get(k)
                 if col[i] != v:
@@ -203,7 +208,8 @@ class SweepColumns:
         if not changed:
             return {}
         self.seq += 1  # each patch differs from the last, so that it is always sent
-        return {"sweep_patch": {"seq": self.seq, "rows": {str(i): [col[i] for col in self.data] for i in changed}}}
+        rows = {str(i): [col[i] for col in self.data] for i in changed}
+        return {"sweep_patch": {"seq": self.seq, "keys": list(self.keys), "rows": rows}}
 
 
 # -- the static picture -------------------------------------------------------------------

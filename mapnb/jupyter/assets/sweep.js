@@ -124,7 +124,10 @@ export function mountSweep({ model, onPick, colors }) {
   }
   // Only the rows that changed since the kernel's last message: applied in order.
   function applyPatch() {
-    const rows = (model.get("sweep_patch") || {}).rows || {};
+    const patch = model.get("sweep_patch") || {}, rows = patch.rows || {};
+    for (const k of patch.keys || []) {  // a new column (keys only ever grow)
+      if (!keys.includes(k)) { keys = [...keys, k]; cols.push(new Float64Array(n).fill(NaN)); }
+    }
     for (const k in rows) {
       const i = +k, row = rows[k];
       for (let c = 0; c < cols.length && c < row.length; c++) cols[c][i] = row[c] == null ? NaN : row[c];
