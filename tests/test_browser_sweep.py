@@ -99,15 +99,17 @@ def views(pg, cond, timeout: float, what: str) -> dict:
 
 
 @pytest.mark.timeout(300)
-def test_brush_rerun_selected_and_pruning_in_a_browser(server, page, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("ui", ["lab/tree", "notebooks"])  # JupyterLab 4, Notebook 7
+def test_brush_rerun_selected_and_pruning_in_a_browser(server, page, tmp_path, ui):  # noqa: F811
     SHOTS.mkdir(parents=True, exist_ok=True)
+    tag = "lab" if ui.startswith("lab") else "nb7"
     write_notebook(tmp_path, "views.ipynb", [SETUP, SWEEP])
     kernel = None
     try:
-        run_all(server, page, "lab/tree/views.ipynb")
+        run_all(server, page, f"{ui}/views.ipynb")
         kernel = Kernel(tmp_path, server)
         end = views(page, lambda v: v["state"] == "succeeded" and v["best"] > 0, 120, "the sweep's end")
-        page.screenshot(path=SHOTS / "sweep_1_views.png")
+        page.screenshot(path=SHOTS / f"sweep_{tag}_1_views.png")
         assert end["shown"] and end["heat"] >= 8 and len(end["axes"]) >= 5, end  # lr, depth, seed, loss, acc, ...
         assert end["pruned"] >= 1 and not end["rerun"], end  # pruned items shown, and still "succeeded"
         assert kernel.eval("run.state") == "succeeded"
@@ -129,7 +131,7 @@ def test_brush_rerun_selected_and_pruning_in_a_browser(server, page, tmp_path): 
         wait(lambda: kernel.eval("run.selected") == want, 30, f"run.selected == {want}")
         v = views(page, lambda v: v["rerun"], 30, "Re-run selected enabled")
         assert v["count"] == f"{len(want)} selected"
-        page.screenshot(path=SHOTS / "sweep_2_brushed.png")
+        page.screenshot(path=SHOTS / f"sweep_{tag}_2_brushed.png")
         calls = kernel.eval("sorted(os.listdir('calls'))")
         before = {c.rsplit("_", 1)[0] for c in calls}
         assert len(calls) == 16 and len(before) == 16
@@ -142,10 +144,12 @@ def test_brush_rerun_selected_and_pruning_in_a_browser(server, page, tmp_path): 
         # A click on the best table's first row shows that item's panel.
         page.locator(".mapnb-best-row").first.click()
         views(page, lambda v: "inputs" in v["panel"], 30, "the best item's panel")
-        page.screenshot(path=SHOTS / "sweep_3_rerun.png")
+        page.screenshot(path=SHOTS / f"sweep_{tag}_3_rerun.png")
         # A selection made in Python is drawn in the views.
         kernel.eval("run.__setattr__('selected', [0, 1, 2]) or 1")
         v = views(page, lambda v: v["count"] == "3 selected", 30, "the selection from Python")
+        if tag == "nb7":  # the dark theme is checked in JupyterLab
+            return
         # The dark theme, as a user picks it: the canvases are drawn again in its colours.
         page.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()
         page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
@@ -156,9 +160,9 @@ def test_brush_rerun_selected_and_pruning_in_a_browser(server, page, tmp_path): 
         time.sleep(1.0)  # the theme's stylesheet settles; the screenshot is for people
         page.locator(".mapnb-sweep").screenshot(path=SHOTS / "sweep_6_dark.png")
     except Exception as exc:
-        page.screenshot(path=SHOTS / "sweep_failed.png")
+        page.screenshot(path=SHOTS / f"sweep_{tag}_failed.png")
         log = (tmp_path / "server.log").read_text()[-3000:]
-        raise AssertionError(f"sweep views test failed; see sweep_failed.png; server log:\n{log}") from exc
+        raise AssertionError(f"sweep views test failed; see sweep_{tag}_failed.png; server log:\n{log}") from exc
     finally:
         if kernel is not None:
             kernel.close()

@@ -25,6 +25,7 @@ import weakref
 from html import escape as html_escape
 from typing import TYPE_CHECKING, Any
 
+from ..errors import MapnbError
 from ..events import ItemsAdded, RunStarted
 from . import busy
 from .grid import CODES, COLORS, GLYPHS, TEXT_ON, GridModel, render_html
@@ -288,16 +289,25 @@ class LiveGrid:
 
     def rerun_selected(self) -> None:
         """Run the selected items again (``run.rerun(run.selected)``), while the run goes on too."""
-        sel = list(getattr(self.run, "selected", self.model.selection))
-        if sel:
+        sel = list(self.run.selected)
+        if not sel:
+            return
+        try:
             self.run.rerun(sel)
-            self._follow()
+        except (MapnbError, RuntimeError, ValueError) as exc:  # e.g. a backend that runs the map as one unit
+            log.warning("live grid: could not re-run items %s: %s", sel, exc)
+            return
+        self._follow()
 
     def cancel_selected(self) -> None:
         """Cancel the selected items (``run.cancel(indices=run.selected, wait=False)``)."""
-        sel = list(getattr(self.run, "selected", self.model.selection))
-        if sel:
+        sel = list(self.run.selected)
+        if not sel:
+            return
+        try:
             self.run.cancel(indices=sel, wait=False)
+        except (MapnbError, RuntimeError, ValueError) as exc:
+            log.warning("live grid: could not cancel items %s: %s", sel, exc)
 
     def retry_failed(self) -> None:
         """Re-run the run's failed items in place; the grid follows."""

@@ -414,7 +414,7 @@ export function mountSweep({ model, onPick, colors }) {
     const g = sizeCanvas(parCanvas, W, H), ph = H - top - bottom;
     const step = axes.length > 1 ? (W - 2 * pad) / (axes.length - 1) : 0;
     const ax = axes.map((a, k) => ({ ...a, x: pad + k * step }));
-    hits.par = { axes: ax, top, ph };
+    hits.par = { axes: ax, top, ph, items: [] };
     parCanvas.dataset.axes = JSON.stringify(ax.map((a) => ({ name: a.name, x: a.x })));
     parCanvas.dataset.top = String(top); parCanvas.dataset.bottom = String(top + ph);
     g.font = T.font;
@@ -428,6 +428,7 @@ export function mountSweep({ model, onPick, colors }) {
     g.lineWidth = 1;
     const faint = [], strong = [];
     for (const i of order) (anyBrush && !brushed(ax, i) ? faint : strong).push(i);
+    hits.par.items = strong;
     const path = (i) => {
       g.beginPath();
       let pen = false;
@@ -557,11 +558,36 @@ export function mountSweep({ model, onPick, colors }) {
     const v = 1 - (y - hp.top) / hp.ph;
     drag = { k, v0: Math.min(1, Math.max(0, v)), moved: false };
   });
-  window.addEventListener("mousemove", (ev) => {
+  // The line nearest the pointer (within 5 px), between the two axes around it.
+  function lineAt(ev) {
+    const hp = hits.par;
+    if (!hp) return null;
+    const [x, y] = at(parCanvas, ev), a = hp.axes.findIndex((q, k) => k + 1 < hp.axes.length && q.x <= x && x <= hp.axes[k + 1].x);
+    if (a < 0) return null;
+    const A = hp.axes[a], B = hp.axes[a + 1], t = (x - A.x) / (B.x - A.x || 1);
+    let best = 5, hit = null;
+    for (const i of hp.items) {
+      const va = A.at(i), vb = B.at(i);
+      if (isNaN(va) || isNaN(vb)) continue;
+      const d = Math.abs(hp.top + (1 - (va + t * (vb - va))) * hp.ph - y);
+      if (d < best) { best = d; hit = i; }
+    }
+    return hit;
+  }
+  parCanvas.addEventListener("click", (ev) => {
+    const [x] = at(parCanvas, ev);
+    if (hits.par && hits.par.axes.some((a) => Math.abs(a.x - x) <= 12)) return;  // an axis: brushes
+    const i = lineAt(ev);
+    if (i != null) { setSelection([i]); onPick(i); }
+  });
+  parCanvas.addEventListener("mouseleave", () => showTip(null, ""));
+  const onMove = (ev) => {
     if (!drag) {
       if (ev.target === parCanvas && hits.par) {
-        const [x] = at(parCanvas, ev);
-        parCanvas.style.cursor = hits.par.axes.some((a) => Math.abs(a.x - x) <= 12) ? "ns-resize" : "";
+        const [x] = at(parCanvas, ev), onAxis = hits.par.axes.some((a) => Math.abs(a.x - x) <= 12);
+        parCanvas.style.cursor = onAxis ? "ns-resize" : "";
+        const i = onAxis ? null : lineAt(ev);
+        showTip(ev, i == null ? "" : itemText(i));
       }
       return;
     }
@@ -570,8 +596,8 @@ export function mountSweep({ model, onPick, colors }) {
     drag.moved = true;
     brushes.set(drag.k, [Math.min(v, drag.v0), Math.max(v, drag.v0)]);
     changed();
-  });
-  window.addEventListener("mouseup", () => {
+  };
+  const onUp = () => {
     if (!drag) return;
     const { k, moved } = drag;
     drag = null;
@@ -579,7 +605,10 @@ export function mountSweep({ model, onPick, colors }) {
     const ax = parAxes(), items = [];
     if (brushes.size) for (let i = 0; i < n; i++) if (brushed(ax, i)) items.push(i);
     setSelection(items, true);
-  });
+  };
+  // On the window: a brush goes on while the pointer leaves the canvas.
+  window.addEventListener("mousemove", onMove);
+  window.addEventListener("mouseup", onUp);
 
   // ---- the model --------------------------------------------------------------------------
   model.on("change:sweep", () => { readSweep(); changed(); });
@@ -602,5 +631,10 @@ export function mountSweep({ model, onPick, colors }) {
   const v = model.get("sweep_view") || {};
   for (const k of ["metric", "order", "x", "y", "reduce", "facet"]) if (v[k] != null) ui[k] = v[k];
   changed();
-  return { el: root, dispose: () => themeWatch.disconnect() };
+  const dispose = () => {
+    themeWatch.disconnect();
+    window.removeEventListener("mousemove", onMove);
+    window.removeEventListener("mouseup", onUp);
+  };
+  return { el: root, dispose };
 }
