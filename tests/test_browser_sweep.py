@@ -105,6 +105,8 @@ def test_brush_rerun_selected_and_pruning_in_a_browser(server, page, tmp_path, u
     tag = "lab" if ui.startswith("lab") else "nb7"
     write_notebook(tmp_path, "views.ipynb", [SETUP, SWEEP])
     kernel = None
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         run_all(server, page, f"{ui}/views.ipynb")
         kernel = Kernel(tmp_path, server)
@@ -148,6 +150,16 @@ def test_brush_rerun_selected_and_pruning_in_a_browser(server, page, tmp_path, u
         # A selection made in Python is drawn in the views.
         kernel.eval("run.__setattr__('selected', [0, 1, 2]) or 1")
         v = views(page, lambda v: v["count"] == "3 selected", 30, "the selection from Python")
+        # Every control redraws the views without an error: metric, order, X/Y, reductions
+        # (a slice at one value), "± std over" off, facets, points coloured by a parameter.
+        sweep = page.locator(".mapnb-sweep")
+        for cls, value in (("metric", "acc"), ("order", "asc"), ("std", "-1"), ("facet", "2"), ("reduce", "slice"),
+                           ("color", "0"), ("x", "2"), ("reduce", "mean"), ("metric", "loss")):  # fmt: skip
+            drawn = views(page, lambda v: True, 5, "the views")["drawn"]
+            sweep.locator(f".mapnb-sweep-{cls}").select_option(value)
+            views(page, lambda v, d=drawn: v["drawn"] > d, 30, f"a redraw after {cls}={value}")
+        assert not errors, errors
+        page.screenshot(path=SHOTS / f"sweep_{tag}_4_controls.png")
         if tag == "nb7":  # the dark theme is checked in JupyterLab
             return
         # The dark theme, as a user picks it: the canvases are drawn again in its colours.

@@ -193,6 +193,7 @@ export function mountSweep({ model, onPick, colors }) {
       ui[name] = ["x", "y", "facet", "std"].includes(name) ? +c.value : c.value;
       if (name === "color" && c.value !== "status") ui.color = +c.value;
       if (name === "metric") { ui.order = ""; scale = null; }
+      tip.style.display = "none";  // what it said may no longer hold
       changed();
       const { metric, order, x, y, reduce: r, facet } = ui;  // the saved picture follows these
       model.set("sweep_view", { metric, order, x, y, reduce: r, facet });
@@ -213,17 +214,17 @@ export function mountSweep({ model, onPick, colors }) {
 
   // ---- units: items, or with "± std over" a parameter, its configurations ---------------
   // A unit: {items, v (the metric, or its mean over the seeds), sd, pos (per parameter)}.
-  function units() {
-    const col = metricCol(), p = P(), idx = S.idx || [], out = [];
+  function units(std = ui.std) {
+    const col = metricCol(), idx = S.idx || [], out = [];
     if (!col) return out;
-    if (ui.std < 0) {
+    if (std < 0) {
       for (let i = 0; i < n; i++) if (!isNaN(col[i])) out.push({ items: [i], v: col[i], sd: NaN, pos: idx.map((a) => a[i]) });
       return out;
     }
     const groups = new Map();
     for (let i = 0; i < n; i++) {
       if (isNaN(col[i])) continue;
-      const pos = idx.map((a, k) => (k === ui.std ? -1 : a[i])), key = pos.join(",");
+      const pos = idx.map((a, k) => (k === std ? -1 : a[i])), key = pos.join(",");
       if (!groups.has(key)) groups.set(key, { items: [], vals: [], pos });
       const g = groups.get(key);
       g.items.push(i); g.vals.push(col[i]);
@@ -233,7 +234,6 @@ export function mountSweep({ model, onPick, colors }) {
       const sd = g.vals.length > 1 ? Math.sqrt(g.vals.reduce((a, b) => a + (b - m) ** 2, 0) / (g.vals.length - 1)) : NaN;
       out.push({ items: g.items, v: m, sd, pos: g.pos });
     }
-    void p;
     return out;
   }
   const sliced = (u, keep) => ui.reduce !== "slice" ||
@@ -350,8 +350,11 @@ export function mountSweep({ model, onPick, colors }) {
     g.font = T.font;
     hits.scat = [];
     if (!vs.length) { g.fillStyle = T.muted; g.fillText(`no values of ${ui.metric || "a metric"} yet`, 10, 20); return; }
+    let itemUnits = null;
+    const items = () => itemUnits || (itemUnits = units(-1));
     let lo = Math.min(...vs), hi = Math.max(...vs);
     for (const u of us) if (!isNaN(u.sd)) { lo = Math.min(lo, u.v - u.sd); hi = Math.max(hi, u.v + u.sd); }
+    if (ui.std >= 0) for (const u of items()) { lo = Math.min(lo, u.v); hi = Math.max(hi, u.v); }
     if (hi === lo) { hi += 0.5; lo -= 0.5; }
     const statusColors = model.get("colors") || colors || {};
     const NAMES = { q: "queued", r: "running", t: "retrying", s: "succeeded", f: "failed", c: "cached", p: "pruned", a: "aborted", x: "cancelled" };
@@ -367,14 +370,15 @@ export function mountSweep({ model, onPick, colors }) {
       q.labels.forEach((lab, j) => { if (j % every === 0) g.fillText(lab.slice(0, 7), ox + left + (q.labels.length > 1 ? (j / (q.labels.length - 1)) * pw : pw / 2), oy + top + ph + 12); });
       g.textAlign = "right";
       for (const t of [lo, (lo + hi) / 2, hi]) g.fillText(fmt(t), ox + left - 3, Y(t) + 4);
-      if (k === ui.std) { g.textAlign = "left"; g.fillText("(the \u00b1 std axis)", ox + left + 4, oy + top + 12); return; }
+      // The "± std over" parameter itself: its items one by one (the others: configurations).
+      const src = k === ui.std ? items() : us;
       // the others reduced: a line through each value's reduced metric
-      const line = q.labels.map((_, j) => reduce(us.filter((u) => u.pos[k] === j && sliced(u, [k])).map((u) => u.v), ui.reduce, asc()));
+      const line = q.labels.map((_, j) => reduce(src.filter((u) => u.pos[k] === j && sliced(u, [k])).map((u) => u.v), ui.reduce, asc()));
       g.strokeStyle = T.text; g.lineWidth = 1.5; g.beginPath();
       let pen = false;
       line.forEach((v, j) => { if (isNaN(v)) { pen = false; return; } const x = ox + left + (q.labels.length > 1 ? (j / (q.labels.length - 1)) * pw : pw / 2); if (pen) g.lineTo(x, Y(v)); else g.moveTo(x, Y(v)); pen = true; });
       g.stroke(); g.lineWidth = 1;
-      for (const u of us) {
+      for (const u of src) {
         const i = u.items[0], x = X(u.pos[k], i), y = Y(u.v);
         let c;
         if (ui.color === "status") c = statusColors[NAMES[codes[i]] || "succeeded"] || "#888";
