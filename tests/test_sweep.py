@@ -17,7 +17,7 @@ import mapnb
 from mapnb.backends.base import Job
 from mapnb.engine import Engine
 from mapnb.errors import InvalidMapError, ItemError
-from mapnb.events import ItemFinished, ItemsAdded, Status
+from mapnb.events import ItemFinished, ItemsAdded, RunFinished, Status
 from mapnb.jupyter.grid import GridModel
 from mapnb.protocol import ENDED, FINISHED, METRICS, STARTED
 from mapnb.run import MapRun
@@ -261,7 +261,8 @@ def test_extend_while_running_emits_items_added_and_the_run_ends_with_all():
     run.subscribe(events.extend)
     task, report = b.next()  # item 0 in flight
     assert run.extend(x=[3]) == 1
-    assert len(run) == 3 and run.view.need == 3
+    assert len(run) == 3 and run.view.need == 3 and sum(run.counts.values()) == 3
+    assert run.counts["queued"] == 3 and len(run.df) == 3 and len(run.statuses) == 3
     report([ok(task, 0, value=5), (ENDED, task.id, None, False)])
     finish(eng, b)
     assert run.state == "succeeded" and run.statuses == [Status.SUCCEEDED] * 3
@@ -269,6 +270,20 @@ def test_extend_while_running_emits_items_added_and_the_run_ends_with_all():
     added = [ev for ev in events if isinstance(ev, ItemsAdded)]
     assert added == [ItemsAdded(2, 1)]
     assert sum(isinstance(ev, ItemFinished) for ev in events) == 3
+
+
+def test_a_succeeded_sweep_that_grows_runs_again_and_ends_again():
+    run, eng, b = scripted_sweep(x=[1], y=[5, 6])
+    finish(eng, b)
+    assert run.state == "succeeded"
+    assert run.extend(y=[7, 8]) == 2
+    events: list = []
+    run.subscribe(events.extend)
+    assert run.state == "running" and not run.wait(0.05) and run.counts["queued"] == 2
+    finish(eng, b)
+    assert run.state == "succeeded" and run.attempts == [1, 1, 1, 1]
+    finished = [ev for ev in events if isinstance(ev, RunFinished)]
+    assert len(finished) == 1 and finished[0].counts["succeeded"] == 4  # it ended again, whole
 
 
 def test_extend_items_grows_a_zipped_map_with_the_bound_partial():
