@@ -188,16 +188,23 @@ class MapRun:
         handed out are then updated in place. While it runs, not on ``backend="flyte"``
         (BackendError: that backend runs the whole map as one unit).
         """
-        global _last
         again = check_indices(indices, self.view.n, "rerun(indices)")
         count: int = self._engine.rerun(again)
         if count:
-            with _last_lock:
-                _last = self  # what runs now is the latest run
-            self.started = time.time() - self.elapsed  # the clock resumes where it stopped
-            # Before the run says it is done again, the DataFrames it handed out catch up.
-            self._engine.bus.subscribe(self._when_rerun_ends)
+            self._goes_on()
         return count
+
+    def _goes_on(self) -> None:
+        """Items were re-run or added: the run is (maybe again) the one that runs now."""
+        global _last
+        with _last_lock:
+            _last = self  # what runs now is the latest run
+        self.started = time.time() - self.elapsed  # the clock resumes where it stopped
+        # Before the run says it is done again, the DataFrames it handed out catch up.
+        self._engine.bus.subscribe(self._when_rerun_ends)
+        follow = getattr(self._grid, "_follow", None)  # a shown grid's updater stops when a run ends
+        if follow is not None:
+            follow()
 
     def retry_failed(self) -> int:
         """Run the failed, aborted and cancelled items again, in this run; return how many.
@@ -293,16 +300,10 @@ class MapRun:
             return self._add(more_items(self.names, args, lists), None)
 
     def _add(self, items: list[tuple[Any, ...]], axes: list[list[Any]] | None) -> int:
-        global _last
         if not items:
             return 0
-        was_done = self.done()
         self._engine.add_items(items, axes)
-        with _last_lock:
-            _last = self  # what runs now is the latest run
-        if was_done:
-            self.started = time.time() - self.elapsed  # the clock resumes where it stopped
-        self._engine.bus.subscribe(self._when_rerun_ends)  # handed-out DataFrames grow at the end
+        self._goes_on()  # (handed-out DataFrames grow when it ends)
         return len(items)
 
     def to_optuna(

@@ -17,14 +17,16 @@ import mapnb
 from mapnb.backends.base import Job
 from mapnb.engine import Engine
 from mapnb.errors import InvalidMapError, ItemError
-from mapnb.events import ItemFinished, ItemsAdded, Status
+from mapnb.events import ItemFinished, ItemsAdded, RunFinished, Status
 from mapnb.jupyter.grid import GridModel
+from mapnb.jupyter.widget import LiveGrid
 from mapnb.protocol import ENDED, FINISHED, METRICS, STARTED
 from mapnb.run import MapRun
 from mapnb.spec import Options
 
 from . import sweep_tasks, tasks
 from .test_engine import Scripted, ok, succeed_the_rest
+from .test_widget import frontends, grid_front, play, start, until  # noqa: F401  (frontends: a fixture)
 
 
 def scripted_run(n: int, per_item: float | None = None, **kw: object) -> tuple[MapRun, Engine, Scripted]:
@@ -261,7 +263,8 @@ def test_extend_while_running_emits_items_added_and_the_run_ends_with_all():
     run.subscribe(events.extend)
     task, report = b.next()  # item 0 in flight
     assert run.extend(x=[3]) == 1
-    assert len(run) == 3 and run.view.need == 3
+    assert len(run) == 3 and run.view.need == 3 and sum(run.counts.values()) == 3
+    assert run.counts["queued"] == 3 and len(run.df) == 3 and len(run.statuses) == 3
     report([ok(task, 0, value=5), (ENDED, task.id, None, False)])
     finish(eng, b)
     assert run.state == "succeeded" and run.statuses == [Status.SUCCEEDED] * 3
@@ -269,6 +272,20 @@ def test_extend_while_running_emits_items_added_and_the_run_ends_with_all():
     added = [ev for ev in events if isinstance(ev, ItemsAdded)]
     assert added == [ItemsAdded(2, 1)]
     assert sum(isinstance(ev, ItemFinished) for ev in events) == 3
+
+
+def test_a_succeeded_sweep_that_grows_runs_again_and_ends_again():
+    run, eng, b = scripted_sweep(x=[1], y=[5, 6])
+    finish(eng, b)
+    assert run.state == "succeeded"
+    assert run.extend(y=[7, 8]) == 2
+    events: list = []
+    run.subscribe(events.extend)
+    assert run.state == "running" and not run.wait(0.05) and run.counts["queued"] == 2
+    finish(eng, b)
+    assert run.state == "succeeded" and run.attempts == [1, 1, 1, 1]
+    finished = [ev for ev in events if isinstance(ev, RunFinished)]
+    assert len(finished) == 1 and finished[0].counts["succeeded"] == 4  # it ended again, whole
 
 
 def test_extend_items_grows_a_zipped_map_with_the_bound_partial():
@@ -419,3 +436,27 @@ def test_to_optuna_says_what_is_wrong(monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # as if it were not installed
     with pytest.raises(ImportError, match=r"pip install 'mapnb\[optuna\]'"):
         run.to_optuna()
+
+
+def test_a_shown_grid_follows_a_done_sweep_that_grows(frontends):  # noqa: F811  (the fixture)
+    run, backend = start(0, fn=lambda lr, depth: lr * depth, product={"lr": [1, 2], "depth": [2, 4]})
+    grid = run._grid = LiveGrid(run, kind="anywidget")  # as showing it in a notebook does
+    fe = grid_front(grid, frontends)
+    while not run.done():
+        play(backend, values=lambda i: i)
+    assert grid.wait(10) and fe.statuses() == "ssss"
+    until(lambda: grid._thread is None)  # the updater stops once a run ends ...
+    assert run.extend(depth=[8]) == 2  # ... and follows it again when it grows
+    while not run.done():
+        play(backend, values=lambda i: i)
+    until(lambda: grid._thread is None)  # its updater caught up and stopped: nobody flushes now
+    until(lambda: fe.state["n"] == 6 and fe.statuses() == "ssssss" and fe.state["state"] == "succeeded")
+    assert fe.state["sheet"]["x"]["labels"] == ["2", "4", "8"] and fe.state["sheet"]["cells"] == [
+        0,
+        1,
+        4,
+        2,
+        3,
+        5,
+    ]
+    assert fe.state["state"] == "succeeded" and fe.state["counts"]["succeeded"] == 6
