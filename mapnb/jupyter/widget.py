@@ -26,7 +26,6 @@ from html import escape as html_escape
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MapnbError
-from ..events import ItemsAdded, RunStarted
 from . import busy
 from .grid import CODES, COLORS, GLYPHS, TEXT_ON, GridModel, render_html
 from .sweep import best_table_html, format_indices, parse_indices
@@ -190,7 +189,6 @@ class LiveGrid:
         self.served = busy.serve_while_busy(self.widget.comm_widgets())
         self.flush()
         run.subscribe(self.model.on_events)
-        run.subscribe(self._restart_on_rerun)
         self._follow()
 
     # -- the front end's requests (the kernel's main thread) ------------------------------
@@ -317,11 +315,6 @@ class LiveGrid:
             self._follow()
 
     # -- keeping up ---------------------------------------------------------------------
-
-    def _restart_on_rerun(self, events: list[Any]) -> None:
-        """A finished run started again (``run.rerun(...)``, ``run.extend(...)`` from Python): follow it."""
-        if self._thread is None and any(isinstance(ev, (RunStarted, ItemsAdded)) for ev in events):
-            self._follow()
 
     def _follow(self) -> None:
         with self._follow_lock:
