@@ -105,8 +105,9 @@ def test_brush_rerun_selected_and_pruning_in_a_browser(server, page, tmp_path, u
     tag = "lab" if ui.startswith("lab") else "nb7"
     write_notebook(tmp_path, "views.ipynb", [SETUP, SWEEP])
     kernel = None
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    errors: list[str] = []  # uncaught errors thrown by the views' code (the page's own aside)
+    ours = ("mountSweep", "drawHeat", "drawScatter", "drawParallel", "drawBest", "syncControls", "units")
+    page.on("pageerror", lambda e: errors.append(f"{e}\n{e.stack}") if any(f in (e.stack or "") for f in ours) else None)
     try:
         run_all(server, page, f"{ui}/views.ipynb")
         kernel = Kernel(tmp_path, server)
