@@ -31,7 +31,7 @@ from .look import _numeric_fields, _ramp, _rgb, text_on
 if TYPE_CHECKING:
     from ..run import MapRun
 
-SWEEP_MAX_ITEMS = 200_000  # a larger run gets no sweep views (the grid still shows it)
+SWEEP_MAX_ITEMS = 100_000  # a larger run gets no sweep views (the grid still shows it)
 MAX_LABELS = 2_000  # a zipped run with more distinct values of a parameter is not a sweep
 SEED_NAMES = ("seed", "rep", "repeat", "replicate", "trial", "run")
 _LOWER_IS_BETTER = ("loss", "err", "mse", "mae", "rmse", "cost", "regret", "time", "perplexity", "latency")

@@ -437,6 +437,8 @@ class LiveGrid:
                     self._frame_handle.update(self.run.df)
 
     def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()  # run.selected no longer drawn here
         with contextlib.suppress(Exception):
             self.widget.close()
 

@@ -63,6 +63,7 @@ function reduce(vals, mode, asc) {
 
 export function mountSweep({ model, onPick, colors }) {
   const root = el("div", "mapnb-sweep");
+  root.style.display = "none";  // until the first draw says whether this run is a sweep
   const bar = el("div", "mapnb-sweep-bar");
   const toggle = el("button", "mapnb-sweep-toggle", "Sweep views \u25be");
   const ctl = {
@@ -514,9 +515,19 @@ export function mountSweep({ model, onPick, colors }) {
     drawParallel(T);
     drawBest(T);
     root.dataset.drawn = String((+root.dataset.drawn || 0) + 1);
-    root.dataset.drawMs = (performance.now() - t0).toFixed(1);  // for tests and benchmarks
+    lastMs = performance.now() - t0;
+    root.dataset.drawMs = lastMs.toFixed(1);  // for tests and benchmarks
   }
-  function changed() { if (!frame) frame = requestAnimationFrame(draw); }
+  // One draw per animation frame at most, only after a change; when a draw is slow (a very
+  // large sweep), the next waits a few times as long, so the page stays responsive.
+  let lastMs = 0;
+  function changed() {
+    if (frame) return;
+    frame = 1;
+    const wait = lastMs > 40 ? Math.min(1000, 3 * lastMs) : 0;
+    if (wait) setTimeout(() => requestAnimationFrame(draw), wait);
+    else requestAnimationFrame(draw);
+  }
 
   // ---- pointer: tooltips, picks, brushes ------------------------------------------------
   const at = (c, ev) => { const r = c.getBoundingClientRect(); return [ev.clientX - r.left, ev.clientY - r.top]; };
