@@ -154,8 +154,8 @@ def test_brush_rerun_selected_and_pruning_in_a_browser(server, page, tmp_path, u
         # Every control redraws the views without an error: metric, order, X/Y, reductions
         # (a slice at one value), "± std over" off, facets, points coloured by a parameter.
         sweep = page.locator(".mapnb-sweep")
-        for cls, value in (("metric", "acc"), ("order", "asc"), ("std", "-1"), ("facet", "2"), ("reduce", "slice"),
-                           ("color", "0"), ("x", "2"), ("reduce", "mean"), ("metric", "loss")):  # fmt: skip
+        for cls, value in (("metric", "acc"), ("order", "asc"), ("facet", "2"), ("reduce", "slice"), ("color", "0"),
+                           ("facet", "-1"), ("std", "2"), ("x", "2"), ("reduce", "mean"), ("metric", "loss")):  # fmt: skip
             drawn = views(page, lambda v: True, 5, "the views")["drawn"]
             sweep.locator(f".mapnb-sweep-{cls}").select_option(value)
             views(page, lambda v, d=drawn: v["drawn"] > d, 30, f"a redraw after {cls}={value}")

@@ -165,7 +165,7 @@ export function mountSweep({ model, onPick, colors }) {
     if (ui.y >= p.length || ui.y === ui.x) ui.y = ui.x === 0 ? 1 : 0;
     if (ui.facet === ui.x || ui.facet === ui.y || ui.facet >= p.length) ui.facet = -1;
     if (ui.std === -1 && S.seed && ui._seedSet !== true) { ui.std = p.findIndex((q) => q.name === S.seed); ui._seedSet = true; }
-    if (ui.std === ui.x || ui.std === ui.y) ui.std = -1;
+    if (ui.std === ui.x || ui.std === ui.y || (ui.std >= 0 && ui.std === ui.facet)) ui.std = -1;  // facets win
     fill(ctl.metric, keys.map((k) => [k, k]), ui.metric);
     ctl.order.value = ui.order;
     fill(ctl.x, names, ui.x);
