@@ -265,6 +265,14 @@ export function mountSweep({ model, onPick, colors }) {
     const p = P(), px = p[ui.x], py = p[ui.y];
     const fv = ui.facet >= 0 ? p[ui.facet].labels.slice(0, 12) : [null];
     const nx = px.labels.length, ny = py.labels.length;
+    if (nx * ny * fv.length > 40000) {  // e.g. a zipped map of many distinct values: no useful sheet
+      const g = sizeCanvas(heatCanvas, 560, 30);
+      g.font = T.font; g.fillStyle = T.muted;
+      g.fillText(`${ny} x ${nx} cells${fv.length > 1 ? ` x ${fv.length} facets` : ""}: too many for a heatmap; pick other X and Y`, 10, 20);
+      hits.heat = [];
+      heatCanvas.dataset.cells = "0";
+      return;
+    }
     const cw = Math.max(4, Math.min(44, Math.floor(360 / nx))), ch = Math.max(4, Math.min(24, Math.floor(240 / ny)));
     const left = 70, top = 30, pw = left + nx * cw + 16, ph = top + ny * ch + 8;
     const per = Math.max(1, Math.floor(880 / pw)), rows = Math.ceil(fv.length / per);
