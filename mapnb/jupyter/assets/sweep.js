@@ -382,7 +382,9 @@ export function mountSweep({ model, onPick, colors }) {
       // The "± std over" parameter itself: its items one by one (the others: configurations).
       const src = k === ui.std ? items() : us;
       // the others reduced: a line through each value's reduced metric
-      const line = q.labels.map((_, j) => reduce(src.filter((u) => u.pos[k] === j && sliced(u, [k])).map((u) => u.v), ui.reduce, asc()));
+      const buckets = q.labels.map(() => []);  // one pass over the units, whatever the number of values
+      for (const u of src) if (u.pos[k] >= 0 && sliced(u, [k])) buckets[u.pos[k]].push(u.v);
+      const line = buckets.map((vals) => reduce(vals, ui.reduce, asc()));
       g.strokeStyle = T.text; g.lineWidth = 1.5; g.beginPath();
       let pen = false;
       line.forEach((v, j) => { if (isNaN(v)) { pen = false; return; } const x = ox + left + (q.labels.length > 1 ? (j / (q.labels.length - 1)) * pw : pw / 2); if (pen) g.lineTo(x, Y(v)); else g.moveTo(x, Y(v)); pen = true; });
