@@ -608,7 +608,8 @@ def test_the_core_face_has_the_best_table_a_select_box_and_the_buttons(frontends
     while not run.done():
         play(backend, values=loss_of)
     grid.wait(10)
-    assert "best 10 by loss" in core.best.value and core.rerun_sel.disabled
+    assert "best 10 by loss" in core.picture.value and "mapnb-static-parallel" in core.picture.value
+    assert core.rerun_sel.disabled
     core.choose.value = "4, 9"
     until(lambda: list(run.selected) == [4, 9])
     assert not core.rerun_sel.disabled and not core.cancel_sel.disabled

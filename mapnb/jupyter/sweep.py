@@ -380,16 +380,6 @@ def parallel_svg(
     return caption + "".join(out) + "</svg>"
 
 
-def best_table_html(snap: dict[str, Any], statuses: Sequence[str], top: int = 10) -> str:
-    """The best items as an HTML table (the core-ipywidgets face shows it live)."""
-    sweep, cols = snap.get("sweep") or {}, snap.get("sweep_cols") or {}
-    if not sweep or not cols.get("keys"):
-        return ""
-    metric, asc, _, _ = _choices(snap)
-    values = cols["data"][cols["keys"].index(metric)]
-    return _best_html(sweep, values, asc, top, statuses, metric)
-
-
 def parse_indices(text: str, n: int) -> list[int]:
     """Item indices from ``"1, 4-7"`` (ranges inclusive), sorted and unique.
 

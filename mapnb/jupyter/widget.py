@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import MapnbError
 from . import busy
-from .grid import CODES, COLORS, GLYPHS, TEXT_ON, GridModel, render_html
-from .sweep import best_table_html, format_indices, parse_indices
+from .grid import COLORS, GLYPHS, TEXT_ON, GridModel, render_html
+from .sweep import format_indices, parse_indices
 
 if TYPE_CHECKING:
     from ..run import MapRun
@@ -575,9 +575,6 @@ def _metrics_html(d: dict[str, Any]) -> str:
     return out
 
 
-_STATUS_OF = {c: s.value for s, c in CODES.items()}
-
-
 def _parses(text: str) -> bool:
     try:
         parse_indices(text, 1 << 62)
@@ -626,10 +623,8 @@ class _CoreGrid:
         self.colorby.observe(lambda ch: grid.set_heat_field(ch["new"]), names=["value"])
         self.detail = w.HTML()
         self._note = ""  # said in place of the panel, e.g. about an item number out of range
-        # The sweep views, as far as core widgets go: the best table, and a selection typed
-        # as indices ("1, 4-7") that is run.selected, with the two buttons that act on it.
-        self.best = w.HTML()
-        self.best.add_class("mapnb-core-best")
+        # The sweep views, as far as core widgets go: their picture (in ``picture``), and a
+        # selection typed as indices ("1, 4-7") that is run.selected, with the two buttons.
         self.choose = w.Text(
             value="", placeholder="e.g. 1, 4-7", description="Select", continuous_update=False,
             layout=w.Layout(width="260px"),
@@ -640,8 +635,8 @@ class _CoreGrid:
         self.choose.observe(self._on_choose, names=["value"])
         self.rerun_sel.on_click(lambda _: grid.rerun_selected())
         self.cancel_sel.on_click(lambda _: grid.cancel_selected())
-        self.sweep_box = w.VBox(
-            [self.best, w.HBox([self.choose, self.rerun_sel, self.cancel_sel])],
+        self.sweep_box = w.HBox(
+            [self.choose, self.rerun_sel, self.cancel_sel],
             layout=w.Layout(display="" if grid.model.sweep else "none"),
         )
         self.cancel.on_click(lambda _: grid.run.cancel(wait=False))
@@ -717,11 +712,10 @@ class _CoreGrid:
             self._last_draw = now
             snap = dict(self._state)
             snap["elapsed"] = snap.get("elapsed") or time.time() - snap.get("started", time.time())
+            # The sweep views' picture (heatmap, best table, parallel coordinates) from the
+            # model as it is now: this face keeps no columns of its own.
+            snap.update(self._grid.model.sweep_snapshot())
             self.picture.value = render_html(snap, max_cells=500)
-            if self._grid.model.sweep:
-                model = self._grid.model
-                names = [_STATUS_OF[c] for c in self._state.get("statuses", "")]
-                self.best.value = best_table_html(model.sweep_snapshot(), names)
         if "selection" in changes:
             self._show_selection(changes["selection"])
         self.cancel.layout.display = "none" if done else ""
