@@ -4,9 +4,9 @@
 // Why <canvas> and no plotting library: the views must work offline (VS Code and Colab
 // load a widget's front end from a CDN, JupyterLab from local files; a bundled plotly or
 // vega would add megabytes to every saved notebook's widget state), and at 10,000 items a
-// canvas redraws every point and line in a few milliseconds where 10,000 SVG or DOM nodes
-// take hundreds. Drawing happens on a requestAnimationFrame, and only when data or a
-// choice changed. Colours come from JupyterLab's CSS variables (via grid.css's --mapnb-*
+// canvas redraws every point and line in tens of milliseconds (benchmarks/sweep_views.py),
+// where SVG would be 10,000 nodes to lay out and restyle at each update. Drawing happens
+// on a requestAnimationFrame, and only when data or a choice changed. Colours come from JupyterLab's CSS variables (via grid.css's --mapnb-*
 // tokens), read at each draw, so the light and dark themes both work.
 //
 // Data (mapnb/jupyter/sweep.py): `sweep` = {params: [{name, labels, values}], idx: [per
