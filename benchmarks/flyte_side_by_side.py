@@ -215,7 +215,8 @@ def main() -> None:
     if workloads:
         tables["flyte"] = head + " (Flyte's own runs of F2: once):\n\n" + f12_table(rows)
     if per_s:
-        tables["flyte-f3"] = head + ":\n\n" + f3_table(per_s)
+        when = "" if not args.only else f"; run alone, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, load {load:.1f}"
+        tables["flyte-f3"] = head + when + ":\n\n" + f3_table(per_s)
     print("\n" + "\n\n".join(tables.values()))
     data = {
         "repeat": r,
@@ -230,24 +231,26 @@ def main() -> None:
 
 
 def f3(r: int) -> dict[str, float]:
-    """F3: items/s of 2,000 trivial items, a plain function and Flyte's tasks, all in mapnb."""
+    """F3: items/s of 2,000 trivial items, a plain function and Flyte's tasks, all in mapnb.
+
+    A run is short (tens of milliseconds), so a busy moment of the machine would fall on one
+    contender: the contenders take turns, each repeat timing each once."""
     overhead = {
         "plain function": mapnb.map_task(trivial, concurrency=C3, progress=False),
         "@flytekit.task": mapnb.map_task(fk_trivial, concurrency=C3, progress=False),
         "Flyte 2 @env.task": mapnb.map_task(f2_trivial, concurrency=C3, progress=False),
     }
     xs, expect3 = list(range(N3)), [x + 1 for x in range(N3)]
-    per_s: dict[str, float] = {}
-    for name, mt in overhead.items():
-        print(f"- F3 {name} x{r}", flush=True)
+    for mt in overhead.values():
         assert mapnb_outputs(mt, xs[:50]) == expect3[:50]  # warm up
-        times = []
-        for _ in range(r):
+    times: dict[str, list[float]] = {name: [] for name in overhead}
+    for k in range(r):
+        print(f"- F3 round {k + 1} of {r}: {', '.join(overhead)}", flush=True)
+        for name, mt in overhead.items():
             t0 = time.perf_counter()
             assert mapnb_outputs(mt, xs) == expect3
-            times.append(time.perf_counter() - t0)
-        per_s[name] = N3 / statistics.median(times)
-    return per_s
+            times[name].append(time.perf_counter() - t0)
+    return {name: N3 / statistics.median(ts) for name, ts in times.items()}
 
 
 def f12_table(rows: dict[str, dict[str, float]]) -> str:

@@ -31,13 +31,10 @@ import datetime
 import functools
 import inspect
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -47,6 +44,8 @@ from ..cache import CacheSettings
 from ..errors import InvalidMapError
 from ..maptask import MapTask, map_function, task
 from ..resources import Resources, from_flytekit
+from . import _fast
+from ._item import clean_up, lazy_checkpoint, sandbox
 
 if TYPE_CHECKING:
     from flytekit.core.python_function_task import PythonFunctionTask
@@ -376,11 +375,16 @@ def _restore(blob: bytes) -> FlyteItem:
         return FlyteItem(cloudpickle.loads(blob))
 
 
+_UNPLANNED = object()
+
+
 class FlyteItem:
-    """One item of a flytekit task: its function between flytekit's type conversions."""
+    """One item of a flytekit task: its function between flytekit's type conversions
+    (checked without them, on the fast path, for simple types: :mod:`mapnb.flyte._fast`)."""
 
     def __init__(self, t: PythonFunctionTask) -> None:
         self._flyte_task = t
+        self._plan: Any = _UNPLANNED  # the fast path (mapnb.flyte._fast), decided on first call
         fn = getattr(t, "task_function", None)
         if fn is not None:
             # target_function() follows __wrapped__ to the task's function: names, signature
@@ -416,7 +420,11 @@ class FlyteItem:
         if args:
             kwargs = self.__signature__.bind_partial(*args, **kwargs).arguments
         t = self._flyte_task
+        if self._plan is _UNPLANNED:
+            self._plan = _fast.plan_for(t)
         try:
+            if self._plan is not None:
+                return _fast.run(self._plan, t, kwargs, _execute)
             return _execute(t, kwargs)
         except Exception as e:
             # The item's traceback starts in the user's function, not in flytekit's plumbing
@@ -448,7 +456,7 @@ def _params(base: Any, workdir: str) -> Any:
     cp = item.checkpoint
     dest = cp._dir(cp._attempt)  # noqa: SLF001 (mapnb's own checkpoint layout)
     prev = cp._prev  # noqa: SLF001
-    b.checkpoint = _lazy_checkpoint(SyncCheckpoint, str(dest), str(prev) if prev else None)
+    b.checkpoint = lazy_checkpoint(SyncCheckpoint, str(dest), str(prev) if prev else None)
     if item.run_id is not None:
         b.execution_id = WorkflowExecutionIdentifier("local", "local", str(item.run_id))
         b.attrs = {
@@ -481,51 +489,6 @@ def _lazy_workdir_params() -> type:
     return LazyWorkdirParams
 
 
-class _LazyFolder:
-    """A ``tempfile.TemporaryDirectory`` made on first use: what ``SyncCheckpoint`` keeps in
-    ``_td`` for ``restore()`` and ``save()``."""
-
-    def __init__(self) -> None:
-        self._td: tempfile.TemporaryDirectory[str] | None = None
-
-    @property
-    def name(self) -> str:
-        if self._td is None:
-            self._td = tempfile.TemporaryDirectory()
-        return self._td.name
-
-    def cleanup(self) -> None:
-        if self._td is not None:
-            self._td.cleanup()
-
-
-def _lazy_checkpoint(cls: Any, dest: str, src: str | None) -> Any:
-    """flytekit's ``SyncCheckpoint(dest, src)``, less the temporary folder its ``__init__``
-    makes (and ``__del__`` removes) for every item: most items never touch their checkpoint,
-    and making and removing that folder was half of a trivial item's time in a worker.
-    The attributes are ``SyncCheckpoint.__init__``'s (flytekit 1.x)."""
-    cp = cls.__new__(cls)
-    cp._checkpoint_dest = dest  # noqa: SLF001
-    cp._checkpoint_src = src or None  # noqa: SLF001
-    cp._td = _LazyFolder()  # noqa: SLF001
-    cp._prev_download_path = None  # noqa: SLF001
-    return cp
-
-
-def _sandbox() -> tuple[str, bool]:
-    """The item's working folder (``current_context().working_directory``), and whether
-    it is a temporary one. In a map run it is ``<run folder>/flyte/<item>/<attempt>``,
-    kept with the run (pruned with it): a ``FlyteFile`` output points into it."""
-    from ..context import current_context
-
-    item = current_context()
-    if item.index is None or item._root is None:  # noqa: SLF001
-        return tempfile.mkdtemp(prefix="mapnb-flyte-"), True
-    folder = Path(item._root).parent / "flyte" / str(item.index) / str(item.attempt)  # noqa: SLF001
-    shutil.rmtree(folder, ignore_errors=True)  # a rerun of the run starts clean
-    return str(folder), False  # made when the item asks for it (_lazy_workdir_params)
-
-
 def _execute(t: PythonFunctionTask, kwargs: dict[str, Any]) -> Any:
     """Run one item as flytekit's local execution of ``t`` does, less its local cache
     (mapnb caches per item) and with the item's checkpoint."""
@@ -540,7 +503,7 @@ def _execute(t: PythonFunctionTask, kwargs: dict[str, Any]) -> Any:
     from flytekit.models.literals import LiteralMap
 
     ctx = FlyteContextManager.current_context()
-    workdir, temporary = _sandbox()
+    workdir, temporary = sandbox()
     ok = False
     try:
         es = ctx.new_execution_state().with_params(
@@ -571,10 +534,4 @@ def _execute(t: PythonFunctionTask, kwargs: dict[str, Any]) -> Any:
             ok = True
             return result
     finally:
-        # A failed attempt's files are of no use; a success's may be its output (a FlyteFile
-        # is a path into this folder), so it stays unless it is empty.
-        if os.path.isdir(workdir) and (temporary or not ok or not any(Path(workdir).iterdir())):
-            shutil.rmtree(workdir, ignore_errors=True)
-            if not temporary:
-                with contextlib.suppress(OSError):  # the item's folder, unless another attempt kept files
-                    os.rmdir(Path(workdir).parent)
+        clean_up(workdir, temporary, ok)
