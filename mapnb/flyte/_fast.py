@@ -123,16 +123,33 @@ class Plan:
 _EXECUTION = ("dispatch_execute", "pre_execute", "execute", "post_execute", "_output_to_literal_map")
 
 
+@functools.cache
+def _known_flytekit() -> bool:
+    """Whether this flytekit executes a task as the fast path assumes (flytekit 1.16's
+    ``dispatch_execute``: an async ``_output_to_literal_map`` run by ``run_sync``)."""
+    import inspect
+
+    from flytekit.core.python_function_task import PythonFunctionTask
+
+    try:
+        from flytekit.utils.asyn import run_sync  # noqa: F401
+    except ImportError:
+        return False
+    methods = [getattr(PythonFunctionTask, m, None) for m in _EXECUTION]
+    return all(methods) and inspect.iscoroutinefunction(PythonFunctionTask._output_to_literal_map)  # noqa: SLF001
+
+
 def plan_for(t: Any) -> Plan | None:
     """The fast path of task ``t``, or None when ``t`` needs flytekit's full path."""
     from flytekit.core.python_function_task import PythonFunctionTask
 
     if not isinstance(t, PythonFunctionTask) or t.execution_mode != PythonFunctionTask.ExecutionBehavior.DEFAULT:
         return None
-    if any(getattr(type(t), m) is not getattr(PythonFunctionTask, m) for m in _EXECUTION):
+    if not _known_flytekit() or any(getattr(type(t), m) is not getattr(PythonFunctionTask, m) for m in _EXECUTION):
         return None
     iface = t.python_interface
-    if t.enable_deck or iface.output_tuple_name:
+    deck = getattr(t, "enable_deck", None)  # flytekit < 1.13: _disable_deck only
+    if (not getattr(t, "_disable_deck", True) if deck is None else deck) or iface.output_tuple_name:
         return None
     inputs = {name: converter(tp) for name, tp in iface.inputs.items()}
     outputs = [converter(tp) for tp in iface.outputs.values()]
