@@ -64,7 +64,7 @@ from .protocol import (
     Unsubscribe,
     typed,
 )
-from .spec import Options
+from .spec import Options, needed
 from .state import Observer, RunState, RunView
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class Engine:
         self.concurrency, self.retries, self.timeout = concurrency, options.retries, options.timeout
         st = self._s = RunState(
             run_id=run_id, names=job.names, inputs=inputs, backend=backend.name, concurrency=concurrency,
-            need=math.ceil(n * options.min_success_ratio - 1e-9), cached=cache is not None,
+            need=needed(n, options), cached=cache is not None,
         )  # fmt: skip
         self.view = RunView(st)
         self.done = st.done
@@ -187,6 +187,7 @@ class Engine:
             METRICS: self._on_metrics,
         }  # fmt: skip
         self._prune = options.prune
+        self._run_all = options.run_all_sub_nodes  # no abort: every item runs, the run fails at the end
         st.prune_metric = options.prune.metric if options.prune is not None else ""
         # step -> ({item: its pruning metric}, the same values sorted, NaN left out)
         self._at_step: dict[int, tuple[dict[int, float], list[float]]] = {}
@@ -579,7 +580,7 @@ class Engine:
             observer.item_final(i, status, st)
         if self.bus.active:
             self.bus.emit(ItemFinished(i, status, st.attempts[i], st.durations[i], st.errors[i]))
-        if status is Status.FAILED and self._running() and st.n - self._failed < st.need:
+        if status is Status.FAILED and self._running() and st.n - self._failed < st.need and not self._run_all:
             self._stop_all(Status.ABORTED, RunStatus.FAILED)
 
     # -- the cache coordinator's calls back -------------------------------------------

@@ -370,10 +370,83 @@ def test_flytekit_resources_are_accepted_where_mapnb_resources_are():
         mapnb.task(requests=flytekit.Resources(cpu=("1", "2")))
 
 
-def test_run_all_sub_nodes_is_said_to_differ():
-    m = flytekit.map_task(ft.some_task1, run_all_sub_nodes=True)
-    with pytest.warns(UserWarning, match="run_all_sub_nodes=True: mapnb stops a map"):
-        mapnb.map_task(m)
+def _fails_second(inputs: int) -> int:
+    if inputs == 2:
+        raise ValueError("Unexpected inputs: 2")
+    return inputs
+
+
+@pytest.mark.parametrize("how", ["flytekit.map_task", "mapnb.map_task", "plain function"])
+def test_run_all_sub_nodes_runs_every_item_and_then_fails_the_run(how):
+    """Flyte's ArrayNode run_all_sub_nodes (flyteidl: "continue to run all sub-nodes even
+    after the failure threshold has been met"): no abort; the map fails at the end."""
+
+    def make(run_all: bool) -> mapnb.MapTask:
+        kw = dict(concurrency=1, backend="threads", progress=False)
+        if how == "flytekit.map_task":
+            return mapnb.map_task(flytekit.map_task(ft.some_task1, run_all_sub_nodes=run_all), **kw)
+        fn = ft.some_task1 if how == "mapnb.map_task" else _fails_second
+        return mapnb.map_task(fn, run_all_sub_nodes=run_all, **kw)
+
+    inputs = [1, 2, 3, 4, 5, 6]
+    run = make(True).submit(inputs=inputs)
+    with pytest.raises(MapTaskError, match="5 of 6 items succeeded, 6 needed"):
+        run.result()
+    assert [s.value for s in run.statuses] == ["succeeded", "failed"] + ["succeeded"] * 4
+    assert run.outputs == [1, None, 3, 4, 5, 6]
+    # Without it the map stops as soon as the ratio cannot be met: later items are aborted.
+    run = make(False).submit(inputs=inputs)
+    with pytest.raises(MapTaskError):
+        run.result()
+    assert "aborted" in [s.value for s in run.statuses]
+
+
+def test_min_successes_and_metadata_as_map_task_arguments():
+    """flytekit's map_task(t, min_successes=N, metadata=TaskMetadata(...)) signature, here
+    directly on mapnb.map_task (not only through a flytekit.map_task object)."""
+    from flytekit.core.base_task import TaskMetadata
+
+    kw = dict(backend="threads", progress=False)
+    assert mapnb.map_task(ft.some_task1, min_successes=3, **kw)(inputs=[1, 2, 3, 4])["output"].tolist() == [
+        1, None, 3, 4,
+    ]  # fmt: skip
+    with pytest.raises(MapTaskError, match="of 4 items succeeded, 4 needed"):
+        mapnb.map_task(ft.some_task1, min_successes=4, **kw)(inputs=[1, 2, 3, 4])
+    # A plain function too; and min_successes wins over min_success_ratio, as in flytekit.
+    mt = mapnb.map_task(_fails_second, min_successes=3, min_success_ratio=1.0, **kw)
+    assert "min_successes=3" in repr(mt)
+    assert mt(inputs=[1, 2, 3, 4])["status"].tolist() == ["succeeded", "failed", "succeeded", "succeeded"]
+    # An explicit min_successes wins over a flytekit map's ratio, and the other way round.
+    m = flytekit.map_task(ft.some_task1, min_success_ratio=1.0)
+    assert mapnb.map_task(m, min_successes=3, **kw)(inputs=[1, 2, 3, 4])["output"].tolist()[1] is None
+    mt = mapnb.map_task(ft.fails_first_attempt, metadata=TaskMetadata(retries=1, timeout=30), **kw)
+    assert mt.options.retries == 1 and mt.options.timeout == 30.0
+    assert mt(x=[1])["attempts"].tolist() == [2]
+    assert mapnb.map_task(ft.fails_first_attempt, metadata=TaskMetadata(retries=1), retries=0).options.retries == 0
+
+
+@pytest.mark.parametrize(
+    "fn, kwargs, message",
+    [
+        (_fails_second, {"min_successes": -1}, "min_successes must be an integer >= 0 or None; got int -1"),
+        (_fails_second, {"min_successes": "3"}, "min_successes must be an integer >= 0 or None; got str '3'"),
+        (_fails_second, {"min_successes": True}, "min_successes must be an integer >= 0 or None; got bool True"),
+        (_fails_second, {"run_all_sub_nodes": "yes"}, "run_all_sub_nodes must be True or False; got str 'yes'"),
+        (ft.scale, {"metadata": {"retries": 1}}, "metadata must be a flytekit.TaskMetadata.*got dict"),
+        (_fails_second, {"metadata": "x"}, "metadata= takes a flytekit TaskMetadata for a flytekit task; _fails_second"),
+    ],
+)
+def test_bad_flyte_map_settings_are_refused_naming_argument_value_and_what_is_allowed(fn, kwargs, message):
+    with pytest.raises(InvalidMapError, match=message):
+        mapnb.map_task(fn, **kwargs)
+
+
+def test_more_min_successes_than_items_is_refused_before_anything_runs():
+    """Flyte fails such an ArrayNode at once (it can never succeed)."""
+    mt = mapnb.map_task(_fails_second, min_successes=5, backend="threads", progress=False)
+    with pytest.raises(InvalidMapError, match="min_successes=5 but the map has 4 items; it must be at most"):
+        mt(inputs=[1, 3, 4, 5])
+    assert mt(inputs=[1, 3, 4, 5, 6])["status"].tolist() == ["succeeded"] * 5
 
 
 def test_a_worker_keeps_ignoring_sigint_after_importing_flytekit():
