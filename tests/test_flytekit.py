@@ -669,3 +669,38 @@ def test_a_wrong_element_type_fails_alike_on_both_paths(monkeypatch):
     assert fast["error"].tolist() == full["error"].tolist()
     assert fast.loc[1, "error"].startswith("TypeTransformerFailedError: Failed to convert inputs of task")
     assert "Expected value of type <class 'int'> but got 'a'" in fast.loc[1, "error"]
+
+
+@pytest.mark.parametrize("backend", ["local", "threads"])
+def test_an_input_of_the_wrong_type_is_not_retried(backend, path):
+    """The same inputs fail flytekit's conversion the same way on every attempt: the item
+    fails at once (attempts = 1) with flytekit's type and message, whatever its retries.
+    (A wrong input leaves the fast path for the full one: both end in the same error.)"""
+    from flytekit.core.base_task import TaskMetadata
+
+    for mt in (
+        mapnb.map_task(ft.scale, retries=3, min_success_ratio=0.5, backend=backend, progress=False),
+        mapnb.map_task(ft.scale, metadata=TaskMetadata(retries=3), min_success_ratio=0.5, backend=backend, progress=False),
+    ):
+        assert mt.options.retries == 3
+        df = mt(a=[1, "x", 3])
+        assert df["status"].tolist() == ["succeeded", "failed", "succeeded"]
+        assert df["attempts"].tolist() == [1, 1, 1]
+        assert df.loc[1, "error"].startswith(
+            "TypeTransformerFailedError: Failed to convert inputs of task 'tests.flyte_tasks.scale':"
+        )
+        assert "Expected value of type <class 'int'> but got 'x' of type <class 'str'>" in df.loc[1, "error"]
+
+
+def test_the_input_type_error_is_flytekits_and_mapnbs_not_retried():
+    from flytekit.core.type_engine import TypeTransformerFailedError
+
+    from mapnb.flyte._flytekit import FlyteItem
+
+    with pytest.raises(TypeTransformerFailedError) as info:
+        FlyteItem(ft.scale)(a="x")
+    assert isinstance(info.value, mapnb.NotRetried)
+    assert type(info.value).__name__ == "TypeTransformerFailedError"
+    # A task's own error stays retried.
+    df = mapnb.map_task(ft.fails_first_attempt, backend="threads", progress=False)(x=[1])
+    assert df["attempts"].tolist() == [2]

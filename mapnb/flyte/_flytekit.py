@@ -495,8 +495,10 @@ def _execute(t: PythonFunctionTask, kwargs: dict[str, Any]) -> Any:
                     native_types=t.get_input_types(),
                 )
             except TypeTransformerFailedError as exc:  # worded as flytekit's local_execute words it
-                exc.args = (f"Failed to convert inputs of task '{t.name}':\n  {exc.args[0]}",)
-                raise
+                from ._errors import TypeTransformerFailedError as NotRetriedError
+
+                # Not retried: the same inputs fail the same way on every attempt.
+                raise NotRetriedError(f"Failed to convert inputs of task '{t.name}':\n  {exc.args[0]}") from None
             out = t.dispatch_execute(child, LiteralMap(literals=literals))
             names = list(t.interface.outputs)
             result = None
