@@ -704,3 +704,37 @@ def test_the_input_type_error_is_flytekits_and_mapnbs_not_retried():
     # A task's own error stays retried.
     df = mapnb.map_task(ft.fails_first_attempt, backend="threads", progress=False)(x=[1])
     assert df["attempts"].tolist() == [2]
+
+
+def test_the_fast_path_builds_one_flytekit_context_per_thread_and_leaves_the_stack_as_it_was():
+    from flytekit.core.context_manager import FlyteContextManager
+
+    from mapnb.context import enter_item, leave_item
+    from mapnb.flyte import _fast
+    from mapnb.flyte._flytekit import FlyteItem
+
+    seen = []
+
+    def record(x):  # the flytekit context the function runs in, and what it says of the item
+        ctx = FlyteContextManager.current_context()
+        p = ctx.user_space_params
+        seen.append((ctx, p.execution_id.name, p.array_index, p.attempt))
+        return x
+
+    item = FlyteItem(_echo(int, int, _SAME))
+    size = FlyteContextManager.size()
+    real = _fast.plan_for(item._flyte_task)
+    item._plan = _fast.Plan(record, real.inputs, real.output)
+    for i in range(3):
+        token = enter_item(None, "run1", i, 1)
+        try:
+            assert item(x=i) == i
+        finally:
+            leave_item(token)
+        assert seen[-1][1:] == ("run1", i, 1)
+        assert FlyteContextManager.size() == size
+    seen = [c for c, *_ in seen]
+    assert seen[0] is seen[1] is seen[2]  # built once, pushed per item
+    with pytest.raises(TypeError):  # an input that fails flytekit's check: the stack is restored too
+        item(x="no")
+    assert FlyteContextManager.size() == size

@@ -286,12 +286,19 @@ _sessions = threading.local()
 
 
 def _session() -> _Session:
+    """This thread's session on the current flytekit context: made once, unless items run
+    inside other contexts (an item that runs a map in-process): one per context then."""
     from flytekit.core.context_manager import FlyteContextManager
 
     base = FlyteContextManager.current_context()  # (sets up a new thread's context stack)
-    s: _Session | None = getattr(_sessions, "session", None)
+    known: dict[int, _Session] | None = getattr(_sessions, "known", None)
+    if known is None:
+        known = _sessions.known = {}
+    s = known.get(id(base))
     if s is None or s.base is not base:
-        s = _sessions.session = _Session(base)
+        if len(known) >= 8:  # contexts come and go: keep a few
+            known.clear()
+        s = known[id(base)] = _Session(base)
     return s
 
 
