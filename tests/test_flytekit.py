@@ -738,3 +738,20 @@ def test_the_fast_path_builds_one_flytekit_context_per_thread_and_leaves_the_sta
     with pytest.raises(TypeError):  # an input that fails flytekit's check: the stack is restored too
         item(x="no")
     assert FlyteContextManager.size() == size
+
+
+def test_what_the_fast_check_hands_to_flytekit_carries_no_context_of_its_own():
+    """An error on the full path (here the task's own) does not read "During handling of
+    the above exception" with the fast check's internal miss."""
+    from mapnb.flyte import _fast, _flytekit
+
+    boom = _echo(int, int, _SAME)
+    boom._task_function = lambda x: 1 / 0  # noqa: SLF001
+    plan = _fast.plan_for(boom)
+
+    def never(v):
+        raise _fast._Miss  # noqa: SLF001 (as for a value the check does not take)
+
+    with pytest.raises(ZeroDivisionError) as info:
+        _fast.run(_fast.Plan(plan.fn, {"x": never}, plan.output), boom, {"x": 1}, _flytekit._execute)
+    assert info.value.__context__ is None

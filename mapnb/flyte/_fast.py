@@ -46,7 +46,6 @@ class _Miss(Exception):
     """A value the fast check does not accept as it is: flytekit decides."""
 
 
-_MISS = _Miss()
 _EXACT = (int, float, str, bool)  # flytekit's SimpleTransformers: type(value) must be the type
 
 
@@ -54,7 +53,7 @@ _EXACT = (int, float, str, bool)  # flytekit's SimpleTransformers: type(value) m
 def _exact(tp: type) -> Convert:
     def convert(v: Any) -> Any:
         if type(v) is not tp:
-            raise _MISS
+            raise _Miss
         return v
 
     return convert
@@ -89,7 +88,7 @@ def _optional(inner: Convert) -> Convert:
 def _list(item: Convert) -> Convert:
     def convert(v: Any) -> Any:
         if type(v) is not list:
-            raise _MISS
+            raise _Miss
         return [item(x) for x in v]
 
     return convert
@@ -98,11 +97,11 @@ def _list(item: Convert) -> Convert:
 def _dict(value: Convert) -> Convert:
     def convert(v: Any) -> Any:
         if type(v) is not dict:
-            raise _MISS
+            raise _Miss
         out = {}
         for k, x in v.items():
             if type(k) is not str:  # flytekit's map type takes string keys only
-                raise _MISS
+                raise _Miss
             out[k] = value(x)
         return out
 
@@ -308,6 +307,8 @@ def run(plan: Plan, t: Any, kwargs: dict[str, Any], full: Callable[[Any, dict[st
     try:
         args = {k: plan.inputs[k](v) for k, v in kwargs.items()}
     except (_Miss, KeyError):
+        args = None
+    if args is None:  # (outside the except block: the item's error has no context of ours)
         return full(t, kwargs)  # flytekit converts it, or refuses it in its own words
     from flytekit.core.context_manager import FlyteContextManager
 
