@@ -404,6 +404,10 @@ class CacheCoordinator:
                 self._elsewhere.discard(key)
                 self._next_in_line(key)
 
+    def grow(self, count: int) -> None:
+        """The run has ``count`` more items (its ``inputs`` list grew in place)."""
+        self._keys.extend([None] * count)
+
     def drop_waiting(self) -> list[int]:
         """The run stops: the items still waiting for a key, which will never run."""
         waiting = [i for items in self._waiting.values() for i in items]

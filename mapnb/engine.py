@@ -34,7 +34,7 @@ from typing import Any
 
 from .backends.base import Backend, Job, Task
 from .cache import CacheCoordinator, ItemCache
-from .errors import ErrorKind, ItemError
+from .errors import BackendError, ErrorKind, ItemError
 from .events import (
     Event,
     EventBus,
@@ -42,6 +42,7 @@ from .events import (
     ItemLog,
     ItemMetrics,
     ItemRetrying,
+    ItemsAdded,
     ItemStarted,
     RunFinished,
     RunStarted,
@@ -74,8 +75,22 @@ _TARGET_TASK_SECONDS = 0.02  # grow batches of tiny items until a task takes abo
 _OVERHEAD_RATIO = 9.0  # ... and at least this many times the per-task overhead (<= 10%)
 _MAX_BATCH = 4096
 _MIN_TASK_SECONDS = 0.002  # the tail's tasks are split for balance, but not below this (or 3x overhead)
-_NO_ERROR = ItemError(ErrorKind.CANCELLED, "Cancelled", "the item did not run")
+# What the event of a succeeded item that is re-run on request carries as its "error".
+_RERUN = ItemError(ErrorKind.CANCELLED, "Rerun", "re-run on request")
 _task_ids = itertools.count(1)  # process-wide: a shared backend never sees one task id twice
+
+
+class _Control:
+    """A change to a run's state asked for from another thread (see ``Engine.control``)."""
+
+    __slots__ = ("change", "result", "handled", "error", "reply")
+
+    def __init__(self, change: Callable[[bool], tuple[Any, bool]]) -> None:
+        self.change = change
+        self.result: Any = None
+        self.handled = False  # made by the engine thread (else: the run was ending)
+        self.error: Exception | None = None
+        self.reply = threading.Event()
 
 
 class _TaskState:
@@ -154,6 +169,8 @@ class Engine:
         cache: ItemCache | None = None,
         journal: Observer | None = None,
         recovered: dict[int, tuple[Any, int, float | None]] | None = None,
+        axes: list[list[Any]] | None = None,
+        shapes: list[tuple[int, ...]] | None = None,
     ) -> None:
         n = len(inputs)
         if options.concurrency is None:
@@ -163,8 +180,11 @@ class Engine:
         self.concurrency, self.retries, self.timeout = concurrency, options.retries, options.timeout
         st = self._s = RunState(
             run_id=run_id, names=job.names, inputs=inputs, backend=backend.name, concurrency=concurrency,
-            need=needed(n, options), cached=cache is not None,
+            need=needed(n, options), cached=cache is not None, axes=axes, shapes=shapes,
         )  # fmt: skip
+        self._options = options  # what decides how many items must succeed, as the run grows
+        if options.min_successes is not None:
+            st.need_rule = "min_successes"
         self.view = RunView(st)
         self.done = st.done
         self._shares_clock = backend.shares_clock
@@ -177,6 +197,9 @@ class Engine:
         self._killed: list[int] = []
         self._spent = [0] * n  # attempts charged before the latest rerun: retries count anew
         self._rerunning: list[Event] = []
+        self._forced: set[int] = set()  # re-run on request: the cache must not answer them
+        self._looping = False  # the engine thread is in its loop (it takes commands)
+        self._control_lock = threading.Lock()  # one change of a done run at a time
         self.bus = EventBus(run_id, self._replay, self._inbox.put, st.done)
         self._cache = (
             CacheCoordinator(cache, inputs, self._take_cached, self._run_next) if cache is not None else None
@@ -214,34 +237,169 @@ class Engine:
     def cancel(self) -> None:
         self._inbox.put(Cancel())
 
-    def rerun(self, indices: list[int]) -> None:
-        """Run the given finished, unsuccessful items again, in this same run.
+    def rerun(self, indices: list[int]) -> int:
+        """Run the given finished items again, in this same run; return how many.
 
-        Only once the run is done: the engine thread has ended, so this thread may reset
-        the state before a new engine thread takes over.
+        Works while the run goes on (the engine thread takes them) and once it is done
+        (then a new engine thread runs them). Items still queued, running or retrying are
+        left as they are and not counted. Each re-run item gets the run's retries afresh
+        and its log continues. The cache does not answer a succeeded or cached one (it
+        runs, and its new output replaces the cached one); a failed one may be found
+        there, as a retry always could.
         """
+        if not self.done.is_set():  # (once done, such a backend reports each item's error itself)
+            self._check_changeable()
+        return self.control(lambda live: self._reopen(indices, live))
+
+    def cancel_items(self, indices: list[int]) -> int:
+        """Cancel only these items (the others go on); return how many were still open.
+
+        Queued ones never start; a running one is killed as a timeout kills it, and the
+        other unstarted items of its task are queued again, uncharged. The run then ends
+        by the usual rules (a cancelled item has not succeeded).
+        """
+        self._check_changeable()
+        return self.control(lambda live: self._cancel_items(indices) if live else (0, False))
+
+    def add_items(self, inputs: list[tuple[Any, ...]], axes: list[list[Any]] | None = None) -> int:
+        """Append items to the run (queued; for a product, with its new ``axes``), while it
+        runs or once it is done (it then runs again); return the first new index.
+
+        Subscribers get :class:`~mapnb.events.ItemsAdded`; the new items use the cache
+        like any item; the journal records them, so that a recovered run has them all.
+        """
+        self._check_changeable()
+        return self.control(lambda live: self._grow(list(inputs), axes, live))
+
+    def _grow(self, inputs: list[tuple[Any, ...]], axes: list[list[Any]] | None, live: bool) -> tuple[int, bool]:
         st = self._s
-        if not st.done.is_set():
-            raise RuntimeError("a run can only be re-run once it is done")
-        self._thread.join()
-        for i in indices:
-            if st.status[i] in (Status.SUCCEEDED, Status.CACHED) or not st.status[i].final:
-                continue
-            if st.status[i] is not Status.PRUNED:  # pruned items were never counted as failed
-                self._failed -= 1
-            st.pruned_why[i] = None
-            # Shown as retrying: an attempt failed and the item waits for its next one.
-            st.set(i, RT)
-            self._spent[i] = st.attempts[i]
-            self._pending.append(i)
-            self._rerunning.append(ItemRetrying(i, st.attempts[i], st.errors[i] or _NO_ERROR))
+        start, k = st.n, len(inputs)
+        if not k:
+            return start, False
+        self._spent.extend([0] * k)
+        if self._cache is not None:
+            self._cache.grow(k)
+        st.grow(inputs, axes)
+        st.need = needed(st.n, self._options)
+        for observer in self._observers:
+            observer.items_added(start, k, st)
+        new = range(start, start + k)
+        event = ItemsAdded(start, k)
+        if not live:  # the run is done: a new engine thread looks them up in the cache
+            self._pending.extend(new)
+            self._rerunning.append(event)
+            return start, True
+        self.bus.emit(event)  # before the cache answers any of them
+        held = self._cache.before_run(new) if self._cache is not None else set()
+        self._pending.extend(i for i in new if i not in held and not st.status[i].final)
+        return start, True
+
+    def control(self, change: Callable[[bool], tuple[Any, bool]]) -> Any:
+        """Apply ``change`` to the run's state on the thread that owns it; return its result.
+
+        While the engine thread loops, it runs ``change(True)`` itself. Once the run is
+        done (or ending), this thread waits for it to be done and runs ``change(False)``;
+        ``change`` says (second value) whether the run must then go on, and a new engine
+        thread takes over.
+        """
+        if threading.current_thread() is self._thread:  # an event callback of this run
+            if not (self._looping and self._running()):
+                raise RuntimeError(
+                    f"run {self.run_id} is ending: change it once it is done, not from its events"
+                )
+            return change(True)[0]
+        while True:
+            cmd = _Control(change)
+            if self.bus.post_unless_done(cmd):
+                # Always answered: by the loop, or by the engine thread's last drain.
+                if not cmd.reply.wait(120):
+                    raise RuntimeError(f"run {self.run_id}: the engine thread did not answer")
+                if cmd.error is not None:
+                    raise cmd.error
+                if cmd.handled:
+                    return cmd.result
+            self.done.wait()
+            with self._control_lock:
+                if not self.done.is_set():  # another thread restarted the run meanwhile
+                    continue
+                self._thread.join()
+                result, go_on = change(False)
+                if go_on:
+                    self._restart()
+                return result
+
+    def _check_changeable(self) -> None:
+        """Refuse changes a backend that runs the whole map as one unit (``"flyte"``)
+        cannot follow."""
+        if getattr(self.backend, "take_map", None) is not None:
+            raise BackendError(
+                f"backend {self.backend.name!r} runs the whole map as one unit: re-running, cancelling "
+                "or adding items in a run is not supported there; run the map again (with cache=True, "
+                "what succeeded is not computed again)"
+            )
+
+    def _restart(self) -> None:
+        """A done run goes on (items re-run or added): a new engine thread takes over."""
+        st = self._s
         st.lifecycle = RunStatus.RUNNING
-        st.first_failure = None
+        if st.first_failure is not None and st.status[st.first_failure] is not Status.FAILED:
+            st.first_failure = None
         st.resume_clock()
         self._killed = []
         st.done.clear()
         self._thread = threading.Thread(target=self._main, name=f"mapnb-run-{self.run_id}", daemon=True)
         self._thread.start()
+
+    def _reopen(self, indices: list[int], live: bool) -> tuple[int, bool]:
+        """Queue the given final items again (see :meth:`rerun`): on the engine thread
+        (``live``) or, the run being done, on the caller's."""
+        st = self._s
+        events: list[Event] = []
+        for i in indices:
+            status = st.status[i]
+            if not status.final:
+                continue
+            if status not in (Status.SUCCEEDED, Status.CACHED, Status.PRUNED):  # counted as failed
+                self._failed -= 1
+            if st.first_failure == i:
+                st.first_failure = None
+            st.pruned_why[i] = None
+            # Shown as retrying: the item waits for its next attempt.
+            st.set(i, RT)
+            self._spent[i] = st.attempts[i]
+            if status is Status.SUCCEEDED or status is Status.CACHED:  # the cache holds its output:
+                self._forced.add(i)  # it must not answer (a failed one may be found there, as before)
+            self._pending.append(i)
+            events.append(ItemRetrying(i, st.attempts[i], st.errors[i] or _RERUN))
+        if live:
+            self.bus.extend(events)
+        else:
+            self._rerunning += events
+        return len(events), bool(events)
+
+    def _cancel_items(self, indices: list[int]) -> tuple[int, bool]:
+        """Cancel the open items among ``indices`` (the engine thread; see :meth:`cancel_items`)."""
+        st = self._s
+        want = {i for i in indices if not st.status[i].final}
+        if not want:
+            return 0, False
+        err = ItemError(ErrorKind.CANCELLED, "Cancelled", "the item was cancelled")
+        for tid, ts in list(self._tasks.items()):
+            open_items = [i for i, _ in self._open_items(ts)]
+            if want.isdisjoint(open_items):
+                continue
+            del self._tasks[tid]
+            self._kill(tid)  # its other items start again later, uncharged
+            for i in reversed(open_items):  # (queued again at the front, in their order)
+                if i in want:
+                    self._final(i, Status.CANCELLED, err)
+                else:
+                    self._requeue(i)
+        self._pending = collections.deque(i for i in self._pending if i not in want)
+        for i in sorted(want):
+            if not st.status[i].final:  # queued, retrying or waiting for the cache
+                self._final(i, Status.CANCELLED, err if st.status[i] is not RT else st.errors[i])
+        return len(want), False
 
     # -- the engine thread --------------------------------------------------------------
 
@@ -253,9 +411,13 @@ class Engine:
             self.bus.extend(self._rerunning)
             self._rerunning = []
             if self._cache is not None:
-                held = self._cache.before_run(i for i in range(st.n) if not st.status[i].final)
+                forced = self._forced  # re-run on request: not answered by the cache
+                held = self._cache.before_run(
+                    i for i in range(st.n) if not st.status[i].final and i not in forced
+                )
                 if held:
                     self._pending = collections.deque(i for i in self._pending if i not in held)
+            self._looping = True
             self._loop()
         except BaseException:  # a bug must never leave the caller waiting forever
             log.exception("mapnb engine failed; failing the items still open")
@@ -265,6 +427,7 @@ class Engine:
                     self._final(i, Status.FAILED, err)
             st.lifecycle = RunStatus.FAILED
         finally:
+            self._looping = False  # commands from now on are answered "the run is ending"
             self._wind_down()
 
     def _wind_down(self) -> None:
@@ -337,7 +500,9 @@ class Engine:
             items: list[tuple[int, int, tuple[Any, ...]]] = []
             while self._pending and len(items) < size:
                 i = self._pending.popleft()
-                if st.status[i].final or (self._cache is not None and not self._cache.may_run(i)):
+                if st.status[i].final or (
+                    self._cache is not None and i not in self._forced and not self._cache.may_run(i)
+                ):
                     continue
                 items.append((i, st.attempts[i] + 1, self.inputs[i]))
             if not items:
@@ -371,10 +536,24 @@ class Engine:
             self.bus.add(msg.callback)
         elif kind is Unsubscribe:
             self.bus.remove(msg.callback)
+        elif kind is _Control:
+            self._answer(msg)
         else:
             on_record = self._on_record
             for r in msg:
                 on_record[r[0]](r)
+
+    def _answer(self, cmd: _Control) -> None:
+        """A change from another thread (:meth:`control`): made here while the run goes
+        on; once it is ending, the caller waits for the end and makes it itself."""
+        try:
+            if self._looping and self._running():
+                cmd.result, _ = cmd.change(True)
+                cmd.handled = True
+        except Exception as e:  # the caller's mistake or ours: raised in the caller's thread
+            cmd.error = e
+        finally:
+            cmd.reply.set()
 
     # Each record kind is unpacked here, once, in the layout mapnb.protocol declares
     # (plain tuples reach the engine from other processes: see protocol._Record).
@@ -568,6 +747,7 @@ class Engine:
     def _final(self, i: int, status: Status, error: ItemError | None) -> None:
         st = self._s
         st.set(i, status)
+        self._forced.discard(i)
         if self._cache is not None:
             self._cache.on_final(i, status, st.outputs[i], self._running())
         ok = status is Status.SUCCEEDED or status is Status.CACHED or status is Status.PRUNED
@@ -587,6 +767,8 @@ class Engine:
 
     def _take_cached(self, i: int, value: Any) -> None:
         st = self._s
+        if st.status[i].final:  # cancelled while it waited for the key's output
+            return
         if st.status[i] is not Q:
             st.set(i, Q)
         st.outputs[i] = value
@@ -604,7 +786,7 @@ class Engine:
             return
         st.lifecycle = lifecycle
         why = (
-            "min_success_ratio can no longer be met" if status is Status.ABORTED else "the run was cancelled"
+            f"{st.need_rule} can no longer be met" if status is Status.ABORTED else "the run was cancelled"
         )
         err = ItemError(ErrorKind(status.value), status.value.capitalize(), why)
         for tid in list(self._tasks):

@@ -130,6 +130,15 @@ class ItemFinished:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ItemsAdded:
+    """The run grew (``run.extend(...)``, ``run.extend_items(...)``): ``count`` new items,
+    queued, at indices ``start`` to ``start + count - 1``."""
+
+    start: int
+    count: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class RunFinished:
     """The run ended; ``status`` is ``"succeeded"``, ``"failed"`` or ``"cancelled"``."""
 
@@ -138,7 +147,9 @@ class RunFinished:
     time: float
 
 
-Event = RunStarted | ItemStarted | ItemLog | ItemMetrics | ItemRetrying | ItemFinished | RunFinished
+Event = (
+    RunStarted | ItemStarted | ItemLog | ItemMetrics | ItemRetrying | ItemFinished | ItemsAdded | RunFinished
+)
 
 
 Subscriber = Callable[[list[Event]], None]
@@ -179,6 +190,15 @@ class EventBus:
                 self._post(Subscribe(callback))
                 return
         callback(self._replay())
+
+    def post_unless_done(self, command: object) -> bool:
+        """Hand ``command`` to the engine thread, unless the run is done (False): a
+        command posted here is always read, by the loop or by its last drain."""
+        with self._lock:
+            if self._done.is_set():
+                return False
+            self._post(command)
+            return True
 
     def unsubscribe(self, callback: Subscriber) -> None:
         self._post(Unsubscribe(callback))

@@ -64,10 +64,11 @@ def build_frame(view: RunView) -> pd.DataFrame:
     run that uses the cache, a ``cached`` column after ``status`` says which outputs came
     from it."""
     # One consistent copy of each column: the engine thread may move on while we build.
-    names, inputs = view.names, view.inputs
-    statuses, outputs, errors = list(view.status), list(view.outputs), list(view.errors)
-    attempts, durations = list(view.attempts), list(view.durations)
-    n = len(inputs)
+    # A run that grows lengthens its lists before its n: the first n entries are whole.
+    n = view.n
+    names, inputs = view.names, view.inputs[:n]
+    statuses, outputs, errors = list(view.status[:n]), list(view.outputs[:n]), list(view.errors[:n])
+    attempts, durations = list(view.attempts[:n]), list(view.durations[:n])
     good = [s is Status.SUCCEEDED or s is Status.CACHED for s in statuses]
     gaps = not all(good)
     data: dict[str, Any] = {}
@@ -84,7 +85,7 @@ def build_frame(view: RunView) -> pd.DataFrame:
     data["status"] = [s._value_ for s in statuses]  # (.value is a slow descriptor; this runs per item)
     if view.cached:
         data["cached"] = [s is Status.CACHED for s in statuses]
-    why = list(view.pruned_why)
+    why = list(view.pruned_why[:n])
     data["error"] = pd.Series(
         [
             why[k] if s is Status.PRUNED else e.one_line() if e is not None and not g else None
@@ -94,16 +95,16 @@ def build_frame(view: RunView) -> pd.DataFrame:
     )
     data["attempts"] = attempts
     data["duration_s"] = pd.Series(durations, dtype="float64")
-    _add_metrics(data, view)
+    _add_metrics(data, view, n)
     return pd.DataFrame(data, index=pd.RangeIndex(n))
 
 
-def _add_metrics(data: dict[str, Any], view: RunView) -> None:
+def _add_metrics(data: dict[str, Any], view: RunView, n: int) -> None:
     """One column per reported metric: each item's last value (NaN: none reported)."""
     names = view.metric_names
     if not names:
         return
-    last = list(view.last_metrics)
+    last = list(view.last_metrics[:n])
     nan = float("nan")
     for name in names:
         key = name if name not in data else f"metric.{name}"

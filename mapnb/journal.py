@@ -224,7 +224,7 @@ class _Writer:
         self._unpruned = 0  # runs written since the last pruning
 
     def put(self, op: tuple[Any, ...]) -> None:
-        if op[0] == "run":  # the thread is started (again, after a fork) with each run
+        if op[0] in ("run", "grow"):  # the thread is started (again, after a fork) with each run
             with self._lock:
                 if self._thread is None or not self._thread.is_alive():
                     self._thread = threading.Thread(target=self._loop, name="mapnb-journal", daemon=True)
@@ -290,15 +290,20 @@ class _Writer:
         return db, path
 
     def _write(self, db: sqlite3.Connection, ops: list[tuple[Any, ...]]) -> None:
-        runs, rows = [], []
+        runs, rows, grown = [], [], []
         for op in ops:
             if op[0] == "run":
                 runs.append(self._run_row(*op[1:]))
+            elif op[0] == "grow":  # the run grew (run.extend): its items and n, anew
+                run_id, names, n, fp, _, blob = self._run_row(*op[1:])
+                grown.append((names, n, fp, blob, run_id))
             elif op[0] == "items":
                 rows.append((op[1], _dump_batch(op[1], op[2])))
         with db:
             if runs:
                 db.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)", runs)
+            if grown:
+                db.executemany("UPDATE runs SET names = ?, n = ?, fingerprint = ?, spec = ? WHERE run_id = ?", grown)
             if rows:
                 db.executemany("INSERT INTO outcomes (run_id, batch) VALUES (?, ?)", rows)
         self._unpruned += len(runs)
@@ -359,11 +364,15 @@ class Journal:
     """One run's entries, collected on the engine's thread and handed to the writer in
     batches (:meth:`flush`, at each turn of the engine's loop)."""
 
-    def __init__(self, run_id: str, names: tuple[str, ...], n: int, spec: dict[str, Any] | None) -> None:
+    def __init__(
+        self, run_id: str, names: tuple[str, ...], n: int, spec: dict[str, Any] | None, *, new: bool = True
+    ) -> None:
         self.run_id = run_id
         self._batch: list[tuple[int, Any, int, float | None]] = []
+        self._spec = spec  # what recover() needs, written again when the run grows
         _check(home() / "journal.sqlite")
-        _writer.put(("run", run_id, names, n, spec))
+        # A recovered run has its entry already (this one is ignored, and pickles nothing).
+        _writer.put(("run", run_id, names, n, spec if new else None))
 
     def record(self, index: int, output: Any, attempts: int, duration: float | None) -> None:
         """An item succeeded."""
@@ -373,6 +382,16 @@ class Journal:
         """The engine's observer hook: what succeeded (or came from the cache) is kept."""
         if status is Status.SUCCEEDED or status is Status.CACHED:
             self._batch.append((i, state.outputs[i], state.attempts[i], state.durations[i]))
+
+    def items_added(self, start: int, count: int, state: RunState) -> None:
+        """The engine's observer hook: the run grew; its entry gets the new items (a copy:
+        the writer pickles it later, while the run may grow again)."""
+        if self._spec is None:
+            return
+        n = state.n
+        axes = [list(a) for a in state.axes] if state.axes is not None else None
+        spec = {**self._spec, "inputs": list(state.inputs[:n]), "axes": axes, "shapes": list(state.shapes)}
+        _writer.put(("grow", self.run_id, state.names, n, spec))
 
     def flush(self) -> None:
         if self._batch:

@@ -80,6 +80,11 @@ class LogStore:
         if kept:
             chunks.append((stream, kept))
 
+    def grow(self, count: int) -> None:
+        """Room for ``count`` more items (a sweep that grew)."""
+        self._chunks.extend([None] * count)
+        self._attempt.extend([0] * count)
+
     def chunks(self, index: int) -> list[tuple[str, str]]:
         """The item's output so far as (stream, text) pieces, in the order written."""
         chunks = self._chunks[index]

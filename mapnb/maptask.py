@@ -289,6 +289,8 @@ class MapTask:
     ) -> MapRun:
         spec = self.spec
         check_needed(len(inputs), spec.options)
+        shapes = getattr(axes, "shapes", None)  # a recovered sweep that grew (see recover)
+        axes = list(axes) if axes is not None else None
         backend = self.backend
         backend.prepare()
         run_id = run_id or uuid.uuid4().hex[:12]
@@ -300,12 +302,11 @@ class MapTask:
             concurrency = max(1, min(concurrency, fits))
         opts = dataclasses.replace(spec.options, concurrency=concurrency)
         journaled = None
-        if not _journal_off():  # what mapnb.recover() needs, unless this is a recovery
-            stored = None
-            if recovered is None:  # a backend instance is not stored: recover() uses "local"
-                kept = spec if isinstance(spec.backend, str) else dataclasses.replace(spec, backend=None)
-                stored = {"spec": kept, "names": names, "inputs": inputs, "axes": axes}
-            journaled = Journal(run_id, names, len(inputs), stored)
+        if not _journal_off():  # what mapnb.recover() needs (a recovery has it already)
+            # A backend instance is not stored: recover() uses "local".
+            kept = spec if isinstance(spec.backend, str) else dataclasses.replace(spec, backend=None)
+            stored = {"spec": kept, "names": names, "inputs": inputs, "axes": axes, "shapes": shapes}
+            journaled = Journal(run_id, names, len(inputs), stored, new=recovered is None)
         item_cache = ItemCache(spec.fn, names, spec.cache) if spec.cache.enabled else None
         take_map = getattr(backend, "take_map", None)
         if take_map is not None:
@@ -317,7 +318,7 @@ class MapTask:
             opts = dataclasses.replace(opts, concurrency=max(1, len(inputs)), retries=0, timeout=None)
         engine = Engine(
             run_id=run_id, job=job, inputs=inputs, backend=backend, options=opts,
-            cache=item_cache, journal=journaled, recovered=recovered,
+            cache=item_cache, journal=journaled, recovered=recovered, axes=axes, shapes=shapes,
         )  # fmt: skip
         run = MapRun(engine, self.name, axes=axes)
         engine.start()
@@ -419,7 +420,19 @@ def recover(run_id: str, *, backend: str | Backend | None = None) -> MapRun:
     spec = stored.get("spec") or _spec_of_old_journal(stored)
     chosen = backend if backend is not None else spec.backend or "local"
     mt = MapTask(dataclasses.replace(spec, backend=chosen))
-    return mt._start(stored["names"], stored["inputs"], stored["axes"], run_id, done)
+    axes = stored["axes"]
+    if axes is not None and stored.get("shapes"):  # a sweep that grew: where each item sits
+        axes = _GrownAxes(axes, stored["shapes"])
+    return mt._start(stored["names"], stored["inputs"], axes, run_id, done)
+
+
+class _GrownAxes(list):
+    """A grown sweep's axes, carrying the axes' lengths after each growth to ``_start``
+    (through subclasses whose ``_start`` passes the axes on as they are)."""
+
+    def __init__(self, axes: list[list[Any]], shapes: list[tuple[int, ...]]) -> None:
+        super().__init__(axes)
+        self.shapes = shapes
 
 
 def _spec_of_old_journal(stored: dict[str, Any]) -> MapSpec:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import numbers
 import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ItemError, MapTaskError, RemoteError
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .engine import Engine
+
+log = logging.getLogger(__name__)
 
 _last: MapRun | None = None
 _last_lock = threading.Lock()
@@ -66,9 +69,6 @@ class MapRun:
         The mapped parameters, in the order given.
     inputs : list of tuple
         Each item's mapped values, in input order.
-    axes : list of list, optional
-        For a product (a sweep), the values of each parameter: item ``k`` of a 2-parameter
-        sweep has ``axes[0][k // len(axes[1])]`` and ``axes[1][k % len(axes[1])]``.
     """
 
     def __init__(self, engine: Engine, name: str, axes: list[list[Any]] | None = None) -> None:
@@ -78,11 +78,15 @@ class MapRun:
         self.id = engine.run_id
         self.name = name
         self.names = self.view.names
-        self.inputs = self.view.inputs
-        self.axes = axes
+        self.inputs = self.view.inputs  # (the run's own list: it grows with run.extend)
+        self._axes = axes  # a run whose engine was not told them (an engine made by hand)
+        self._grow_lock = threading.Lock()  # one growth at a time: each builds on the last
         self.started = time.time()
         self._grid: Any = None  # the LiveGrid, once shown in a notebook
         self._frames: list[weakref.ref[pd.DataFrame]] = []  # results handed out, kept current
+        self._sel_lock = threading.Lock()
+        self._selected: list[int] = []
+        self._on_selected: list[Callable[[list[int]], None]] = []
         with _last_lock:
             _last = self
 
@@ -139,7 +143,7 @@ class MapRun:
         else:
             pruned = v.counts[Status.PRUNED]
             also = f" (+{pruned} pruned, which count)" if pruned else ""
-            msg = f"{self.name}: {v.succeeded()} of {v.n} items succeeded{also}, {v.need} needed (min_success_ratio)"
+            msg = f"{self.name}: {v.succeeded()} of {v.n} items succeeded{also}, {v.need} needed ({v.need_rule})"
             if i is not None and err is not None:
                 where = ", ".join(f"{n}={short_repr(x)}" for n, x in zip(self.names, self.inputs[i]))
                 msg += (
@@ -152,35 +156,67 @@ class MapRun:
             exc.__cause__ = RemoteError(err.traceback)
         return exc
 
-    def cancel(self, wait: bool = True, timeout: float | None = 30.0) -> None:
+    def cancel(
+        self, indices: Iterable[int] | bool | None = None, wait: bool = True, timeout: float | None = 30.0
+    ) -> None:
         """Stop the run: queued items never start, running ones are killed.
 
         Finished results are kept. With ``wait``, return once the killed subtasks are gone.
+
+        With ``indices``, cancel only those items: queued ones never start, running ones
+        are killed (the other unstarted items of their subtask run later, uncharged), and
+        the rest of the run goes on. It then ends as usual: a cancelled item has not
+        succeeded, so with ``min_success_ratio=1`` the run fails.
         """
+        if isinstance(indices, bool):  # cancel(True): ``wait`` passed by position, as before
+            wait = indices
+        elif indices is not None:
+            self._engine.cancel_items(check_indices(indices, self.view.n, "cancel(indices)"))
+            return
         self._engine.cancel()
         if wait:
             self.wait(timeout)
+
+    def rerun(self, indices: Iterable[int]) -> int:
+        """Run these items again, in this run, whether it is done or still running;
+        return how many will run again.
+
+        Items still queued or running are left as they are (not counted). The others
+        (succeeded ones too) run again with the run's retries afresh, their log continues,
+        and the cache does not answer a succeeded or cached one (its new output replaces
+        the cached one). The run is "running" until they are done; the DataFrames it
+        handed out are then updated in place. While it runs, not on ``backend="flyte"``
+        (BackendError: that backend runs the whole map as one unit).
+        """
+        again = check_indices(indices, self.view.n, "rerun(indices)")
+        count: int = self._engine.rerun(again)
+        if count:
+            self._goes_on()
+        return count
+
+    def _goes_on(self) -> None:
+        """Items were re-run or added: the run is (maybe again) the one that runs now."""
+        global _last
+        with _last_lock:
+            _last = self  # what runs now is the latest run
+        self.started = time.time() - self.elapsed  # the clock resumes where it stopped
+        # Before the run says it is done again, the DataFrames it handed out catch up.
+        self._engine.bus.subscribe(self._when_rerun_ends)
+        follow = getattr(self._grid, "_follow", None)  # a shown grid's updater stops when a run ends
+        if follow is not None:
+            follow()
 
     def retry_failed(self) -> int:
         """Run the failed, aborted and cancelled items again, in this run; return how many.
 
         Finished results stay; each re-run item gets the run's retries afresh, its log
         continues, and the run is "running" again until they are done. Only for a run
-        that is done.
+        that is done (:meth:`rerun` works on a running one too).
         """
-        global _last
         if not self.done():
             raise RuntimeError(f"run {self.id} is still running; wait for it (or cancel it) first")
         ok = (Status.SUCCEEDED, Status.CACHED, Status.PRUNED)  # pruned: stopped on purpose, not failed
-        again = [i for i, s in enumerate(self.view.status) if s not in ok]
-        if again:
-            with _last_lock:
-                _last = self  # what runs now is the latest run
-            self.started = time.time() - self.elapsed  # the clock resumes where it stopped
-            self._engine.rerun(again)
-            # Before the run says it is done again, the DataFrames it handed out catch up.
-            self._engine.bus.subscribe(self._when_rerun_ends)
-        return len(again)
+        return self.rerun([i for i, s in enumerate(self.view.status) if s not in ok])
 
     def _when_rerun_ends(self, events: list[Event]) -> None:
         if not any(isinstance(ev, RunFinished) for ev in events):
@@ -191,6 +227,162 @@ class MapRun:
             fresh = self.df
             for frame in frames:
                 _refresh_frame(frame, fresh)
+
+    # -- growing a sweep --------------------------------------------------------------
+
+    @property
+    def axes(self) -> list[list[Any]] | None:
+        """For a product (a sweep), the values of each parameter, as grown by
+        :meth:`extend`; None for an element-wise map. Where each item sits: :attr:`coords`."""
+        axes = self.view.axes
+        return axes if axes is not None else self._axes
+
+    @property
+    def coords(self) -> list[tuple[int, ...]] | None:
+        """For a product, each item's position on every axis (``run.axes[j][coords[i][j]]``
+        is item ``i``'s value of parameter ``j``); None for an element-wise map.
+
+        Until the sweep grows this is ``itertools.product`` order (the last parameter
+        varies fastest); :meth:`extend` appends items in the order it documents.
+        """
+        from .sweep import coords
+
+        if self.axes is None:
+            return None
+        shapes = self.view.shapes or [tuple(len(a) for a in self.axes)]
+        return coords(shapes)[: self.view.n]
+
+    def extend(self, /, *args: Any, **values: Any) -> int:
+        """Grow a sweep: new values for one or more of its parameters; return how many
+        items were added.
+
+        Every new combination runs in this run (while it runs, or after it is done: it
+        is then running again): the items that use at least one new value, appended in
+        ``itertools.product`` order over the grown axes (old values first, then new
+        ones), so that the old items keep their indices (:attr:`coords` says where each
+        sits). Old items are not run again; new ones use the cache like any item. Only
+        for a run started by ``.product(...)`` / ``submit_product`` / ``--product``.
+
+        >>> run = map_task(train).submit_product(lr=[0.1, 0.01], depth=[2, 4])  # doctest: +SKIP
+        >>> run.extend(lr=[0.001])  # 2 new items: (0.001, 2), (0.001, 4)  # doctest: +SKIP
+        2
+        """
+        from .errors import InvalidMapError
+        from .sweep import grow_product, not_a_product
+
+        if args:
+            raise InvalidMapError(
+                f"run.extend() takes new values by name, e.g. run.extend({self.names[0]}=[...]); "
+                f"got {len(args)} positional argument{'s' * (len(args) != 1)}"
+            )
+        if self.axes is None:
+            raise not_a_product("extend")
+        if not values:
+            raise InvalidMapError(
+                f"run.extend() needs new values for at least one axis ({', '.join(self.names)}), e.g. "
+                f"run.extend({self.names[0]}=[...])"
+            )
+        with self._grow_lock:
+            axes, items = grow_product(self.names, self.axes, values)
+            return self._add(items, axes)
+
+    def extend_items(self, /, *args: Any, **lists: Any) -> int:
+        """Append items to an element-wise map: one list per mapped parameter, by name
+        (or by position, in the order of :attr:`names`), all of one length; return how
+        many were added. They run in this run (while it runs, or after it is done: it is
+        then running again). For a sweep, use :meth:`extend`.
+        """
+        from .sweep import a_product, more_items
+
+        if self.axes is not None:
+            raise a_product()
+        with self._grow_lock:
+            return self._add(more_items(self.names, args, lists), None)
+
+    def _add(self, items: list[tuple[Any, ...]], axes: list[list[Any]] | None) -> int:
+        if not items:
+            return 0
+        self._engine.add_items(items, axes)
+        self._goes_on()  # (handed-out DataFrames grow when it ends)
+        return len(items)
+
+    def to_optuna(
+        self,
+        metric: str | None = None,
+        direction: str = "minimize",
+        study_name: str | None = None,
+        storage: Any = None,
+    ) -> Any:
+        """The finished items as an Optuna study (``optuna.Study``), for optuna-dashboard
+        and Optuna's plots. Needs ``pip install 'mapnb[optuna]'``.
+
+        Each succeeded or cached item is a complete trial: its params are its inputs
+        (distributions from the axis values: an int or float range when they are all
+        numbers, else categorical), its value is ``metric``; a failed item is a FAIL
+        trial, a pruned one PRUNED. Reported values (:func:`mapnb.report`) of ``metric``
+        are the trials' intermediate values. Unfinished, aborted and cancelled items are
+        left out.
+
+        Parameters
+        ----------
+        metric : str, optional
+            An output field, ``"output"`` for numeric outputs, or a reported metric
+            (outputs win). By default the pruner's metric, else the first numeric output
+            field, else the first reported metric.
+        direction : {"minimize", "maximize"}
+            The study's direction.
+        study_name, storage : optional
+            As :func:`optuna.create_study` takes them (e.g. ``storage="sqlite:///s.db"``
+            for optuna-dashboard).
+        """
+        from .sweep import to_optuna
+
+        return to_optuna(self.view, self.axes, metric, direction, study_name, storage)
+
+    # -- selection (the grid's views set it, and so may you) ----------------------------
+
+    @property
+    def selected(self) -> list[int]:
+        """The selected items' indices, sorted and unique (the grid's views select too).
+
+        Set it to select from Python: ``run.selected = [3, 5]``; the grid shows it. Each
+        index must be an int in ``range(len(run))`` (else ValueError).
+        """
+        with self._sel_lock:
+            return list(self._selected)
+
+    @selected.setter
+    def selected(self, indices: Iterable[int]) -> None:
+        new = check_indices(indices, self.view.n, "run.selected")
+        with self._sel_lock:
+            if new == self._selected:
+                return
+            self._selected = new
+            callbacks = list(self._on_selected)
+        for cb in callbacks:  # outside the lock: a callback may read run.selected
+            try:
+                cb(list(new))
+            except Exception:
+                log.exception("a selection callback of run %s failed", self.id)
+
+    @property
+    def selected_df(self) -> pd.DataFrame:
+        """The rows of :attr:`df` for the selected items (index: the item indices)."""
+        sel = self.selected
+        return self.df.loc[sel]
+
+    def on_selected(self, callback: Callable[[list[int]], None]) -> Callable[[], None]:
+        """Call ``callback(indices)`` whenever the selection changes (from any thread: the
+        thread that set it). Returns a function that unsubscribes."""
+        with self._sel_lock:
+            self._on_selected.append(callback)
+
+        def unsubscribe() -> None:
+            with self._sel_lock:
+                if callback in self._on_selected:
+                    self._on_selected.remove(callback)
+
+        return unsubscribe
 
     # -- what is known so far -----------------------------------------------------------
 
@@ -205,22 +397,22 @@ class MapRun:
     @property
     def outputs(self) -> list[Any]:
         """Outputs in input order; ``None`` for failed and unfinished items."""
-        return list(self.view.outputs)
+        return list(self.view.outputs[: self.view.n])
 
     @property
     def statuses(self) -> list[Status]:
         """Each item's :class:`~mapnb.Status`."""
-        return list(self.view.status)
+        return list(self.view.status[: self.view.n])
 
     @property
     def errors(self) -> list[ItemError | None]:
         """Each item's last error (``None`` when it succeeded or has not failed)."""
-        return list(self.view.errors)
+        return list(self.view.errors[: self.view.n])
 
     @property
     def attempts(self) -> list[int]:
         """How many attempts of each item ran."""
-        return list(self.view.attempts)
+        return list(self.view.attempts[: self.view.n])
 
     @property
     def counts(self) -> dict[str, int]:
@@ -349,7 +541,24 @@ class MapRun:
         return f"<MapRun {self.id} {self.name} {self.state}: {self._progress()} ({self.elapsed:.2f} s)>"
 
 
+def check_indices(indices: Any, n: int, what: str) -> list[int]:
+    """``indices`` as a sorted list of unique item indices of a run of ``n`` items, else
+    a ValueError naming the bad value and the allowed range."""
+    if isinstance(indices, (str, bytes)) or not isinstance(indices, Iterable):
+        raise ValueError(f"{what} must be a list of item indices; got {type(indices).__name__} {indices!r}")
+    out = set()
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= int(i) < n:
+            allowed = f"0 to {n - 1}" if n else "none (the run has no items)"
+            raise ValueError(f"{what}: {i!r} is not an item index; allowed: ints from {allowed}")
+        out.add(int(i))
+    return sorted(out)
+
+
 def _refresh_frame(frame: pd.DataFrame, fresh: pd.DataFrame) -> None:
-    """Make ``frame`` hold ``fresh``'s values, in place (same rows; columns the user added stay)."""
+    """Make ``frame`` hold ``fresh``'s values, in place (columns the user added stay; rows
+    the run grew by are appended)."""
+    for k in range(len(frame), len(fresh)):  # (one row at a time: pandas grows in place only so)
+        frame.loc[k] = None
     for col in fresh.columns:
         frame[col] = fresh[col].to_numpy()

@@ -321,7 +321,7 @@ def by_name(fn: Callable[..., Any], names: tuple[str, ...]) -> Callable[..., Any
     return ByName(fn, sig.positional[:last], sig.defaults[:last])
 
 
-def _materialise(name: str, value: Any) -> list[Any]:
+def materialise(name: str, value: Any) -> list[Any]:
     """One mapped input as a list, rejecting the values that are almost always mistakes."""
     _refuse_non_lists(name, value)
     limit = max_items()
@@ -435,7 +435,7 @@ def build_inputs(
             "or bind it with functools.partial"
         )
     names = tuple(lists)
-    columns = [_materialise(n, v) for n, v in lists.items()]
+    columns = [materialise(n, v) for n, v in lists.items()]
     if product:
         total, limit = math.prod(len(c) for c in columns), max_items()
         if total > limit:

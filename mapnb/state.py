@@ -5,8 +5,9 @@ duration, log) and about itself (lifecycle, counts, clock). Only the engine thre
 it; :class:`RunView` is the read-only face that :class:`~mapnb.MapRun`, the grid and the
 DataFrame take, so nothing above the engine reaches into the engine.
 
-Readers on other threads see each field as of some moment during the run: a list is
-never resized, and an item's fields are written before its status says it is final.
+Readers on other threads see each field as of some moment during the run: an item's
+fields are written before its status says it is final. A run that grows (``run.extend``)
+lengthens its lists in place, ``n`` last: read ``n`` first and the first ``n`` entries.
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ class RunState:
         concurrency: int,
         need: int,
         cached: bool = False,
+        axes: list[list[Any]] | None = None,
+        shapes: list[tuple[int, ...]] | None = None,
     ) -> None:
         n = len(inputs)
         self.run_id, self.names, self.inputs, self.n = run_id, names, inputs, n
         self.backend, self.concurrency, self.need, self.cached = backend, concurrency, need, cached
+        self.need_rule = "min_success_ratio"  # or "min_successes": what ``need`` comes from
         self.status: list[Status] = [Status.QUEUED] * n
         self.outputs: list[Any] = [None] * n
         self.errors: list[ItemError | None] = [None] * n
@@ -72,6 +76,31 @@ class RunState:
         self.started_at = time.monotonic()
         self.finished_at: float | None = None
         self.done = threading.Event()  # set once every item is final and the backend let go
+        # A product's axes (the values of each parameter) and the axes' lengths after each
+        # growth, which say where every item sits (see mapnb.sweep.coords).
+        self.axes = axes
+        if axes is not None and not shapes:
+            shapes = [tuple(len(a) for a in axes)]
+        self.shapes: list[tuple[int, ...]] = shapes or []
+
+    def grow(self, inputs: list[tuple[Any, ...]], axes: list[list[Any]] | None = None) -> None:
+        """Append queued items (and, for a product, take its new ``axes``): every list
+        first, ``n`` last, so that a reader of the first ``n`` entries finds them all."""
+        k = len(inputs)
+        columns: tuple[tuple[list[Any], Any], ...] = (
+            (self.status, Status.QUEUED), (self.outputs, None), (self.errors, None), (self.attempts, 0),
+            (self.durations, None), (self.history, None), (self.last_metrics, None),
+            (self.metric_attempt, 0), (self.pruned_why, None),
+        )  # fmt: skip
+        for values, fill in columns:
+            values.extend([fill] * k)
+        self.logs.grow(k)
+        self.inputs.extend(inputs)
+        if axes is not None:
+            self.axes = axes
+            self.shapes = [*self.shapes, tuple(len(a) for a in axes)]
+        self.counts[Status.QUEUED] += k
+        self.n += k
 
     def set(self, i: int, status: Status) -> None:
         """Move item ``i`` to ``status``, keeping the counts."""
@@ -117,11 +146,14 @@ class Observer(Protocol):
     """Something that follows item outcomes on the engine thread (the journal does).
 
     ``item_final`` is called once an item's fields are set and its status is final;
+    ``items_added`` when the run grew (items ``start`` to ``start + count - 1``);
     ``flush`` at each turn of the engine's loop; ``close`` when the run ends (it must not
     raise: a broken store warns and the run goes on).
     """
 
     def item_final(self, i: int, status: Status, state: RunState) -> None: ...
+
+    def items_added(self, start: int, count: int, state: RunState) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -153,6 +185,16 @@ class RunView:
         return self._s.names
 
     @property
+    def axes(self) -> list[list[Any]] | None:
+        """A product's values of each parameter (None for an element-wise map)."""
+        return self._s.axes
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        """A product's axis lengths, as started and after each growth ([] otherwise)."""
+        return self._s.shapes
+
+    @property
     def inputs(self) -> Sequence[tuple[Any, ...]]:
         return self._s.inputs
 
@@ -169,6 +211,11 @@ class RunView:
     def need(self) -> int:
         """How many items must succeed for the run to succeed."""
         return self._s.need
+
+    @property
+    def need_rule(self) -> str:
+        """What ``need`` comes from: ``"min_success_ratio"`` or ``"min_successes"``."""
+        return self._s.need_rule
 
     @property
     def cached(self) -> bool:

@@ -29,6 +29,7 @@ from ..events import (
     ItemLog,
     ItemMetrics,
     ItemRetrying,
+    ItemsAdded,
     ItemStarted,
     RunFinished,
     RunStarted,
@@ -214,6 +215,7 @@ class GridModel:
         self._dirty: set[int] = set()
         self._log_dirty: set[int] = set()
         self._header_dirty = True
+        self._grown = False  # the run grew (ItemsAdded): resend n, statuses and the sheet
         self.selected = -1
         self.heat_field = ""
         self._sent: dict[str, Any] = {}
@@ -243,6 +245,8 @@ class GridModel:
                 elif t is RunFinished:
                     self._header_dirty = True
                     self.finished.set()
+                elif t is ItemsAdded:
+                    self._grown = self._header_dirty = True
 
     # -- any one thread -----------------------------------------------------------------
 
@@ -251,10 +255,16 @@ class GridModel:
         if axes is None or len(axes) != 2 or not 0 < self._v.n <= HEAT_MAX_CELLS:
             return {}
         names = self.run.names
-        return {
+        sheet: dict[str, Any] = {
             "y": {"name": names[0], "labels": [_labels.repr(v) for v in axes[0]]},
             "x": {"name": names[1], "labels": [_labels.repr(v) for v in axes[1]]},
         }
+        if len(self._v.shapes) > 1:  # a grown sweep: cells[row * len(x) + col] is the item there
+            cells = [-1] * (len(axes[0]) * len(axes[1]))
+            for i, (r, c) in enumerate(self.run.coords or []):
+                cells[r * len(axes[1]) + c] = i
+            sheet["cells"] = cells
+        return sheet
 
     def changes(self) -> dict[str, Any]:
         """The values that differ from what was last returned (all of them the first time)."""
@@ -262,10 +272,13 @@ class GridModel:
             dirty, self._dirty = self._dirty, set()
             logs, self._log_dirty = self._log_dirty, set()
             header, self._header_dirty = self._header_dirty, False
+            grown, self._grown = self._grown, False
         first = not self._sent
         out: dict[str, Any] = self._first_values() if first else {}
         if first:
             dirty = set()
+        elif grown:
+            out.update(self._grown_values())
         out.update(self._status_changes(dirty))
         if dirty or header or first or self._v.done.is_set():
             out.update(self._header())
@@ -289,6 +302,14 @@ class GridModel:
             statuses=self._full_statuses(),
             patch={},
         )
+
+    def _grown_values(self) -> dict[str, Any]:
+        """The run grew: its size, every status and the sheet's axes, anew."""
+        self.sheet = self._axes()
+        if self._heat is not None:
+            self._heat += [None] * (self._v.n - len(self._heat))
+        self._patch = {}
+        return {"n": self._v.n, "sheet": self.sheet, "statuses": self._full_statuses(), "patch": {}}
 
     def _status_changes(self, dirty: set[int]) -> dict[str, Any]:
         """The changed items' statuses, as a cumulative patch (or, past PATCH_CAP changes,
@@ -324,7 +345,8 @@ class GridModel:
         return out
 
     def _full_statuses(self) -> str:
-        return "".join(CODES[s] for s in self._v.status)
+        rv = self._v
+        return "".join(CODES[s] for s in rv.status[: rv.n])
 
     def _header(self) -> dict[str, Any]:
         rv = self._v
@@ -673,10 +695,11 @@ def _render_sheet(
         + "".join(f'<th style="{td}">{esc(x)}</th>' for x in xs)
         + "</tr>"
     ]
+    where = sheet.get("cells")  # a grown sweep: the item in each cell
     for r, y in enumerate(ys):
         cells = []
         for c in range(len(xs)):
-            i = r * len(xs) + c
+            i = r * len(xs) + c if where is None else where[r * len(xs) + c]
             v = heat[i] if i < len(heat) else None
             status = _BY_CODE[codes[i]]
             if v is None or not scale:

@@ -51,6 +51,7 @@ def show_progress(run: MapRun, progress: bool | None, interval: float = 0.1) -> 
         while True:
             done = run.wait(interval)
             c = run.counts
+            bar.total = len(run)  # a sweep may grow (run.extend) while it runs
             bar.n = sum(c[k] for k in final)
             bar.set_postfix({k: c[k] for k in ("running", "pruned", "failed", "retrying") if c[k]}, refresh=False)
             bar.refresh()

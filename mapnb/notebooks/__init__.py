@@ -352,14 +352,19 @@ class NotebookRun(MapRun):
                 data[key] = values
         return pd.DataFrame(data, index=pd.RangeIndex(len(self)))
 
-    def cancel(self, wait: bool = True, timeout: float | None = 30.0) -> None:
+    def cancel(
+        self, indices: Iterable[int] | bool | None = None, wait: bool = True, timeout: float | None = 30.0
+    ) -> None:
         """As :meth:`mapnb.MapRun.cancel`, and the kernels of running notebooks are killed
         where mapnb cannot kill the item itself (the threads and sequential backends)."""
         from ._execute import kill_running
 
+        if indices is not None and not isinstance(indices, bool):  # a subset: as MapRun does it
+            MapRun.cancel(self, indices, wait=wait, timeout=timeout)
+            return
         self._engine.cancel()  # (control: the run's engine)
         kill_running(self.id)
-        MapRun.cancel(self, wait=wait, timeout=timeout)
+        MapRun.cancel(self, indices, wait=wait, timeout=timeout)
 
     _rewrite = False  # write cached notebooks' stored copies to their output paths
     _written: set[int] | None = None
