@@ -58,6 +58,7 @@ bench: $(VENV)/.installed-bench chromium  ## mapnb against its peers, side by si
 	$(PY) benchmarks/run.py $(if $(QUICK),--quick)
 	$(PY) benchmarks/widget.py
 	$(PY) benchmarks/grid_render.py
+	$(PY) benchmarks/sweep_views.py
 	$(PY) benchmarks/busy_kernel.py
 	$(PY) benchmarks/dask_backend.py
 	$(PY) benchmarks/cache.py

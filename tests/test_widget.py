@@ -427,3 +427,199 @@ def test_the_panel_counts_a_running_items_attempt_from_one():
     assert attempts_text("failed", 1) == "1 attempt" and attempts_text("failed", 3) == "3 attempts"
     js = (pathlib.Path(mapnb.jupyter.widget.__file__).parent / "assets" / "grid.js").read_text()
     assert "attempt ${d.attempts + 1}" in js  # the browser face says the same
+
+
+# -- the sweep views' data and messages (mapnb/jupyter/sweep.py, assets/sweep.js) --------------
+
+SWEEP3 = {"lr": [0.1, 0.01, 0.001], "depth": [2, 4], "seed": [0, 1]}
+
+
+def sweep_fn(lr, depth, seed):
+    return 0
+
+
+def columns(fe: FrontEnd) -> dict[str, list[Any]]:
+    """What the browser rebuilds: each whole base, then each patch's rows, in order."""
+    cols: dict[str, list[Any]] = {}
+    for m in list(fe.messages):
+        if "sweep_cols" in m:
+            cols = {k: list(c) for k, c in zip(m["sweep_cols"]["keys"], m["sweep_cols"]["data"])}
+        for k in m.get("sweep_patch", {}).get("keys", []):
+            cols.setdefault(k, [None] * fe.state["n"])
+        for i, row in m.get("sweep_patch", {}).get("rows", {}).items():
+            for k, v in zip(cols, row):
+                cols[k][int(i)] = v
+    return cols
+
+
+def loss_of(i: int) -> dict[str, Any]:
+    return {"loss": 1.0 / (i + 1), "acc": i / 10, "note": "x"}
+
+
+def test_a_sweep_sends_its_axes_once_and_its_columns_as_patches(frontends):
+    run, backend = start(0, fn=sweep_fn, product=SWEEP3, concurrency=1)
+    grid = LiveGrid(run, kind="anywidget", interval=0.05)
+    fe = grid_front(grid, frontends)
+    sweep = fe.state["sweep"]
+    assert [p["name"] for p in sweep["params"]] == ["lr", "depth", "seed"] and sweep["seed"] == "seed"
+    assert sweep["params"][0] == {"name": "lr", "labels": ["0.1", "0.01", "0.001"], "values": [0.1, 0.01, 0.001]}
+    assert sweep["idx"][0] == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+    assert sweep["idx"][2] == [0, 1] * 6
+    done = 0
+    while not run.done():
+        done += play(backend, values=loss_of)
+        until(lambda done=done: sum(v is not None for v in columns(fe).get("loss", [])) == done)
+    grid.wait(10)
+    patches = [m["sweep_patch"] for m in fe.messages if m.get("sweep_patch")]
+    cols = columns(fe)
+    assert cols == {"loss": pytest.approx([1.0 / (i + 1) for i in range(12)], rel=1e-6), "acc": [i / 10 for i in range(12)]}
+    # the axes went once; each patch carries only the items that changed since the last
+    assert sum("sweep" in m for m in fe.messages) <= 1
+    sent = [i for p in patches for i in p["rows"]]
+    assert patches and len(sent) == len(set(sent))  # each item finished once: in one patch only
+    assert "sweep_cols" in fe.messages[-1] or "sweep_cols" in fe.messages[-2]  # whole at the end
+    # A view that opens late asks for the whole columns and gets them, as they are now.
+    fe.send_custom({"action": "sweep_sync"})
+    sync = until(lambda: [c["content"]["sweep_sync"] for c in fe.custom if "sweep_sync" in c.get("content", {})])
+    assert sync[-1]["cols"]["data"][0] == cols["loss"] and sync[-1]["sweep"] == sweep
+
+
+def test_reported_metrics_are_columns_and_the_best_table_pulls_sparklines(frontends):
+    from mapnb.protocol import METRICS
+
+    run, backend = start(0, fn=sweep_fn, product=SWEEP3, concurrency=12)
+    grid = LiveGrid(run, kind="anywidget")
+    fe = grid_front(grid, frontends)
+    task, report = backend.next()
+    i, a, _ = task.items[0]
+    report([(STARTED, task.id, i, a, 0.0), (METRICS, task.id, i, a, [(1, {"loss": 0.9}), (2, {"loss": 0.5})])])
+    until(lambda: columns(fe).get("loss (reported)", [None] * 12)[i] == 0.5)  # a new column, in a patch
+    fe.send_custom({"action": "sparks", "indices": [i, 99]})
+    sparks = until(lambda: [c for c in fe.custom if "sparks" in c.get("content", {})])
+    assert list(sparks[-1]["content"]["sparks"]) == [str(i)] and "<svg" in sparks[-1]["content"]["sparks"][str(i)]
+    run.cancel()
+
+
+def test_a_zipped_map_of_numbers_is_a_sweep_and_of_strings_is_not(frontends):
+    backend = Scripted()
+    mt = mapnb.map_task(lambda a, b: 0, backend=backend, progress=False)
+    run = mt.submit(a=[3, 1, 2, 1], b=[0.5, 0.5, 0.25, 0.25])
+    grid = LiveGrid(run, kind="anywidget")
+    sweep = grid_front(grid, frontends).state["sweep"]
+    assert sweep["params"][0]["labels"] == ["1", "2", "3"] and sweep["idx"][0] == [2, 0, 1, 0]
+    assert sweep["params"][1]["values"] == [0.25, 0.5] and sweep["idx"][1] == [1, 1, 0, 0]
+    run.cancel()
+    run2 = mt.submit(a=["x", "y"], b=[1, 2])
+    assert grid_front(LiveGrid(run2, kind="anywidget"), frontends).state["sweep"] == {}
+    run2.cancel()
+
+
+def test_the_static_picture_keeps_the_sweep_views(frontends):
+    run, backend = start(0, fn=sweep_fn, product=SWEEP3, concurrency=12)
+    grid = LiveGrid(run, kind="anywidget")
+    while not run.done():
+        play(backend, values=loss_of)
+    grid.wait(10)
+    fe = grid_front(grid, frontends)
+    fe.set(sweep_view={"metric": "acc", "order": "desc", "x": 2, "y": 0})  # the user's last choice
+    html = grid.static_html()
+    assert "Sweep views" in html and "metric <b>acc</b> (highest is best)" in html
+    assert "lr \\ seed" in html and "best over depth" in html  # the heatmap, Y \ X
+    best = html[html.index("mapnb-static-best") :]
+    assert best.index("<td style=\"padding:1px 6px;font-size:12px;text-align:right\">11</td>") < best.index(">10</td>")
+    assert html.count("<polyline") == 12 and "mapnb-static-parallel" in html  # every item a line
+
+
+needs_selection = pytest.mark.skipif(
+    not hasattr(mapnb.MapRun, "selected"), reason="run.selected / rerun come with the kernel side (branch sweepk)"
+)
+
+
+@needs_selection
+def test_the_views_selection_is_run_selected_both_ways(frontends):
+    run, backend = start(0, fn=sweep_fn, product=SWEEP3, concurrency=12)
+    grid = LiveGrid(run, kind="anywidget")
+    fe = grid_front(grid, frontends)
+    fe.set(selection=[3, 1, 7])  # a brush in the browser
+    until(lambda: list(run.selected) == [1, 3, 7])
+    run.selected = [2, 5]  # from Python: drawn in the views
+    until(lambda: fe.state["selection"] == [2, 5])
+    run.cancel()
+
+
+@needs_selection
+def test_rerun_and_cancel_selected_act_on_exactly_those_items(frontends):
+    run, backend = start(0, fn=sweep_fn, product=SWEEP3, concurrency=12)
+    grid = LiveGrid(run, kind="anywidget")
+    fe = grid_front(grid, frontends)
+    while not run.done():
+        play(backend, values=loss_of)
+    grid.wait(10)
+    fe.set(selection=[4, 9])
+    until(lambda: list(run.selected) == [4, 9])
+    fe.send_custom({"action": "rerun_selected"})
+    until(lambda: backend.tasks.qsize())
+    seen = []
+    while not run.done():
+        seen += [backend.tasks.queue[0][0].items] if backend.tasks.qsize() else []
+        play(backend, values=lambda i: {"loss": 5.0, "acc": 0.0})
+    assert sorted(i for items in seen for i, _, _ in items) == [4, 9]
+    grid.wait(10)
+    assert columns(fe)["loss"][4] == 5.0 and columns(fe)["loss"][0] == 1.0
+    # Cancel selected, while the run goes on: only those end cancelled.
+    run2, backend2 = start(0, fn=sweep_fn, product=SWEEP3, concurrency=1)
+    grid2 = LiveGrid(run2, kind="anywidget")
+    fe2 = grid_front(grid2, frontends)
+    fe2.set(selection=[10, 11])
+    until(lambda: list(run2.selected) == [10, 11])
+    fe2.send_custom({"action": "cancel_selected"})
+    until(lambda: run2.view.status[10].final and run2.view.status[11].final)
+    assert {run2.view.status[i].value for i in (10, 11)} == {"cancelled"}
+    run2.cancel()
+
+
+def test_a_sweep_grown_while_it_runs_sends_its_new_axes_and_items(frontends):
+    run, backend = start(0, fn=sweep_fn, product=SWEEP3, concurrency=4)
+    grid = LiveGrid(run, kind="anywidget")
+    fe = grid_front(grid, frontends)
+    play(backend, values=loss_of)  # some items done, the rest still to come
+    assert run.extend(lr=[0.0001]) == 4
+    until(lambda: fe.state["n"] == 16 and len(fe.state["sweep"]["idx"][0]) == 16)
+    lr = fe.state["sweep"]["params"][0]
+    assert lr["labels"] == ["0.1", "0.01", "0.001", "0.0001"]
+    assert fe.state["sweep"]["idx"][0][12:] == [3, 3, 3, 3] and len(fe.statuses()) == 16
+    while not run.done():
+        play(backend, values=loss_of)
+    grid.wait(10)
+    assert columns(fe)["loss"] == pytest.approx([1.0 / (i + 1) for i in range(16)], rel=1e-6)
+    assert "0.0001" in grid.static_html()
+
+
+def test_the_core_face_has_the_best_table_a_select_box_and_the_buttons(frontends):
+    from mapnb.jupyter.sweep import format_indices, parse_indices
+
+    assert parse_indices("1, 4-7,2", 10) == [1, 2, 4, 5, 6, 7] and format_indices([1, 2, 4, 5, 6, 7]) == "1-2, 4-7"
+    for bad, why in (("x", "not an item number"), ("3-1", "items are 0 to 9"), ("12", "items are 0 to 9")):
+        with pytest.raises(ValueError, match=why):
+            parse_indices(bad, 10)
+    run, backend = start(0, fn=sweep_fn, product=SWEEP3, concurrency=12)
+    grid = LiveGrid(run, kind="ipywidgets")
+    core = grid.widget
+    while not run.done():
+        play(backend, values=loss_of)
+    grid.wait(10)
+    assert "best 10 by loss" in core.best.value and core.rerun_sel.disabled
+    core.choose.value = "4, 9"
+    until(lambda: list(run.selected) == [4, 9])
+    assert not core.rerun_sel.disabled and not core.cancel_sel.disabled
+    core.rerun_sel.click()
+    until(lambda: not run.done())
+    seen = []
+    while not run.done():
+        seen += [backend.tasks.queue[0][0].items] if backend.tasks.qsize() else []
+        play(backend, values=loss_of)
+    assert sorted(i for items in seen for i, _, _ in items) == [4, 9]
+    run.selected = [0, 1, 2]  # from Python: the box says so
+    until(lambda: core.choose.value == "0-2")
+    core.choose.value = "99"  # out of range: said, nothing selected anew
+    assert "items are 0 to 11" in core.detail.value and list(run.selected) == [0, 1, 2]

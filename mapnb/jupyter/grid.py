@@ -16,11 +16,9 @@ import collections
 import dataclasses
 import html
 import math
-import numbers
 import reprlib
 import threading
 import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..events import (
@@ -35,6 +33,17 @@ from ..events import (
     RunStarted,
     Status,
 )
+from .look import (  # noqa: F401  (these lived here: still importable from here)
+    _VIRIDIS,
+    _fmt_value,
+    _luminance,
+    _numeric_fields,
+    _ramp,
+    _rgb,
+    contrast,
+    text_on,
+)
+from .sweep import SweepColumns, render_views_html, sweep_axes
 
 if TYPE_CHECKING:
     from ..run import MapRun
@@ -88,22 +97,6 @@ _labels = reprlib.Repr()
 _labels.maxstring, _labels.maxother, _labels.maxlist = 24, 24, 4
 _inputs = reprlib.Repr()
 _inputs.maxstring, _inputs.maxother, _inputs.maxlist, _inputs.maxdict = 400, 400, 20, 20
-
-
-def _numeric_fields(value: Any) -> dict[str, float]:
-    """The numeric fields of an output: itself, or those of a dict, dataclass or NamedTuple."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return {"output": float(value)}
-    items: Iterable[tuple[Any, Any]]
-    if isinstance(value, dict):
-        items = value.items()
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        items = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
-    elif isinstance(value, tuple) and hasattr(value, "_fields"):
-        items = zip(value._fields, value)
-    else:
-        return {}
-    return {str(k): float(v) for k, v in items if isinstance(v, numbers.Real) and not isinstance(v, bool)}
 
 
 def _output_fields(value: Any) -> list[list[str]]:
@@ -181,26 +174,6 @@ def nice_ticks(lo: float, hi: float) -> list[float]:
     return ticks if len(ticks) >= 2 else [lo, hi]
 
 
-def _luminance(rgb: tuple[float, float, float]) -> float:
-    def ch(c: float) -> float:
-        c /= 255
-        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
-
-    r, g, b = rgb
-    return 0.2126 * ch(r) + 0.7152 * ch(g) + 0.0722 * ch(b)
-
-
-def contrast(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
-    """The WCAG contrast ratio of two sRGB colours (1 to 21)."""
-    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
-    return (la + 0.05) / (lb + 0.05)
-
-
-def text_on(rgb: tuple[float, float, float]) -> str:
-    """``"#000"`` or ``"#fff"``, whichever reads better on ``rgb`` (the front end does the same)."""
-    return "#000" if contrast(rgb, (0, 0, 0)) >= contrast(rgb, (255, 255, 255)) else "#fff"
-
-
 class GridModel:
     """The grid's state for one run, kept current from the run's events.
 
@@ -227,6 +200,7 @@ class GridModel:
         self._rate: collections.deque[tuple[float, int]] = collections.deque(maxlen=50)  # (time, items done) samples for items/s
         self.finished = threading.Event()
         self.sheet = self._axes()
+        self._sweep_init()
 
     # -- the engine thread --------------------------------------------------------------
 
@@ -236,6 +210,8 @@ class GridModel:
                 t = type(ev)
                 if t is ItemLog or t is ItemMetrics:  # the panel's log or metrics changed
                     self._log_dirty.add(ev.index)  # type: ignore[union-attr]
+                    if t is ItemMetrics:  # the sweep views' columns too
+                        self._metric_dirty.add(ev.index)  # type: ignore[union-attr]
                 elif t is ItemStarted or t is ItemFinished or t is ItemRetrying:
                     self._dirty.add(ev.index)  # type: ignore[union-attr]
                 elif t is RunStarted:
@@ -284,6 +260,7 @@ class GridModel:
             out.update(self._header())
         if self.sheet and (dirty or first):
             out.update(self._heat_changes(dirty if not first else range(self._v.n)))
+        out.update(self._sweep_changes(first, dirty))
         out.update(self._detail_changes(first, dirty, logs))
         return self._only_new(out)
 
@@ -336,7 +313,7 @@ class GridModel:
     def _only_new(self, out: dict[str, Any]) -> dict[str, Any]:
         """``out`` without the values the front end has already (patch and detail always go)."""
         for k in list(out):
-            if k in ("patch", "detail"):
+            if k in ("patch", "detail", "sweep_patch"):
                 continue
             if self._sent.get(k, _MISSING) == out[k]:
                 del out[k]
@@ -491,10 +468,64 @@ class GridModel:
             "spark": sparkline_svg(points),
         }
 
+    # -- the sweep views (mapnb/jupyter/sweep.py) ----------------------------------------
+
+    def _sweep_init(self) -> None:
+        self._metric_dirty: set[int] = set()
+        self.selection: list[int] = []  # the items selected in the views (run.selected)
+        self.sweep_view: dict[str, Any] = {}  # the views' choices, set by the front end
+        self.sweep = sweep_axes(self.run)
+        self._sweep_n = self._v.n
+        self._cols = SweepColumns(self.run)
+        self._cols_final = False  # the whole columns went once the run ended
+
+    def _sweep_changes(self, first: bool, dirty: set[int]) -> dict[str, Any]:
+        """The sweep's axes (first, and when it grew), the columns of the items whose
+        values changed, and the selection."""
+        with self._lock:
+            metrics, self._metric_dirty = self._metric_dirty, set()
+        out: dict[str, Any] = {"selection": list(self.selection)}
+        grew = self._v.n != self._sweep_n
+        if grew:
+            self._sweep_n = self._v.n
+            self.sweep = sweep_axes(self.run)
+        if first or grew:
+            out["sweep"] = self.sweep
+        if not self.sweep:
+            return out
+        # Whole at the start, on growth, and once at the end (a saved widget state is complete).
+        end = self._v.done.is_set() and not self._cols_final
+        self._cols_final = self._v.done.is_set()
+        if first or grew or end:
+            out.update(self._cols.changes(range(self._v.n), whole=True))
+        elif dirty or metrics:
+            # An item that just started has no values (unless it ran before): skip it.
+            status, has = self._v.status, self._cols.has_values
+            moved = {i for i in dirty if status[i].final or has(i)}
+            out.update(self._cols.changes(sorted(moved | metrics)))
+        return out
+
+    def sweep_sync(self) -> dict[str, Any]:
+        """The sweep's axes and whole columns now, for a view that opens late."""
+        return {"sweep": self.sweep, "cols": self._cols.base()}
+
+    def sweep_snapshot(self) -> dict[str, Any]:
+        """What the static picture of the sweep views needs (the columns brought up to date)."""
+        if not self.sweep:
+            return {}
+        fresh = SweepColumns(self.run)  # not self._cols: what it holds is what was sent
+        return {
+            "sweep": self.sweep,
+            "sweep_cols": fresh.changes(range(self._v.n), whole=True)["sweep_cols"],
+            "sweep_view": dict(self.sweep_view),
+            "prune_metric": self._v.prune_metric,
+        }
+
     def snapshot(self) -> dict[str, Any]:
         """The whole state now, for the static picture."""
         rv = self._v
         return {
+            **self.sweep_snapshot(),
             "run_id": self.run.id,
             "title": self.run.name,
             "n": rv.n,
@@ -578,6 +609,11 @@ def render_html(snap: dict[str, Any], max_cells: int = 2000) -> str:
         f'<span style="color:var(--jp-ui-font-color2,#666)">run {esc(snap["run_id"])}</span><div style="margin:4px 0">{chips}</div>'
     )
     sheet = snap.get("sheet") or {}
+    if snap.get("sweep"):  # the sweep views' final picture, inside the grid's box, under it
+        views = render_views_html(snap, [_BY_CODE[c] for c in codes])
+        if views:
+            grid = render_html({**snap, "sweep": {}}, max_cells)
+            return grid[: -len("</div>")] + views + "</div>"
     if sheet and n <= max_cells:
         return (
             head
@@ -617,29 +653,6 @@ def render_html(snap: dict[str, Any], max_cells: int = 2000) -> str:
             k = j + 1
         rows.append(f'<div style="height:7px">{"".join(runs)}</div>')
     return f'{head}<div style="line-height:0">{"".join(rows)}</div></div>'
-
-
-_VIRIDIS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
-
-
-def _ramp(t: float) -> str:
-    """A colour on the viridis ramp for ``t`` in [0, 1] (the front end uses the same stops)."""
-    t = min(1.0, max(0.0, t)) * (len(_VIRIDIS) - 1)
-    k = min(len(_VIRIDIS) - 2, int(t))
-    f = t - k
-    a, b = _VIRIDIS[k], _VIRIDIS[k + 1]
-    return "rgb({},{},{})".format(*(round(x + f * (y - x)) for x, y in zip(a, b)))
-
-
-def _rgb(css: str) -> tuple[int, int, int]:
-    return tuple(int(x) for x in css[4:-1].split(","))  # type: ignore[return-value]
-
-
-def _fmt_value(v: float) -> str:
-    """A value short enough for a heatmap cell (the front end formats the same way)."""
-    if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-3):
-        return f"{v:.1e}".replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")
-    return f"{v:.3g}"
 
 
 def _square_style(status: str, by_value: bool = False) -> str:

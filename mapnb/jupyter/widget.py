@@ -25,8 +25,10 @@ import weakref
 from html import escape as html_escape
 from typing import TYPE_CHECKING, Any
 
+from ..errors import MapnbError
 from . import busy
-from .grid import COLORS, GLYPHS, TEXT_ON, GridModel, render_html
+from .grid import CODES, COLORS, GLYPHS, TEXT_ON, GridModel, render_html
+from .sweep import best_table_html, format_indices, parse_indices
 
 if TYPE_CHECKING:
     from ..run import MapRun
@@ -75,6 +77,19 @@ def run_grid(run: MapRun) -> LiveGrid | None:
     return run._grid
 
 
+SWEEP_IMPORT = 'import { mountSweep } from "./sweep.js";'
+
+
+def _bundle_esm() -> str:
+    """grid.js with the sweep views' module (sweep.js) in place of its import: anywidget
+    loads one ES module from a string, which cannot import a sibling file."""
+    grid = (_ASSETS / "grid.js").read_text()
+    sweep = (_ASSETS / "sweep.js").read_text().replace("export function mountSweep", "function mountSweep")
+    if SWEEP_IMPORT not in grid:
+        raise RuntimeError("assets/grid.js no longer imports ./sweep.js as expected")
+    return grid.replace(SWEEP_IMPORT, sweep)
+
+
 def _grid_widget_class() -> type:
     import anywidget
     import traitlets
@@ -82,7 +97,7 @@ def _grid_widget_class() -> type:
     class MapGrid(anywidget.AnyWidget):
         """The anywidget face: one DOM cell per item, a detail panel, Cancel / Retry failed."""
 
-        _esm = (_ASSETS / "grid.js").read_text()
+        _esm = _bundle_esm()
         _css = (_ASSETS / "grid.css").read_text()
         run_id = traitlets.Unicode("").tag(sync=True)
         title = traitlets.Unicode("").tag(sync=True)
@@ -108,6 +123,12 @@ def _grid_widget_class() -> type:
         selected = traitlets.Int(-1).tag(sync=True)
         detail = traitlets.Dict().tag(sync=True)
         colors = traitlets.Dict(COLORS).tag(sync=True)
+        # the sweep views (sweep.py, assets/sweep.js)
+        sweep = traitlets.Dict().tag(sync=True)
+        sweep_cols = traitlets.Dict().tag(sync=True)
+        sweep_patch = traitlets.Dict().tag(sync=True)
+        sweep_view = traitlets.Dict().tag(sync=True)
+        selection = traitlets.List(traitlets.Int()).tag(sync=True)
 
         def comm_widgets(self) -> list[Any]:
             """The widgets whose messages the grid handles: this one."""
@@ -156,8 +177,13 @@ class LiveGrid:
             self.widget = _MapGrid()
             self.widget.observe(self._on_selected, names=["selected"])
             self.widget.observe(self._on_heat_field, names=["heat_field"])
+            self.widget.observe(self._on_selection, names=["selection"])
+            self.widget.observe(self._on_sweep_view, names=["sweep_view"])
         else:
             self.widget = _CoreGrid(self)
+        # A selection made from Python (run.selected = [...]) is drawn in the views.
+        on_selected = getattr(run, "on_selected", None)  # MapRun's, once the kernel side has it
+        self._unsubscribe = on_selected(self._from_run_selected) if on_selected else None
         self.widget.on_msg(self._on_msg)
         # Cancel and clicks must reach us while a blocking run keeps the main thread busy.
         self.served = busy.serve_while_busy(self.widget.comm_widgets())
@@ -173,6 +199,15 @@ class LiveGrid:
             self.run.cancel(wait=False)
         elif action == "retry_failed":
             self.retry_failed()
+        elif action == "rerun_selected":
+            self.rerun_selected()
+        elif action == "cancel_selected":
+            self.cancel_selected()
+        elif action == "sweep_sync":  # a view opened late: the whole columns, in order with the patches
+            with self._flush_lock:
+                self.widget.send({"sweep_sync": self.model.sweep_sync()})
+        elif action == "sparks":  # the best table's sparklines, pulled on request
+            self.widget.send({"sparks": self.sparks(content.get("indices") or [])})
         else:
             log.warning("live grid: unknown message %r", content)
 
@@ -203,6 +238,74 @@ class LiveGrid:
             self.flush()
         else:
             self._wake.set()  # the flusher sends it, keeping to its rate
+
+    def _on_selection(self, change: dict[str, Any]) -> None:
+        self.set_selection(change["new"], from_front=True)
+
+    def _on_sweep_view(self, change: dict[str, Any]) -> None:
+        self.model.sweep_view = dict(change["new"] or {})  # the saved picture follows it
+
+    def set_selection(self, indices: Any, from_front: bool = False) -> None:
+        """Select items ``indices`` in the views, and in ``run.selected``.
+
+        Parameters
+        ----------
+        indices : iterable of int
+            Item indices; those out of range are dropped.
+        from_front : bool
+            The front end made the selection (it has it already: not sent back).
+        """
+        n = len(self.run)
+        sel = sorted({int(i) for i in indices if 0 <= int(i) < n})
+        self.model.selection = sel
+        if from_front:
+            self.model._sent["selection"] = sel
+        if hasattr(type(self.run), "selected") and list(getattr(self.run, "selected", []) or []) != sel:
+            self.run.selected = sel
+        if not from_front:
+            self._wake.set()
+            if self.run.done():
+                self.flush()
+
+    def _from_run_selected(self, indices: Any = None) -> None:
+        """``run.on_selected``'s callback: the selection changed in the kernel."""
+        if indices is None:
+            indices = getattr(self.run, "selected", [])
+        if sorted(indices) != self.model.selection:
+            self.set_selection(indices)
+
+    def sparks(self, indices: Any) -> dict[str, str]:
+        """The reported metric's sparkline (inline SVG) of each of items ``indices`` (at most 100)."""
+        n = len(self.run)
+        out = {}
+        for i in list(indices)[:100]:
+            if isinstance(i, int) and 0 <= i < n:
+                spark = self.model._metrics_detail(i).get("spark")
+                if spark:
+                    out[str(i)] = spark
+        return out
+
+    def rerun_selected(self) -> None:
+        """Run the selected items again (``run.rerun(run.selected)``), while the run goes on too."""
+        sel = list(self.run.selected)
+        if not sel:
+            return
+        try:
+            self.run.rerun(sel)
+        except (MapnbError, RuntimeError, ValueError) as exc:  # e.g. a backend that runs the map as one unit
+            log.warning("live grid: could not re-run items %s: %s", sel, exc)
+            return
+        self._follow()
+
+    def cancel_selected(self) -> None:
+        """Cancel the selected items (``run.cancel(indices=run.selected, wait=False)``)."""
+        sel = list(self.run.selected)
+        if not sel:
+            return
+        try:
+            self.run.cancel(indices=sel, wait=False)
+        except (MapnbError, RuntimeError, ValueError) as exc:
+            log.warning("live grid: could not cancel items %s: %s", sel, exc)
 
     def retry_failed(self) -> None:
         """Re-run the run's failed items in place; the grid follows."""
@@ -334,6 +437,8 @@ class LiveGrid:
                     self._frame_handle.update(self.run.df)
 
     def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()  # run.selected no longer drawn here
         with contextlib.suppress(Exception):
             self.widget.close()
 
@@ -470,6 +575,17 @@ def _metrics_html(d: dict[str, Any]) -> str:
     return out
 
 
+_STATUS_OF = {c: s.value for s, c in CODES.items()}
+
+
+def _parses(text: str) -> bool:
+    try:
+        parse_indices(text, 1 << 62)
+    except ValueError:
+        return False
+    return True
+
+
 def _seconds(s: float) -> str:
     return (
         f"{s * 1000:.2g} ms" if s < 0.1 else f"{s:.1f} s" if s < 60 else f"{int(s // 60)} min {int(s % 60)} s"
@@ -510,11 +626,29 @@ class _CoreGrid:
         self.colorby.observe(lambda ch: grid.set_heat_field(ch["new"]), names=["value"])
         self.detail = w.HTML()
         self._note = ""  # said in place of the panel, e.g. about an item number out of range
+        # The sweep views, as far as core widgets go: the best table, and a selection typed
+        # as indices ("1, 4-7") that is run.selected, with the two buttons that act on it.
+        self.best = w.HTML()
+        self.best.add_class("mapnb-core-best")
+        self.choose = w.Text(
+            value="", placeholder="e.g. 1, 4-7", description="Select", continuous_update=False,
+            layout=w.Layout(width="260px"),
+        )
+        self.choose.add_class("mapnb-core-select")
+        self.rerun_sel = w.Button(description="Re-run selected", icon="redo", disabled=True)
+        self.cancel_sel = w.Button(description="Cancel selected", icon="stop", disabled=True)
+        self.choose.observe(self._on_choose, names=["value"])
+        self.rerun_sel.on_click(lambda _: grid.rerun_selected())
+        self.cancel_sel.on_click(lambda _: grid.cancel_selected())
+        self.sweep_box = w.VBox(
+            [self.best, w.HBox([self.choose, self.rerun_sel, self.cancel_sel])],
+            layout=w.Layout(display="" if grid.model.sweep else "none"),
+        )
         self.cancel.on_click(lambda _: grid.run.cancel(wait=False))
         self.retry.on_click(lambda _: grid.retry_failed())
         self.pick.observe(self._on_pick, names=["value"])
         self.box = w.VBox(
-            [self.picture, w.HBox([self.cancel, self.retry, self.pick, self.colorby]), self.detail]
+            [self.picture, w.HBox([self.cancel, self.retry, self.pick, self.colorby]), self.sweep_box, self.detail]
         )
         self.box.add_class("mapnb-core")  # stable hooks for tests and user CSS
         self.pick.add_class("mapnb-core-pick")
@@ -527,12 +661,28 @@ class _CoreGrid:
         self.detail.value = self._note
         self._grid.select(int(text) if ok else -1)
 
+    def _on_choose(self, change: dict[str, Any]) -> None:
+        try:
+            sel = parse_indices(change["new"], len(self._grid.run))
+        except ValueError as exc:
+            self._note = f"<i>{html_escape(str(exc))}</i>"
+            self.detail.value = self._note
+            return
+        self._note = ""
+        self._grid.set_selection(sel)
+
+    def _show_selection(self, sel: list[int]) -> None:
+        text = format_indices(sel)
+        if not _parses(self.choose.value) or parse_indices(self.choose.value, 1 << 62) != sel:
+            self.choose.value = text  # a selection made elsewhere (the kernel, run.selected)
+        self.rerun_sel.disabled = self.cancel_sel.disabled = not sel
+
     def on_msg(self, callback: Any) -> None:
         self.box.on_msg(callback)
 
     def comm_widgets(self) -> list[Any]:
         """The widgets whose messages the grid handles."""
-        return [self.box, self.cancel, self.retry, self.pick, self.colorby]
+        return [self.box, self.cancel, self.retry, self.pick, self.colorby, self.choose, self.rerun_sel, self.cancel_sel]
 
     @contextlib.contextmanager
     def hold_sync(self) -> Any:
@@ -568,6 +718,12 @@ class _CoreGrid:
             snap = dict(self._state)
             snap["elapsed"] = snap.get("elapsed") or time.time() - snap.get("started", time.time())
             self.picture.value = render_html(snap, max_cells=500)
+            if self._grid.model.sweep:
+                model = self._grid.model
+                names = [_STATUS_OF[c] for c in self._state.get("statuses", "")]
+                self.best.value = best_table_html(model.sweep_snapshot(), names)
+        if "selection" in changes:
+            self._show_selection(changes["selection"])
         self.cancel.layout.display = "none" if done else ""
         self.retry.layout.display = "" if self._state.get("can_retry") else "none"
         d = changes.get("detail")

@@ -1,6 +1,8 @@
 // The live grid's front end (anywidget). State comes from mapnb/grid.py's GridModel:
 // `statuses` (one letter per item) overlaid with `patch` (index -> letter) is the status
 // of every item; `detail` describes the selected item, whose log the kernel streams.
+import { mountSweep } from "./sweep.js";
+
 const NAMES = { q: "queued", r: "running", t: "retrying", s: "succeeded", f: "failed",
                 c: "cached", p: "pruned", a: "aborted", x: "cancelled" };
 const CHUNKED = 10000, CHUNK = 1024;  // above CHUNKED cells, cells come in chunks of ~CHUNK
@@ -74,7 +76,10 @@ function render({ model, el }) {
   const barTicks = h("div", "mapnb-colorbar-ticks");
   colorbar.append(barTitle, barRamp, barTicks);
   const detail = h("div", "mapnb-detail");
-  root.append(head, bar, counts, colorby, cellsBox, colorbar, detail);
+  // The sweep views (sweep.js), for runs over two or more parameters; a pick shows the panel.
+  const pick = (i) => { model.set("selected", i); model.save_changes(); };
+  const sweep = mountSweep({ model, onPick: pick, colors: model.get("colors") });
+  root.append(head, bar, counts, colorby, cellsBox, colorbar, sweep.el, detail);
   el.appendChild(root);
 
   let cells = [], shown = "", layoutKey = "", showValues = false;
@@ -111,9 +116,12 @@ function render({ model, el }) {
         e.title = `${sheet.y.name} = ${sheet.y.labels[y]}`;
         table.appendChild(e);
         for (let x = 0; x < nx; x++) {
+          // A grown sweep (run.extend) says which item sits where; -1: no item there.
+          const i = sheet.cells ? sheet.cells[y * nx + x] : y * nx + x;
+          if (i == null || i < 0 || i >= n) { table.appendChild(h("div", "mapnb-cell-empty")); continue; }
           const c = h("div", "mapnb-cell");
-          c.dataset.i = y * nx + x;
-          cells[y * nx + x] = c;
+          c.dataset.i = i;
+          cells[i] = c;
           table.appendChild(c);
         }
       }
@@ -357,7 +365,7 @@ function render({ model, el }) {
   model.on("change:detail", onDetail);
   paintHead(); paintFields(); paintCells(); paintDetail();
   const timer = setInterval(tick, 500);
-  return () => clearInterval(timer);
+  return () => { clearInterval(timer); sweep.dispose(); };
 }
 
 export default { render };
