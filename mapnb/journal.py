@@ -374,6 +374,11 @@ class Journal:
         if status is Status.SUCCEEDED or status is Status.CACHED:
             self._batch.append((i, state.outputs[i], state.attempts[i], state.durations[i]))
 
+    def items_succeeded(self, indices: list[int], state: RunState) -> None:
+        """Items ``indices`` succeeded (the engine's batch of :meth:`item_final` calls)."""
+        outputs, attempts, durations = state.outputs, state.attempts, state.durations
+        self._batch += [(i, outputs[i], attempts[i], durations[i]) for i in indices]
+
     def flush(self) -> None:
         if self._batch:
             batch, self._batch = self._batch, []
