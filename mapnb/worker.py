@@ -209,6 +209,7 @@ def run_items(
     from .context import enter_item, leave_item
 
     fn, names, clock = job.fn, job.names, time.monotonic
+    positional = _binds_in_order(fn, names)
     for index, attempt, args in items:
         if stop is not None and stop():
             return
@@ -218,7 +219,8 @@ def run_items(
         set_capture(cap)
         token = enter_item(job.checkpoints, job.run_id, index, attempt, _reporter(emit, index, attempt))
         try:
-            value, error, ok = settle(fn(**dict(zip(names, args)))), None, True
+            value = fn(*args) if positional else fn(**dict(zip(names, args)))
+            value, error, ok = settle(value), None, True
         except BaseException as e:  # the item's failure, whatever it is, is its own
             value, error, ok = None, exception_error(e), False
             if mem_limit is not None and isinstance(e, MemoryError):
@@ -228,6 +230,17 @@ def run_items(
             set_capture(None)
         cap.close()
         emit.finished(index, attempt, ok, value, error, t0, clock())
+
+
+def _binds_in_order(fn: Any, names: tuple[str, ...]) -> bool:
+    """Whether ``fn(*args)`` binds ``args`` to ``names`` as ``fn(**dict(zip(names, args)))``
+    does: a plain function whose first parameters are ``names``, in order (the keyword
+    call cost a trivial item ~0.7 us more)."""
+    code = getattr(fn, "__code__", None)
+    if code is None or getattr(fn, "__self__", None) is not None:  # not a function, or bound
+        return False
+    n = len(names)
+    return code.co_posonlyargcount == 0 and code.co_argcount >= n and code.co_varnames[:n] == names
 
 
 def _reporter(emit: Emitter, index: int, attempt: int) -> Callable[[int, dict[str, float]], None]:

@@ -75,7 +75,8 @@ class _FdCapture:
         self._intact = False
         for fd, name in ((1, "stdout"), (2, "stderr")):
             store = _anonymous_file(name)
-            fcntl.fcntl(store, fcntl.F_SETFL, fcntl.fcntl(store, fcntl.F_GETFL) | os.O_APPEND)
+            fcntl.fcntl(store, fcntl.F_SETFL, fcntl.fcntl(store, fcntl.F_GETFL) | os.O_APPEND | os.O_NONBLOCK)
+            self._flags = fcntl.fcntl(store, fcntl.F_GETFL)  # (see _quiet)
             original = os.dup(fd)
             os.dup2(store, fd)
             self.originals[name] = original
@@ -85,6 +86,9 @@ class _FdCapture:
 
     def drain(self, cap: Capture | None) -> None:
         with self._lock:
+            if self._quiet():
+                self._intact = True
+                return
             intact = True
             for s in self._streams:
                 found, data = self._new_bytes(s)
@@ -103,6 +107,26 @@ class _FdCapture:
                         os.ftruncate(s[1], 0)
                         s[3] = 0
             self._intact = intact
+
+    def _quiet(self) -> bool:
+        """The usual case, checked with four cheap system calls (an fstat costs 0.7 us,
+        these 0.2): fds 1 and 2 are still on their capture files and nothing was written
+        to those since the last read. The capture files' open file descriptions carry
+        O_NONBLOCK (meaningless for a file) besides O_RDWR and O_APPEND: an fd with those
+        very flags is taken for the capture file, any other sends us to the thorough path.
+        The end of a capture file is its size (moving its shared offset is harmless:
+        every write appends, every read is a pread)."""
+        (_, store1, _, pos1, _, fd1, _), (_, store2, _, pos2, _, fd2, _) = self._streams
+        flags, getfl, end = self._flags, fcntl.F_GETFL, os.SEEK_END
+        try:
+            return (
+                fcntl.fcntl(fd1, getfl) == flags
+                and fcntl.fcntl(fd2, getfl) == flags
+                and os.lseek(store1, 0, end) == pos1
+                and os.lseek(store2, 0, end) == pos2
+            )
+        except OSError:
+            return False
 
     @staticmethod
     def _new_bytes(s: list[Any]) -> tuple[bool, bytes]:
