@@ -390,8 +390,35 @@ class Engine:
             self.bus.remove(msg.callback)
         else:
             on_record = self._on_record
+            if msg and msg[-1][0] == ENDED and self._end_first(msg):
+                msg = msg[:-1]
             for r in msg:
                 on_record[r[0]](r)
+
+    def _end_first(self, msg: list[Any]) -> bool:
+        """A batch that ends a task cleanly and holds the successes of all its items left:
+        end the task and give its slot new work first, then settle the outcomes (the
+        worker waited while its last batch was settled: ~0.3 ms a task for tiny items).
+        False (nothing done) for any other batch."""
+        end = msg[-1]
+        ts = self._tasks.get(end[1])
+        if ts is None or (len(end) > 2 and end[2] is not None):
+            return False
+        mine = [r[2] for r in msg if r[0] == OUTCOMES and r[1] == end[1] and r[2]]
+        if ts.pos + sum(map(len, mine)) != len(ts.items) or any(r[0] == FINISHED for r in msg):
+            return False
+        pos, items = ts.pos, ts.items
+        for rows in mine:  # the task's items, in the order sent (else the usual path copes)
+            if items[pos][0] != rows[0][0] or items[pos + len(rows) - 1][0] != rows[-1][0]:
+                return False
+            if not all([row[2] for row in rows]):  # a failure may abort the run, and the items after it
+                return False
+            pos += len(rows)
+        for rows in mine:
+            ts.passed_rows(rows)
+        self._on_ended(end)
+        self._dispatch()
+        return True
 
     # Each record kind is unpacked here, once, in the layout mapnb.protocol declares
     # (plain tuples reach the engine from other processes: see protocol._Record).

@@ -316,3 +316,28 @@ def test_pickled_outputs_are_loaded_and_one_that_cannot_be_fails_alone():
     (r,) = load_outputs([Outcomes(7, rows)])
     assert r[2][0] == (0, 1, OK, {"a": 1}, 0.0, 1.0) and r[2][2] == (2, 1, OK, 3, 0.0, 1.0)
     assert r[2][1][2] == FAILED and r[2][1][3].kind == "serialization"
+
+
+def test_a_task_that_ends_cleanly_frees_its_slot_before_its_outcomes_are_settled():
+    class Watching(Scripted):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[list[Status]] = []
+            self.engine: Engine | None = None
+
+        def submit(self, task: Task, report: ReportFn) -> None:
+            if self.engine is not None:
+                self.seen.append(list(self.engine.view.status))
+            super().submit(task, report)
+
+    b = Watching()
+    eng = make(4, b, per_item=1e-2)  # 10 ms items at concurrency 1: two tasks of two
+    task, report = b.next()
+    b.engine = eng
+    assert [i for i, _, _ in task.items] == [0, 1]
+    report([Outcomes(task.id, [(i, a, OK, i, 0.0, 0.0) for i, a, _ in task.items]), (ENDED, task.id, None, False)])
+    task2, report2 = b.next()
+    assert [i for i, _, _ in task2.items] == [2, 3]
+    assert b.seen[0][:2] == [Status.QUEUED, Status.QUEUED]  # the next task went out first
+    report2([Outcomes(task2.id, [(i, a, OK, i, 0.0, 0.0) for i, a, _ in task2.items]), (ENDED, task2.id, None, False)])
+    assert eng.done.wait(10) and eng.view.lifecycle == "succeeded" and eng.view.outputs == [0, 1, 2, 3]
