@@ -135,21 +135,51 @@ class Batcher:
             self.per_item = per if self.per_item is None else 0.5 * (self.per_item + per)
             self.overhead = 0.5 * (self.overhead + max(0.0, wall - work))
 
-    def size(self, pending: int, slots: int) -> int:
+    def size(self, pending: int, slots: int, sharing: int | None = None) -> int:
+        """Items for the next task, with ``pending`` items queued for ``slots`` slots;
+        ``sharing``: that many slots are free together, none running (a start), so the
+        queue is shared among them."""
         if self.per_item is None:
             return 1
         target = max(_TARGET_TASK_SECONDS, _OVERHEAD_RATIO * self.overhead)
         want = round(target / self.per_item)
         if pending * self.per_item <= target * slots:
-            # What is left fits in one task per slot: split it evenly. Halving it task
-            # after task (below) cost 2,000 tiny items ~9 round trips instead of ~4.
-            fair = math.ceil(pending / slots)
+            # What is left fits in one task per slot: split it evenly (the slots pay their
+            # overheads side by side). Halving it task after task (below) cost 2,000 tiny
+            # items ~9 round trips instead of ~4.
+            fair = math.ceil(pending / (sharing or slots))
+            floor = math.ceil(_MIN_TASK_SECONDS / self.per_item)
         else:
             fair = math.ceil(pending / (2 * slots))  # every slot still gets work at the end ...
-        # ... but a task so short that dispatching it costs more than it does is not worth
-        # splitting off: 2,000 tiny items ended in ~20 ever smaller tasks, a third of W1.
-        floor = math.ceil(max(_MIN_TASK_SECONDS, 3 * self.overhead) / self.per_item)
+            # ... but a task so short that dispatching it costs more than it does is not
+            # worth splitting off: 2,000 tiny items ended in ~20 ever smaller tasks.
+            floor = math.ceil(max(_MIN_TASK_SECONDS, 3 * self.overhead) / self.per_item)
         return max(1, min(want, max(fair, floor), _MAX_BATCH))
+
+
+# What the batcher measured in the latest run of each function (per backend): a map of the
+# same function starts from it instead of probing with tasks of one item, which cost a
+# round trip per slot (~0.7 ms of a 2,000-item map of tiny items). The first tasks of such
+# a run are still split fairly, and the estimate is updated from the first task on.
+_HISTORY: dict[tuple[str, Any], tuple[float | None, float]] = {}
+_HISTORY_SIZE = 64
+_history_lock = threading.Lock()  # engines of several runs end tasks at once
+
+
+def _history_key(backend: str, fn: Any) -> tuple[str, Any] | None:
+    """The function's code (the same code in a cell run again), or None: no history."""
+    code = getattr(fn, "__code__", None)
+    return (backend, code) if code is not None else None
+
+
+def _remember(key: tuple[str, Any] | None, batcher: Batcher) -> None:
+    if key is None or batcher.per_item is None:
+        return
+    with _history_lock:
+        _HISTORY.pop(key, None)  # the newest last: the oldest goes first
+        _HISTORY[key] = (batcher.per_item, batcher.overhead)
+        while len(_HISTORY) > _HISTORY_SIZE:
+            del _HISTORY[next(iter(_HISTORY))]
 
 
 class Engine:
@@ -191,6 +221,9 @@ class Engine:
         self._tasks: dict[int, _TaskState] = {}
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._batcher = Batcher()
+        self._history_key = _history_key(backend.name, job.fn)
+        if self._history_key is not None:
+            self._batcher.per_item, self._batcher.overhead = _HISTORY.get(self._history_key, (None, 0.0))
         self._failed = 0  # final failures and aborts: items that can no longer succeed
         self._killed: list[int] = []
         self._spent = [0] * n  # attempts charged before the latest rerun: retries count anew
@@ -349,8 +382,10 @@ class Engine:
 
     def _dispatch(self) -> None:
         st = self._s
+        # Slots free together with none running (a start): they share the queue evenly.
+        sharing = self.concurrency if not self._tasks else 0
         while self._running() and self._pending and len(self._tasks) < self.concurrency:
-            size = self._batcher.size(len(self._pending), self.concurrency)
+            size = self._batcher.size(len(self._pending), self.concurrency, sharing and sharing - len(self._tasks))
             items: list[tuple[int, int, tuple[Any, ...]]] = []
             while self._pending and len(items) < size:
                 i = self._pending.popleft()
@@ -611,6 +646,7 @@ class Engine:
         if ts is None:
             return  # we killed it and settled its items already
         self._batcher.record(ts.pos, ts.work, time.monotonic() - ts.dispatched)
+        _remember(self._history_key, self._batcher)
         # A backend that knows which item was running when its worker died says so
         # (culprit); outcomes of items before it may have been lost with the worker.
         who = culprit[0] if culprit else None

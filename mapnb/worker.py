@@ -399,7 +399,13 @@ class Outbox:
             self._current = None
             if self._metrics:  # what it reported arrives before its outcome
                 self._records += self._metrics.take(self.task_id, (index, attempt))
-            self._keep(index, attempt, code, payload, t0, t1)
+            kept = self._keep(index, attempt, code, payload, t0, t1)
+        if kept is not None and kept >= self.flush_rows:
+            self.flush()
+
+    flush_rows = 256
+    """Outcomes sent as soon as this many wait: the caller settles them while the next
+    items run, instead of all of a long task's at its end."""
 
     raw_types: frozenset[type] = RAW_TYPES
     """Outputs sent as they are, with their batch; others are pickled as their item ends."""
@@ -418,15 +424,17 @@ class Outbox:
                 f"the output ({type(value).__name__}) could not be pickled to send back: {e}",
             )
 
-    def _keep(self, index: int, attempt: int, code: int, payload: Any, t0: float, t1: float) -> None:
+    def _keep(self, index: int, attempt: int, code: int, payload: Any, t0: float, t1: float) -> int | None:
         """Queue an item's outcome to send (called with the lock held): consecutive
-        outcomes share one Outcomes record, so the caller settles them in one go."""
+        outcomes share one Outcomes record, so the caller settles them in one go.
+        Returns how many that record holds now."""
         recs = self._records
         last = recs[-1] if recs else None
         if type(last) is _OpenRows:
             last.rows.append((index, attempt, code, payload, t0, t1))
-        else:
-            recs.append(_OpenRows(self.task_id, [(index, attempt, code, payload, t0, t1)]))
+            return len(last.rows)
+        recs.append(_OpenRows(self.task_id, [(index, attempt, code, payload, t0, t1)]))
+        return 1
 
     def fail_current(self, error: ItemError) -> bool:
         """Report the running item as failed with ``error`` now; False if none runs."""

@@ -198,6 +198,13 @@ def test_batch_sizes(per_item, pending, slots, expected):
     assert b.size(pending, slots) == expected
 
 
+def test_slots_free_together_share_what_fits_evenly():
+    b = Batcher()
+    b.per_item = 4e-6  # 2,000 tiny items: 8 ms in all
+    assert b.size(2000, 2, sharing=2) == 1000 and b.size(1000, 2, sharing=1) == 1000
+    assert b.size(1000, 2) == 501  # a slot freed while another runs: halves, for the tail
+
+
 class SlowDispatch(Backend):
     """Real threads, with a fixed 50 ms added before every task starts: per-task overhead
     such as a loaded machine or a remote cluster adds, outside the items' own time."""
@@ -341,3 +348,32 @@ def test_a_task_that_ends_cleanly_frees_its_slot_before_its_outcomes_are_settled
     assert b.seen[0][:2] == [Status.QUEUED, Status.QUEUED]  # the next task went out first
     report2([Outcomes(task2.id, [(i, a, OK, i, 0.0, 0.0) for i, a, _ in task2.items]), (ENDED, task2.id, None, False)])
     assert eng.done.wait(10) and eng.view.lifecycle == "succeeded" and eng.view.outputs == [0, 1, 2, 3]
+
+
+def test_a_map_of_the_same_function_starts_from_what_the_last_one_measured():
+    from mapnb.backends.threads import ThreadBackend
+
+    class Recording(ThreadBackend):
+        name = "recording-history"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sizes: list[int] = []
+
+        def submit(self, task: Task, report: ReportFn) -> None:
+            self.sizes.append(len(task.items))
+            super().submit(task, report)
+
+    def run(b: Backend) -> None:
+        eng = Engine(
+            run_id="t", job=Job("t", tasks.double, ("x",)), inputs=[(i,) for i in range(400)], backend=b,
+            options=Options(concurrency=2),
+        )  # fmt: skip
+        eng.start()
+        assert eng.done.wait(60) and eng.view.lifecycle == "succeeded"
+
+    first, second = Recording(), Recording()
+    run(first)
+    assert first.sizes[0] == 1  # nothing known: one item, to measure
+    run(second)
+    assert second.sizes[0] > 1 and sum(second.sizes) == 400, second.sizes  # measured before

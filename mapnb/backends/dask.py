@@ -428,13 +428,14 @@ class _TaskOutbox(Outbox):
 
     raw_types: frozenset[type] = frozenset()  # every output pickled: the result holds Finished records
 
-    def _keep(self, index: int, attempt: int, code: int, payload: Any, t0: float, t1: float) -> None:
+    def _keep(self, index: int, attempt: int, code: int, payload: Any, t0: float, t1: float) -> int | None:
         record = Finished(self.task_id, index, attempt, code != FAILED, payload, t0, t1)
         self.outcomes.append(record)
         if record.ok and len(record.value) > _STREAM_LIMIT:  # a big output waits for the result
             self.withheld += 1
         else:
             self._records.append(record)
+        return None  # sent at the Outbox's cadence, as before
 
     def finish(self) -> None:
         """Flush the rest; say whether the stream carried every outcome."""
