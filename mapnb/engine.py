@@ -21,6 +21,7 @@ writers.
 
 from __future__ import annotations
 
+import array
 import bisect
 import collections
 import itertools
@@ -67,7 +68,7 @@ from .protocol import (
     typed,
 )
 from .spec import Options
-from .state import Observer, RunState, RunView
+from .state import Ints, Observer, RunState, RunView
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ class Engine:
             self._batcher.per_item, self._batcher.overhead = _HISTORY.get(self._history_key, (None, 0.0))
         self._failed = 0  # final failures and aborts: items that can no longer succeed
         self._killed: list[int] = []
-        self._spent = [0] * n  # attempts charged before the latest rerun: retries count anew
+        self._spent = Ints(n)  # attempts charged before the latest rerun: retries count anew
         self._rerunning: list[Event] = []
         self.bus = EventBus(run_id, self._replay, self._inbox.put, st.done)
         self._cache = (
@@ -577,6 +578,7 @@ class Engine:
         st = self._s
         status, attempts, durations, outputs, errors = st.status, st.attempts, st.durations, st.outputs, st.errors
         counts, ok_status = st.counts, Status.SUCCEEDED
+        set_float = array.array.__setitem__  # a float into OptionalFloats, past its None check
         done: list[int] = []
         rest: list[tuple[Any, ...]] = []
         for k, row in enumerate(rows):
@@ -586,7 +588,7 @@ class Engine:
                 rest = rows[k:]
                 break
             attempts[i] = attempt
-            durations[i] = t1 - t0
+            set_float(durations, i, t1 - t0)
             outputs[i] = value
             if errors[i] is not None:  # an earlier attempt's
                 errors[i] = None

@@ -22,6 +22,7 @@ A run's other files (intra-task checkpoints) live in ``MAPNB_HOME/runs/<run id>/
 
 from __future__ import annotations
 
+import array
 import atexit
 import hashlib
 import logging
@@ -208,6 +209,16 @@ def _dump_batch(run_id: str, records: list[tuple[Any, ...]]) -> bytes:
     return _pickle_records(run_id, kept)
 
 
+def _records(
+    batch: list[tuple[int, Any, int, float | None]], state: RunState | None, succeeded: array.array[int]
+) -> list[tuple[int, Any, int, float | None]]:
+    """A batch's records: those made on the engine's thread, then the succeeded items'."""
+    if not succeeded or state is None:
+        return batch
+    outputs, attempts, durations = state.outputs, state.attempts, state.durations
+    return batch + [(i, outputs[i], attempts[i], durations[i]) for i in succeeded]
+
+
 def _load_spilled(run_id: str, spilled: _Spilled) -> Any:
     with open(run_dir(run_id) / "outputs" / spilled.file, "rb") as f:
         ((_, output, _, _),) = pickle.load(f)
@@ -295,7 +306,7 @@ class _Writer:
             if op[0] == "run":
                 runs.append(self._run_row(*op[1:]))
             elif op[0] == "items":
-                rows.append((op[1], _dump_batch(op[1], op[2])))
+                rows.append((op[1], _dump_batch(op[1], _records(*op[2:]))))
         with db:
             if runs:
                 db.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)", runs)
@@ -362,6 +373,8 @@ class Journal:
     def __init__(self, run_id: str, names: tuple[str, ...], n: int, spec: dict[str, Any] | None) -> None:
         self.run_id = run_id
         self._batch: list[tuple[int, Any, int, float | None]] = []
+        self._succeeded = array.array("q")  # items_succeeded's indices, fields read by the writer
+        self._state: RunState | None = None
         _check(home() / "journal.sqlite")
         _writer.put(("run", run_id, names, n, spec))
 
@@ -375,14 +388,18 @@ class Journal:
             self._batch.append((i, state.outputs[i], state.attempts[i], state.durations[i]))
 
     def items_succeeded(self, indices: list[int], state: RunState) -> None:
-        """Items ``indices`` succeeded (the engine's batch of :meth:`item_final` calls)."""
-        outputs, attempts, durations = state.outputs, state.attempts, state.durations
-        self._batch += [(i, outputs[i], attempts[i], durations[i]) for i in indices]
+        """Items ``indices`` succeeded (the engine's batch of :meth:`item_final` calls).
+
+        Only their indices are kept (8 bytes each, no objects): the writer's thread reads
+        their fields from ``state``, which no longer change once an item succeeded."""
+        self._state = state
+        self._succeeded.extend(indices)
 
     def flush(self) -> None:
-        if self._batch:
+        if self._batch or self._succeeded:
             batch, self._batch = self._batch, []
-            _writer.put(("items", self.run_id, batch))
+            succeeded, self._succeeded = self._succeeded, array.array("q")
+            _writer.put(("items", self.run_id, batch, self._state, succeeded))
 
     def close(self) -> None:
         """The run ended. Nothing waits for the disk here: :func:`read` and the
