@@ -26,6 +26,7 @@ import array
 import atexit
 import hashlib
 import logging
+import operator
 import os
 import pickle
 import queue
@@ -209,14 +210,52 @@ def _dump_batch(run_id: str, records: list[tuple[Any, ...]]) -> bytes:
     return _pickle_records(run_id, kept)
 
 
-def _records(
-    batch: list[tuple[int, Any, int, float | None]], state: RunState | None, succeeded: array.array[int]
-) -> list[tuple[int, Any, int, float | None]]:
-    """A batch's records: those made on the engine's thread, then the succeeded items'."""
-    if not succeeded or state is None:
-        return batch
-    outputs, attempts, durations = state.outputs, state.attempts, state.durations
-    return batch + [(i, outputs[i], attempts[i], durations[i]) for i in succeeded]
+def _blobs(
+    run_id: str,
+    batch: list[tuple[int, Any, int, float | None]],
+    state: RunState | None,
+    succeeded: array.array[int],
+) -> list[bytes]:
+    """The journal rows of one flush: the records made on the engine's thread, and the
+    succeeded items' fields read from the run's state, column by column."""
+    out = [_dump_batch(run_id, batch)] if batch else []
+    if succeeded and state is not None:
+        out.append(_dump_columns(run_id, state, succeeded))
+    return out
+
+
+def _dump_columns(run_id: str, state: RunState, idx: array.array[int]) -> bytes:
+    """``("cols", indices, outputs, attempts, durations)`` pickled (NaN: no duration):
+    one tuple per column, gathered in C, not a tuple per item (a third of the journal's
+    cost per item). What that cannot hold (unpicklable or large outputs) takes the
+    record path, which leaves out or spills them."""
+    get = operator.itemgetter(*idx)
+    outputs = get(state.outputs)
+    # The arrays are read through memoryviews (no per-item None check), released at once:
+    # the engine may grow them (an exported buffer cannot be resized).
+    with memoryview(state.attempts) as a, memoryview(state.durations) as d:
+        attempts, durations = get(a), get(d)
+    if len(idx) == 1:  # itemgetter of one index gives the value itself
+        outputs, attempts, durations = (outputs,), (attempts,), (durations,)
+    try:
+        blob = pickle.dumps(("cols", idx.tobytes(), outputs, attempts, durations), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        blob = b""
+    if blob and len(blob) <= INLINE_BYTES:
+        return blob
+    nan = [None if x != x else x for x in durations]
+    return _dump_batch(run_id, list(zip(idx, outputs, attempts, nan)))
+
+
+def _records_of(loaded: Any) -> Any:
+    """The records of a journal row: a list of ``(index, output, attempts, duration)``,
+    or the columns :func:`_dump_columns` wrote, as such records."""
+    if type(loaded) is not tuple or not loaded or loaded[0] != "cols":
+        return loaded
+    _, raw, outputs, attempts, durations = loaded
+    idx = array.array("q")
+    idx.frombytes(raw)
+    return zip(idx, outputs, attempts, [None if x != x else x for x in durations])
 
 
 def _load_spilled(run_id: str, spilled: _Spilled) -> Any:
@@ -306,7 +345,7 @@ class _Writer:
             if op[0] == "run":
                 runs.append(self._run_row(*op[1:]))
             elif op[0] == "items":
-                rows.append((op[1], _dump_batch(op[1], _records(*op[2:]))))
+                rows += [(op[1], blob) for blob in _blobs(*op[1:])]
         with db:
             if runs:
                 db.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)", runs)
@@ -449,7 +488,7 @@ def read(run_id: str) -> tuple[dict[str, Any], dict[int, tuple[Any, int, float |
     done: dict[int, tuple[Any, int, float | None]] = {}
     for blob in batches:
         try:
-            records = pickle.loads(blob)
+            records = _records_of(pickle.loads(blob))
         except Exception as e:
             log.warning("run %s: a journaled batch could not be read (%s); its items run again", run_id, e)
             continue

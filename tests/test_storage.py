@@ -47,3 +47,40 @@ def test_the_frame_reads_the_arrays():
     assert str(df["duration_s"].dtype) == "float64" and not df["duration_s"].isna().any()
     assert df["error"][0] is None and "bad input 2" in df["error"][1]
     assert df["output"][0] == 1 and df["output"][1] is None
+
+
+def test_the_journal_writes_succeeded_items_column_by_column_and_reads_them_back():
+    import array
+    import pickle
+
+    from mapnb import journal
+    from mapnb.state import RunState
+
+    st = RunState(run_id="r", names=("x",), inputs=[(i,) for i in range(4)], backend="b", concurrency=1, need=0)
+    st.outputs[:] = ["a", {"b": 2}, None, 3.5]
+    st.attempts[:] = array.array("i", [1, 2, 1, 1])
+    st.durations[0], st.durations[1], st.durations[3] = 0.5, 1.5, 2.5  # item 2's unknown
+    blob = journal._dump_columns("r", st, array.array("q", [0, 1, 2, 3]))
+    assert pickle.loads(blob)[0] == "cols"
+    assert list(journal._records_of(pickle.loads(blob))) == [
+        (0, "a", 1, 0.5), (1, {"b": 2}, 2, 1.5), (2, None, 1, None), (3, 3.5, 1, 2.5),
+    ]  # fmt: skip
+    one = journal._dump_columns("r", st, array.array("q", [1]))
+    assert list(journal._records_of(pickle.loads(one))) == [(1, {"b": 2}, 2, 1.5)]
+    old = pickle.dumps([(0, "a", 1, 0.5)])  # a row of records, as earlier versions wrote them
+    assert journal._records_of(pickle.loads(old)) == [(0, "a", 1, 0.5)]
+
+
+def test_an_output_that_cannot_be_pickled_leaves_only_itself_out_of_the_journal():
+    import array
+    import pickle
+    import threading
+
+    from mapnb import journal
+    from mapnb.state import RunState
+
+    st = RunState(run_id="r", names=("x",), inputs=[(0,), (1,)], backend="b", concurrency=1, need=0)
+    st.outputs[:] = [threading.Lock(), 7]
+    st.attempts[:] = array.array("i", [1, 1])
+    blob = journal._dump_columns("r", st, array.array("q", [0, 1]))
+    assert list(journal._records_of(pickle.loads(blob))) == [(1, 7, 1, None)]
