@@ -84,8 +84,8 @@ _task_ids = itertools.count(1)  # process-wide: a shared backend never sees one 
 class _TaskState:
     __slots__ = ("items", "pos", "since", "dispatched", "work")
 
-    def __init__(self, items: list[tuple[int, int]], now: float) -> None:
-        self.items = items  # (index, attempt) in the order the backend runs them
+    def __init__(self, items: tuple[tuple[int, int, tuple[Any, ...]], ...], now: float) -> None:
+        self.items = items  # the task's (index, attempt, args), in the order the backend runs them
         self.pos = 0  # items before pos are known to be done
         # When the item at pos started, as far as we know; None until the backend says the
         # task began (starting a worker or loading the function is not the item's time).
@@ -382,21 +382,15 @@ class Engine:
         return min(0.5, max(0.0, due - time.monotonic()) + 0.001)
 
     def _dispatch(self) -> None:
-        st = self._s
         # Slots free together with none running (a start): they share the queue evenly.
         sharing = self.concurrency if not self._tasks else 0
         while self._running() and self._pending and len(self._tasks) < self.concurrency:
             size = self._batcher.size(len(self._pending), self.concurrency, sharing and sharing - len(self._tasks))
-            items: list[tuple[int, int, tuple[Any, ...]]] = []
-            while self._pending and len(items) < size:
-                i = self._pending.popleft()
-                if st.status[i].final or (self._cache is not None and not self._cache.may_run(i)):
-                    continue
-                items.append((i, st.attempts[i] + 1, self.inputs[i]))
+            items = self._take(size)
             if not items:
                 return
             task = Task(next(_task_ids), self.job, tuple(items))
-            self._tasks[task.id] = _TaskState([(i, a) for i, a, _ in items], time.monotonic())
+            self._tasks[task.id] = _TaskState(task.items, time.monotonic())
             try:
                 self.backend.submit(task, self.report)
             except Exception as e:
@@ -406,6 +400,21 @@ class Engine:
                 )
                 self.report([Ended(task.id, err, all_items=True)])
             self._drain()  # a backend that ran the task inside submit has reported it all
+
+    def _take(self, size: int) -> list[tuple[int, int, tuple[Any, ...]]]:
+        """Up to ``size`` queued items that may run now, as ``(index, attempt, args)``,
+        taken off the queue in runs (a list comprehension, not a loop step per item)."""
+        st, pending, cache = self._s, self._pending, self._cache
+        status, attempts, inputs = st.status, st.attempts, self.inputs
+        items: list[tuple[int, int, tuple[Any, ...]]] = []
+        while pending and len(items) < size:
+            popleft = pending.popleft
+            idx = [popleft() for _ in range(min(size - len(items), len(pending)))]
+            if cache is None:
+                items += [(i, attempts[i] + 1, inputs[i]) for i in idx if not status[i].final]
+            else:  # (in order: may_run claims what it lets run)
+                items += [(i, attempts[i] + 1, inputs[i]) for i in idx if not status[i].final and cache.may_run(i)]
+        return items
 
     def _drain(self) -> None:
         while True:
@@ -657,7 +666,7 @@ class Engine:
     def _open_items(self, ts: _TaskState) -> Iterator[tuple[int, int]]:
         """The task's items that are still its to settle, checked as the caller goes."""
         st = self._s
-        for i, attempt in ts.items[ts.pos :]:
+        for i, attempt, _ in ts.items[ts.pos :]:
             if not st.status[i].final and attempt == st.attempts[i] + 1:
                 yield i, attempt
 
