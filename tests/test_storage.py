@@ -84,3 +84,12 @@ def test_an_output_that_cannot_be_pickled_leaves_only_itself_out_of_the_journal(
     st.attempts[:] = array.array("i", [1, 1])
     blob = journal._dump_columns("r", st, array.array("q", [0, 1]))
     assert list(journal._records_of(pickle.loads(blob))) == [(1, 7, 1, None)]
+
+
+def test_large_number_columns_keep_the_dtypes_pandas_would_infer():
+    import pandas as pd
+
+    from mapnb.frame import _plain
+
+    for values in ([1, 2] * 600, [0.5, 1.0] * 600, [True, False] * 600, [2**70, 1] * 600, [1, 1.5] * 600):
+        assert pd.Series(_plain(values)).dtype == pd.Series(values).dtype, values[:2]
