@@ -248,6 +248,8 @@ class Engine:
         if recovered:
             self._pending = collections.deque(i for i in range(n) if i not in recovered)
         self._thread = threading.Thread(target=self._main, name=f"mapnb-run-{run_id}", daemon=True)
+        self._started = False  # opened and announced from the caller's thread (see start)
+        self._head_error: Exception | None = None
 
     @property
     def run_id(self) -> str:
@@ -256,7 +258,22 @@ class Engine:
     # -- called from other threads ------------------------------------------------------
 
     def start(self) -> None:
+        # A backend that only hands tasks on gets the first ones from this thread: the
+        # engine's thread takes ~0.4 ms to be scheduled, a tenth of a 2,000-item map.
+        if self.backend.quick_submit and self._cache is None and not self._rerunning:
+            self._head_start()
         self._thread.start()
+
+    def _head_start(self) -> None:
+        """What :meth:`_main` does first, done here before the engine's thread exists (so
+        this thread is the run's only writer); a failure is left for that thread to meet."""
+        try:
+            self.backend.open()
+            self._started = True
+            self.bus.emit(self._run_started())
+            self._dispatch()
+        except Exception as e:  # (the engine's thread fails the run with it, as always)
+            self._head_error = e
 
     def report(self, records: list[Any]) -> None:
         """The backends' way in (any thread): a list of :mod:`mapnb.protocol` records."""
@@ -299,8 +316,12 @@ class Engine:
     def _main(self) -> None:
         st = self._s
         try:
-            self.backend.open()
-            self.bus.emit(self._run_started())
+            if self._head_error is not None:
+                raise self._head_error
+            if not self._started:
+                self.backend.open()
+                self.bus.emit(self._run_started())
+            self._started = False  # a rerun starts here again
             self.bus.extend(self._rerunning)
             self._rerunning = []
             if self._cache is not None:

@@ -377,3 +377,36 @@ def test_a_map_of_the_same_function_starts_from_what_the_last_one_measured():
     assert first.sizes[0] == 1  # nothing known: one item, to measure
     run(second)
     assert second.sizes[0] > 1 and sum(second.sizes) == 400, second.sizes  # measured before
+
+
+def test_a_quick_submit_backend_gets_the_first_tasks_from_the_callers_thread():
+    import threading
+
+    class Quick(Scripted):
+        quick_submit = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads: list[str] = []
+
+        def submit(self, task: Task, report: ReportFn) -> None:
+            self.threads.append(threading.current_thread().name)
+            super().submit(task, report)
+
+    b = Quick()
+    eng = make(4, b, per_item=5e-3, concurrency=2)  # two tasks of two
+    assert b.threads == [threading.current_thread().name] * 2  # before start() returned
+    succeed_the_rest(eng, b)
+    assert eng.view.lifecycle == "succeeded" and eng.view.outputs == [0, 1, 2, 3]
+
+
+def test_a_quick_submit_backend_that_fails_to_open_fails_the_run_not_the_caller():
+    class Broken(Scripted):
+        quick_submit = True
+
+        def open(self) -> None:
+            raise OSError("no pool")
+
+    eng = make(2, Broken(), per_item=1e-6)
+    assert eng.done.wait(10) and eng.view.lifecycle == "failed"
+    assert eng.view.errors[0].kind == "internal"
