@@ -152,7 +152,7 @@ class RunState:
         """Append queued items (and, for a product, take its new ``axes``): every list
         first, ``n`` last, so that a reader of the first ``n`` entries finds them all."""
         k = len(inputs)
-        columns: tuple[tuple[list[Any], Any], ...] = (
+        columns: tuple[tuple[Any, Any], ...] = (  # lists and arrays
             (self.status, Status.QUEUED), (self.outputs, None), (self.errors, None), (self.attempts, 0),
             (self.durations, None), (self.history, None), (self.last_metrics, None),
             (self.metric_attempt, 0), (self.pruned_why, None),
