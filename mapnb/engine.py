@@ -242,7 +242,7 @@ class Engine:
         self._tasks: dict[int, _TaskState] = {}
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._batcher = Batcher()
-        self._history_key = _history_key(backend.name, job.fn)
+        self._history_key = _history_key(backend.name, job.fn) if backend.remembers else None
         if self._history_key is not None:
             self._batcher.per_item, self._batcher.overhead = _HISTORY.get(self._history_key, (None, 0.0))
         self._failed = 0  # final failures and aborts: items that can no longer succeed

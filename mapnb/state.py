@@ -38,9 +38,17 @@ class Ints(array.array):
     def __eq__(self, other: object) -> bool:
         if isinstance(other, list):
             return list(self) == other
-        return bool(super().__eq__(other))
+        return super().__eq__(other)  # (NotImplemented for a tuple, say: Python then says False)
 
     __hash__ = None
+
+    def __copy__(self) -> Ints:
+        out = Ints()
+        array.array.extend(out, self)
+        return out
+
+    def __deepcopy__(self, memo: Any) -> Ints:
+        return self.__copy__()
 
 
 class OptionalFloats(array.array):
@@ -83,6 +91,14 @@ class OptionalFloats(array.array):
         return NotImplemented
 
     __hash__ = None
+
+    def __copy__(self) -> OptionalFloats:
+        out = OptionalFloats()
+        array.array.extend(out, self)
+        return out
+
+    def __deepcopy__(self, memo: Any) -> OptionalFloats:
+        return self.__copy__()
 
 
 _NAN_BYTES = array.array("d", [_NAN]).tobytes()

@@ -355,6 +355,7 @@ def test_a_map_of_the_same_function_starts_from_what_the_last_one_measured():
 
     class Recording(ThreadBackend):
         name = "recording-history"
+        remembers = True  # (the local pool's choice; other backends start afresh)
 
         def __init__(self) -> None:
             super().__init__()

@@ -31,7 +31,18 @@ def test_ints_grow_and_compare_like_lists():
     a[1] = 3
     a.extend([0, 7])
     assert a == [0, 3, 0, 7] and list(a) == [0, 3, 0, 7] and a.itemsize == 4
-    assert a != [0, 3]
+    assert a != [0, 3] and a != (0, 3, 0, 7)  # a list's equality, not a tuple's
+
+
+def test_the_arrays_copy_as_themselves():
+    import copy
+
+    d = OptionalFloats(2)
+    d[0] = 1.0
+    for c in (copy.copy(d), copy.deepcopy(d)):
+        assert type(c) is OptionalFloats and c == [1.0, None]
+    a = Ints(1)
+    assert type(copy.deepcopy(a)) is Ints and copy.copy(a) == [0]
 
 
 def test_the_frame_reads_the_arrays():
