@@ -21,7 +21,9 @@ Contenders for F1 and F2:
 Numbers are medians of ``--repeat`` runs (Flyte's own serial local runs of F2 run once:
 20 s by construction), each after a warm-up run (worker processes started, flytekit and
 flyte imported in them). Ratios are measured in the same run. Results:
-``benchmarks/results/flyte.json``.
+``benchmarks/results/flyte.json`` (README markers ``bench:flyte`` for F1/F2 and
+``bench:flyte-f3`` for F3). ``--only F3`` runs one workload (about a minute): its results
+go to ``results/flyte-f3.json`` and fill only its own README table.
 """
 
 from __future__ import annotations
@@ -155,8 +157,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=_common.repeat(3))
     ap.add_argument("--out", type=Path, default=_common.RESULTS)
+    ap.add_argument(
+        "--only",
+        choices=["F1", "F2", "F3"],
+        action="append",
+        help="run only these workloads (repeatable; default: all)",
+    )
     args = ap.parse_args()
     r = args.repeat
+    only = set(args.only or ["F1", "F2", "F3"])
 
     # Flyte's local runs log every map and warn that they run sequentially: keep the output
     # to the table.
@@ -172,8 +181,12 @@ def main() -> None:
     )
 
     workloads = {
-        "F1": (N1, C1, "seed", fk_seed, f2_seed),
-        "F2": (N2, C2, "sleepy", fk_sleepy, f2_sleepy),
+        w: spec
+        for w, spec in {
+            "F1": (N1, C1, "seed", fk_seed, f2_seed),
+            "F2": (N2, C2, "sleepy", fk_sleepy, f2_sleepy),
+        }.items()
+        if w in only
     }
     contenders: dict[str, Callable[[str, Callable, Callable], Callable[[int, int], list]]] = {
         "flytekit map_task (local)": lambda which, fk, f2: flytekit_local(fk),
@@ -181,7 +194,7 @@ def main() -> None:
         "Flyte 2 flyte.map (local, flyte.run)": lambda which, fk, f2: flyte2_local(which),
         "mapnb.flyte.map, the same Flyte 2 task": lambda which, fk, f2: mapnb_flyte2(f2),
     }
-    rows: dict[str, dict[str, float]] = {name: {} for name in contenders}
+    rows: dict[str, dict[str, float]] = {name: {} for name in contenders} if workloads else {}
     for w, (n, c, which, fk, f2) in workloads.items():
         expect = list(range(n))
         for name, make in contenders.items():
@@ -193,54 +206,18 @@ def main() -> None:
                 timed(run, n, c, expect)  # warm up: all c workers started, flytekit imported
             rows[name][w] = statistics.median(timed(run, n, c, expect) for _ in range(repeat))
 
-    # F3: items/s of 2,000 trivial items, a plain function and Flyte's tasks, all in mapnb.
-    overhead = {
-        "plain function": mapnb.map_task(trivial, concurrency=C3, progress=False),
-        "@flytekit.task": mapnb.map_task(fk_trivial, concurrency=C3, progress=False),
-        "Flyte 2 @env.task": mapnb.map_task(f2_trivial, concurrency=C3, progress=False),
-    }
-    xs, expect3 = list(range(N3)), [x + 1 for x in range(N3)]
-    per_s: dict[str, float] = {}
-    for name, mt in overhead.items():
-        print(f"- F3 {name} x{r}", flush=True)
-        assert mapnb_outputs(mt, xs[:50]) == expect3[:50]  # warm up
-        times = []
-        for _ in range(r):
-            t0 = time.perf_counter()
-            assert mapnb_outputs(mt, xs) == expect3
-            times.append(time.perf_counter() - t0)
-        per_s[name] = N3 / statistics.median(times)
-
-    ideal1, ideal2 = N1 * SLEEP1 / C1, N2 * SLEEP2 / C2
-    lines = [
-        f"| | F1 {N1} x sleep({SLEEP1:g}) at c={C1} (ideal {ideal1:.1f} s) "
-        f"| F2 {N2} x sleep({SLEEP2:g}) at c={C2} (ideal {ideal2:.1f} s) |",
-        "|---|---|---|",
-    ]
-    pairs = [
-        ("flytekit map_task (local)", "mapnb, the same flytekit map_task"),
-        ("Flyte 2 flyte.map (local, flyte.run)", "mapnb.flyte.map, the same Flyte 2 task"),
-    ]
-    for theirs, ours in pairs:
-        lines.append(f"| {theirs} | {rows[theirs]['F1']:.3f} s | {rows[theirs]['F2']:.3f} s |")
-        lines.append(
-            f"| {ours} | {rows[ours]['F1']:.3f} s ({rows[theirs]['F1'] / rows[ours]['F1']:.1f}x as fast) "
-            f"| {rows[ours]['F2']:.3f} s ({rows[theirs]['F2'] / rows[ours]['F2']:.1f}x as fast) |"
-        )
-    plain = per_s["plain function"]
-    lines += [
-        "",
-        f"| F3 {N3:,} trivial items in mapnb at c={C3} | items/s | per-item time vs a plain function |",
-        "|---|---|---|",
-    ]
-    for name, v in per_s.items():
-        lines.append(f"| {name} | {v:,.0f} | {plain / v:.2f}x |")
+    per_s = f3(r) if "F3" in only else {}
     head = (
         f"flytekit {flytekit.__version__}, Flyte 2 (`flyte`) {flyte.__version__}; medians of {r} after a"
-        " warm-up run (Flyte's own runs of F2: once):"
+        " warm-up run"
     )
-    text = head + "\n\n" + "\n".join(lines)
-    print("\n" + text)
+    tables = {}
+    if workloads:
+        tables["flyte"] = head + " (Flyte's own runs of F2: once):\n\n" + f12_table(rows)
+    if per_s:
+        when = "" if not args.only else f"; run alone, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, load {load:.1f}"
+        tables["flyte-f3"] = head + when + ":\n\n" + f3_table(per_s)
+    print("\n" + "\n\n".join(tables.values()))
     data = {
         "repeat": r,
         "flytekit": flytekit.__version__,
@@ -248,8 +225,62 @@ def main() -> None:
         "rows": rows,
         "f3": per_s,
     }
-    path = _common.write("flyte", {"flyte": text}, data, args.out)
+    name = "flyte" if only == {"F1", "F2", "F3"} else "flyte-" + "-".join(sorted(only)).lower()
+    path = _common.write(name, tables, data, args.out)
     print(f"\n(written to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})")
+
+
+def f3(r: int) -> dict[str, float]:
+    """F3: items/s of 2,000 trivial items, a plain function and Flyte's tasks, all in mapnb.
+
+    A run is short (tens of milliseconds), so a busy moment of the machine would fall on one
+    contender: the contenders take turns, each repeat timing each once."""
+    overhead = {
+        "plain function": mapnb.map_task(trivial, concurrency=C3, progress=False),
+        "@flytekit.task": mapnb.map_task(fk_trivial, concurrency=C3, progress=False),
+        "Flyte 2 @env.task": mapnb.map_task(f2_trivial, concurrency=C3, progress=False),
+    }
+    xs, expect3 = list(range(N3)), [x + 1 for x in range(N3)]
+    for mt in overhead.values():
+        assert mapnb_outputs(mt, xs[:50]) == expect3[:50]  # warm up
+    times: dict[str, list[float]] = {name: [] for name in overhead}
+    for k in range(r):
+        print(f"- F3 round {k + 1} of {r}: {', '.join(overhead)}", flush=True)
+        for name, mt in overhead.items():
+            t0 = time.perf_counter()
+            assert mapnb_outputs(mt, xs) == expect3
+            times[name].append(time.perf_counter() - t0)
+    return {name: N3 / statistics.median(ts) for name, ts in times.items()}
+
+
+def f12_table(rows: dict[str, dict[str, float]]) -> str:
+    """F1 and F2 (those that ran): Flyte's own local map against mapnb's, the same tasks."""
+    ran = [w for w in ("F1", "F2") if w in next(iter(rows.values()))]
+    titles = {
+        "F1": f"F1 {N1} x sleep({SLEEP1:g}) at c={C1} (ideal {N1 * SLEEP1 / C1:.1f} s)",
+        "F2": f"F2 {N2} x sleep({SLEEP2:g}) at c={C2} (ideal {N2 * SLEEP2 / C2:.1f} s)",
+    }
+    lines = ["| | " + " | ".join(titles[w] for w in ran) + " |", "|---|" + "---|" * len(ran)]
+    pairs = [
+        ("flytekit map_task (local)", "mapnb, the same flytekit map_task"),
+        ("Flyte 2 flyte.map (local, flyte.run)", "mapnb.flyte.map, the same Flyte 2 task"),
+    ]
+    for theirs, ours in pairs:
+        lines.append(f"| {theirs} | " + " | ".join(f"{rows[theirs][w]:.3f} s" for w in ran) + " |")
+        cells = [f"{rows[ours][w]:.3f} s ({rows[theirs][w] / rows[ours][w]:.1f}x as fast)" for w in ran]
+        lines.append(f"| {ours} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def f3_table(per_s: dict[str, float]) -> str:
+    """F3: items/s, and each task's per-item time against a plain function's."""
+    plain = per_s["plain function"]
+    lines = [
+        f"| F3 {N3:,} trivial items in mapnb at c={C3} | items/s | per-item time vs a plain function |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | {v:,.0f} | {plain / v:.2f}x |" for name, v in per_s.items()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

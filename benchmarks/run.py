@@ -246,6 +246,30 @@ def measure_peers(r: int) -> tuple[dict[str, dict[str, float | None]], int]:
     return rows, n3
 
 
+def w1_only(r: int) -> None:
+    """W1 for mapnb, joblib and ProcessPoolExecutor, one repeat of each in turn (so that
+    a busy neighbour slows them alike); prints the medians and mapnb's ratios."""
+    contenders = make_contenders()
+    names = ["mapnb (local)", "joblib (loky)", "ProcessPoolExecutor"]
+    x1 = list(range(N1))
+    e1 = [x + 1 for x in x1]
+    for name in names:
+        timed(contenders[name], trivial, x1[:50], 2, e1[:50])
+        timed(contenders[name], trivial, x1, 2, e1)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(r):
+        for name in names:
+            times[name].append(timed(contenders[name], trivial, x1, 2, e1))
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    for name in names:
+        print(f"{name}: {N1 / med[name]:,.0f} items/s ({med[name] * 1000:.1f} ms, median of {r})")
+    m = med["mapnb (local)"]
+    print(f"mapnb: {med['joblib (loky)'] / m:.2f}x joblib (loky), {med['ProcessPoolExecutor'] / m:.2f}x ProcessPoolExecutor")
+    for run in contenders.values():
+        if isinstance(run, Pooled):
+            run.close()
+
+
 def peers_table(rows: dict[str, dict[str, float | None]], r: int) -> str:
     """The W1..W4 table, ratios against ProcessPoolExecutor, and mapnb against the ideal."""
     serial_w3 = rows["serial loop"]["W3"]
@@ -392,11 +416,19 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=_common.repeat(5), help="W1..W4 repeats (median)")
     ap.add_argument("--steady-repeat", type=int, default=_common.repeat(3), help="W1' runs per size (median)")
     ap.add_argument("--quick", action="store_true", help="W1' without the 1,000,000-item run")
+    ap.add_argument(
+        "--w1-only",
+        action="store_true",
+        help="a quick check: W1 alone for mapnb, joblib and ProcessPoolExecutor, interleaved; writes no results",
+    )
     ap.add_argument("--steady-child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=_common.RESULTS)
     args = ap.parse_args()
     if args.steady_child:
         steady_child(args.steady_child)
+        return
+    if args.w1_only:
+        w1_only(args.repeat)
         return
     m = _common.MACHINE_AT_START
     print(

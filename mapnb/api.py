@@ -13,9 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 from .backends import Backend
+from .errors import InvalidMapError
 from .flyte import is_flyte2, is_flytekit
 from .maptask import MapTask, TaskFunction, map_function, recover, task
 from .prune import MedianStopping
+from .spec import function_name
 
 __all__ = ["MapTask", "TaskFunction", "map_task", "recover", "task"]
 
@@ -34,6 +36,9 @@ def map_task(
     cache_serialize: bool | None = None,
     cache_overwrite: bool = False,
     prune: MedianStopping | None = None,
+    min_successes: int | None = None,
+    run_all_sub_nodes: bool | None = None,
+    metadata: Any = None,
 ) -> MapTask:
     """Map ``fn`` over lists of inputs, in parallel, with Flyte's map-task semantics.
 
@@ -70,6 +75,18 @@ def map_task(
     prune : MedianStopping, optional
         Stop items whose metrics, reported with :func:`mapnb.report`, fall behind the
         other items' (status ``pruned``, not a failure; see :class:`MedianStopping`).
+    min_successes : int, optional
+        The run succeeds when at least this many items succeed (an absolute count, as
+        Flyte's ``map_task(min_successes=...)``); it wins over ``min_success_ratio``, as in
+        Flyte. More than the number of items is refused before anything runs.
+    run_all_sub_nodes : bool, optional
+        True: once ``min_successes``/``min_success_ratio`` can no longer be met, the other
+        items still run to the end (Flyte's ArrayNode ``run_all_sub_nodes``), and then the
+        run fails. False (the default, or the flytekit map's own setting): the run aborts
+        at once.
+    metadata : flytekit.TaskMetadata, optional
+        For a flytekit task only, as ``flytekit.map_task(t, metadata=...)``: the subtasks'
+        retries, timeout and cache instead of the task's own (explicit arguments here win).
 
     Returns
     -------
@@ -85,7 +102,8 @@ def map_task(
         mt = map_task(
             fn, concurrency=concurrency, min_success_ratio=min_success_ratio, retries=retries,
             timeout=timeout, backend=backend, progress=progress, cache=cache, cache_version=cache_version,
-            cache_serialize=cache_serialize, cache_overwrite=cache_overwrite,
+            cache_serialize=cache_serialize, cache_overwrite=cache_overwrite, min_successes=min_successes,
+            run_all_sub_nodes=run_all_sub_nodes, metadata=metadata,
         )  # fmt: skip
         options = dataclasses.replace(mt.spec.options, prune=prune)
         return MapTask(dataclasses.replace(mt.spec, options=options))
@@ -95,18 +113,26 @@ def map_task(
         return map_flytekit(
             fn, concurrency=concurrency, min_success_ratio=min_success_ratio, retries=retries,
             timeout=timeout, backend=backend, progress=progress, cache=cache, cache_version=cache_version,
-            cache_serialize=cache_serialize, cache_overwrite=cache_overwrite,
+            cache_serialize=cache_serialize, cache_overwrite=cache_overwrite, min_successes=min_successes,
+            run_all_sub_nodes=run_all_sub_nodes, metadata=metadata,
         )  # fmt: skip
+    if metadata is not None:
+        raise InvalidMapError(
+            f"metadata= takes a flytekit TaskMetadata for a flytekit task; {function_name(fn)} is not one: "
+            "pass retries=, timeout= and cache= instead"
+        )
     if is_flyte2(fn):  # a Flyte 2 @env.task: the same, flyte imported only now
         from .flyte._flyte2 import map_flyte2
 
         return map_flyte2(
             fn, concurrency=concurrency, min_success_ratio=min_success_ratio, retries=retries,
             timeout=timeout, backend=backend, progress=progress, cache=cache, cache_version=cache_version,
-            cache_serialize=cache_serialize, cache_overwrite=cache_overwrite,
+            cache_serialize=cache_serialize, cache_overwrite=cache_overwrite, min_successes=min_successes,
+            run_all_sub_nodes=run_all_sub_nodes,
         )  # fmt: skip
     return map_function(
         fn, concurrency=concurrency, min_success_ratio=min_success_ratio, retries=retries, timeout=timeout,
         backend=backend, progress=progress, cache=cache, cache_version=cache_version,
-        cache_serialize=cache_serialize, cache_overwrite=cache_overwrite,
+        cache_serialize=cache_serialize, cache_overwrite=cache_overwrite, min_successes=min_successes,
+        run_all_sub_nodes=run_all_sub_nodes,
     )  # fmt: skip

@@ -22,9 +22,11 @@ A run's other files (intra-task checkpoints) live in ``MAPNB_HOME/runs/<run id>/
 
 from __future__ import annotations
 
+import array
 import atexit
 import hashlib
 import logging
+import operator
 import os
 import pickle
 import queue
@@ -208,6 +210,54 @@ def _dump_batch(run_id: str, records: list[tuple[Any, ...]]) -> bytes:
     return _pickle_records(run_id, kept)
 
 
+def _blobs(
+    run_id: str,
+    batch: list[tuple[int, Any, int, float | None]],
+    state: RunState | None,
+    succeeded: array.array[int],
+) -> list[bytes]:
+    """The journal rows of one flush: the records made on the engine's thread, and the
+    succeeded items' fields read from the run's state, column by column."""
+    out = [_dump_batch(run_id, batch)] if batch else []
+    if succeeded and state is not None:
+        out.append(_dump_columns(run_id, state, succeeded))
+    return out
+
+
+def _dump_columns(run_id: str, state: RunState, idx: array.array[int]) -> bytes:
+    """``("cols", indices, outputs, attempts, durations)`` pickled (NaN: no duration):
+    one tuple per column, gathered in C, not a tuple per item (a third of the journal's
+    cost per item). What that cannot hold (unpicklable or large outputs) takes the
+    record path, which leaves out or spills them."""
+    get = operator.itemgetter(*idx)
+    outputs = get(state.outputs)
+    # The arrays are read through memoryviews (no per-item None check), released at once:
+    # the engine may grow them (an exported buffer cannot be resized).
+    with memoryview(state.attempts) as a, memoryview(state.durations) as d:
+        attempts, durations = get(a), get(d)
+    if len(idx) == 1:  # itemgetter of one index gives the value itself
+        outputs, attempts, durations = (outputs,), (attempts,), (durations,)
+    try:
+        blob = pickle.dumps(("cols", idx.tobytes(), outputs, attempts, durations), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        blob = b""
+    if blob and len(blob) <= INLINE_BYTES:
+        return blob
+    nan = [None if x != x else x for x in durations]
+    return _dump_batch(run_id, list(zip(idx, outputs, attempts, nan)))
+
+
+def _records_of(loaded: Any) -> Any:
+    """The records of a journal row: a list of ``(index, output, attempts, duration)``,
+    or the columns :func:`_dump_columns` wrote, as such records."""
+    if type(loaded) is not tuple or not loaded or loaded[0] != "cols":
+        return loaded
+    _, raw, outputs, attempts, durations = loaded
+    idx = array.array("q")
+    idx.frombytes(raw)
+    return zip(idx, outputs, attempts, [None if x != x else x for x in durations])
+
+
 def _load_spilled(run_id: str, spilled: _Spilled) -> Any:
     with open(run_dir(run_id) / "outputs" / spilled.file, "rb") as f:
         ((_, output, _, _),) = pickle.load(f)
@@ -298,7 +348,7 @@ class _Writer:
                 run_id, names, n, fp, _, blob = self._run_row(*op[1:])
                 grown.append((names, n, fp, blob, run_id))
             elif op[0] == "items":
-                rows.append((op[1], _dump_batch(op[1], op[2])))
+                rows += [(op[1], blob) for blob in _blobs(*op[1:])]
         with db:
             if runs:
                 db.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)", runs)
@@ -370,6 +420,8 @@ class Journal:
         self.run_id = run_id
         self._batch: list[tuple[int, Any, int, float | None]] = []
         self._spec = spec  # what recover() needs, written again when the run grows
+        self._succeeded = array.array("q")  # items_succeeded's indices, fields read by the writer
+        self._state: RunState | None = None
         _check(home() / "journal.sqlite")
         # A recovered run has its entry already (this one is ignored, and pickles nothing).
         _writer.put(("run", run_id, names, n, spec if new else None))
@@ -393,10 +445,19 @@ class Journal:
         spec = {**self._spec, "inputs": list(state.inputs[:n]), "axes": axes, "shapes": list(state.shapes)}
         _writer.put(("grow", self.run_id, state.names, n, spec))
 
+    def items_succeeded(self, indices: list[int], state: RunState) -> None:
+        """Items ``indices`` succeeded (the engine's batch of :meth:`item_final` calls).
+
+        Only their indices are kept (8 bytes each, no objects): the writer's thread reads
+        their fields from ``state``, which no longer change once an item succeeded."""
+        self._state = state
+        self._succeeded.extend(indices)
+
     def flush(self) -> None:
-        if self._batch:
+        if self._batch or self._succeeded:
             batch, self._batch = self._batch, []
-            _writer.put(("items", self.run_id, batch))
+            succeeded, self._succeeded = self._succeeded, array.array("q")
+            _writer.put(("items", self.run_id, batch, self._state, succeeded))
 
     def close(self) -> None:
         """The run ended. Nothing waits for the disk here: :func:`read` and the
@@ -446,7 +507,7 @@ def read(run_id: str) -> tuple[dict[str, Any], dict[int, tuple[Any, int, float |
     done: dict[int, tuple[Any, int, float | None]] = {}
     for blob in batches:
         try:
-            records = pickle.loads(blob)
+            records = _records_of(pickle.loads(blob))
         except Exception as e:
             log.warning("run %s: a journaled batch could not be read (%s); its items run again", run_id, e)
             continue

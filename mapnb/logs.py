@@ -7,6 +7,7 @@ same bound (the head and the tail, with a marker for what was dropped between th
 
 from __future__ import annotations
 
+import array
 import collections
 
 LOG_HEAD = 512 * 1024  # characters of an item's output kept from the start ...
@@ -65,7 +66,7 @@ class LogStore:
     def __init__(self, n: int) -> None:
         self._chunks: list[list[tuple[str, str]] | None] = [None] * n
         self._bounds: dict[int, BoundedText] = {}
-        self._attempt = [0] * n
+        self._attempt = array.array("i", bytes(4 * n))  # 4 bytes an item, not a list's 8
 
     def add(self, index: int, attempt: int, stream: str, text: str) -> None:
         chunks = self._chunks[index]

@@ -36,6 +36,7 @@ from .spec import (
     by_name,
     check_function,
     check_int,
+    check_needed,
     check_seconds,
     describe,
     function_name,
@@ -287,6 +288,7 @@ class MapTask:
         recovered: dict[int, tuple[Any, int, float | None]] | None = None,
     ) -> MapRun:
         spec = self.spec
+        check_needed(len(inputs), spec.options)
         shapes = getattr(axes, "shapes", None)  # a recovered sweep that grew (see recover)
         axes = list(axes) if axes is not None else None
         backend = self.backend
@@ -343,8 +345,9 @@ class MapTask:
 
     def __repr__(self) -> str:
         o = self.options
+        need = f"min_successes={o.min_successes}" if o.min_successes is not None else f"min_success_ratio={o.min_success_ratio}"
         return (
-            f"MapTask({self.name}, concurrency={o.concurrency}, min_success_ratio={o.min_success_ratio}, "
+            f"MapTask({self.name}, concurrency={o.concurrency}, {need}, "
             f"retries={o.retries}, timeout={o.timeout}, backend={self._backend!r})"
         )
 
@@ -455,6 +458,8 @@ def map_function(
     cache_serialize: bool | None = None,
     cache_overwrite: bool = False,
     prune: MedianStopping | None = None,
+    min_successes: int | None = None,
+    run_all_sub_nodes: bool | None = None,
 ) -> MapTask:
     """:func:`mapnb.map_task` for a plain function, a :func:`task` or a partial of either
     (the parameters are :func:`mapnb.map_task`'s)."""
@@ -468,8 +473,9 @@ def map_function(
     if secs is None and settings is not None:
         secs = settings.timeout
     options = Options(
-        concurrency=concurrency, min_success_ratio=min_success_ratio, retries=retries, timeout=secs, prune=prune
-    )
+        concurrency=concurrency, min_success_ratio=min_success_ratio, retries=retries, timeout=secs, prune=prune,
+        min_successes=min_successes, run_all_sub_nodes=False if run_all_sub_nodes is None else run_all_sub_nodes,
+    )  # fmt: skip
     base = settings.cache if settings is not None else CacheSettings()
     caching = CacheSettings.make(
         base.enabled if cache is None else cache,

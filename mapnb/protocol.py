@@ -15,6 +15,11 @@ be left out); :func:`typed` gives one its names.
         ok: value is the output (pickled bytes on the way, loaded in the caller), else an
         ItemError. ``remote`` = (attempts, Status) from a backend that retries and caches
         itself (backend="flyte"): the item's final outcome as it saw it.
+    Outcomes(task_id, rows)                           several outcomes of one task in one
+        record (the local pool's workers send these): ``rows`` is a list of
+        ``(index, attempt, ok, value, t0, t1)`` as in Finished, where ``ok`` is OK (value:
+        the output), FAILED (value: an ItemError) or PICKLED on the way (value: the
+        output's pickle, loaded in the caller, which then sees OK or FAILED)
     Ended(task_id, error=None, all_items=False, culprit=None)
         closes a task. With an error, the item that was running failed with it (a dead
         worker): item ``culprit`` where the backend knows it, else the first unfinished
@@ -41,7 +46,14 @@ from typing import Any
 
 from .errors import ItemError
 
-STARTED, LOG, FINISHED, ENDED, RETIRING, METRICS = "s", "l", "f", "e", "r", "m"
+STARTED, LOG, FINISHED, ENDED, RETIRING, METRICS, OUTCOMES = "s", "l", "f", "e", "r", "m", "o"
+
+FAILED, OK, PICKLED = 0, 1, 2
+"""An Outcomes row's ``ok``: failed; succeeded; succeeded, its output still pickled."""
+
+RAW_TYPES: frozenset[type] = frozenset({int, float, str, bool, type(None), complex})
+"""Outputs of these (immutable) types travel as they are, pickled with their batch; other
+outputs are pickled when their item ends, so a later item cannot change what was sent."""
 
 MAX_STEPS = 1000
 """Steps of reported metrics kept per item: unsent where it runs, and in the caller."""
@@ -126,6 +138,16 @@ class Metrics(_Record, collections.namedtuple("Metrics", "kind task_id index att
         return tuple.__new__(cls, (METRICS, task_id, index, attempt, steps))
 
 
+class Outcomes(_Record, collections.namedtuple("Outcomes", "kind task_id rows")):
+    """Outcomes of several attempts of one task, in the order they ran: ``rows`` of
+    ``(index, attempt, ok, value, t0, t1)`` (see the module docstring for ``ok``)."""
+
+    __slots__ = ()
+
+    def __new__(cls, task_id: int, rows: list[tuple[int, int, int, Any, float, float]]) -> Outcomes:
+        return tuple.__new__(cls, (OUTCOMES, task_id, rows))
+
+
 class Retiring(_Record, collections.namedtuple("Retiring", "kind")):
     """A local worker's last record before it exits by itself: give it no more work."""
 
@@ -135,12 +157,13 @@ class Retiring(_Record, collections.namedtuple("Retiring", "kind")):
         return tuple.__new__(cls, (RETIRING,))
 
 
-Record = Started | Log | Metrics | Finished | Ended | Retiring
+Record = Started | Log | Metrics | Finished | Outcomes | Ended | Retiring
 ReportFn = Callable[[list[Any]], None]
 """How a backend reports: ``report(records)``, callable from any thread."""
 
 _TYPES: dict[str, Any] = {
     STARTED: Started, LOG: Log, METRICS: Metrics, FINISHED: Finished, ENDED: Ended, RETIRING: Retiring,
+    OUTCOMES: Outcomes,
 }  # fmt: skip
 
 

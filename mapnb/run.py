@@ -143,7 +143,7 @@ class MapRun:
         else:
             pruned = v.counts[Status.PRUNED]
             also = f" (+{pruned} pruned, which count)" if pruned else ""
-            msg = f"{self.name}: {v.succeeded()} of {v.n} items succeeded{also}, {v.need} needed (min_success_ratio)"
+            msg = f"{self.name}: {v.succeeded()} of {v.n} items succeeded{also}, {v.need} needed ({v.need_rule})"
             if i is not None and err is not None:
                 where = ", ".join(f"{n}={short_repr(x)}" for n, x in zip(self.names, self.inputs[i]))
                 msg += (

@@ -82,16 +82,40 @@ class Options:
     retries: int = 0
     timeout: float | None = None
     prune: MedianStopping | None = None
+    # Flyte's ArrayNode settings (class attributes too: specs journaled before them load).
+    min_successes: int | None = None  # an absolute count; wins over min_success_ratio, as in Flyte
+    run_all_sub_nodes: bool = False  # run every item even once min_successes cannot be met
 
     def __post_init__(self) -> None:
         check_int("concurrency", self.concurrency, minimum=1, none_ok=True)
         check_ratio("min_success_ratio", self.min_success_ratio)
         check_int("retries", self.retries, minimum=0)
         check_seconds("timeout", self.timeout)
+        check_int("min_successes", self.min_successes, minimum=0, none_ok=True)
+        if not isinstance(self.run_all_sub_nodes, bool):
+            raise InvalidMapError(f"run_all_sub_nodes must be True or False; got {describe(self.run_all_sub_nodes)}")
         if self.prune is not None and not isinstance(self.prune, MedianStopping):
             raise InvalidMapError(
                 f"prune must be a mapnb.MedianStopping(...) or None; got {describe(self.prune)}"
             )
+
+
+def needed(n: int, options: Options) -> int:
+    """How many of ``n`` items must succeed: ``min_successes`` if set, else
+    ``ceil(n * min_success_ratio)`` (Flyte's ArrayNode rule)."""
+    if options.min_successes is not None:
+        return options.min_successes
+    return math.ceil(n * options.min_success_ratio - 1e-9)
+
+
+def check_needed(n: int, options: Options) -> None:
+    """A map that asks for more successes than it has items fails at once on Flyte: here it
+    is refused before anything runs."""
+    if options.min_successes is not None and options.min_successes > n:
+        raise InvalidMapError(
+            f"min_successes={options.min_successes} but the map has {n} item{'s' * (n != 1)}; "
+            f"it must be at most the number of items"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

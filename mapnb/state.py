@@ -12,15 +12,96 @@ lengthens its lists in place, ``n`` last: read ``n`` first and the first ``n`` e
 
 from __future__ import annotations
 
+import array
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, cast
 
 from .errors import ItemError
 from .events import RunStatus, Status
 from .logs import LogStore
 from .protocol import MAX_STEPS
+
+_NAN = float("nan")
+
+
+class Ints(array.array):
+    """Per item a small int, 4 bytes each (a list costs 8 per item, more for the objects):
+    attempts and the like. A list of the same ints compares equal to it."""
+
+    def __new__(cls, n: int = 0) -> Ints:
+        out = cast(Ints, super().__new__(cls, "i"))
+        out.frombytes(bytes(4 * n))
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, list):
+            return list(self) == other
+        return super().__eq__(other)  # (NotImplemented for a tuple, say: Python then says False)
+
+    __hash__ = None
+
+    def __copy__(self) -> Ints:
+        out = Ints()
+        array.array.extend(out, self)
+        return out
+
+    def __deepcopy__(self, memo: Any) -> Ints:
+        return self.__copy__()
+
+
+class OptionalFloats(array.array):
+    """Per item a float or None (held as NaN), 8 bytes each: a list held a float object
+    (24 bytes) per item besides its pointer. Durations: ``d[i]`` is None until known.
+
+    Writes of None (``d[i] = None``, ``d.extend([None, 1.0])``) are stored as NaN. The
+    engine's hot path writes floats through ``array.array.__setitem__`` directly."""
+
+    def __new__(cls, n: int = 0) -> OptionalFloats:
+        out = cast(OptionalFloats, super().__new__(cls, "d"))
+        out.frombytes(_NAN_BYTES * n)
+        return out
+
+    def __getitem__(self, i: Any) -> Any:
+        v = array.array.__getitem__(self, i)
+        if isinstance(i, slice):
+            return [None if x != x else x for x in v]
+        return None if v != v else v
+
+    def __setitem__(self, i: Any, v: Any) -> None:
+        if isinstance(i, slice):
+            array.array.__setitem__(self, i, array.array("d", [_NAN if x is None else x for x in v]))
+        else:
+            array.array.__setitem__(self, i, _NAN if v is None else v)
+
+    def __iter__(self) -> Iterator[float | None]:
+        for v in array.array.__iter__(self):
+            yield None if v != v else v
+
+    def extend(self, values: Iterable[Any]) -> None:
+        array.array.extend(self, [_NAN if v is None else v for v in values])
+
+    def append(self, v: Any) -> None:
+        array.array.append(self, _NAN if v is None else v)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, OptionalFloats)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None
+
+    def __copy__(self) -> OptionalFloats:
+        out = OptionalFloats()
+        array.array.extend(out, self)
+        return out
+
+    def __deepcopy__(self, memo: Any) -> OptionalFloats:
+        return self.__copy__()
+
+
+_NAN_BYTES = array.array("d", [_NAN]).tobytes()
 
 
 class RunState:
@@ -54,17 +135,18 @@ class RunState:
         n = len(inputs)
         self.run_id, self.names, self.inputs, self.n = run_id, names, inputs, n
         self.backend, self.concurrency, self.need, self.cached = backend, concurrency, need, cached
+        self.need_rule = "min_success_ratio"  # or "min_successes": what ``need`` comes from
         self.status: list[Status] = [Status.QUEUED] * n
         self.outputs: list[Any] = [None] * n
         self.errors: list[ItemError | None] = [None] * n
-        self.attempts = [0] * n  # attempts that ran to an outcome
-        self.durations: list[float | None] = [None] * n
+        self.attempts = Ints(n)  # attempts that ran to an outcome
+        self.durations = OptionalFloats(n)  # seconds, None until known
         self.logs = LogStore(n)
         # Reported metrics (mapnb.report): per item its latest attempt's history, step ->
         # {name: value} (the newest MAX_STEPS steps), and its last value of each metric.
         self.history: list[dict[int, dict[str, float]] | None] = [None] * n
         self.last_metrics: list[dict[str, float] | None] = [None] * n
-        self.metric_attempt = [0] * n
+        self.metric_attempt = Ints(n)
         self.metric_names: dict[str, None] = {}  # every name reported, in order of appearance
         self.pruned_why: list[str | None] = [None] * n
         self.prune_metric = ""  # the metric map_task(prune=...) watches ("": no pruning)
@@ -86,7 +168,7 @@ class RunState:
         """Append queued items (and, for a product, take its new ``axes``): every list
         first, ``n`` last, so that a reader of the first ``n`` entries finds them all."""
         k = len(inputs)
-        columns: tuple[tuple[list[Any], Any], ...] = (
+        columns: tuple[tuple[Any, Any], ...] = (  # lists and arrays
             (self.status, Status.QUEUED), (self.outputs, None), (self.errors, None), (self.attempts, 0),
             (self.durations, None), (self.history, None), (self.last_metrics, None),
             (self.metric_attempt, 0), (self.pruned_why, None),
@@ -210,6 +292,11 @@ class RunView:
     def need(self) -> int:
         """How many items must succeed for the run to succeed."""
         return self._s.need
+
+    @property
+    def need_rule(self) -> str:
+        """What ``need`` comes from: ``"min_success_ratio"`` or ``"min_successes"``."""
+        return self._s.need_rule
 
     @property
     def cached(self) -> bool:

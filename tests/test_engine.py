@@ -11,7 +11,7 @@ from mapnb.backends.base import Backend, Job, ReportFn, Task
 from mapnb.engine import _MAX_BATCH, Batcher, Engine
 from mapnb.errors import ItemError, worker_died
 from mapnb.events import Status
-from mapnb.protocol import ENDED, FINISHED, LOG, STARTED
+from mapnb.protocol import ENDED, FAILED, FINISHED, LOG, OK, PICKLED, STARTED, Outcomes
 from mapnb.spec import Options
 
 from . import tasks
@@ -63,7 +63,7 @@ def ok(task: Task, i: int, value: object = None, t0: float = 0.0, t1: float = 0.
 
 def test_dead_worker_fails_the_running_item_and_requeues_the_rest_uncharged():
     b = Scripted()
-    eng = make(6, b, per_item=1e-3, retries=0, min_success_ratio=0)  # ms items: worth splitting
+    eng = make(6, b, per_item=5e-3, retries=0, min_success_ratio=0)  # 5 ms items: worth splitting
     task, report = b.next()
     assert [i for i, _, _ in task.items] == [0, 1, 2]  # half the queue: batches stay fair
     # Item 0 finished, then the worker died while running item 1.
@@ -87,7 +87,7 @@ def test_batch_load_failure_fails_every_item_of_the_batch():
 
 def test_timeout_kills_the_task_and_requeues_its_unstarted_items():
     b = Scripted()
-    eng = make(6, b, per_item=1e-3, timeout=0.05, retries=1, min_success_ratio=0)
+    eng = make(6, b, per_item=5e-3, timeout=0.05, retries=1, min_success_ratio=0)
     task, report = b.next()
     assert len(task.items) == 3
     killed = task.id
@@ -184,7 +184,8 @@ def test_batch_start_small_for_unknown_items():
     [
         (None, 1000, 2, 1),
         (1.0, 1000, 2, 1),
-        (1e-5, 1000, 2, 250),
+        (1e-5, 1000, 2, 500),  # what is left fits in one task per slot: split evenly
+        (1e-5, 5000, 2, 1250),  # ... it does not (50 ms of work, 20 ms per task): halved
         (1e-5, 100_000, 2, 2000),
         (1e-3, 1000, 4, 20),
         (1e-5, 50, 2, 200),  # the tail of tiny items: not split into tasks too short to pay
@@ -195,6 +196,13 @@ def test_batch_sizes(per_item, pending, slots, expected):
     b = Batcher()
     b.per_item = per_item
     assert b.size(pending, slots) == expected
+
+
+def test_slots_free_together_share_what_fits_evenly():
+    b = Batcher()
+    b.per_item = 4e-6  # 2,000 tiny items: 8 ms in all
+    assert b.size(2000, 2, sharing=2) == 1000 and b.size(1000, 2, sharing=1) == 1000
+    assert b.size(1000, 2) == 501  # a slot freed while another runs: halves, for the tail
 
 
 class SlowDispatch(Backend):
@@ -269,3 +277,137 @@ def test_a_backend_that_retries_and_caches_itself_reports_the_items_end():
     assert eng.view.attempts == [2, 0, 3, 1]
     assert eng.view.outputs[:2] == [0, 10] and eng.view.errors[2].message == "on Flyte"
     assert b.tasks.empty()  # nothing was retried by the engine
+
+
+# -- Outcomes: a task's outcomes in one record (the local pool's workers send these) -------
+
+
+def test_outcomes_settle_in_order_and_a_failure_aborts_the_items_after_it():
+    b = Scripted()
+    eng = make(4, b, per_item=1e-6, min_success_ratio=1.0)  # tiny: one task takes all
+    task, report = b.next()
+    assert len(task.items) == 4
+    err = ItemError("exception", "ValueError", "bad")
+    rows = [(0, 1, OK, "a", 1.0, 1.5), (1, 1, FAILED, err, 1.5, 2.0), (2, 1, OK, "c", 2.0, 2.5)]
+    report([Outcomes(task.id, rows), (ENDED, task.id, None, False)])
+    assert eng.done.wait(10)
+    v = eng.view
+    assert v.status[0] is Status.SUCCEEDED and v.outputs[0] == "a" and v.durations[0] == 0.5
+    assert v.status[1] is Status.FAILED and v.errors[1].message == "bad"
+    # Item 1's failure made min_success_ratio unreachable before item 2's outcome was read.
+    assert v.status[2] is Status.ABORTED and v.outputs[2] is None
+    assert v.status[3] is Status.ABORTED
+    assert v.counts[Status.SUCCEEDED] == 1 and v.counts[Status.ABORTED] == 2 and v.counts[Status.QUEUED] == 0
+
+
+def test_a_repeated_outcome_is_ignored_and_the_unfinished_items_requeued():
+    b = Scripted()
+    eng = make(3, b, per_item=1e-6, retries=0)
+    task, report = b.next()
+    # Item 0 done, the same outcome again, then the task ends: items 1 and 2 go back.
+    report([Outcomes(task.id, [(0, 1, OK, 10, 0.0, 0.0), (0, 1, OK, 99, 0.0, 0.0)]), (ENDED, task.id, None, False)])
+    task2, report2 = b.next()
+    assert sorted(i for i, _, _ in task2.items) == [1, 2]
+    report2([Outcomes(task2.id, [(i, a, OK, i * 10, 0.0, 0.0) for i, a, _ in task2.items]), (ENDED, task2.id, None, False)])
+    assert eng.done.wait(10) and eng.view.lifecycle == "succeeded"
+    assert eng.view.outputs == [10, 10, 20] and eng.view.attempts == [1, 1, 1]
+
+
+def test_pickled_outputs_are_loaded_and_one_that_cannot_be_fails_alone():
+    import pickle
+
+    from mapnb.backends._wire import load_outputs
+
+    rows = [(0, 1, PICKLED, pickle.dumps({"a": 1}), 0.0, 1.0), (1, 1, PICKLED, b"not a pickle", 0.0, 1.0),
+            (2, 1, OK, 3, 0.0, 1.0)]  # fmt: skip
+    (r,) = load_outputs([Outcomes(7, rows)])
+    assert r[2][0] == (0, 1, OK, {"a": 1}, 0.0, 1.0) and r[2][2] == (2, 1, OK, 3, 0.0, 1.0)
+    assert r[2][1][2] == FAILED and r[2][1][3].kind == "serialization"
+
+
+def test_a_task_that_ends_cleanly_frees_its_slot_before_its_outcomes_are_settled():
+    class Watching(Scripted):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[list[Status]] = []
+            self.engine: Engine | None = None
+
+        def submit(self, task: Task, report: ReportFn) -> None:
+            if self.engine is not None:
+                self.seen.append(list(self.engine.view.status))
+            super().submit(task, report)
+
+    b = Watching()
+    eng = make(4, b, per_item=1e-2)  # 10 ms items at concurrency 1: two tasks of two
+    task, report = b.next()
+    b.engine = eng
+    assert [i for i, _, _ in task.items] == [0, 1]
+    report([Outcomes(task.id, [(i, a, OK, i, 0.0, 0.0) for i, a, _ in task.items]), (ENDED, task.id, None, False)])
+    task2, report2 = b.next()
+    assert [i for i, _, _ in task2.items] == [2, 3]
+    assert b.seen[0][:2] == [Status.QUEUED, Status.QUEUED]  # the next task went out first
+    report2([Outcomes(task2.id, [(i, a, OK, i, 0.0, 0.0) for i, a, _ in task2.items]), (ENDED, task2.id, None, False)])
+    assert eng.done.wait(10) and eng.view.lifecycle == "succeeded" and eng.view.outputs == [0, 1, 2, 3]
+
+
+def test_a_map_of_the_same_function_starts_from_what_the_last_one_measured():
+    from mapnb.backends.threads import ThreadBackend
+
+    class Recording(ThreadBackend):
+        name = "recording-history"
+        remembers = True  # (the local pool's choice; other backends start afresh)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sizes: list[int] = []
+
+        def submit(self, task: Task, report: ReportFn) -> None:
+            self.sizes.append(len(task.items))
+            super().submit(task, report)
+
+    def run(b: Backend) -> None:
+        eng = Engine(
+            run_id="t", job=Job("t", tasks.double, ("x",)), inputs=[(i,) for i in range(400)], backend=b,
+            options=Options(concurrency=2),
+        )  # fmt: skip
+        eng.start()
+        assert eng.done.wait(60) and eng.view.lifecycle == "succeeded"
+
+    first, second = Recording(), Recording()
+    run(first)
+    assert first.sizes[0] == 1  # nothing known: one item, to measure
+    run(second)
+    assert second.sizes[0] > 1 and sum(second.sizes) == 400, second.sizes  # measured before
+
+
+def test_a_quick_submit_backend_gets_the_first_tasks_from_the_callers_thread():
+    import threading
+
+    class Quick(Scripted):
+        quick_submit = True
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads: list[str] = []
+
+        def submit(self, task: Task, report: ReportFn) -> None:
+            self.threads.append(threading.current_thread().name)
+            super().submit(task, report)
+
+    b = Quick()
+    eng = make(4, b, per_item=5e-3, concurrency=2)  # two tasks of two
+    assert b.threads == [threading.current_thread().name] * 2  # before start() returned
+    succeed_the_rest(eng, b)
+    assert eng.view.lifecycle == "succeeded" and eng.view.outputs == [0, 1, 2, 3]
+
+
+def test_a_quick_submit_backend_that_fails_to_open_fails_the_run_not_the_caller():
+    class Broken(Scripted):
+        quick_submit = True
+
+        def open(self) -> None:
+            raise OSError("no pool")
+
+    eng = make(2, Broken(), per_item=1e-6)
+    assert eng.done.wait(10) and eng.view.lifecycle == "failed"
+    assert eng.view.errors[0].kind == "internal"

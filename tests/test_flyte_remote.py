@@ -128,6 +128,17 @@ def test_a_flytekit_map_task_keeps_min_successes_and_bound_values():
     }
 
 
+def test_min_successes_and_run_all_sub_nodes_given_to_map_task_reach_the_array_node():
+    an = to_flyte(
+        mapnb.map_task(ft.t1, min_successes=2, run_all_sub_nodes=True), a=[1, 2, 3], b=["x"] * 3
+    ).array_node().to_flyte_idl()
+    assert an.WhichOneof("success_criteria") == "min_successes" and an.min_successes == 2
+    assert an.run_all_sub_nodes is True
+    an = to_flyte(mapnb.map_task(scaled, min_success_ratio=0.5), x=[1, 2], factor=[1.0, 2.0]).array_node()
+    idl = an.to_flyte_idl()
+    assert idl.WhichOneof("success_criteria") == "min_success_ratio" and idl.run_all_sub_nodes is False
+
+
 def test_a_mapnb_task_brings_its_settings_and_bad_maps_are_refused_clearly():
     t = mapnb.task(retries=2, timeout=30, requests=Resources(cpu=2))(scaled)
     an = to_flyte(mapnb.map_task(functools.partial(t, factor=1.0)), x=[1]).array_node().to_flyte_idl()

@@ -24,6 +24,17 @@ flytekit = pytest.importorskip("flytekit")
 from . import flyte_tasks as ft  # noqa: E402  (needs flytekit)
 
 
+@pytest.fixture(params=["fast", "full"])
+def path(request, monkeypatch):
+    """Either way an item of a simple-typed task can take (mapnb.flyte._fast): the fast
+    path, or flytekit's full dispatch_execute (forced here). Runs on threads see it."""
+    if request.param == "full":
+        from mapnb.flyte import _fast
+
+        monkeypatch.setattr(_fast, "plan_for", lambda t: None)
+    return request.param
+
+
 def _spans(outputs: list[str]) -> list[tuple[float, float]]:
     return [tuple(map(float, o.split())) for o in outputs]  # type: ignore[misc]
 
@@ -166,7 +177,7 @@ def test_checkpoint_restore_without_a_path_and_read_of_several_files_as_flytekit
     assert df.loc[0, "output"] == "['a', 'b'] Expected exactly one checkpoint - found 2"
 
 
-def test_an_item_that_leaves_its_checkpoint_alone_makes_no_temporary_folder(monkeypatch):
+def test_an_item_that_leaves_its_checkpoint_alone_makes_no_temporary_folder(monkeypatch, path):
     """flytekit's SyncCheckpoint makes a temporary folder per item in __init__; making and
     removing it was half of a trivial item's time. Made on first use only, it still works
     (the checkpoint tests around this one)."""
@@ -183,12 +194,12 @@ def test_an_item_that_leaves_its_checkpoint_alone_makes_no_temporary_folder(monk
     assert made  # restore() and save() have their folder
 
 
-def test_read_after_save_of_a_file_as_flytekit():
+def test_read_after_save_of_a_file_as_flytekit(path):
     df = mapnb.map_task(ft.saves_a_file, backend="threads", progress=False)(x=[7])
     assert df.loc[0, "output"] == "done 7" and df.loc[0, "attempts"] == 2
 
 
-def test_current_context_identifies_the_item():
+def test_current_context_identifies_the_item(path):
     run = mapnb.map_task(ft.where_am_i, backend="threads", progress=False).submit(x=[5, 6])
     assert run.result()["output"].tolist() == [f"{run.id} 0 1", f"{run.id} 1 1"]
 
@@ -359,10 +370,83 @@ def test_flytekit_resources_are_accepted_where_mapnb_resources_are():
         mapnb.task(requests=flytekit.Resources(cpu=("1", "2")))
 
 
-def test_run_all_sub_nodes_is_said_to_differ():
-    m = flytekit.map_task(ft.some_task1, run_all_sub_nodes=True)
-    with pytest.warns(UserWarning, match="run_all_sub_nodes=True: mapnb stops a map"):
-        mapnb.map_task(m)
+def _fails_second(inputs: int) -> int:
+    if inputs == 2:
+        raise ValueError("Unexpected inputs: 2")
+    return inputs
+
+
+@pytest.mark.parametrize("how", ["flytekit.map_task", "mapnb.map_task", "plain function"])
+def test_run_all_sub_nodes_runs_every_item_and_then_fails_the_run(how):
+    """Flyte's ArrayNode run_all_sub_nodes (flyteidl: "continue to run all sub-nodes even
+    after the failure threshold has been met"): no abort; the map fails at the end."""
+
+    def make(run_all: bool) -> mapnb.MapTask:
+        kw = dict(concurrency=1, backend="threads", progress=False)
+        if how == "flytekit.map_task":
+            return mapnb.map_task(flytekit.map_task(ft.some_task1, run_all_sub_nodes=run_all), **kw)
+        fn = ft.some_task1 if how == "mapnb.map_task" else _fails_second
+        return mapnb.map_task(fn, run_all_sub_nodes=run_all, **kw)
+
+    inputs = [1, 2, 3, 4, 5, 6]
+    run = make(True).submit(inputs=inputs)
+    with pytest.raises(MapTaskError, match="5 of 6 items succeeded, 6 needed"):
+        run.result()
+    assert [s.value for s in run.statuses] == ["succeeded", "failed"] + ["succeeded"] * 4
+    assert run.outputs == [1, None, 3, 4, 5, 6]
+    # Without it the map stops as soon as the ratio cannot be met: later items are aborted.
+    run = make(False).submit(inputs=inputs)
+    with pytest.raises(MapTaskError):
+        run.result()
+    assert "aborted" in [s.value for s in run.statuses]
+
+
+def test_min_successes_and_metadata_as_map_task_arguments():
+    """flytekit's map_task(t, min_successes=N, metadata=TaskMetadata(...)) signature, here
+    directly on mapnb.map_task (not only through a flytekit.map_task object)."""
+    from flytekit.core.base_task import TaskMetadata
+
+    kw = dict(backend="threads", progress=False)
+    assert mapnb.map_task(ft.some_task1, min_successes=3, **kw)(inputs=[1, 2, 3, 4])["output"].tolist() == [
+        1, None, 3, 4,
+    ]  # fmt: skip
+    with pytest.raises(MapTaskError, match="of 4 items succeeded, 4 needed"):
+        mapnb.map_task(ft.some_task1, min_successes=4, **kw)(inputs=[1, 2, 3, 4])
+    # A plain function too; and min_successes wins over min_success_ratio, as in flytekit.
+    mt = mapnb.map_task(_fails_second, min_successes=3, min_success_ratio=1.0, **kw)
+    assert "min_successes=3" in repr(mt)
+    assert mt(inputs=[1, 2, 3, 4])["status"].tolist() == ["succeeded", "failed", "succeeded", "succeeded"]
+    # An explicit min_successes wins over a flytekit map's ratio, and the other way round.
+    m = flytekit.map_task(ft.some_task1, min_success_ratio=1.0)
+    assert mapnb.map_task(m, min_successes=3, **kw)(inputs=[1, 2, 3, 4])["output"].tolist()[1] is None
+    mt = mapnb.map_task(ft.fails_first_attempt, metadata=TaskMetadata(retries=1, timeout=30), **kw)
+    assert mt.options.retries == 1 and mt.options.timeout == 30.0
+    assert mt(x=[1])["attempts"].tolist() == [2]
+    assert mapnb.map_task(ft.fails_first_attempt, metadata=TaskMetadata(retries=1), retries=0).options.retries == 0
+
+
+@pytest.mark.parametrize(
+    "fn, kwargs, message",
+    [
+        (_fails_second, {"min_successes": -1}, "min_successes must be an integer >= 0 or None; got int -1"),
+        (_fails_second, {"min_successes": "3"}, "min_successes must be an integer >= 0 or None; got str '3'"),
+        (_fails_second, {"min_successes": True}, "min_successes must be an integer >= 0 or None; got bool True"),
+        (_fails_second, {"run_all_sub_nodes": "yes"}, "run_all_sub_nodes must be True or False; got str 'yes'"),
+        (ft.scale, {"metadata": {"retries": 1}}, "metadata must be a flytekit.TaskMetadata.*got dict"),
+        (_fails_second, {"metadata": "x"}, "metadata= takes a flytekit TaskMetadata for a flytekit task; _fails_second"),
+    ],
+)
+def test_bad_flyte_map_settings_are_refused_naming_argument_value_and_what_is_allowed(fn, kwargs, message):
+    with pytest.raises(InvalidMapError, match=message):
+        mapnb.map_task(fn, **kwargs)
+
+
+def test_more_min_successes_than_items_is_refused_before_anything_runs():
+    """Flyte fails such an ArrayNode at once (it can never succeed)."""
+    mt = mapnb.map_task(_fails_second, min_successes=5, backend="threads", progress=False)
+    with pytest.raises(InvalidMapError, match="min_successes=5 but the map has 4 items; it must be at most"):
+        mt(inputs=[1, 3, 4, 5])
+    assert mt(inputs=[1, 3, 4, 5, 6])["status"].tolist() == ["succeeded"] * 5
 
 
 def test_a_worker_keeps_ignoring_sigint_after_importing_flytekit():
@@ -387,14 +471,14 @@ def test_an_instance_task_such_as_shell_task_is_mapped_as_flytekit_maps_it():
     assert "item 2" in run.logs(1) and run.errors[2].type == "FlyteRecoverableException"
 
 
-def test_items_that_write_no_files_leave_no_folders():
+def test_items_that_write_no_files_leave_no_folders(path):
     run = mapnb.map_task(ft.scale, backend="threads", progress=False).submit(a=[1, 2, 3])
     run.result()
     flyte = mapnb.journal.run_dir(run.id) / "flyte"
     assert not flyte.exists() or not any(flyte.iterdir())
 
 
-def test_an_item_that_does_not_ask_for_its_working_folder_makes_none(monkeypatch):
+def test_an_item_that_does_not_ask_for_its_working_folder_makes_none(monkeypatch, path):
     """Making and removing a folder per item was most of a trivial item's time; the folder
     is made when the item asks for current_context().working_directory (a FlyteFile)."""
     made: list[str] = []
@@ -452,3 +536,222 @@ def test_file_inputs_from_paths_or_flyte_files(tmp_path):
     assert mt(f=paths)["output"].tolist() == [1, 2, 3]
     FlyteFile = flytekit.types.file.FlyteFile
     assert mt(f=[FlyteFile(p) for p in paths])["output"].tolist() == [1, 2, 3]
+
+
+# -- the fast path (mapnb.flyte._fast) -----------------------------------------------------
+
+_SAME = object()
+
+
+def _echo(arg: object, ret: object, value: object = _SAME):
+    """A task ``echo(x: arg) -> ret`` returning ``x`` (or ``value``)."""
+
+    def echo(x):
+        return x if value is _SAME else value
+
+    echo.__annotations__ = {"x": arg, "return": ret}
+    return flytekit.task(echo)
+
+
+def _typed(v: object) -> object:
+    """``v`` with the type of every value in it: 1 and 1.0, [1] and [1.0] differ."""
+    if isinstance(v, list):
+        return [_typed(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _typed(x) for k, x in v.items()}
+    return (type(v).__name__, v)
+
+
+def _outcome(call):
+    try:
+        return "ok", _typed(call())
+    except Exception as e:  # the exception's type and message, as the error column shows them
+        return "error", type(e).__qualname__, str(e)
+
+
+def _both_ways(t, kwargs):
+    """The item through flytekit's full path, and through the fast path (with whether the
+    fast path handed it to the full path)."""
+    from mapnb.flyte import _fast, _flytekit
+
+    plan = _fast.plan_for(t)
+    assert plan is not None, t
+    handed = []
+
+    def full(t, kw):
+        handed.append(kw)
+        return _flytekit._execute(t, kw)
+
+    return _outcome(lambda: _flytekit._execute(t, dict(kwargs))), _outcome(
+        lambda: _fast.run(plan, t, dict(kwargs), full)
+    ), bool(handed)
+
+
+_OPT_FLOATS = dict[str, "float | None"]
+INPUTS = [
+    (int, 1, True), (int, True, False), (int, 1.0, False), (int, "1", False), (int, None, False),
+    (float, 1.5, True), (float, 1, False), (float, True, False),
+    (str, "a", True), (str, 1, False), (bool, True, True), (bool, 1, False),
+    ("int | None", None, True), ("int | None", 2, True), ("int | None", "a", False),
+    (list[int], [1, 2], True), (list[int], [1, "a"], False), (list[int], [True], False),
+    (list[int], (1, 2), False), (list[int], None, False), (list[int], [], True),
+    (list[float], [1, 2.0], False), (dict[str, int], {"a": 1}, True), (dict[str, int], {"a": "b"}, False),
+    (dict[str, int], {1: 1}, False), (dict[str, list[str]], {"k": ["v"]}, True),
+    (dict[str, list[str]], {"k": "v"}, False), ("list[dict[str, float | None]]", [{"a": None, "b": 1.0}], True),
+    ("list[dict[str, float | None]]", [{"a": 1}], False),
+]
+
+
+@pytest.mark.parametrize("arg, value, fast", INPUTS, ids=[f"{a}={v!r}" for a, v, _ in INPUTS])
+def test_fast_and_full_paths_give_the_same_input_values_and_errors(arg, value, fast):
+    """Each input as flytekit's type engine takes it: the same value and types, or the same
+    TypeTransformerFailedError with the same words. What the fast check does not take
+    exactly is handed to flytekit, which words the error."""
+    arg = eval(arg) if isinstance(arg, str) else arg  # (`X | None` of typing objects)
+    full, quick, handed = _both_ways(_echo(arg, arg), {"x": value})
+    assert quick == full
+    assert handed is not fast
+    if not fast and full[0] == "error" and full[1] == "TypeTransformerFailedError":
+        assert full[2].startswith("Failed to convert inputs of task")
+
+
+OUTPUTS = [
+    (int, 1), (int, True), (int, "a"), (int, None), (float, 1), (float, 1.0), (str, 1.5),
+    (list[int], [1, "a"]), (list[int], (1,)), (dict[str, int], {"a": "b"}), (dict[str, int], {1: 1}),
+    ("str | None", None), ("str | None", 3), ("list[int | None]", [None, 1]),
+    (dict[str, list[float]], {"a": [1.0]}), (None, 5),
+]
+
+
+@pytest.mark.parametrize("ret, value", OUTPUTS, ids=[f"{r}={v!r}" for r, v in OUTPUTS])
+def test_fast_and_full_paths_give_the_same_outputs_and_errors(ret, value):
+    ret = eval(ret) if isinstance(ret, str) else ret
+    full, quick, handed = _both_ways(_echo(int, ret, value), {"x": 1})
+    assert quick == full and not handed
+
+
+def test_fast_and_full_paths_word_the_tasks_own_error_alike():
+    boom = _echo(int, int, _SAME)
+    boom._task_function = lambda x: 1 / 0  # noqa: SLF001 (as if the function raised)
+    full, quick, _ = _both_ways(boom, {"x": 1})
+    assert quick == full == ("error", "ZeroDivisionError", f"Error encountered while executing '{boom.name}':\n  division by zero")
+
+
+def test_simple_types_take_the_fast_path_and_others_flytekits_full_one(monkeypatch):
+    from mapnb.flyte import _fast, _flytekit
+
+    assert all(_fast.plan_for(t) for t in (ft.scale, ft.t1, ft.many_inputs, ft.where_am_i, ft.use_checkpoint))
+    for t in (ft.make_file, ft.make_dir, ft.make_frame, ft.file_size, ft.dyn, ft.shout):
+        assert _fast.plan_for(t) is None, t
+    for arg in (dict, dict[int, int], "typing.Union[int, str]", "typing.Annotated[int, 'x']", datetime.datetime):
+        arg = eval(arg, {"typing": __import__("typing")}) if isinstance(arg, str) else arg
+        assert _fast.plan_for(_echo(arg, int, 1)) is None, arg
+    # A real map: the simple task's items never go through dispatch_execute; a FlyteFile's do.
+    calls = []
+    real = _flytekit._execute
+    monkeypatch.setattr(_flytekit, "_execute", lambda t, kw: calls.append(t.name) or real(t, kw))
+    assert mapnb.map_task(ft.scale, backend="threads", progress=False)(a=[1, 2])["output"].tolist() == [1, 2]
+    assert calls == []
+    df = mapnb.map_task(ft.make_file, backend="threads", progress=False)(x=[1, 2])
+    assert [open(f).read() for f in df["output"]] == ["content 1", "content 2"]
+    assert calls == [ft.make_file.name] * 2
+
+
+def test_a_wrong_element_type_fails_alike_on_both_paths(monkeypatch):
+    """The error column of a map, fast path or not: flytekit's type and words."""
+    from mapnb.flyte import _fast
+
+    task = _echo(list[int], int, 0)
+    run = functools.partial(mapnb.map_task, backend="threads", min_success_ratio=0, progress=False)
+    fast = run(task)(x=[[1], [1, "a"]])
+    monkeypatch.setattr(_fast, "plan_for", lambda t: None)
+    full = run(task)(x=[[1], [1, "a"]])
+    assert fast["error"].tolist() == full["error"].tolist()
+    assert fast.loc[1, "error"].startswith("TypeTransformerFailedError: Failed to convert inputs of task")
+    assert "Expected value of type <class 'int'> but got 'a'" in fast.loc[1, "error"]
+
+
+@pytest.mark.parametrize("backend", ["local", "threads"])
+def test_an_input_of_the_wrong_type_is_not_retried(backend, path):
+    """The same inputs fail flytekit's conversion the same way on every attempt: the item
+    fails at once (attempts = 1) with flytekit's type and message, whatever its retries.
+    (A wrong input leaves the fast path for the full one: both end in the same error.)"""
+    from flytekit.core.base_task import TaskMetadata
+
+    for mt in (
+        mapnb.map_task(ft.scale, retries=3, min_success_ratio=0.5, backend=backend, progress=False),
+        mapnb.map_task(ft.scale, metadata=TaskMetadata(retries=3), min_success_ratio=0.5, backend=backend, progress=False),
+    ):
+        assert mt.options.retries == 3
+        df = mt(a=[1, "x", 3])
+        assert df["status"].tolist() == ["succeeded", "failed", "succeeded"]
+        assert df["attempts"].tolist() == [1, 1, 1]
+        assert df.loc[1, "error"].startswith(
+            "TypeTransformerFailedError: Failed to convert inputs of task 'tests.flyte_tasks.scale':"
+        )
+        assert "Expected value of type <class 'int'> but got 'x' of type <class 'str'>" in df.loc[1, "error"]
+
+
+def test_the_input_type_error_is_flytekits_and_mapnbs_not_retried():
+    from flytekit.core.type_engine import TypeTransformerFailedError
+
+    from mapnb.flyte._flytekit import FlyteItem
+
+    with pytest.raises(TypeTransformerFailedError) as info:
+        FlyteItem(ft.scale)(a="x")
+    assert isinstance(info.value, mapnb.NotRetried)
+    assert type(info.value).__name__ == "TypeTransformerFailedError"
+    # A task's own error stays retried.
+    df = mapnb.map_task(ft.fails_first_attempt, backend="threads", progress=False)(x=[1])
+    assert df["attempts"].tolist() == [2]
+
+
+def test_the_fast_path_builds_one_flytekit_context_per_thread_and_leaves_the_stack_as_it_was():
+    from flytekit.core.context_manager import FlyteContextManager
+
+    from mapnb.context import enter_item, leave_item
+    from mapnb.flyte import _fast
+    from mapnb.flyte._flytekit import FlyteItem
+
+    seen = []
+
+    def record(x):  # the flytekit context the function runs in, and what it says of the item
+        ctx = FlyteContextManager.current_context()
+        p = ctx.user_space_params
+        seen.append((ctx, p.execution_id.name, p.array_index, p.attempt))
+        return x
+
+    item = FlyteItem(_echo(int, int, _SAME))
+    size = FlyteContextManager.size()
+    real = _fast.plan_for(item._flyte_task)
+    item._plan = _fast.Plan(record, real.inputs, real.output)
+    for i in range(3):
+        token = enter_item(None, "run1", i, 1)
+        try:
+            assert item(x=i) == i
+        finally:
+            leave_item(token)
+        assert seen[-1][1:] == ("run1", i, 1)
+        assert FlyteContextManager.size() == size
+    seen = [c for c, *_ in seen]
+    assert seen[0] is seen[1] is seen[2]  # built once, pushed per item
+    with pytest.raises(TypeError):  # an input that fails flytekit's check: the stack is restored too
+        item(x="no")
+    assert FlyteContextManager.size() == size
+
+
+def test_what_the_fast_check_hands_to_flytekit_carries_no_context_of_its_own():
+    """An error on the full path (here the task's own) does not read "During handling of
+    the above exception" with the fast check's internal miss."""
+    from mapnb.flyte import _fast, _flytekit
+
+    boom = _echo(int, int, _SAME)
+    boom._task_function = lambda x: 1 / 0  # noqa: SLF001
+    plan = _fast.plan_for(boom)
+
+    def never(v):
+        raise _fast._Miss  # noqa: SLF001 (as for a value the check does not take)
+
+    with pytest.raises(ZeroDivisionError) as info:
+        _fast.run(_fast.Plan(plan.fn, {"x": never}, plan.output), boom, {"x": 1}, _flytekit._execute)
+    assert info.value.__context__ is None

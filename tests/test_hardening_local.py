@@ -149,6 +149,39 @@ def test_an_item_that_closes_fds_1_and_2_does_not_break_later_items():
         assert run.logs(i, "stdout").split() == ["native", str(x), "shell", str(x)], run.logs(i)
 
 
+def redirect_or_write(x: int, path: str) -> int:
+    if x == 0:  # fd 1 now writes to a file of the item's own
+        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), 1)
+    else:
+        os.write(1, f"native {x}\n".encode())
+    return os.getpid()
+
+
+def test_an_item_that_moves_fd_1_elsewhere_does_not_take_later_items_output(tmp_path):
+    # The cheap check between items (descriptor flags and file ends) must notice the move.
+    own = str(tmp_path / "own.txt")
+    pool = Pool()
+    try:
+        mt = map_task(redirect_or_write, concurrency=1, backend=LocalBackend(pool))
+        run = mt.submit(x=[0, 1, 2], path=[own] * 3)
+        run.result(timeout=120)
+    finally:
+        pool.shutdown()
+    assert len(set(run.outputs)) == 1  # one worker ran them all, repaired in between
+    assert run.logs(1, "stdout") == "native 1\n" and run.logs(2, "stdout") == "native 2\n"
+    assert "native" not in Path(own).read_text()
+
+
+def keyword_order(b: int, a: int, *, c: int = 0) -> tuple[int, int, int]:
+    return (a, b, c)
+
+
+def test_items_bind_by_name_whatever_the_parameter_order():
+    # Positional calls are a shortcut only where they bind as the keyword call would.
+    assert map_task(keyword_order).submit(a=[1], b=[2]).result()["output"][0] == (1, 2, 0)
+    assert map_task(keyword_order).submit(b=[2], a=[1], c=[3]).result()["output"][0] == (1, 2, 3)
+
+
 # -- item 12: processes an item starts do not outlive the pool's workers ---------------
 
 STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"

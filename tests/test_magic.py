@@ -54,6 +54,7 @@ def test_split_line_keeps_brackets_and_strings_whole():
         ("--retries -1 x=[1]", "retries"),
         ("--timeout -2 x=[1]", "timeout"),
         ("--min-success-ratio 1.5 x=[1]", "min_success_ratio"),
+        ("--min-successes 3 x=[1, 2]", "min_successes=3 but the map has 2 items"),
         ("--backend nope x=[1]", "nope"),
         ("--out 2bad x=[1]", "--out/--run must be a Python name"),
         ("--no-wait --out df x=[1]", "--out needs the run to finish"),
@@ -128,7 +129,7 @@ def test_a_failing_item_shows_its_own_traceback_and_keeps_the_partial_results(sh
 
 def test_help_documents_the_magic(shell):
     doc = shell.find_cell_magic("map_task").__doc__
-    for flag in ("--concurrency", "--min-success-ratio", "--retries", "--timeout", "--backend",
+    for flag in ("--concurrency", "--min-success-ratio", "--min-successes", "--run-all-sub-nodes", "--retries", "--timeout", "--backend",
                  "--product", "--out", "--run", "--no-wait", "NAME=EXPR"):  # fmt: skip
         assert flag in doc
     for name in ("%%map_task", "%map_task"):
@@ -179,3 +180,21 @@ def test_a_notebook_functions_traceback_in_a_worker_shows_its_cell_lines(shell):
     assert "<dynamic-code>" not in tb and "return total // x" in tb, tb
     filename = shell.user_ns["ratio"].__code__.co_filename
     assert f'File "{filename}", line 4, in ratio' in tb, tb
+
+
+def test_min_successes_and_run_all_sub_nodes_from_the_magic(shell):
+    """--min-successes N fails the run below N successes; --run-all-sub-nodes still runs
+    every item to the end (nothing aborted), where without it the rest is aborted."""
+    body = "import time\nif x in (1, 2):\n    raise ValueError(x)\nif x == 3 and slow:\n    time.sleep(60)\nx"
+    line = "--min-successes 4 --no-wait --run r x=range(5)"
+    shell.user_ns["slow"] = False
+    cell(shell, "--run-all-sub-nodes " + line, body)
+    run = shell.user_ns["r"]
+    run.wait(60)
+    assert run.state == "failed"
+    assert list(run.df["status"]) == ["succeeded", "failed", "failed", "succeeded", "succeeded"]
+    shell.user_ns["slow"] = True  # item 3 is still running when 1 and 2 have failed
+    cell(shell, line, body)
+    run = shell.user_ns["r"]
+    run.wait(60)
+    assert run.state == "failed" and run.df["status"][3] == "aborted"

@@ -83,7 +83,7 @@ def started(task, i):
 
 def test_a_worse_item_is_pruned_its_task_killed_and_the_others_requeued_uncharged():
     b = Scripted()
-    eng: Engine = make(8, b, per_item=1e-3, prune=mapnb.MedianStopping("loss", grace=1, min_items=2))
+    eng: Engine = make(8, b, per_item=5e-3, prune=mapnb.MedianStopping("loss", grace=1, min_items=2))
     task, report = b.next()
     assert [i for i, _, _ in task.items] == [0, 1, 2, 3]
     report([

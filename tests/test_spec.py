@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import functools
 import itertools
+import time
 
 import numpy as np
 import pandas as pd
@@ -254,3 +255,24 @@ def test_self_and_recover_can_be_mapped():
     assert list(sequential(_with_recover).submit_product(x=[1], recover=["s"]).result()["output"]) == ["1:s"]
     with raises(r"recover must be a run id"):
         sequential(tasks.double).submit(x=[1], recover=5)
+
+
+def _fails_odd(x: int) -> int:
+    if x % 2:
+        raise ValueError(f"odd {x}")
+    if x >= 4:
+        time.sleep(60)  # still running when 1 and 3 have failed: the abort stops it
+    return x
+
+
+def test_min_successes_names_itself_where_the_run_says_what_was_needed():
+    """A count set with min_successes is what the failure headline and the abort reason
+    name, not min_success_ratio."""
+    mt = map_task(_fails_odd, min_successes=5, progress=False)
+    run = mt.submit(x=range(6))  # once 1 and 3 failed, 5 successes are out of reach
+    run.wait()
+    assert run.state == "failed"
+    with pytest.raises(mapnb.MapTaskError, match=r"5 needed \(min_successes\)"):
+        run.result()
+    reasons = [e.message for e in run.errors if e is not None and e.kind == "aborted"]
+    assert reasons and all("min_successes can no longer be met" in r for r in reasons)

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from ..errors import ErrorKind, ItemError
-from ..protocol import FINISHED, Ended, Finished
+from ..protocol import FAILED, FINISHED, OK, OUTCOMES, PICKLED, Ended, Finished, Outcomes
 from .base import ReportFn, Task
 
 
@@ -39,8 +39,29 @@ def load_output(r: Finished) -> Finished:
 
 
 def load_outputs(records: list[Any]) -> list[Any]:
-    """A batch of report records with every successful output loaded (``r[4]``: ``ok``)."""
-    return [load_output(r) if r[0] == FINISHED and r[4] else r for r in records]
+    """A batch of report records with every successful output loaded (``r[4]``: ``ok``;
+    in an Outcomes record, the rows whose output is still PICKLED)."""
+    return [
+        load_output(r) if r[0] == FINISHED and r[4] else _load_rows(r) if r[0] == OUTCOMES else r for r in records
+    ]
+
+
+def _load_rows(r: Outcomes) -> Outcomes:
+    """An Outcomes record whose PICKLED outputs are loaded: OK, or FAILED with a
+    serialization error when one cannot be (that item alone)."""
+    kind, task_id, rows = r
+    for k, (index, attempt, ok, value, t0, t1) in enumerate(rows):
+        if ok == PICKLED:
+            try:
+                rows[k] = (index, attempt, OK, pickle.loads(value), t0, t1)
+            except Exception as e:
+                err = ItemError(
+                    ErrorKind.SERIALIZATION,
+                    type(e).__qualname__,
+                    f"the output could not be unpickled in the caller: {e}",
+                )
+                rows[k] = (index, attempt, FAILED, err, t0, t1)
+    return r
 
 
 def dump_job(task: Task, report: ReportFn, where: str) -> bytes | None:

@@ -64,11 +64,19 @@ class Backend(abc.ABC):
     - ``can_kill``: :meth:`kill` really stops a running item (timeout, abort and cancel
       are then enforced); otherwise the engine abandons the item and moves on.
     - ``shares_clock``: report times are this machine's ``time.monotonic()``.
+    - ``quick_submit``: :meth:`submit` only hands the task on (items run elsewhere, never
+      inside the call) and :meth:`open` does nothing, so the engine may send a run's first
+      tasks from the caller's thread, before its own thread is up.
+    - ``remembers``: a map starts from the item durations and per-task overhead measured
+      in the latest map of the same function on a backend of this name, instead of
+      probing with one-item tasks (for backends whose costs do not change between runs).
     """
 
     name: ClassVar[str] = "base"
     can_kill: ClassVar[bool] = False
     shares_clock: ClassVar[bool] = True
+    quick_submit: ClassVar[bool] = False
+    remembers: ClassVar[bool] = False
 
     def default_concurrency(self) -> int:
         """How many tasks run at once when the user does not say."""

@@ -28,7 +28,7 @@ from typing import Any
 
 from .._code import restore_origin
 from ..errors import BackendError, ErrorKind, ItemError
-from ..protocol import Ended, Finished
+from ..protocol import FAILED, Ended, Finished
 from ..worker import Outbox, run_items
 from ._wire import dump_items, dump_job, load_outputs
 from .base import Backend, Job, ReportFn, Task
@@ -426,12 +426,16 @@ class _TaskOutbox(Outbox):
         self.outcomes: list[tuple[Any, ...]] = []
         self.withheld = 0  # outcomes too big for the stream
 
-    def _keep(self, record: Finished) -> None:
+    raw_types: frozenset[type] = frozenset()  # every output pickled: the result holds Finished records
+
+    def _keep(self, index: int, attempt: int, code: int, payload: Any, t0: float, t1: float) -> int | None:
+        record = Finished(self.task_id, index, attempt, code != FAILED, payload, t0, t1)
         self.outcomes.append(record)
         if record.ok and len(record.value) > _STREAM_LIMIT:  # a big output waits for the result
             self.withheld += 1
         else:
             self._records.append(record)
+        return None  # sent at the Outbox's cadence, as before
 
     def finish(self) -> None:
         """Flush the rest; say whether the stream carried every outcome."""

@@ -8,8 +8,9 @@ What ``mapnb.map_task`` takes from flytekit's objects (explicit ``map_task`` arg
   ``requests``/``limits`` (as :class:`mapnb.Resources`, Kubernetes units accepted).
 - a ``PythonInstanceTask`` (``ShellTask``, ...): the same, its interface as signature.
 - ``functools.partial(t, b=...)``: ``b`` is the same for every item.
-- ``flytekit.map_task(t, concurrency=, min_success_ratio=, min_successes=, metadata=)``:
-  those settings, and its bound inputs.
+- ``flytekit.map_task(t, concurrency=, min_success_ratio=, min_successes=, metadata=,
+  run_all_sub_nodes=)``: those settings, and its bound inputs. ``mapnb.map_task`` takes
+  ``min_successes=``, ``run_all_sub_nodes=`` and ``metadata=`` directly too.
 
 Each item runs the task's function between flytekit's own type conversions (an element
 of the wrong type fails that item with flytekit's message), in a flytekit execution
@@ -31,13 +32,9 @@ import datetime
 import functools
 import inspect
 import os
-import shutil
 import signal
-import tempfile
 import threading
-import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -47,6 +44,8 @@ from ..cache import CacheSettings
 from ..errors import InvalidMapError
 from ..maptask import MapTask, map_function, task
 from ..resources import Resources, from_flytekit
+from . import _fast
+from ._item import clean_up, lazy_checkpoint, sandbox
 
 if TYPE_CHECKING:
     from flytekit.core.python_function_task import PythonFunctionTask
@@ -171,17 +170,24 @@ def _check_bound(t: PythonFunctionTask, bound: dict[str, Any]) -> None:
         raise InvalidMapError(f"bound input of {t.name} has the wrong type: {e}") from None
 
 
-def adapt(obj: Any) -> tuple[Callable[..., Any], dict[str, Any]]:
+def adapt(obj: Any, metadata: Any = None) -> tuple[Callable[..., Any], dict[str, Any]]:
     """A flytekit object as what mapnb maps, and the map's own settings (when it is a
-    ``flytekit.map_task``): ``concurrency``, ``min_success_ratio``, ``min_successes``."""
+    ``flytekit.map_task``): ``concurrency``, ``min_success_ratio``, ``min_successes``,
+    ``run_all_sub_nodes``. ``metadata`` (a ``TaskMetadata``) replaces the task's and the
+    map's, as ``flytekit.map_task(t, metadata=...)`` does."""
     from flytekit.core.array_node_map_task import ArrayNodeMapTask
+    from flytekit.core.base_task import TaskMetadata
 
+    if metadata is not None and not isinstance(metadata, TaskMetadata):
+        raise InvalidMapError(
+            f"metadata must be a flytekit.TaskMetadata(retries=, timeout=, cache=, ...) or None; "
+            f"got {type(metadata).__name__} {metadata!r}"
+        )
     obj, bound = _unpartial(obj)
     defaults: dict[str, Any] = {}
-    metadata = None
     if isinstance(obj, ArrayNodeMapTask):
         defaults, bound = _map_settings(obj, bound)
-        metadata = obj.metadata
+        metadata = metadata or obj.metadata
         obj = obj.python_function_task
     t = _check_task(obj)
     if bound:
@@ -215,58 +221,26 @@ def _map_settings(obj: Any, bound: dict[str, Any]) -> tuple[dict[str, Any], dict
     defaults: dict[str, Any] = {}
     # getattr: not every flytekit >= 1.10 has every setting.
     defaults["concurrency"] = obj.concurrency or None  # 0: unbounded on Flyte, the backend's limit here
-    if getattr(obj, "min_successes", None) is not None:
-        defaults["min_successes"] = obj.min_successes
-    elif obj.min_success_ratio is not None:
-        defaults["min_success_ratio"] = obj.min_success_ratio
+    defaults["min_successes"] = getattr(obj, "min_successes", None)
+    defaults["min_success_ratio"] = obj.min_success_ratio
+    defaults["run_all_sub_nodes"] = bool(getattr(obj, "run_all_sub_nodes", False))
     partial = getattr(obj, "_partial", None)  # flytekit keeps a partial's inputs only here
     if partial is not None:
         bound = {**partial.keywords, **bound}
     # As flytekit: bound values win over partials.
     bound = {**bound, **(getattr(obj, "_bound_inputs_values", None) or {})}
-    if getattr(obj, "run_all_sub_nodes", False):
-        warnings.warn(
-            "run_all_sub_nodes=True: mapnb stops a map as soon as its min_success_ratio cannot be "
-            "reached (set min_success_ratio=0 to run every item)",
-            stacklevel=5,
-        )
     return defaults, bound
 
 
 class FlyteMapTask(MapTask):
-    """A :class:`~mapnb.MapTask` of a flytekit task.
-
-    Two things more than a MapTask: a map that asks for ``min_successes`` items (turned into
-    a ratio once the number of items is known), and :meth:`with_overrides` as flytekit's
-    nodes have it.
-    """
-
-    min_successes: int | None = None
+    """A :class:`~mapnb.MapTask` of a flytekit task, with :meth:`with_overrides` as
+    flytekit's nodes have it."""
 
     @classmethod
-    def of(cls, mt: MapTask, min_successes: int | None) -> FlyteMapTask:
+    def of(cls, mt: MapTask) -> FlyteMapTask:
         out = cls.__new__(cls)
         out.__dict__.update(mt.__dict__)
-        out.min_successes = min_successes
         return out
-
-    def _start(self, names: Any, inputs: Any, axes: Any, run_id: Any = None, recovered: Any = None) -> Any:
-        if self.min_successes is None or not inputs:
-            return super()._start(names, inputs, axes, run_id, recovered)
-        # ceil(n * ratio) must be min_successes exactly: aim half an item below it.
-        ratio = min(1.0, max(0.0, (self.min_successes - 0.5) / len(inputs)))
-        view = MapTask.__new__(MapTask)
-        view.__dict__.update(self.__dict__)
-        view.options = dataclasses.replace(self.options, min_success_ratio=ratio)
-        return MapTask._start(view, names, inputs, axes, run_id, recovered)
-
-    def __repr__(self) -> str:
-        text = super().__repr__()
-        if self.min_successes is None:
-            return text
-        return text.replace(
-            f"min_success_ratio={self.options.min_success_ratio}", f"min_successes={self.min_successes}"
-        )
 
     def with_overrides(
         self,
@@ -325,7 +299,7 @@ class FlyteMapTask(MapTask):
                 ignore if enabled else (),
                 base.overwrite if enabled else False,
             )
-        return FlyteMapTask.of(mt, self.min_successes)
+        return FlyteMapTask.of(mt)
 
 
 def _split_resources(r: Any) -> tuple[Resources | None, Resources | None]:
@@ -338,20 +312,19 @@ def _split_resources(r: Any) -> tuple[Resources | None, Resources | None]:
     return _resources(r.requests), _resources(r.limits)
 
 
-def map_flytekit(obj: Any, **options: Any) -> FlyteMapTask:
-    """:func:`mapnb.map_task` for a flytekit object: its settings, then the caller's."""
-    fn, defaults = adapt(obj)
-    min_successes = defaults.pop("min_successes", None)
-    if options.get("min_success_ratio") is not None:
-        min_successes = None  # the caller's ratio wins
+def map_flytekit(obj: Any, *, metadata: Any = None, **options: Any) -> FlyteMapTask:
+    """:func:`mapnb.map_task` for a flytekit object: its settings, then the caller's.
+
+    The caller's ``min_successes`` or ``min_success_ratio`` replace both of the map's
+    (between the two, ``min_successes`` wins, as in flytekit and on Flyte)."""
+    fn, defaults = adapt(obj, metadata)
+    if options.get("min_successes") is not None or options.get("min_success_ratio") is not None:
+        defaults.pop("min_successes", None)
+        defaults.pop("min_success_ratio", None)
     for k, v in defaults.items():
         if options.get(k) is None:
             options[k] = v
-    if min_successes is not None and (
-        isinstance(min_successes, bool) or not isinstance(min_successes, int) or min_successes < 0
-    ):
-        raise InvalidMapError(f"min_successes must be an integer >= 0; got {min_successes!r}")
-    return FlyteMapTask.of(map_function(fn, **options), min_successes)
+    return FlyteMapTask.of(map_function(fn, **options))
 
 
 # --------------------------------------------------------------------------------------
@@ -376,11 +349,16 @@ def _restore(blob: bytes) -> FlyteItem:
         return FlyteItem(cloudpickle.loads(blob))
 
 
+_UNPLANNED = object()
+
+
 class FlyteItem:
-    """One item of a flytekit task: its function between flytekit's type conversions."""
+    """One item of a flytekit task: its function between flytekit's type conversions
+    (checked without them, on the fast path, for simple types: :mod:`mapnb.flyte._fast`)."""
 
     def __init__(self, t: PythonFunctionTask) -> None:
         self._flyte_task = t
+        self._plan: Any = _UNPLANNED  # the fast path (mapnb.flyte._fast), decided on first call
         fn = getattr(t, "task_function", None)
         if fn is not None:
             # target_function() follows __wrapped__ to the task's function: names, signature
@@ -416,7 +394,11 @@ class FlyteItem:
         if args:
             kwargs = self.__signature__.bind_partial(*args, **kwargs).arguments
         t = self._flyte_task
+        if self._plan is _UNPLANNED:
+            self._plan = _fast.plan_for(t)
         try:
+            if self._plan is not None:
+                return _fast.run(self._plan, t, kwargs, _execute)
             return _execute(t, kwargs)
         except Exception as e:
             # The item's traceback starts in the user's function, not in flytekit's plumbing
@@ -448,7 +430,7 @@ def _params(base: Any, workdir: str) -> Any:
     cp = item.checkpoint
     dest = cp._dir(cp._attempt)  # noqa: SLF001 (mapnb's own checkpoint layout)
     prev = cp._prev  # noqa: SLF001
-    b.checkpoint = _lazy_checkpoint(SyncCheckpoint, str(dest), str(prev) if prev else None)
+    b.checkpoint = lazy_checkpoint(SyncCheckpoint, str(dest), str(prev) if prev else None)
     if item.run_id is not None:
         b.execution_id = WorkflowExecutionIdentifier("local", "local", str(item.run_id))
         b.attrs = {
@@ -481,51 +463,6 @@ def _lazy_workdir_params() -> type:
     return LazyWorkdirParams
 
 
-class _LazyFolder:
-    """A ``tempfile.TemporaryDirectory`` made on first use: what ``SyncCheckpoint`` keeps in
-    ``_td`` for ``restore()`` and ``save()``."""
-
-    def __init__(self) -> None:
-        self._td: tempfile.TemporaryDirectory[str] | None = None
-
-    @property
-    def name(self) -> str:
-        if self._td is None:
-            self._td = tempfile.TemporaryDirectory()
-        return self._td.name
-
-    def cleanup(self) -> None:
-        if self._td is not None:
-            self._td.cleanup()
-
-
-def _lazy_checkpoint(cls: Any, dest: str, src: str | None) -> Any:
-    """flytekit's ``SyncCheckpoint(dest, src)``, less the temporary folder its ``__init__``
-    makes (and ``__del__`` removes) for every item: most items never touch their checkpoint,
-    and making and removing that folder was half of a trivial item's time in a worker.
-    The attributes are ``SyncCheckpoint.__init__``'s (flytekit 1.x)."""
-    cp = cls.__new__(cls)
-    cp._checkpoint_dest = dest  # noqa: SLF001
-    cp._checkpoint_src = src or None  # noqa: SLF001
-    cp._td = _LazyFolder()  # noqa: SLF001
-    cp._prev_download_path = None  # noqa: SLF001
-    return cp
-
-
-def _sandbox() -> tuple[str, bool]:
-    """The item's working folder (``current_context().working_directory``), and whether
-    it is a temporary one. In a map run it is ``<run folder>/flyte/<item>/<attempt>``,
-    kept with the run (pruned with it): a ``FlyteFile`` output points into it."""
-    from ..context import current_context
-
-    item = current_context()
-    if item.index is None or item._root is None:  # noqa: SLF001
-        return tempfile.mkdtemp(prefix="mapnb-flyte-"), True
-    folder = Path(item._root).parent / "flyte" / str(item.index) / str(item.attempt)  # noqa: SLF001
-    shutil.rmtree(folder, ignore_errors=True)  # a rerun of the run starts clean
-    return str(folder), False  # made when the item asks for it (_lazy_workdir_params)
-
-
 def _execute(t: PythonFunctionTask, kwargs: dict[str, Any]) -> Any:
     """Run one item as flytekit's local execution of ``t`` does, less its local cache
     (mapnb caches per item) and with the item's checkpoint."""
@@ -540,7 +477,7 @@ def _execute(t: PythonFunctionTask, kwargs: dict[str, Any]) -> Any:
     from flytekit.models.literals import LiteralMap
 
     ctx = FlyteContextManager.current_context()
-    workdir, temporary = _sandbox()
+    workdir, temporary = sandbox()
     ok = False
     try:
         es = ctx.new_execution_state().with_params(
@@ -558,8 +495,10 @@ def _execute(t: PythonFunctionTask, kwargs: dict[str, Any]) -> Any:
                     native_types=t.get_input_types(),
                 )
             except TypeTransformerFailedError as exc:  # worded as flytekit's local_execute words it
-                exc.args = (f"Failed to convert inputs of task '{t.name}':\n  {exc.args[0]}",)
-                raise
+                from ._errors import TypeTransformerFailedError as NotRetriedError
+
+                # Not retried: the same inputs fail the same way on every attempt.
+                raise NotRetriedError(f"Failed to convert inputs of task '{t.name}':\n  {exc.args[0]}") from None
             out = t.dispatch_execute(child, LiteralMap(literals=literals))
             names = list(t.interface.outputs)
             result = None
@@ -571,10 +510,4 @@ def _execute(t: PythonFunctionTask, kwargs: dict[str, Any]) -> Any:
             ok = True
             return result
     finally:
-        # A failed attempt's files are of no use; a success's may be its output (a FlyteFile
-        # is a path into this folder), so it stays unless it is empty.
-        if os.path.isdir(workdir) and (temporary or not ok or not any(Path(workdir).iterdir())):
-            shutil.rmtree(workdir, ignore_errors=True)
-            if not temporary:
-                with contextlib.suppress(OSError):  # the item's folder, unless another attempt kept files
-                    os.rmdir(Path(workdir).parent)
+        clean_up(workdir, temporary, ok)

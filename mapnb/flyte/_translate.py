@@ -18,7 +18,9 @@ models, as ``pyflyte register`` would send them):
 mapnb                              the ArrayNode
 =================================  ========================================================
 ``concurrency``                    ``parallelism`` (None: the workflow's, as in flytekit)
-``min_success_ratio``              ``min_success_ratio``; a flytekit map's ``min_successes``
+``min_success_ratio``              ``min_success_ratio``
+``min_successes``                  ``min_successes`` (instead of the ratio: Flyte keeps one)
+``run_all_sub_nodes``              ``run_all_sub_nodes``
 ``retries``, ``timeout``           the sub-node's retry strategy and timeout
 ``cache`` (+ version, serialize,   the sub-task's ``discoverable``, ``discovery_version``,
 ignored inputs)                    ``cache_serializable``, ``cache_ignore_input_vars``;
@@ -165,7 +167,7 @@ def to_flyte(mt: MapTask, /, **lists: Any) -> FlyteMap:
             f"its inputs are {', '.join(flyte_task.python_interface.inputs)}"
         )
     opts = mt.options
-    min_successes = getattr(mt, "min_successes", None)  # a flytekit map's (FlyteMapTask)
+    min_successes = opts.min_successes
     target = functools.partial(flyte_task, **bound) if bound else flyte_task
     amt = ArrayNodeMapTask(
         target,
@@ -174,6 +176,7 @@ def to_flyte(mt: MapTask, /, **lists: Any) -> FlyteMap:
         # One of the two: Flyte's IDL keeps one success criterion (a oneof).
         min_success_ratio=None if min_successes is not None else opts.min_success_ratio,
         metadata=_metadata(flyte_task, mt, fn),
+        **_run_all(opts.run_all_sub_nodes),
     )
     wf = ImperativeWorkflow(name=f"mapnb.{_identifier(mt.name)}")
     list_type = amt.python_interface.inputs
@@ -190,6 +193,18 @@ def to_flyte(mt: MapTask, /, **lists: Any) -> FlyteMap:
     for name, t in amt.python_interface.outputs.items():
         wf.add_workflow_output(name, node.outputs[name], python_type=t)
     return FlyteMap(flyte_task, amt, wf, {k: list(v) for k, v in lists.items()}, bound)
+
+
+def _run_all(value: bool) -> dict[str, Any]:
+    """``run_all_sub_nodes=`` for ArrayNodeMapTask: only when True (flytekit < 1.16 lacks it;
+    asking for it there is an error, not a silent no)."""
+    if not value:
+        return {}
+    from flytekit.core.array_node_map_task import ArrayNodeMapTask
+
+    if "run_all_sub_nodes" not in inspect.signature(ArrayNodeMapTask.__init__).parameters:
+        raise InvalidMapError("run_all_sub_nodes=True on a Flyte cluster needs flytekit >= 1.16")
+    return {"run_all_sub_nodes": True}
 
 
 def _identifier(name: str) -> str:

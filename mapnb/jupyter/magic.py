@@ -186,6 +186,17 @@ class MapTaskMagics(Magics):
         metavar="R",
         help="succeed when at least ceil(n*R) items succeed (default 1); failed ones are None",
     )
+    @argument(
+        "--min-successes",
+        type=int,
+        metavar="N",
+        help="succeed when at least N items succeed (wins over --min-success-ratio)",
+    )
+    @argument(
+        "--run-all-sub-nodes",
+        action="store_true",
+        help="once the run cannot succeed, still run every item to the end (then fail)",
+    )
     @argument("--retries", type=int, metavar="N", help="extra attempts per failed item")
     @argument("--timeout", type=float, metavar="S", help="seconds per attempt before it is killed")
     @argument(
@@ -330,6 +341,8 @@ def _submit(fn: Any, opts: Any, lists: dict[str, Any]) -> tuple[Any, Any]:
             fn,
             concurrency=opts.concurrency,
             min_success_ratio=opts.min_success_ratio,
+            min_successes=opts.min_successes,
+            run_all_sub_nodes=opts.run_all_sub_nodes or None,
             retries=opts.retries,
             timeout=opts.timeout,
             backend=backend,

@@ -515,6 +515,8 @@ class LocalBackend(Backend):
 
     name = "local"
     can_kill = True
+    quick_submit = True
+    remembers = True
 
     def __init__(self, pool: Pool | None = None) -> None:
         self._own_pool = pool

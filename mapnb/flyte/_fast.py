@@ -1,0 +1,350 @@
+"""The fast path for a flytekit task whose inputs and output are simple Python types.
+
+flytekit's own call of a task (``dispatch_execute``) costs about 0.5 ms per item: a new
+execution context (with a stack trace taken for it), and each input and output converted
+to a Flyte literal and back through flytekit's background event loop. For ``int``,
+``float``, ``str``, ``bool``, ``Optional[...]`` of those, and ``list[...]`` /
+``dict[str, ...]`` of those, that round trip changes nothing: the value comes back equal
+and of the same type, or the type engine refuses it. So here each input is checked as
+flytekit's type engine checks it (the exact type, as its ``SimpleTransformer`` does: no
+``bool`` for ``int``, no ``int`` for ``float``; lists and dicts element by element, copied
+as the round trip copies them) and the task's function is called directly, inside one
+flytekit execution context built once per thread and pushed for each item.
+
+Whatever the check does not accept exactly goes the full way (:func:`._flytekit._execute`):
+flytekit then converts it, or refuses it with its own exception and wording. An output the
+check does not accept is handed to flytekit's own output conversion, which words the error
+(or converts what the check was too strict for). Tasks with any other type (``FlyteFile``,
+``StructuredDataset``, dataclasses, ``Annotated``, ``Union``...), a deck, a NamedTuple
+output, or a class that changes how a task executes keep the full path for every item.
+
+``flytekit.current_context()`` inside the function is the item's own: its ``checkpoint``
+(the item's mapnb checkpoint, as on the full path), ``execution_id`` (the run) and
+``ARRAY_INDEX``/``ATTEMPT`` are looked up, when asked for, from the item that runs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import functools
+import os
+import threading
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from ..context import TaskContext, current_context
+from ._item import clean_up, lazy_checkpoint, sandbox
+
+Convert = Callable[[Any], Any]
+"""Returns the value as the task receives it (a copy for lists and dicts), or raises _Miss."""
+
+
+class _Miss(Exception):
+    """A value the fast check does not accept as it is: flytekit decides."""
+
+
+_EXACT = (int, float, str, bool)  # flytekit's SimpleTransformers: type(value) must be the type
+
+
+@functools.cache
+def _exact(tp: type) -> Convert:
+    def convert(v: Any) -> Any:
+        if type(v) is not tp:
+            raise _Miss
+        return v
+
+    return convert
+
+
+def converter(tp: Any) -> Convert | None:
+    """How a value annotated ``tp`` is checked and passed on, or None when ``tp`` is not
+    one of the simple types."""
+    if tp in _EXACT:
+        return _exact(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        inner = converter(rest[0]) if len(args) == 2 and len(rest) == 1 else None
+        return None if inner is None else _optional(inner)
+    if origin is list and len(args) == 1:
+        item = converter(args[0])
+        return None if item is None else _list(item)
+    if origin is dict and len(args) == 2 and args[0] is str:
+        value = converter(args[1])
+        return None if value is None else _dict(value)
+    return None
+
+
+def _optional(inner: Convert) -> Convert:
+    def convert(v: Any) -> Any:
+        return None if v is None else inner(v)
+
+    return convert
+
+
+def _list(item: Convert) -> Convert:
+    def convert(v: Any) -> Any:
+        if type(v) is not list:
+            raise _Miss
+        return [item(x) for x in v]
+
+    return convert
+
+
+def _dict(value: Convert) -> Convert:
+    def convert(v: Any) -> Any:
+        if type(v) is not dict:
+            raise _Miss
+        out = {}
+        for k, x in v.items():
+            if type(k) is not str:  # flytekit's map type takes string keys only
+                raise _Miss
+            out[k] = value(x)
+        return out
+
+    return convert
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A task's fast path: its function, a converter per input, and one for its output
+    (None: the task has no output)."""
+
+    fn: Callable[..., Any]
+    inputs: dict[str, Convert]
+    output: Convert | None
+
+
+# What decides how a task executes: a class that changes any of these keeps the full path.
+_EXECUTION = ("dispatch_execute", "pre_execute", "execute", "post_execute", "_output_to_literal_map")
+
+
+@functools.cache
+def _known_flytekit() -> bool:
+    """Whether this flytekit executes a task as the fast path assumes (flytekit 1.16's
+    ``dispatch_execute``: an async ``_output_to_literal_map`` run by ``run_sync``)."""
+    import inspect
+
+    from flytekit.core.python_function_task import PythonFunctionTask
+
+    try:
+        from flytekit.utils.asyn import run_sync  # noqa: F401
+    except ImportError:
+        return False
+    methods = [getattr(PythonFunctionTask, m, None) for m in _EXECUTION]
+    return all(methods) and inspect.iscoroutinefunction(PythonFunctionTask._output_to_literal_map)  # noqa: SLF001
+
+
+def plan_for(t: Any) -> Plan | None:
+    """The fast path of task ``t``, or None when ``t`` needs flytekit's full path."""
+    from flytekit.core.python_function_task import PythonFunctionTask
+
+    if not isinstance(t, PythonFunctionTask) or t.execution_mode != PythonFunctionTask.ExecutionBehavior.DEFAULT:
+        return None
+    if not _known_flytekit() or any(getattr(type(t), m) is not getattr(PythonFunctionTask, m) for m in _EXECUTION):
+        return None
+    iface = t.python_interface
+    deck = getattr(t, "enable_deck", None)  # flytekit < 1.13: _disable_deck only
+    if (not getattr(t, "_disable_deck", True) if deck is None else deck) or iface.output_tuple_name:
+        return None
+    inputs = {name: converter(tp) for name, tp in iface.inputs.items()}
+    outputs = [converter(tp) for tp in iface.outputs.values()]
+    if any(c is None for c in inputs.values()) or any(c is None for c in outputs):
+        return None
+    return Plan(t.task_function, typing.cast(dict[str, Convert], inputs), outputs[0] if outputs else None)
+
+
+# --------------------------------------------------------------------------------------
+# The running item, as flytekit's current_context() shows it.
+
+
+class _Item:
+    """The item that runs on this thread: its checkpoint, working folder and execution id,
+    each made when the task first asks for it (most items never do)."""
+
+    __slots__ = ("ctx", "_checkpoint", "_workdir", "_temporary", "_execution_id")
+
+    def __init__(self, ctx: TaskContext) -> None:
+        self.ctx = ctx
+        self._checkpoint: Any = None
+        self._workdir: str | None = None
+        self._temporary = False
+        self._execution_id: Any = None
+
+    def checkpoint(self) -> Any:
+        if self._checkpoint is None:
+            from flytekit.core.checkpointer import SyncCheckpoint
+
+            cp = self.ctx.checkpoint
+            prev = cp._prev  # noqa: SLF001 (mapnb's own checkpoint layout)
+            dest = cp._dir(cp._attempt)  # noqa: SLF001
+            self._checkpoint = lazy_checkpoint(SyncCheckpoint, str(dest), str(prev) if prev else None)
+        return self._checkpoint
+
+    def workdir(self) -> str:
+        if self._workdir is None:
+            self._workdir, self._temporary = sandbox()
+            os.makedirs(self._workdir, exist_ok=True)
+        return self._workdir
+
+    def execution_id(self, base: Any) -> Any:
+        if self.ctx.run_id is None:
+            return base
+        if self._execution_id is None:
+            from flytekit.interfaces.cli_identifiers import WorkflowExecutionIdentifier
+
+            self._execution_id = WorkflowExecutionIdentifier("local", "local", str(self.ctx.run_id))
+        return self._execution_id
+
+    def attrs(self, base: dict[str, Any]) -> dict[str, Any]:
+        if self.ctx.run_id is None:
+            return base
+        return {**base, "ARRAY_INDEX": self.ctx.index, "ATTEMPT": self.ctx.attempt}  # flytekit upper-cases
+
+    def finish(self, ok: bool) -> None:
+        if self._workdir is not None:
+            clean_up(self._workdir, self._temporary, ok)
+
+
+_running: contextvars.ContextVar[_Item | None] = contextvars.ContextVar("mapnb_flyte_item", default=None)
+
+
+@functools.cache
+def _item_params_class() -> type:
+    from flytekit.core.context_manager import ExecutionParameters
+
+    class ItemParams(ExecutionParameters):
+        """flytekit's ``ExecutionParameters``, made once per thread, whose per-item values
+        (checkpoint, working folder, execution id, ARRAY_INDEX/ATTEMPT) are those of the
+        item running on this thread. Outside an item they are the base context's."""
+
+        @property
+        def _checkpoint(self) -> Any:
+            item = _running.get()
+            return self.__dict__["_mapnb_checkpoint"] if item is None else item.checkpoint()
+
+        @property
+        def _working_directory(self) -> Any:
+            item = _running.get()
+            return self.__dict__["_mapnb_working_directory"] if item is None else item.workdir()
+
+        @property
+        def _execution_id(self) -> Any:
+            item = _running.get()
+            base = self.__dict__["_mapnb_execution_id"]
+            return base if item is None else item.execution_id(base)
+
+        @property
+        def _attrs(self) -> dict[str, Any]:
+            item = _running.get()
+            base = self.__dict__["_mapnb_attrs"]
+            return base if item is None else item.attrs(base)
+
+    return ItemParams
+
+
+def _item_params(base: Any) -> Any:
+    from flytekit.core.context_manager import ExecutionParameters
+
+    # Inside another mapnb item (a task calling this one), build on that item's own base.
+    base = getattr(base, "__dict__", {}).get("_mapnb_base", base)  # (its __getattr__ raises AssertionError)
+    b = ExecutionParameters.new_builder(base)
+    b.working_dir = None  # build() would make the folder
+    built = b.build()
+    cls: Any = _item_params_class()
+    params = cls.__new__(cls)  # not __init__: the per-item attributes are properties here
+    for name in ("_checkpoint", "_working_directory", "_execution_id", "_attrs"):
+        params.__dict__["_mapnb" + name] = built.__dict__.pop(name)
+    params.__dict__["_mapnb_working_directory"] = base.working_directory if base is not None else None
+    params.__dict__.update(built.__dict__)
+    params.__dict__["_mapnb_base"] = base
+    return params
+
+
+class _Session:
+    """One flytekit execution context for a thread's items, built on the context that was
+    current (``base``)."""
+
+    __slots__ = ("base", "ctx", "frame")
+
+    def __init__(self, base: Any) -> None:
+        from flytekit.core.context_manager import ExecutionState, FlyteContextManager, OutputMetadataTracker
+
+        self.base = base
+        es = base.new_execution_state().with_params(
+            mode=ExecutionState.Mode.LOCAL_TASK_EXECUTION, user_space_params=_item_params(base.user_space_params)
+        )
+        self.ctx = base.with_execution_state(es).with_output_metadata_tracker(OutputMetadataTracker()).build()
+        self.frame = FlyteContextManager.get_origin_stackframe()  # taken once, not per item
+
+
+_sessions = threading.local()
+
+
+def _session() -> _Session:
+    """This thread's session on the current flytekit context: made once, unless items run
+    inside other contexts (an item that runs a map in-process): one per context then."""
+    from flytekit.core.context_manager import FlyteContextManager
+
+    base = FlyteContextManager.current_context()  # (sets up a new thread's context stack)
+    known: dict[int, _Session] | None = getattr(_sessions, "known", None)
+    if known is None:
+        known = _sessions.known = {}
+    s = known.get(id(base))
+    if s is None or s.base is not base:
+        if len(known) >= 8:  # contexts come and go: keep a few
+            known.clear()
+        s = known[id(base)] = _Session(base)
+    return s
+
+
+def run(plan: Plan, t: Any, kwargs: dict[str, Any], full: Callable[[Any, dict[str, Any]], Any]) -> Any:
+    """One item of task ``t`` on its fast path; ``full(t, kwargs)`` (flytekit's whole way)
+    when an input is not exactly of its simple type."""
+    try:
+        args = {k: plan.inputs[k](v) for k, v in kwargs.items()}
+    except (_Miss, KeyError):
+        args = None
+    if args is None:  # (outside the except block: the item's error has no context of ours)
+        return full(t, kwargs)  # flytekit converts it, or refuses it in its own words
+    from flytekit.core.context_manager import FlyteContextManager
+
+    session = _session()
+    item = _Item(current_context())
+    token = _running.set(item)
+    FlyteContextManager.push_context(session.ctx, session.frame)
+    ok = False
+    try:
+        try:
+            out = plan.fn(**args)
+        except Exception as e:  # worded as flytekit's dispatch_execute words it locally
+            e.args = (f"Error encountered while executing '{t.name}':\n  {e}",)
+            raise
+        result = None if plan.output is None else _output(plan.output, t, out, session.ctx)
+        ok = True
+        return result
+    finally:
+        FlyteContextManager.pop_context()
+        _running.reset(token)
+        item.finish(ok)
+        session.ctx.output_metadata_tracker.output_metadata.clear()  # (keyed by id(): not across items)
+
+
+def _output(convert: Convert, t: Any, value: Any, ctx: Any) -> Any:
+    """The task's output as flytekit returns it locally."""
+    try:
+        return convert(value)
+    except _Miss:
+        pass
+    # flytekit's own conversion: it raises its error for a wrong type, or converts what the
+    # check was too strict for.
+    from flytekit.core.promise import Promise, create_native_named_tuple, create_task_output
+    from flytekit.utils.asyn import run_sync
+
+    literals, _ = run_sync(t._output_to_literal_map, value, ctx)  # noqa: SLF001
+    names = list(t.interface.outputs)
+    promises = create_task_output([Promise(n, literals.literals[n]) for n in names], t.python_interface)
+    return create_native_named_tuple(ctx, promises, t.python_interface)
