@@ -524,6 +524,18 @@ class MapRun:
     def _live_grid(self) -> Any:
         return _display.grid(self) if _display is not None else None
 
+    def _ipython_display_(self) -> None:
+        # ``run`` as a cell's last expression: shown as show() shows it, with a display id,
+        # so that the picture saved with the notebook is brought up to date when the run
+        # ends (an execute_result, which _repr_mimebundle_ would make, cannot be updated).
+        grid = self._live_grid()
+        if grid is not None:
+            grid.display()
+            return
+        from IPython.display import display
+
+        display(self._repr_mimebundle_(), raw=True)
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         grid = self._live_grid()
         if grid is not None:

@@ -145,3 +145,24 @@ def test_a_blocking_run_shows_the_grid_unless_it_is_quick_and_saves_its_final_pi
     assert last["content"]["transient"]["display_id"] == first["content"]["transient"]["display_id"]
     off = displays(kc, "df = mapnb.map_task(lambda x: time.sleep(0.8) or x, progress=False)(x=[1])")
     assert off == []  # progress=False: no grid
+
+
+def test_a_run_as_the_cells_last_expression_saves_its_final_picture(kernel):
+    """``r`` as a cell's last expression is shown with a display id (not as an
+    execute_result, which cannot be updated): once the run ends, its picture is updated."""
+    _, kc = kernel
+    code = "import time, mapnb\nr = mapnb.map_task(lambda x: time.sleep(1) or x, concurrency=2).submit(x=[1, 2])\nr"
+    first = displays(kc, code)[0]
+    assert first["msg_type"] == "display_data"
+    assert "succeeded 2" not in first["content"]["data"]["text/html"]
+    # The update may come from the run's own thread (under the first cell) or after the
+    # next cell: read every message until that cell is idle.
+    msg_id, updates = kc.execute("r.wait()"), []
+    while True:
+        msg = kc.get_iopub_msg(timeout=60)
+        if msg["msg_type"] == "update_display_data":
+            updates.append(msg["content"])
+        if msg["parent_header"].get("msg_id") == msg_id and msg["content"].get("execution_state") == "idle":
+            break
+    mine = [u for u in updates if u["transient"]["display_id"] == first["content"]["transient"]["display_id"]]
+    assert mine and "succeeded 2" in mine[-1]["data"]["text/html"]
