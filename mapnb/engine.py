@@ -69,7 +69,7 @@ from .protocol import (
     typed,
 )
 from .spec import Options, needed
-from .state import Ints, Observer, RunState, RunView
+from .state import STATUS_CODE, Ints, Observer, RunState, RunView
 
 log = logging.getLogger(__name__)
 
@@ -620,7 +620,7 @@ class Engine:
         if kind is Cancel:
             self._stop_all(Status.CANCELLED, RunStatus.CANCELLED)
         elif kind is Subscribe:
-            self.bus.add(msg.callback)
+            self.bus.add(msg.callback, msg.statuses)
         elif kind is Unsubscribe:
             self.bus.remove(msg.callback)
         elif kind is _Control:
@@ -675,7 +675,7 @@ class Engine:
     def _on_log(self, r: Log) -> None:
         _, _tid, i, attempt, stream, text = r
         self._s.logs.add(i, attempt, stream, text)
-        if self.bus.active:
+        if self.bus.listening:
             self.bus.emit(ItemLog(i, attempt, stream, text))
 
     def _on_metrics(self, r: Metrics) -> None:
@@ -687,7 +687,7 @@ class Engine:
         if cut is not None:  # the steps up to the one it was pruned at: what the reason is about
             steps = steps[: cut[0] + 1]
         st.add_metrics(i, attempt, steps)
-        if self.bus.active:
+        if self.bus.listening:
             self.bus.emit(ItemMetrics(i, attempt, steps))
         if cut is not None:
             self._prune_item(tid, i, attempt, cut[1])
@@ -791,6 +791,7 @@ class Engine:
         st = self._s
         status, attempts, durations, outputs, errors = st.status, st.attempts, st.durations, st.outputs, st.errors
         counts, ok_status = st.counts, Status.SUCCEEDED
+        codes, ok_code = st.codes, STATUS_CODE[Status.SUCCEEDED]
         set_float = array.array.__setitem__  # a float into OptionalFloats, past its None check
         done: list[int] = []
         rest: list[tuple[Any, ...]] = []
@@ -808,6 +809,7 @@ class Engine:
             counts[was] -= 1
             counts[ok_status] += 1
             status[i] = ok_status  # (its fields first: readers trust a final status)
+            codes[i] = ok_code
             done.append(i)
         for observer in self._observers:
             many = getattr(observer, "items_succeeded", None)
@@ -1012,8 +1014,9 @@ class Engine:
         st = self._s
         return RunStarted(st.run_id, st.n, st.names, st.concurrency, st.backend, time.time())
 
-    def _replay(self) -> list[Event]:
-        """The run so far, as the events a subscriber would have seen."""
+    def _replay(self, statuses: bool = True) -> list[Event]:
+        """The run so far, as the events a subscriber would have seen (``statuses=False``:
+        without the per-item status events)."""
         st = self._s
         out: list[Event] = [self._run_started()]
         for i, s in enumerate(st.status):
@@ -1022,6 +1025,8 @@ class Engine:
             history = st.history[i]
             if history:
                 out.append(ItemMetrics(i, st.metric_attempt[i], list(history.items())))
+            if not statuses:
+                continue
             error = st.errors[i]
             if s is R:
                 out.append(ItemStarted(i, st.attempts[i] + 1, time.time()))

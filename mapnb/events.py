@@ -164,14 +164,17 @@ class EventBus:
     twice). Other threads call :meth:`subscribe`; before the run is done that goes through
     ``post`` to the engine thread, afterwards the replay is delivered at once.
 
-    Emitting costs nothing while nobody listens: check :attr:`active` before building an
-    event.
+    Emitting costs nothing while nobody listens: check :attr:`active` before building a
+    per-item status event (ItemStarted, ItemRetrying, ItemFinished) and :attr:`listening`
+    before building any other. A subscriber that reads statuses from the run's view (the
+    grid: ``statuses=False``) does not make the bus active, so the engine can settle items
+    in batches without an event object per item.
     """
 
     def __init__(
         self,
         run_id: str,
-        replay: Callable[[], list[Event]],
+        replay: Callable[[bool], list[Event]],
         post: Callable[[object], None],
         done: threading.Event,
     ) -> None:
@@ -179,17 +182,22 @@ class EventBus:
         self._subscribers: list[Subscriber] = []
         self._pending: list[Event] = []
         self._lock = threading.Lock()  # orders "subscribe" against "the run is done"
-        self.active = False  # whether anyone listens: build events only then (engine thread)
+        self._quiet: list[Subscriber] = []  # subscribers that want no per-item status events
+        self.active = False  # whether anyone wants per-item status events (engine thread)
+        self.listening = False  # whether anyone listens at all: build events only then
 
     # -- any thread ------------------------------------------------------------------------
 
-    def subscribe(self, callback: Subscriber) -> None:
-        """Deliver the run so far as events, then every new event, in order."""
+    def subscribe(self, callback: Subscriber, statuses: bool = True) -> None:
+        """Deliver the run so far as events, then every new event, in order.
+
+        ``statuses=False``: the callback needs no per-item status events (it reads statuses
+        from the run's view); it may still get some, when another subscriber wants them."""
         with self._lock:
             if not self._done.is_set():
-                self._post(Subscribe(callback))
+                self._post(Subscribe(callback, statuses))
                 return
-        callback(self._replay())
+        callback(self._replay(statuses))
 
     def post_unless_done(self, command: object) -> bool:
         """Hand ``command`` to the engine thread, unless the run is done (False): a
@@ -210,15 +218,23 @@ class EventBus:
 
     # -- the engine thread -------------------------------------------------------------------
 
-    def add(self, callback: Subscriber) -> None:
-        callback(self._replay())
+    def add(self, callback: Subscriber, statuses: bool = True) -> None:
+        callback(self._replay(statuses))
         self._subscribers.append(callback)
-        self.active = True
+        if not statuses:
+            self._quiet.append(callback)
+        self._listeners_changed()
 
     def remove(self, callback: Subscriber) -> None:
         if callback in self._subscribers:
             self._subscribers.remove(callback)
-        self.active = bool(self._subscribers)
+        if callback in self._quiet:
+            self._quiet.remove(callback)
+        self._listeners_changed()
+
+    def _listeners_changed(self) -> None:
+        self.listening = bool(self._subscribers)
+        self.active = len(self._subscribers) > len(self._quiet)
 
     def emit(self, event: Event) -> None:
         if self._subscribers:

@@ -183,9 +183,11 @@ class Cancel:
 
 @dataclasses.dataclass(frozen=True)
 class Subscribe:
-    """Replay the run to ``callback``, then deliver every new batch of events to it."""
+    """Replay the run to ``callback``, then deliver every new batch of events to it
+    (``statuses=False``: it needs no per-item status events, see :class:`~mapnb.events.EventBus`)."""
 
     callback: Callable[[list[Any]], None]
+    statuses: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -201,7 +201,7 @@ class MapRun:
             _last = self  # what runs now is the latest run
         self.started = time.time() - self.elapsed  # the clock resumes where it stopped
         # Before the run says it is done again, the DataFrames it handed out catch up.
-        self._engine.bus.subscribe(self._when_rerun_ends)
+        self._engine.bus.subscribe(self._when_rerun_ends, statuses=False)
         follow = getattr(self._grid, "_follow", None)  # a shown grid's updater stops when a run ends
         if follow is not None:
             follow()
@@ -467,14 +467,19 @@ class MapRun:
 
     # -- events -------------------------------------------------------------------------
 
-    def subscribe(self, callback: Callable[[list[Event]], None]) -> Callable[[], None]:
+    def subscribe(self, callback: Callable[[list[Event]], None], statuses: bool = True) -> Callable[[], None]:
         """Call ``callback(events)`` from the engine's thread with every batch of events.
 
         The first batch describes the run so far, logs included. Returns a
         function that unsubscribes. Keep the callback quick: it runs on the engine's thread.
+
+        ``statuses=False`` says the callback needs no per-item status events
+        (``ItemStarted``, ``ItemRetrying``, ``ItemFinished``) because it reads statuses from
+        :attr:`view` (``view.codes`` changes with them, one byte per item): with no
+        subscriber that wants them, the engine builds no event object per item.
         """
         bus = self._engine.bus
-        bus.subscribe(callback)
+        bus.subscribe(callback, statuses)
         return lambda: bus.unsubscribe(callback)
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:

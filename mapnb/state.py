@@ -26,6 +26,10 @@ from .protocol import MAX_STEPS
 _NAN = float("nan")
 
 
+STATUS_CODE: dict[Status, int] = {s: k for k, s in enumerate(Status)}
+"""Each status as a small int (queued is 0): :attr:`RunState.codes` holds them per item."""
+
+
 class Ints(array.array):
     """Per item a small int, 4 bytes each (a list costs 8 per item, more for the objects):
     attempts and the like. A list of the same ints compares equal to it."""
@@ -137,6 +141,9 @@ class RunState:
         self.backend, self.concurrency, self.need, self.cached = backend, concurrency, need, cached
         self.need_rule = "min_success_ratio"  # or "min_successes": what ``need`` comes from
         self.status: list[Status] = [Status.QUEUED] * n
+        # The same statuses as one byte each (STATUS_CODE), written with them: a face
+        # finds what changed by comparing bytes, with no event object per item.
+        self.codes = bytearray(n)
         self.outputs: list[Any] = [None] * n
         self.errors: list[ItemError | None] = [None] * n
         self.attempts = Ints(n)  # attempts that ran to an outcome
@@ -175,6 +182,7 @@ class RunState:
         )  # fmt: skip
         for values, fill in columns:
             values.extend([fill] * k)
+        self.codes.extend(bytes(k))
         self.logs.grow(k)
         self.inputs.extend(inputs)
         if axes is not None:
@@ -189,6 +197,7 @@ class RunState:
         counts[self.status[i]] -= 1
         counts[status] += 1
         self.status[i] = status
+        self.codes[i] = STATUS_CODE[status]
 
     def succeeded(self) -> int:
         """Items that succeeded or came from the cache."""
@@ -306,6 +315,11 @@ class RunView:
     @property
     def status(self) -> Sequence[Status]:
         return self._s.status
+
+    @property
+    def codes(self) -> bytearray:
+        """Each item's status as one byte (:data:`STATUS_CODE`); do not write to it."""
+        return self._s.codes
 
     @property
     def outputs(self) -> Sequence[Any]:

@@ -33,6 +33,7 @@ from ..events import (
     RunStarted,
     Status,
 )
+from ..state import STATUS_CODE
 from .look import (  # noqa: F401  (these lived here: still importable from here)
     _VIRIDIS,
     _fmt_value,
@@ -59,6 +60,8 @@ CODES = {
     Status.ABORTED: "a",
     Status.CANCELLED: "x",
 }
+# view.codes (one byte per item, mapnb.state.STATUS_CODE) to these letters, in one step.
+_LETTERS = bytes.maketrans(bytes(STATUS_CODE[s] for s in CODES), "".join(CODES.values()).encode("ascii"))
 # Status colours: a fill and the text drawn on it (chips, glyphs), each pair at least 4.5:1
 # (WCAG AA; tests/test_contrast.py checks them and assets/grid.css, which repeats them).
 COLORS = {
@@ -186,6 +189,7 @@ class GridModel:
         self._v = run.view
         self._lock = threading.Lock()
         self._dirty: set[int] = set()
+        self._seen_codes = b""  # the run's status bytes as last compared (_changed_statuses)
         self._log_dirty: set[int] = set()
         self._header_dirty = True
         self._grown = False  # the run grew (ItemsAdded): resend n, statuses and the sheet
@@ -242,10 +246,27 @@ class GridModel:
             sheet["cells"] = cells
         return sheet
 
+    def _changed_statuses(self) -> set[int]:
+        """The items whose status changed since the last call: the run's status bytes
+        (``view.codes``) against those seen last, compared in C (the grid subscribes
+        without per-item status events: at 100,000 items those cost the kernel more than
+        everything else the grid does)."""
+        now = bytes(self._v.codes)  # one copy: the engine thread goes on writing
+        seen, self._seen_codes = self._seen_codes, now
+        m = min(len(seen), len(now))
+        changed: set[int] = set(range(m, len(now)))  # items added since (run.extend)
+        if now[:m] != seen[:m]:
+            import numpy as np
+
+            diff = np.frombuffer(now, np.uint8, m) != np.frombuffer(seen, np.uint8, m)
+            changed.update(np.flatnonzero(diff).tolist())
+        return changed
+
     def changes(self) -> dict[str, Any]:
         """The values that differ from what was last returned (all of them the first time)."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
+            dirty |= self._changed_statuses()
             logs, self._log_dirty = self._log_dirty, set()
             header, self._header_dirty = self._header_dirty, False
             grown, self._grown = self._grown, False

@@ -188,7 +188,7 @@ class LiveGrid:
         # Cancel and clicks must reach us while a blocking run keeps the main thread busy.
         self.served = busy.serve_while_busy(self.widget.comm_widgets())
         self.flush()
-        run.subscribe(self.model.on_events)
+        run.subscribe(self.model.on_events, statuses=False)  # statuses: from run.view.codes
         self._follow()
 
     # -- the front end's requests (the kernel's main thread) ------------------------------
