@@ -230,13 +230,13 @@ def _dump_columns(run_id: str, state: RunState, idx: array.array[int]) -> bytes:
     cost per item). What that cannot hold (unpicklable or large outputs) takes the
     record path, which leaves out or spills them."""
     get = operator.itemgetter(*idx)
-    outputs = get(state.outputs)
-    # The arrays are read through memoryviews (no per-item None check), released at once:
-    # the engine may grow them (an exported buffer cannot be resized).
-    with memoryview(state.attempts) as a, memoryview(state.durations) as d:
-        attempts, durations = get(a), get(d)
+    outputs, attempts = get(state.outputs), get(state.attempts)
+    # The floats as stored (NaN, no None check per item), by array's own __getitem__; not
+    # through a memoryview, whose export would stop the engine growing the array.
+    raw, floats = array.array.__getitem__, state.durations
+    durations = [raw(floats, i) for i in idx]
     if len(idx) == 1:  # itemgetter of one index gives the value itself
-        outputs, attempts, durations = (outputs,), (attempts,), (durations,)
+        outputs, attempts = (outputs,), (attempts,)
     try:
         blob = pickle.dumps(("cols", idx.tobytes(), outputs, attempts, durations), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
