@@ -30,7 +30,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .backends.base import Backend, Job, Task
@@ -1019,7 +1019,11 @@ class Engine:
         without the per-item status events)."""
         st = self._s
         out: list[Event] = [self._run_started()]
-        for i, s in enumerate(st.status):
+        items: Iterable[int] = range(st.n)
+        if not statuses:  # only the items with something to replay (a grid at 100,000 items)
+            items = sorted({*st.logs.indices(), *(i for i, h in enumerate(st.history) if h)})
+        for i in items:
+            s = st.status[i]
             attempt = st.attempts[i] + (0 if s.final else 1)
             out += [ItemLog(i, attempt, stream, text) for stream, text in st.logs.chunks(i)]
             history = st.history[i]

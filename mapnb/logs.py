@@ -86,6 +86,10 @@ class LogStore:
         self._chunks.extend([None] * count)
         self._attempt.extend([0] * count)
 
+    def indices(self) -> list[int]:
+        """The items that wrote anything, in order."""
+        return sorted(self._bounds)
+
     def chunks(self, index: int) -> list[tuple[str, str]]:
         """The item's output so far as (stream, text) pieces, in the order written."""
         chunks = self._chunks[index]

@@ -624,3 +624,23 @@ def test_the_core_face_has_the_best_table_a_select_box_and_the_buttons(frontends
     until(lambda: core.choose.value == "0-2")
     core.choose.value = "99"  # out of range: said, nothing selected anew
     assert "items are 0 to 11" in core.detail.value and list(run.selected) == [0, 1, 2]
+
+
+def test_the_grid_wants_no_per_item_status_events_and_still_sees_every_change(frontends):
+    """The grid reads statuses from the run's status bytes: its subscription leaves the
+    bus inactive for per-item status events (the engine settles items in batches), and
+    every status still reaches the front end."""
+    run, backend = start(6, concurrency=2, min_success_ratio=0)
+    grid = LiveGrid(run, kind="anywidget")
+    fe = grid_front(grid, frontends)
+    until(lambda: run._engine.bus.listening)
+    assert run._engine.bus.active is False
+    while not run.done():
+        play(backend, fail={3})
+    grid.wait(10)
+    assert fe.statuses() == "sssfss"
+    seen = []
+    unsubscribe = run.subscribe(seen.append)  # a subscriber that wants them: the bus is active
+    until(lambda: seen)
+    assert any(type(ev).__name__ == "ItemFinished" for ev in seen[0])
+    unsubscribe()
