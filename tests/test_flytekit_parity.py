@@ -315,7 +315,9 @@ def test_raw_execute_with_min_success_ratio_legacy(min_success_ratio, should_rai
 
 def test_map_task_pod_template_override():
     """flytekit test_map_task.py::test_map_task_pod_template_override: accepted, no meaning
-    for a local run (as in flytekit's local run)."""
+    for a local run (as in flytekit's local run). flytekit's PodTemplate needs the
+    kubernetes client (flytekit's test imports it too)."""
+    pytest.importorskip("kubernetes")
     template = flytekit.PodTemplate(primary_container_name="primary1", labels={"lKeyA": "lValA"})
     mt = mapnb.map_task(legacy_map_task(pt.my_mappable_task), **KW).with_overrides(pod_template=template)
     assert out(mt, a=[3]) == ["3"]

@@ -31,6 +31,7 @@ import dataclasses
 import datetime
 import functools
 import inspect
+import logging
 import os
 import signal
 import threading
@@ -52,6 +53,13 @@ if TYPE_CHECKING:
 
 # flytekit is imported inside the functions: a worker that unpickles an item imports it
 # under _keep_sigint (importing flytekit replaces the SIGINT handler).
+
+log = logging.getLogger(__name__)
+
+# with_overrides(...) settings that say which container a subtask runs in on a cluster:
+# a local item runs in a worker process, so they have no meaning here; flytekit's own
+# local run accepts and ignores them too (its tests override container_image so).
+_CONTAINER_ONLY = frozenset({"container_image", "pod_template"})
 
 _MAP_HINT = (
     "map a @task over lists instead: mapnb.map_task(my_task)(x=[...]), "
@@ -189,6 +197,10 @@ def adapt(obj: Any, metadata: Any = None) -> tuple[Callable[..., Any], dict[str,
         defaults, bound = _map_settings(obj, bound)
         metadata = metadata or obj.metadata
         obj = obj.python_function_task
+    elif _is_legacy_map(obj):
+        defaults, bound = _legacy_map_settings(obj, bound)
+        metadata = metadata or obj.metadata
+        obj = obj.run_task
     t = _check_task(obj)
     if bound:
         _check_bound(t, bound)
@@ -232,6 +244,29 @@ def _map_settings(obj: Any, bound: dict[str, Any]) -> tuple[dict[str, Any], dict
     return defaults, bound
 
 
+def _is_legacy_map(obj: Any) -> bool:
+    """Whether ``obj`` is flytekit's older map task (``flytekit.core.legacy_map_task``'s
+    ``MapPythonTask``, an array job on a cluster): mapped the same way as the ArrayNode one."""
+    return any(
+        c.__module__ == "flytekit.core.legacy_map_task" and c.__name__ == "MapPythonTask" for c in type(obj).__mro__
+    )
+
+
+def _legacy_map_settings(obj: Any, bound: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A legacy ``map_task``'s ``concurrency`` and ``min_success_ratio`` (it has no others),
+    and the inputs its partial binds added to ``bound``."""
+    defaults: dict[str, Any] = {
+        "concurrency": getattr(obj, "_max_concurrency", None) or None,
+        "min_success_ratio": getattr(obj, "_min_success_ratio", None),
+        "min_successes": None,
+        "run_all_sub_nodes": False,
+    }
+    partial = getattr(obj, "_partial", None)  # the legacy map keeps a partial's inputs here
+    if partial is not None:
+        bound = {**partial.keywords, **bound}
+    return defaults, bound
+
+
 class FlyteMapTask(MapTask):
     """A :class:`~mapnb.MapTask` of a flytekit task, with :meth:`with_overrides` as
     flytekit's nodes have it."""
@@ -262,11 +297,15 @@ class FlyteMapTask(MapTask):
         ``resources`` a ``flytekit.Resources`` whose values may be ``(request, limit)``
         pairs; ``cache`` a bool or ``flytekit.Cache``.
         """
+        ignored = sorted(_CONTAINER_ONLY.intersection(other))
+        if ignored:
+            log.info("with_overrides(%s=...): no meaning for a local map, ignored", ", ".join(ignored))
+            other = {k: v for k, v in other.items() if k not in _CONTAINER_ONLY}
         if other:
             raise InvalidMapError(
                 f"with_overrides({', '.join(sorted(other))}=...) has no meaning for a local map; "
                 "mapnb takes requests, limits, resources, retries, timeout, cache, cache_version, "
-                "cache_serialize"
+                "cache_serialize (and ignores container_image, pod_template)"
             )
         if resources is not None:
             req, lim = _split_resources(resources)
