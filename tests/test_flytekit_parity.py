@@ -172,9 +172,13 @@ def test_raw_execute_with_min_success_ratio(min_success_ratio, should_raise_erro
 def test_map_task_override(map_task_fn):
     """flytekit test_array_node_map_task.py::test_map_task_override (and test_map_task.py's):
     ``with_overrides(container_image=...)`` is accepted; it has no meaning for a local run
-    (flytekit's local run ignores it too) and the map runs."""
+    (flytekit's local run ignores it too) and the map runs; backend="flyte" sets it on the
+    node, where flytekit's test looks (``wf.nodes[0]._container_image == "random:image"``)."""
     mt = mapnb.map_task(map_task_fn(pt.my_mappable_task), **KW).with_overrides(container_image="random:image")
     assert out(mt, a=[1, 2]) == ["1", "2"]
+    again = mt.with_overrides(retries=1)  # kept through further overrides
+    assert again.options.retries == 1
+    assert mapnb.flyte.to_flyte(again, a=[1, 2]).workflow.nodes[0]._container_image == "random:image"
 
 
 def test_serialization_metadata():

@@ -11,6 +11,8 @@ What ``mapnb.map_task`` takes from flytekit's objects (explicit ``map_task`` arg
 - ``flytekit.map_task(t, concurrency=, min_success_ratio=, min_successes=, metadata=,
   run_all_sub_nodes=)``: those settings, and its bound inputs. ``mapnb.map_task`` takes
   ``min_successes=``, ``run_all_sub_nodes=`` and ``metadata=`` directly too.
+- the older ``flytekit.core.legacy_map_task.map_task(t, concurrency=, min_success_ratio=,
+  metadata=)`` (an array job on a cluster): the same way.
 
 Each item runs the task's function between flytekit's own type conversions (an element
 of the wrong type fails that item with flytekit's message), in a flytekit execution
@@ -57,8 +59,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # with_overrides(...) settings that say which container a subtask runs in on a cluster:
-# a local item runs in a worker process, so they have no meaning here; flytekit's own
-# local run accepts and ignores them too (its tests override container_image so).
+# a local item runs in a worker process, so they have no meaning here (flytekit's own
+# local run accepts and ignores them too; its tests override container_image so). They
+# are kept for backend="flyte", which sets them on the ArrayNode (mapnb.flyte._translate).
 _CONTAINER_ONLY = frozenset({"container_image", "pod_template"})
 
 _MAP_HINT = (
@@ -92,7 +95,8 @@ def _refuse(obj: Any) -> None:
             f"{what} is a reference to a registered Flyte entity; mapnb needs the @task's code"
         )
     raise InvalidMapError(
-        f"mapnb.map_task takes a @flytekit.task, a functools.partial of one, or flytekit.map_task(...) of one; "
+        f"mapnb.map_task takes a @flytekit.task, a functools.partial of one, or flytekit.map_task(...) "
+        "(or the legacy map_task) of one; "
         f"got {what} {obj!r}"
     )
 
@@ -271,10 +275,15 @@ class FlyteMapTask(MapTask):
     """A :class:`~mapnb.MapTask` of a flytekit task, with :meth:`with_overrides` as
     flytekit's nodes have it."""
 
+    #: ``container_image``/``pod_template`` given to :meth:`with_overrides`: no meaning for a
+    #: local run; ``backend="flyte"`` sets them on the ArrayNode.
+    container_overrides: dict[str, Any]
+
     @classmethod
     def of(cls, mt: MapTask) -> FlyteMapTask:
         out = cls.__new__(cls)
         out.__dict__.update(mt.__dict__)
+        out.__dict__.setdefault("container_overrides", {})
         return out
 
     def with_overrides(
@@ -297,10 +306,9 @@ class FlyteMapTask(MapTask):
         ``resources`` a ``flytekit.Resources`` whose values may be ``(request, limit)``
         pairs; ``cache`` a bool or ``flytekit.Cache``.
         """
-        ignored = sorted(_CONTAINER_ONLY.intersection(other))
-        if ignored:
-            log.info("with_overrides(%s=...): no meaning for a local map, ignored", ", ".join(ignored))
-            other = {k: v for k, v in other.items() if k not in _CONTAINER_ONLY}
+        container = {k: other.pop(k) for k in sorted(_CONTAINER_ONLY.intersection(other))}
+        if container:
+            log.info("with_overrides(%s=...): ignored by a local map, kept for backend='flyte'", ", ".join(container))
         if other:
             raise InvalidMapError(
                 f"with_overrides({', '.join(sorted(other))}=...) has no meaning for a local map; "
@@ -338,7 +346,9 @@ class FlyteMapTask(MapTask):
                 ignore if enabled else (),
                 base.overwrite if enabled else False,
             )
-        return FlyteMapTask.of(mt)
+        out = FlyteMapTask.of(mt)
+        out.container_overrides = {**self.container_overrides, **container}
+        return out
 
 
 def _split_resources(r: Any) -> tuple[Resources | None, Resources | None]:
