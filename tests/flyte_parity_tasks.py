@@ -142,6 +142,12 @@ def wf1(a: int):  # noqa: ANN201
 
 lp_wf1 = LaunchPlan.get_or_create(wf1, name="parity_test_lp")
 
+@task()
+def task_1(a: int, b: int, c: str) -> str:
+    """test_array_node_map_task.py's task_1 (test_bound_inputs_serialization)."""
+    return f"{a} - {b} - {c}"
+
+
 # --- test_partials.py -------------------------------------------------------------------
 
 

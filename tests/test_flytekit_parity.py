@@ -1,8 +1,8 @@
 # Tally (2026-11-27, flytekit 1.16.31 installed; flytekit/flytesnacks tests read at their
 # GitHub HEAD): 47 flytekit/flytesnacks cases ported (16 test_array_node_map_task,
 # 10 test_map_task, 4 test_partials, 2 test_array_node, 9 test_checkpoint, 6 flytesnacks),
-# 46 pass, 1 skipped here (test_map_task_pod_template_override: flytekit's PodTemplate
-# needs the kubernetes client, not installed). Before this port's fixes 35 of the 47
+# all 47 pass (test_map_task_pod_template_override with a dict for the kubernetes client's
+# V1PodSpec, which is not installed here). Before this port's fixes 35 of the 47
 # passed: 11 cases that map the legacy map_task object failed (now mapped like the
 # ArrayNode one), and with_overrides(container_image=) (now accepted; set on the node for
 # backend="flyte"). Plus: lists of different lengths, and
@@ -53,6 +53,8 @@ from __future__ import annotations
 
 import datetime
 import functools
+import subprocess
+import sys
 import typing
 
 import pytest
@@ -89,6 +91,20 @@ def test_map():
         "hello abc!",
         "hello def!",
     ]
+
+
+def test_map_on_fresh_workers_keeps_their_sigint_handling():
+    """test_map's flytekit map object, on a fresh local pool: its workers still ignore
+    Ctrl-C after importing flytekit (the map's TaskMetadata travels inside the item's own
+    pickling, which keeps the handler; outside it, the first item found flytekit's)."""
+    code = (
+        "import flytekit, mapnb\n"
+        "from tests import flyte_tasks as ft\n"
+        "m = flytekit.map_task(ft.sigint_ignored)\n"
+        "print(mapnb.map_task(m, concurrency=2, progress=False)(x=[1, 2])['output'].tolist())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[True, True]", done.stderr[-2000:]
 
 
 def test_execution():
@@ -329,12 +345,21 @@ def test_raw_execute_with_min_success_ratio_legacy(min_success_ratio, should_rai
 
 def test_map_task_pod_template_override():
     """flytekit test_map_task.py::test_map_task_pod_template_override: accepted, no meaning
-    for a local run (as in flytekit's local run). flytekit's PodTemplate needs the
-    kubernetes client (flytekit's test imports it too)."""
-    pytest.importorskip("kubernetes")
-    template = flytekit.PodTemplate(primary_container_name="primary1", labels={"lKeyA": "lValA"})
+    for a local run (as in flytekit's local run); backend="flyte" sets it on the node, with
+    the name, labels and annotations flytekit's test checks there. (flytekit's test builds
+    its pod_spec with the kubernetes client, not installed here: a plain dict stands in.)"""
+    template = flytekit.PodTemplate(
+        primary_container_name="primary1",
+        labels={"lKeyA": "lValA", "lKeyB": "lValB"},
+        annotations={"aKeyA": "aValA", "aKeyB": "aValB"},
+        pod_spec={"containers": [{"name": "primary1", "image": "random:image"}]},
+    )
     mt = mapnb.map_task(legacy_map_task(pt.my_mappable_task), **KW).with_overrides(pod_template=template)
     assert out(mt, a=[3]) == ["3"]
+    node = mapnb.flyte.to_flyte(mt, a=[3]).workflow.nodes[0]
+    assert node._pod_template.primary_container_name == "primary1"
+    assert node._pod_template.labels == {"lKeyA": "lValA", "lKeyB": "lValB"}
+    assert node._pod_template.annotations["aKeyA"] == "aValA"
 
 
 # ======================================================================================
@@ -556,6 +581,89 @@ def test_flytesnacks_checkpoint_example():
     has no retries and fails), on the default local pool."""
     df = mapnb.map_task(pt.use_checkpoint, progress=False)(n_iterations=[10])
     assert df["output"].tolist() == [9] and df["attempts"].tolist() == [4]
+
+
+# ======================================================================================
+# test_array_node_map_task.py's serialisation cases, on what backend="flyte" sends (the
+# ArrayNode mapnb builds, serialised by flytekit's get_serializable, as pyflyte register).
+
+
+def _sent(m: typing.Any, **lists: typing.Any) -> typing.Any:
+    return mapnb.flyte.to_flyte(mapnb.map_task(m), **lists)
+
+
+def test_serialization_metadata_sent():
+    """flytekit test_array_node_map_task.py::test_serialization_metadata: the map's
+    metadata=TaskMetadata(retries=2) replaces the task's, so the task's interruptible=True
+    is not sent (nor on the node)."""
+    fm = _sent(array_node_map_task(pt.interruptible_t1, metadata=TaskMetadata(retries=2)), a=[1])
+    assert not fm.serialize()[fm.map_task].template.metadata.interruptible
+    assert not fm.workflow_spec().template.nodes[0].metadata.interruptible
+
+
+def test_serialization_metadata2_sent():
+    """flytekit test_array_node_map_task.py::test_serialization_metadata2: the ArrayNode's
+    min_success_ratio 0.9 and parallelism 10, no run_all_sub_nodes, the node's timeout
+    unset; the task template's retries 2, interruptible, timeout 10 s."""
+    m = array_node_map_task(
+        pt.optional_t1,
+        min_success_ratio=0.9,
+        concurrency=10,
+        metadata=TaskMetadata(retries=2, interruptible=True, timeout=datetime.timedelta(seconds=10)),
+    )
+    fm = _sent(m, a=[1, 2])
+    node = fm.workflow_spec().template.nodes[0]
+    assert node.metadata.timeout == datetime.timedelta()
+    an = node.array_node
+    assert an._min_success_ratio == 0.9 and an._parallelism == 10 and not an._run_all_sub_nodes
+    meta = fm.serialize()[fm.map_task].template.metadata
+    assert meta.retries.retries == 2 and meta.interruptible and meta.timeout == datetime.timedelta(seconds=10)
+
+
+@pytest.mark.parametrize("run_all", [True, False], ids=["set", "default"])
+def test_run_all_sub_nodes_serialization_sent(run_all):
+    """flytekit test_array_node_map_task.py::test_run_all_sub_nodes_serialization(_default)."""
+    kw = {"run_all_sub_nodes": True} if run_all else {}
+    an = _sent(array_node_map_task(pt.plain_t1, **kw), a=[1]).array_node()
+    assert an._run_all_sub_nodes is run_all and an.to_flyte_idl().run_all_sub_nodes is run_all
+
+
+def test_serialization_extended_resources_sent():
+    """flytekit test_array_node_map_task.py::test_serialization_extended_resources and
+    ..._shared_memory: the accelerator and shared memory reach the task template."""
+    fm = _sent(array_node_map_task(pt.gpu_t1), a=[1])
+    assert fm.serialize()[fm.map_task].template.extended_resources.gpu_accelerator.device == "test_gpu"
+    fm = _sent(array_node_map_task(pt.shm_t1), a=[1])
+    assert fm.serialize()[fm.map_task].template.extended_resources.shared_memory.size_limit == "2Gi"
+
+
+@pytest.mark.parametrize(
+    "make, value",
+    [
+        (lambda: ArrayNodeMapTask(pt.task_1, bound_inputs_values={"a": 1}), 1),
+        (lambda: ArrayNodeMapTask(functools.partial(pt.task_1, a=1)), 1),
+        (lambda: ArrayNodeMapTask(functools.partial(pt.task_1, a=1), bound_inputs_values={"a": 2}), 2),
+    ],
+    ids=["bound_input", "partials", "bound_input_partials_collision"],
+)
+def test_bound_inputs_serialization_sent(make, value):
+    """flytekit test_array_node_map_task.py::test_bound_inputs_serialization (its cases of
+    static values; its upstream-promise cases are workflow wiring): ``a`` is a scalar
+    binding on the node, ``_bound_inputs == {"a"}``; b and c come from the workflow's
+    inputs (mapnb sends the lists as the execution's inputs, not in the workflow). Its
+    bound_input_overrides case (a list given for the bound ``a`` too; flytekit sends the
+    bound value) is refused by mapnb (deliberate: a value given twice)."""
+    fm = _sent(make(), b=[1, 2, 3], c=["a", "b", "c"])
+    node = fm.workflow_spec().template.nodes[0]
+    inputs = {i.var: i.binding for i in node.inputs}
+    assert set(inputs) == {"a", "b", "c"}
+    assert inputs["a"].scalar.primitive.integer == value
+    # The lists are the workflow's inputs (flytekit's test binds them as static lists).
+    assert inputs["b"].promise.var == "b" and inputs["c"].promise.var == "c"
+    assert fm.inputs == {"b": [1, 2, 3], "c": ["a", "b", "c"]}
+    assert node.array_node._bound_inputs == {"a"}
+    with pytest.raises(InvalidMapError, match="'a' is fixed"):
+        mapnb.map_task(make(), **KW)(a=[1, 2, 3], b=[1, 2, 3], c=["a", "b", "c"])
 
 
 # ======================================================================================

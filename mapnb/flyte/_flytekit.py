@@ -208,11 +208,16 @@ def adapt(obj: Any, metadata: Any = None) -> tuple[Callable[..., Any], dict[str,
     t = _check_task(obj)
     if bound:
         _check_bound(t, bound)
-    tf = task(FlyteItem(t), **_settings(t, metadata or t.metadata))
+    item = FlyteItem(t)
+    # The map's own TaskMetadata replaces the task's on a cluster too (interruptible, ...):
+    # backend="flyte" starts from it (mapnb.flyte._translate).
+    item.map_metadata = metadata
+    tf = task(item, **_settings(t, metadata or t.metadata))
     # functools.update_wrapper copied the item's attributes: the task (and the signature's
-    # flytekit types) would then travel outside FlyteItem's own pickling, which imports
-    # flytekit under _keep_sigint. The signature is found through __wrapped__.
-    for name in ("_flyte_task", "__signature__"):
+    # flytekit types, the map's TaskMetadata) would then travel outside FlyteItem's own
+    # pickling, which imports flytekit under _keep_sigint. The signature is found through
+    # __wrapped__.
+    for name in ("_flyte_task", "__signature__", "map_metadata"):
         tf.__dict__.pop(name, None)
     fn: Callable[..., Any] = tf
     if bound:
@@ -407,6 +412,7 @@ class FlyteItem:
 
     def __init__(self, t: PythonFunctionTask) -> None:
         self._flyte_task = t
+        self.map_metadata: Any = None  # a flytekit map's TaskMetadata (not the task's), if any
         self._plan: Any = _UNPLANNED  # the fast path (mapnb.flyte._fast), decided on first call
         fn = getattr(t, "task_function", None)
         if fn is not None:

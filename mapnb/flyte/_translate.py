@@ -343,13 +343,15 @@ def _typed_function(fn: Callable[..., Any], name: str, sig: inspect.Signature) -
 
 
 def _metadata(flyte_task: Any, mt: MapTask, fn: Any) -> Any:
-    """The map's TaskMetadata: the task's own, with mapnb's retries, timeout and cache."""
+    """The map's TaskMetadata: the task's own (or the one given to ``flytekit.map_task(t,
+    metadata=...)``, which replaces it, as flytekit does), with mapnb's retries, timeout
+    and cache."""
     from flytekit.core.base_task import TaskMetadata
 
     from ..cache import _identity
 
     opts, cache = mt.options, mt.cache
-    base = flyte_task.metadata if flyte_task is not None else TaskMetadata()
+    base = getattr(fn, "map_metadata", None) or (flyte_task.metadata if flyte_task is not None else TaskMetadata())
     version = ""
     if cache.enabled:
         # mapnb's own version when none is given: derived from the function's source, as
