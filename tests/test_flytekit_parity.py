@@ -1,17 +1,20 @@
-# Tally (2026-11-27, flytekit 1.16.31 installed; flytekit/flytesnacks tests read at their
-# GitHub HEAD): 47 flytekit/flytesnacks cases ported (16 test_array_node_map_task,
-# 10 test_map_task, 4 test_partials, 2 test_array_node, 9 test_checkpoint, 6 flytesnacks),
-# all 47 pass (test_map_task_pod_template_override with a dict for the kubernetes client's
-# V1PodSpec, which is not installed here). Before this port's fixes 35 of the 47
-# passed: 11 cases that map the legacy map_task object failed (now mapped like the
-# ArrayNode one), and with_overrides(container_image=) (now accepted; set on the node for
-# backend="flyte"). Plus: lists of different lengths, and
-# 9 objects whose mapnb outputs are checked against flytekit's own local run.
-# Deliberate differences (asserted as mapnb does it, listed in the README's table): a
-# single value for a list is InvalidMapError (flytekit: TypeError); a wrong element type
-# fails its item, not the map; launch plans are refused; lists of different lengths are
-# refused; requests=Resources(cpu="10M") is refused; a plain partial binds lists (the
-# legacy map_task refuses them).
+# Tally (2026-11-27; flytekit 1.16.31 installed, flytekit's and flytesnacks' tests read at
+# their GitHub HEAD): 54 flytekit/flytesnacks cases ported, all 54 pass.
+#   test_array_node_map_task 16 local + 7 serialisation cases on what backend="flyte" sends
+#   (*_sent), test_map_task 10, test_partials 4, test_array_node 2, test_checkpoint 9,
+#   flytesnacks 6 (map_task.py examples 1, 2, 4, 5, 6; checkpoint.py).
+# Before this port's fixes 40 of the 54 passed: 11 cases mapping the legacy map_task object
+# (now mapped like the ArrayNode one); with_overrides(container_image=) (now accepted, and
+# set on the node for backend="flyte"); the map's metadata= on backend="flyte" (2 cases:
+# now it replaces the task's, as flytekit serialises it).
+# Also: lists of different lengths; 9 objects whose mapnb outputs equal flytekit's own
+# local run; a fresh-pool check of SIGINT handling (a regression found while porting).
+# Deliberate differences (asserted as mapnb behaves, listed in the README's table): a
+# single value for a list is InvalidMapError, a ValueError (flytekit: TypeError); a wrong
+# element type fails its item, not the map; launch plans are refused; lists of different
+# lengths are refused; a list given for an input bound by bound_inputs_values is refused
+# (flytekit uses the bound value); requests=Resources(cpu="10M") is refused; a plain partial binds
+# lists (the legacy map_task refuses them).
 """Parity with flytekit's own local map-task tests and flytesnacks' examples (issue 11).
 
 Each test is one case of flytekit's tests/flytekit/unit/core/{test_array_node_map_task,
@@ -35,18 +38,21 @@ Deliberate differences (the README's flytekit/mapnb/cluster table lists them):
 - ``with_overrides(requests=Resources(cpu="10M"))``: ten million CPUs; mapnb schedules
   items locally by their requests and refuses a value it cannot read as CPUs.
 
-Not ported (serialisation/IDL or flytekit internals): test_array_node_map_task's
-test_remote_execution, test_serialization, test_fast_serialization,
-test_metadata_in_task_name, test_bounded_inputs_vars_order, test_bound_inputs_serialization,
-test_serialization_metadata(2)'s IDL asserts, test_run_all_sub_nodes_serialization(_default),
-test_serialization_extended_resources(_shared_memory)'s IDL asserts, test_mis_match
-(workflow compile), test_load_offloaded_literal; test_map_task's test_serialization,
-test_serialization_of_custom_fields, test_serialization_workflow_def, test_map_task_resolver,
-test_bounded_inputs_vars_order; test_partials' serialisation asserts; test_array_node's
-test_lp_serialization and the launch-plan run_all_sub_nodes cases. backend="flyte"'s
-translation of the same settings (parallelism, min_success_ratio, min_successes,
-run_all_sub_nodes, bound inputs, retries/timeout/cache/resources) is tested in
-tests/test_flyte_remote.py with flytekit's get_serializable.
+- a list given for an input that ``bound_inputs_values`` binds is refused (a value given
+  twice); flytekit uses the bound value (for a partial's, flytekit raises TypeError).
+
+Not ported (flytekit's own serialisation of its objects, or its internals):
+test_array_node_map_task's test_remote_execution, test_serialization,
+test_fast_serialization, test_metadata_in_task_name, test_bounded_inputs_vars_order,
+test_mis_match (workflow compile), test_load_offloaded_literal, and the upstream-promise
+cases of test_bound_inputs_serialization (workflow wiring); test_map_task's
+test_serialization, test_serialization_of_custom_fields, test_serialization_workflow_def,
+test_map_task_resolver, test_bounded_inputs_vars_order (the legacy array job's IDL, which
+backend="flyte" never sends: it sends an ArrayNode); test_partials' serialisation asserts;
+test_array_node's test_lp_serialization and its launch-plan run_all_sub_nodes cases.
+The serialisation cases that say what a map of the user's settings becomes on a cluster
+are ported onto what backend="flyte" sends (the ``*_sent`` tests below), next to
+tests/test_flyte_remote.py's own.
 """
 
 from __future__ import annotations
