@@ -11,6 +11,8 @@ What ``mapnb.map_task`` takes from flytekit's objects (explicit ``map_task`` arg
 - ``flytekit.map_task(t, concurrency=, min_success_ratio=, min_successes=, metadata=,
   run_all_sub_nodes=)``: those settings, and its bound inputs. ``mapnb.map_task`` takes
   ``min_successes=``, ``run_all_sub_nodes=`` and ``metadata=`` directly too.
+- the older ``flytekit.core.legacy_map_task.map_task(t, concurrency=, min_success_ratio=,
+  metadata=)`` (an array job on a cluster): the same way.
 
 Each item runs the task's function between flytekit's own type conversions (an element
 of the wrong type fails that item with flytekit's message), in a flytekit execution
@@ -31,6 +33,7 @@ import dataclasses
 import datetime
 import functools
 import inspect
+import logging
 import os
 import signal
 import threading
@@ -52,6 +55,14 @@ if TYPE_CHECKING:
 
 # flytekit is imported inside the functions: a worker that unpickles an item imports it
 # under _keep_sigint (importing flytekit replaces the SIGINT handler).
+
+log = logging.getLogger(__name__)
+
+# with_overrides(...) settings that say which container a subtask runs in on a cluster:
+# a local item runs in a worker process, so they have no meaning here (flytekit's own
+# local run accepts and ignores them too; its tests override container_image so). They
+# are kept for backend="flyte", which sets them on the ArrayNode (mapnb.flyte._translate).
+_CONTAINER_ONLY = frozenset({"container_image", "pod_template"})
 
 _MAP_HINT = (
     "map a @task over lists instead: mapnb.map_task(my_task)(x=[...]), "
@@ -84,7 +95,8 @@ def _refuse(obj: Any) -> None:
             f"{what} is a reference to a registered Flyte entity; mapnb needs the @task's code"
         )
     raise InvalidMapError(
-        f"mapnb.map_task takes a @flytekit.task, a functools.partial of one, or flytekit.map_task(...) of one; "
+        f"mapnb.map_task takes a @flytekit.task, a functools.partial of one, or flytekit.map_task(...) "
+        "(or the legacy map_task) of one; "
         f"got {what} {obj!r}"
     )
 
@@ -189,14 +201,23 @@ def adapt(obj: Any, metadata: Any = None) -> tuple[Callable[..., Any], dict[str,
         defaults, bound = _map_settings(obj, bound)
         metadata = metadata or obj.metadata
         obj = obj.python_function_task
+    elif _is_legacy_map(obj):
+        defaults, bound = _legacy_map_settings(obj, bound)
+        metadata = metadata or obj.metadata
+        obj = obj.run_task
     t = _check_task(obj)
     if bound:
         _check_bound(t, bound)
-    tf = task(FlyteItem(t), **_settings(t, metadata or t.metadata))
+    item = FlyteItem(t)
+    # The map's own TaskMetadata replaces the task's on a cluster too (interruptible, ...):
+    # backend="flyte" starts from it (mapnb.flyte._translate).
+    item.map_metadata = metadata
+    tf = task(item, **_settings(t, metadata or t.metadata))
     # functools.update_wrapper copied the item's attributes: the task (and the signature's
-    # flytekit types) would then travel outside FlyteItem's own pickling, which imports
-    # flytekit under _keep_sigint. The signature is found through __wrapped__.
-    for name in ("_flyte_task", "__signature__"):
+    # flytekit types, the map's TaskMetadata) would then travel outside FlyteItem's own
+    # pickling, which imports flytekit under _keep_sigint. The signature is found through
+    # __wrapped__.
+    for name in ("_flyte_task", "__signature__", "map_metadata"):
         tf.__dict__.pop(name, None)
     fn: Callable[..., Any] = tf
     if bound:
@@ -232,14 +253,42 @@ def _map_settings(obj: Any, bound: dict[str, Any]) -> tuple[dict[str, Any], dict
     return defaults, bound
 
 
+def _is_legacy_map(obj: Any) -> bool:
+    """Whether ``obj`` is flytekit's older map task (``flytekit.core.legacy_map_task``'s
+    ``MapPythonTask``, an array job on a cluster): mapped the same way as the ArrayNode one."""
+    return any(
+        c.__module__ == "flytekit.core.legacy_map_task" and c.__name__ == "MapPythonTask" for c in type(obj).__mro__
+    )
+
+
+def _legacy_map_settings(obj: Any, bound: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A legacy ``map_task``'s ``concurrency`` and ``min_success_ratio`` (it has no others),
+    and the inputs its partial binds added to ``bound``."""
+    defaults: dict[str, Any] = {
+        "concurrency": getattr(obj, "_max_concurrency", None) or None,
+        "min_success_ratio": getattr(obj, "_min_success_ratio", None),
+        "min_successes": None,
+        "run_all_sub_nodes": False,
+    }
+    partial = getattr(obj, "_partial", None)  # the legacy map keeps a partial's inputs here
+    if partial is not None:
+        bound = {**partial.keywords, **bound}
+    return defaults, bound
+
+
 class FlyteMapTask(MapTask):
     """A :class:`~mapnb.MapTask` of a flytekit task, with :meth:`with_overrides` as
     flytekit's nodes have it."""
+
+    #: ``container_image``/``pod_template`` given to :meth:`with_overrides`: no meaning for a
+    #: local run; ``backend="flyte"`` sets them on the ArrayNode.
+    container_overrides: dict[str, Any]
 
     @classmethod
     def of(cls, mt: MapTask) -> FlyteMapTask:
         out = cls.__new__(cls)
         out.__dict__.update(mt.__dict__)
+        out.__dict__.setdefault("container_overrides", {})
         return out
 
     def with_overrides(
@@ -262,11 +311,14 @@ class FlyteMapTask(MapTask):
         ``resources`` a ``flytekit.Resources`` whose values may be ``(request, limit)``
         pairs; ``cache`` a bool or ``flytekit.Cache``.
         """
+        container = {k: other.pop(k) for k in sorted(_CONTAINER_ONLY.intersection(other))}
+        if container:
+            log.info("with_overrides(%s=...): ignored by a local map, kept for backend='flyte'", ", ".join(container))
         if other:
             raise InvalidMapError(
                 f"with_overrides({', '.join(sorted(other))}=...) has no meaning for a local map; "
                 "mapnb takes requests, limits, resources, retries, timeout, cache, cache_version, "
-                "cache_serialize"
+                "cache_serialize (and ignores container_image, pod_template)"
             )
         if resources is not None:
             req, lim = _split_resources(resources)
@@ -299,7 +351,9 @@ class FlyteMapTask(MapTask):
                 ignore if enabled else (),
                 base.overwrite if enabled else False,
             )
-        return FlyteMapTask.of(mt)
+        out = FlyteMapTask.of(mt)
+        out.container_overrides = {**self.container_overrides, **container}
+        return out
 
 
 def _split_resources(r: Any) -> tuple[Resources | None, Resources | None]:
@@ -358,6 +412,7 @@ class FlyteItem:
 
     def __init__(self, t: PythonFunctionTask) -> None:
         self._flyte_task = t
+        self.map_metadata: Any = None  # a flytekit map's TaskMetadata (not the task's), if any
         self._plan: Any = _UNPLANNED  # the fast path (mapnb.flyte._fast), decided on first call
         fn = getattr(t, "task_function", None)
         if fn is not None:

@@ -26,6 +26,8 @@ mapnb                              the ArrayNode
 ignored inputs)                    ``cache_serializable``, ``cache_ignore_input_vars``;
                                    without a version: mapnb's own (from the source)
 ``requests``, ``limits``           the sub-node's resource overrides
+``container_image``,               the node's overrides (a local run ignores them)
+``pod_template`` (with_overrides)
 a ``functools.partial``'s values   bound inputs: scalar literals on the node, not lists
 =================================  ========================================================
 
@@ -188,8 +190,10 @@ def to_flyte(mt: MapTask, /, **lists: Any) -> FlyteMap:
         wf.add_workflow_input(n, list_type[n])
     node = wf.add_entity(amt, **{n: wf.inputs[n] for n in mapped if n in wf.inputs})
     overrides = {k: _flytekit_resources(v) for k, v in (("requests", mt.requests), ("limits", mt.limits))}
-    if any(v is not None for v in overrides.values()):
-        node.with_overrides(**{k: v for k, v in overrides.items() if v is not None})
+    # with_overrides(container_image=, pod_template=) on a flytekit map (mapnb.flyte._flytekit).
+    container = getattr(mt, "container_overrides", None) or {}
+    if any(v is not None for v in overrides.values()) or container:
+        node.with_overrides(**{k: v for k, v in overrides.items() if v is not None}, **container)
     for name, t in amt.python_interface.outputs.items():
         wf.add_workflow_output(name, node.outputs[name], python_type=t)
     return FlyteMap(flyte_task, amt, wf, {k: list(v) for k, v in lists.items()}, bound)
@@ -339,13 +343,15 @@ def _typed_function(fn: Callable[..., Any], name: str, sig: inspect.Signature) -
 
 
 def _metadata(flyte_task: Any, mt: MapTask, fn: Any) -> Any:
-    """The map's TaskMetadata: the task's own, with mapnb's retries, timeout and cache."""
+    """The map's TaskMetadata: the task's own (or the one given to ``flytekit.map_task(t,
+    metadata=...)``, which replaces it, as flytekit does), with mapnb's retries, timeout
+    and cache."""
     from flytekit.core.base_task import TaskMetadata
 
     from ..cache import _identity
 
     opts, cache = mt.options, mt.cache
-    base = flyte_task.metadata if flyte_task is not None else TaskMetadata()
+    base = getattr(fn, "map_metadata", None) or (flyte_task.metadata if flyte_task is not None else TaskMetadata())
     version = ""
     if cache.enabled:
         # mapnb's own version when none is given: derived from the function's source, as
