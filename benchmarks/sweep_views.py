@@ -86,9 +86,13 @@ NOTEBOOK = [
     f"run = mapnb.map_task(point).submit_product(lr={AXES['lr']!r}, depth={AXES['depth']!r}, seed={AXES['seed']!r})\n"
     "run",
 ]
+# The views' element is made anew when the cell's output is refreshed (its saved picture
+# brought up to date): every element's draws seen so far are kept on the page.
 PROBE = """() => {
   const g = document.querySelector('.mapnb-grid'), s = g && g.querySelector('.mapnb-sweep');
-  return {state: g?.dataset.state ?? null, draws: s?.mapnbDraws ?? [],
+  const seen = window.__mapnbSeen = window.__mapnbSeen || new Set();
+  if (s && s.mapnbDraws) seen.add(s.mapnbDraws);
+  return {state: g?.dataset.state ?? null, draws: [].concat(...seen),
           best: s ? s.querySelectorAll('.mapnb-best-row').length : 0};
 }"""
 
