@@ -530,12 +530,14 @@ class MapRun:
         return _display.grid(self) if _display is not None else None
 
     def _ipython_display_(self) -> None:
-        # ``run`` as a cell's last expression: shown as show() shows it, with a display id,
-        # so that the picture saved with the notebook is brought up to date when the run
-        # ends (an execute_result, which _repr_mimebundle_ would make, cannot be updated).
+        # ``run`` as a cell's last expression: shown with a display id, so that the picture
+        # saved with the notebook is brought up to date after a later cell (an
+        # execute_result, which _repr_mimebundle_ would make, cannot be updated). Not from
+        # the grid's thread the moment the run ends: the update redraws the output, and
+        # its views may be in use then.
         grid = self._live_grid()
         if grid is not None:
-            grid.display()
+            grid.display(refresh_when_done=False)
             return
         from IPython.display import display
 

@@ -166,6 +166,7 @@ class LiveGrid:
         self.flushes = 0
         self._last_flush = 0.0
         self._handles: list[Any] = []
+        self._refresh_from_thread = False  # a shown copy wants its picture updated when the run ends
         self._shown_html = ""
         self._shown_key: tuple[Any, ...] = ()  # the run's state when the picture was drawn
         self._display_lock = threading.Lock()
@@ -341,7 +342,8 @@ class LiveGrid:
             if finished and self.run.done():
                 self.flush()
                 try:  # the saved picture shows how a background run (or a re-run) ended
-                    self.refresh_display(from_thread=True)
+                    if self._refresh_from_thread:
+                        self.refresh_display(from_thread=True)
                 except Exception:
                     log.exception("live grid for run %s could not update its picture", self.run.id)
                 with self._follow_lock:  # a Retry may have restarted the run meanwhile
@@ -388,10 +390,17 @@ class LiveGrid:
         data["text/plain"] = repr(self.run)
         return data
 
-    def display(self) -> None:
-        """Show the grid in the current cell (the kernel's main thread only)."""
+    def display(self, refresh_when_done: bool = True) -> None:
+        """Show the grid in the current cell (the kernel's main thread only).
+
+        The picture saved with the notebook is brought up to date after each later cell;
+        with ``refresh_when_done`` also as soon as the run ends in the background. That
+        update makes the front end draw the output anew, so ``run`` shown as a cell's last
+        expression leaves it to the next cell: its views may be in use by then.
+        """
         from IPython.display import display
 
+        self._refresh_from_thread = self._refresh_from_thread or refresh_when_done
         self._shown_html = self.static_html()
         self._shown_key = self._key()
         self._parent = _cell_parent()
