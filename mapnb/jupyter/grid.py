@@ -266,10 +266,11 @@ class GridModel:
         """The values that differ from what was last returned (all of them the first time)."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-            dirty |= self._changed_statuses()
             logs, self._log_dirty = self._log_dirty, set()
             header, self._header_dirty = self._header_dirty, False
             grown, self._grown = self._grown, False
+        # Outside the lock: on_events (the engine thread) need not wait for the comparison.
+        dirty |= self._changed_statuses()
         first = not self._sent
         out: dict[str, Any] = self._first_values() if first else {}
         if first:
