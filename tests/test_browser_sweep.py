@@ -9,9 +9,11 @@ run still succeeds; ``run.extend`` adds cells while the run goes on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -82,6 +84,19 @@ class Kernel:
         self.client.stop_channels()
 
 
+@contextlib.contextmanager
+def diagnosed(pg, tmp_path: pathlib.Path, shot: str, what: str) -> Iterator[contextlib.ExitStack]:
+    """A browser test's body: what it opens on the stack is closed after it; on a failure,
+    a screenshot (``SHOTS / shot``) is taken and the server's log goes into the error."""
+    with contextlib.ExitStack() as stack:
+        try:
+            yield stack
+        except Exception as exc:
+            pg.screenshot(path=SHOTS / shot)
+            log = (tmp_path / "server.log").read_text()[-3000:]
+            raise AssertionError(f"{what} failed; see {shot}; server log:\n{log}") from exc
+
+
 def write_notebook(root: pathlib.Path, name: str, cells: list[str]) -> None:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -104,13 +119,12 @@ def test_brush_rerun_selected_and_pruning_in_a_browser(server, page, tmp_path, u
     SHOTS.mkdir(parents=True, exist_ok=True)
     tag = "lab" if ui.startswith("lab") else "nb7"
     write_notebook(tmp_path, "views.ipynb", [SETUP, SWEEP])
-    kernel = None
     errors: list[str] = []  # uncaught errors thrown by the views' code (the page's own aside)
     ours = ("mountSweep", "drawHeat", "drawScatter", "drawParallel", "drawBest", "syncControls", "units")
     page.on("pageerror", lambda e: errors.append(f"{e}\n{e.stack}") if any(f in (e.stack or "") for f in ours) else None)
-    try:
+    with diagnosed(page, tmp_path, f"sweep_{tag}_failed.png", "sweep views test") as stack:
         run_all(server, page, f"{ui}/views.ipynb")
-        kernel = Kernel(tmp_path, server)
+        kernel = stack.enter_context(contextlib.closing(Kernel(tmp_path, server)))
         end = views(page, lambda v: v["state"] == "succeeded" and v["best"] > 0, 120, "the sweep's end")
         page.screenshot(path=SHOTS / f"sweep_{tag}_1_views.png")
         assert end["shown"] and end["heat"] >= 8 and len(end["axes"]) >= 5, end  # lr, depth, seed, loss, acc, ...
@@ -172,13 +186,6 @@ def test_brush_rerun_selected_and_pruning_in_a_browser(server, page, tmp_path, u
               30, "the views redrawn in the dark theme")  # fmt: skip
         time.sleep(1.0)  # the theme's stylesheet settles; the screenshot is for people
         page.locator(".mapnb-sweep").screenshot(path=SHOTS / "sweep_6_dark.png")
-    except Exception as exc:
-        page.screenshot(path=SHOTS / f"sweep_{tag}_failed.png")
-        log = (tmp_path / "server.log").read_text()[-3000:]
-        raise AssertionError(f"sweep views test failed; see sweep_{tag}_failed.png; server log:\n{log}") from exc
-    finally:
-        if kernel is not None:
-            kernel.close()
 
 
 GROW = """\
@@ -198,10 +205,9 @@ run
 def test_run_extend_adds_cells_while_running_in_a_browser(server, page, tmp_path):  # noqa: F811
     SHOTS.mkdir(parents=True, exist_ok=True)
     write_notebook(tmp_path, "grow.ipynb", [GROW])
-    kernel = None
-    try:
+    with diagnosed(page, tmp_path, "sweep_grow_failed.png", "grow test") as stack:
         run_all(server, page, "lab/tree/grow.ipynb")
-        kernel = Kernel(tmp_path, server)
+        kernel = stack.enter_context(contextlib.closing(Kernel(tmp_path, server)))
         views(page, lambda v: v["cells"] == 6 and v["state"] == "running", 60, "the sweep running")
         assert kernel.eval("run.extend(lr=[0.001])") == 3
         grown = views(page, lambda v: v["cells"] == 9, 60, "the grown grid")
@@ -210,13 +216,6 @@ def test_run_extend_adds_cells_while_running_in_a_browser(server, page, tmp_path
         end = views(page, lambda v: v["state"] == "succeeded", 90, "the grown sweep's end")
         assert end["best"] == 9 and end["heat"] == 9, end  # the views have the new items too
         assert kernel.eval("run.counts['succeeded']") == 9
-    except Exception as exc:
-        page.screenshot(path=SHOTS / "sweep_grow_failed.png")
-        log = (tmp_path / "server.log").read_text()[-3000:]
-        raise AssertionError(f"grow test failed; see sweep_grow_failed.png; server log:\n{log}") from exc
-    finally:
-        if kernel is not None:
-            kernel.close()
 
 
 BIG = """\
@@ -235,10 +234,9 @@ def test_ten_thousand_item_sweep_views_stay_usable(server, page, tmp_path):  # n
     """10,000 items x 3 parameters: the views draw every item, and a brush selects in the kernel."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     write_notebook(tmp_path, "big_sweep.ipynb", [BIG])
-    kernel = None
-    try:
+    with diagnosed(page, tmp_path, "sweep_big_failed.png", "10k sweep test") as stack:
         run_all(server, page, "lab/tree/big_sweep.ipynb")
-        kernel = Kernel(tmp_path, server)
+        kernel = stack.enter_context(contextlib.closing(Kernel(tmp_path, server)))
         end = views(page, lambda v: v["state"] == "succeeded" and v["best"] == 10, 180, "10,000 items' end")
         page.locator(".mapnb-parallel-canvas").scroll_into_view_if_needed()
         end = views(page, lambda v: v["axes"], 30, "the parallel coordinates")
@@ -255,10 +253,3 @@ def test_ten_thousand_item_sweep_views_stay_usable(server, page, tmp_path):  # n
         assert kernel.eval("sorted({run.inputs[i][0] for i in run.selected})") == [20, 21, 22, 23, 24]
         v = views(page, lambda v: v["count"] == "2000 selected", 30, "the count")
         print(f"views' last draw at 10,000 items: {v['drawMs']} ms ({v['drawn']} draws)")
-    except Exception as exc:
-        page.screenshot(path=SHOTS / "sweep_big_failed.png")
-        log = (tmp_path / "server.log").read_text()[-3000:]
-        raise AssertionError(f"10k sweep test failed; see sweep_big_failed.png; server log:\n{log}") from exc
-    finally:
-        if kernel is not None:
-            kernel.close()
