@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from . import _pickling
 from ._sqlite import is_damaged, move_aside, warn_once
 from .events import Status
 
@@ -65,14 +66,22 @@ def run_dir(run_id: str) -> Path:
 
 
 def _items_pickle(names: tuple[str, ...], inputs: list[tuple[Any, ...]]) -> bytes:
-    import cloudpickle
-
-    return cloudpickle.dumps((names, inputs), protocol=5)
+    return _pickling.dumps((names, _pickling.Rows(inputs)))
 
 
 def fingerprint(names: tuple[str, ...], inputs: list[tuple[Any, ...]], items: bytes | None = None) -> str:
     """What identifies a run's items: their names and pickled inputs (``items``, if pickled already)."""
     return hashlib.sha256(items if items is not None else _items_pickle(names, inputs)).hexdigest()
+
+
+def same_items(fp: str, names: tuple[str, ...], inputs: list[tuple[Any, ...]]) -> bool:
+    """Whether ``fp`` (a journaled :func:`fingerprint`) is that of these items; journals
+    written by mapnb 0.1.0 pickled every input with cloudpickle, so that is tried too."""
+    if fp == fingerprint(names, inputs):
+        return True
+    import cloudpickle
+
+    return fp == hashlib.sha256(cloudpickle.dumps((names, inputs), protocol=5)).hexdigest()
 
 
 class JournalError(OSError):

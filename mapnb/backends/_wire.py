@@ -11,16 +11,16 @@ import pickle
 import time
 from typing import Any
 
+from .. import _pickling
 from ..errors import ErrorKind, ItemError
 from ..protocol import FAILED, FINISHED, OK, OUTCOMES, PICKLED, Ended, Finished, Outcomes
 from .base import ReportFn, Task
 
 
 def dumps(obj: Any) -> bytes:
-    """cloudpickle, so that functions and classes defined in a notebook travel by value."""
-    import cloudpickle
-
-    return cloudpickle.dumps(obj, protocol=5)
+    """Pickled so that functions and classes defined in a notebook travel by value
+    (cloudpickle), in C where nothing needs that (:func:`mapnb._pickling.dumps`)."""
+    return _pickling.dumps(obj)
 
 
 def load_output(r: Finished) -> Finished:
