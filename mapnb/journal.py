@@ -34,6 +34,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -238,14 +239,21 @@ def _dump_columns(run_id: str, state: RunState, idx: array.array[int]) -> bytes:
     one tuple per column, gathered in C, not a tuple per item (a third of the journal's
     cost per item). What that cannot hold (unpicklable or large outputs) takes the
     record path, which leaves out or spills them."""
-    get = operator.itemgetter(*idx)
-    outputs, attempts = get(state.outputs), get(state.attempts)
     # The floats as stored (NaN, no None check per item), by array's own __getitem__; not
     # through a memoryview, whose export would stop the engine growing the array.
     raw, floats = array.array.__getitem__, state.durations
-    durations = [raw(floats, i) for i in idx]
-    if len(idx) == 1:  # itemgetter of one index gives the value itself
-        outputs, attempts = (outputs,), (attempts,)
+    a, b = idx[0], idx[-1] + 1
+    outputs: Sequence[Any]
+    attempts: Sequence[Any]
+    if b - a == len(idx) and idx == array.array("q", range(a, b)):  # the usual batch: slices
+        outputs, attempts = state.outputs[a:b], raw(state.attempts, slice(a, b)).tolist()
+        durations = raw(floats, slice(a, b)).tolist()
+    else:
+        get = operator.itemgetter(*idx)
+        outputs, attempts = get(state.outputs), get(state.attempts)
+        durations = [raw(floats, i) for i in idx]
+        if len(idx) == 1:  # itemgetter of one index gives the value itself
+            outputs, attempts = (outputs,), (attempts,)
     try:
         blob = pickle.dumps(("cols", idx.tobytes(), outputs, attempts, durations), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:

@@ -81,6 +81,11 @@ class MetricBuffer:
     def __bool__(self) -> bool:
         return bool(self._pending)
 
+    @property
+    def pending(self) -> dict[tuple[int, int], dict[int, dict[str, float]]]:
+        """What waits, by ``(index, attempt)``; tested for emptiness after every item."""
+        return self._pending
+
     def take(self, task_id: int, only: tuple[int, int] | None = None) -> list[Metrics]:
         """The pending records (all, or those of attempt ``only``), removed from here."""
         if only is not None:
@@ -405,7 +410,7 @@ class Outbox:
         code, payload = (FAILED, error) if not ok else (OK, value) if type(value) in self.raw_types else self._pickled(value)
         with self._lock:
             self._current = None
-            if self._metrics:  # what it reported arrives before its outcome
+            if self._metrics.pending:  # what it reported arrives before its outcome
                 self._records += self._metrics.take(self.task_id, (index, attempt))
             kept = self._keep(index, attempt, code, payload, t0, t1)
         if kept is not None and kept >= self.flush_rows:
@@ -439,8 +444,9 @@ class Outbox:
         recs = self._records
         last = recs[-1] if recs else None
         if type(last) is _OpenRows:
-            last.rows.append((index, attempt, code, payload, t0, t1))
-            return len(last.rows)
+            rows = last.rows
+            rows.append((index, attempt, code, payload, t0, t1))
+            return len(rows)
         recs.append(_OpenRows(self.task_id, [(index, attempt, code, payload, t0, t1)]))
         return 1
 
@@ -471,7 +477,7 @@ class Outbox:
             with self._lock:
                 self._announce()
                 recs, self._records = self._records, []
-                if self._metrics:  # the running item's, after its "started"
+                if self._metrics.pending:  # the running item's, after its "started"
                     recs += self._metrics.take(self.task_id)
             if not recs:
                 return
