@@ -64,6 +64,10 @@ class _FdCapture:
     """
 
     _COMPACT = 1 << 20  # bytes consumed before the files are emptied between items
+    # Where the capture files' text starts (a hole before it takes no memory): an fd an
+    # item moved to a new, empty file (size 0) can then never pass for its capture file
+    # in _quiet's size check.
+    _ORIGIN = 1_000_003
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -79,12 +83,13 @@ class _FdCapture:
             store = _anonymous_file(name)
             fcntl.fcntl(store, fcntl.F_SETFL, fcntl.fcntl(store, fcntl.F_GETFL) | os.O_APPEND | os.O_NONBLOCK)
             self._flags = fcntl.fcntl(store, fcntl.F_GETFL)  # (see _quiet)
+            os.ftruncate(store, self._ORIGIN)
             original = os.dup(fd)
             os.dup2(store, fd)
             self.originals[name] = original
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             st = os.fstat(store)
-            self._streams.append([name, store, original, 0, decoder, fd, (st.st_dev, st.st_ino)])
+            self._streams.append([name, store, original, self._ORIGIN, decoder, fd, (st.st_dev, st.st_ino)])
 
     def drain(self, cap: Capture | None) -> None:
         # The usual case without the lock: a concurrent drain (the outbox's tick) that
@@ -110,9 +115,9 @@ class _FdCapture:
                         cap.write(name, text)
                 else:
                     _write_all(original, data)
-                    if s[3] > self._COMPACT:  # nothing runs, so nothing writes: start afresh
-                        os.ftruncate(s[1], 0)
-                        s[3] = 0
+                    if s[3] - self._ORIGIN > self._COMPACT:  # nothing runs, so nothing writes: start afresh
+                        os.ftruncate(s[1], self._ORIGIN)
+                        s[3] = self._ORIGIN
             self._intact = intact
 
     def _quiet(self) -> bool:
