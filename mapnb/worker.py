@@ -384,8 +384,9 @@ class Outbox:
     def started(self, index: int, attempt: int, t0: float) -> None:
         if self._ledger is not None:  # before the item runs: a crash is then known to be its
             self._ledger.write(self.task_id, index, attempt)
-        with self._lock:
-            self._current = [index, attempt, t0, False]
+        # Without the lock: the last item's finished() cleared _current under it, and the
+        # tick's _announce sees either None or this whole list (one reference store).
+        self._current = [index, attempt, t0, False]
         if self.first_of_task:  # the caller's timeout clock starts when the task really does
             self.first_of_task = False
             self.flush()
