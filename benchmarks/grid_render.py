@@ -109,7 +109,7 @@ HOOK = """(() => {
 
 PROBE = """() => {
   const g = document.querySelector('.mapnb-grid');
-  return {state: g?.dataset.state ?? null, cells: g ? g.querySelectorAll('.mapnb-cell').length : 0};
+  return {state: g?.dataset.state ?? null, cells: g ? (+g.querySelector('.mapnb-cells')?.dataset.cells || g.querySelectorAll('.mapnb-cell').length) : 0};
 }"""
 
 
