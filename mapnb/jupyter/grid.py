@@ -19,6 +19,7 @@ import math
 import reprlib
 import threading
 import time
+from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..events import (
@@ -246,21 +247,25 @@ class GridModel:
             sheet["cells"] = cells
         return sheet
 
-    def _changed_statuses(self) -> set[int]:
-        """The items whose status changed since the last call: the run's status bytes
-        (``view.codes``) against those seen last, compared in C (the grid subscribes
-        without per-item status events: at 100,000 items those cost the kernel more than
-        everything else the grid does)."""
+    def _changed_statuses(self, named: set[int]) -> tuple[_Changed, bytes]:
+        """The items whose status changed since the last call, and every item's status
+        letter now: the run's status bytes (``view.codes``) against those seen last,
+        compared in C (the grid subscribes without per-item status events: at 100,000
+        items those cost the kernel more than everything else the grid does). ``named``:
+        items that events said changed too."""
+        import numpy as np
+
         now = bytes(self._v.codes)  # one copy: the engine thread goes on writing
         seen, self._seen_codes = self._seen_codes, now
         m = min(len(seen), len(now))
-        changed: set[int] = set(range(m, len(now)))  # items added since (run.extend)
+        idx = np.arange(m, len(now))  # items added since (run.extend)
         if now[:m] != seen[:m]:
-            import numpy as np
-
             diff = np.frombuffer(now, np.uint8, m) != np.frombuffer(seen, np.uint8, m)
-            changed.update(np.flatnonzero(diff).tolist())
-        return changed
+            idx = np.concatenate([np.flatnonzero(diff), idx])
+        extra = [i for i in named if i < len(now)]
+        if extra:
+            idx = np.union1d(idx, np.array(extra, dtype=idx.dtype))
+        return _Changed(idx), now.translate(_LETTERS)
 
     def changes(self) -> dict[str, Any]:
         """The values that differ from what was last returned (all of them the first time)."""
@@ -270,23 +275,23 @@ class GridModel:
             header, self._header_dirty = self._header_dirty, False
             grown, self._grown = self._grown, False
         # Outside the lock: on_events (the engine thread) need not wait for the comparison.
-        dirty |= self._changed_statuses()
+        changed, letters = self._changed_statuses(dirty)
         first = not self._sent
-        out: dict[str, Any] = self._first_values() if first else {}
+        out: dict[str, Any] = self._first_values(letters) if first else {}
         if first:
-            dirty = set()
+            changed = _Changed()
         elif grown:
-            out.update(self._grown_values())
-        out.update(self._status_changes(dirty))
-        if dirty or header or first or self._v.done.is_set():
+            out.update(self._grown_values(letters))
+        out.update(self._status_changes(changed, letters))
+        if changed or header or first or self._v.done.is_set():
             out.update(self._header())
-        if self.sheet and (dirty or first):
-            out.update(self._heat_changes(dirty if not first else range(self._v.n)))
-        out.update(self._sweep_changes(first, dirty))
-        out.update(self._detail_changes(first, dirty, logs))
+        if self.sheet and (changed or first):
+            out.update(self._heat_changes(changed if not first else range(self._v.n)))
+        out.update(self._sweep_changes(first, changed))
+        out.update(self._detail_changes(first, changed, logs))
         return self._only_new(out)
 
-    def _first_values(self) -> dict[str, Any]:
+    def _first_values(self, letters: bytes) -> dict[str, Any]:
         """What the front end needs once: the run's identity and every item's status."""
         rv = self._v
         return dict(
@@ -298,30 +303,31 @@ class GridModel:
             concurrency=rv.concurrency,
             started=self.run.started,
             sheet=self.sheet,
-            statuses=self._full_statuses(),
+            statuses=letters.decode("ascii"),
             patch={},
         )
 
-    def _grown_values(self) -> dict[str, Any]:
+    def _grown_values(self, letters: bytes) -> dict[str, Any]:
         """The run grew: its size, every status and the sheet's axes, anew."""
         self.sheet = self._axes()
         if self._heat is not None:
             self._heat += [None] * (self._v.n - len(self._heat))
         self._patch = {}
-        return {"n": self._v.n, "sheet": self.sheet, "statuses": self._full_statuses(), "patch": {}}
+        return {"n": len(letters), "sheet": self.sheet, "statuses": letters.decode("ascii"), "patch": {}}
 
-    def _status_changes(self, dirty: set[int]) -> dict[str, Any]:
+    def _status_changes(self, changed: _Changed, letters: bytes) -> dict[str, Any]:
         """The changed items' statuses, as a cumulative patch (or, past PATCH_CAP changes,
-        folded into one full string)."""
-        status = self._v.status
-        for i in dirty:
-            self._patch[str(i)] = CODES[status[i]]
-        if len(self._patch) > PATCH_CAP:
+        folded into one full string: then no per-item work at all)."""
+        if not changed:
+            return {}
+        if len(changed) + len(self._patch) > PATCH_CAP:
             self._patch = {}
-            return {"statuses": self._full_statuses(), "patch": {}}
-        return {"patch": dict(self._patch)} if dirty else {}
+            return {"statuses": letters.decode("ascii"), "patch": {}}
+        for i in changed:
+            self._patch[str(i)] = chr(letters[i])
+        return {"patch": dict(self._patch)}
 
-    def _detail_changes(self, first: bool, dirty: set[int], logs: set[int]) -> dict[str, Any]:
+    def _detail_changes(self, first: bool, dirty: Collection[int], logs: set[int]) -> dict[str, Any]:
         """The selected item's panel, when it (or the selection) changed."""
         sel, was = self.selected, self._sent.get("_sel", -1)
         if 0 <= sel < self._v.n and (first or sel in dirty or sel in logs or was != sel):
@@ -345,7 +351,7 @@ class GridModel:
 
     def _full_statuses(self) -> str:
         rv = self._v
-        return "".join(CODES[s] for s in rv.status[: rv.n])
+        return bytes(rv.codes[: rv.n]).translate(_LETTERS).decode("ascii")
 
     def _header(self) -> dict[str, Any]:
         rv = self._v
@@ -501,7 +507,7 @@ class GridModel:
         self._cols = SweepColumns(self.run)
         self._cols_final = False  # the whole columns went once the run ended
 
-    def _sweep_changes(self, first: bool, dirty: set[int]) -> dict[str, Any]:
+    def _sweep_changes(self, first: bool, dirty: Collection[int]) -> dict[str, Any]:
         """The sweep's axes (first, and when it grew), the columns of the items whose
         values changed, and the selection."""
         with self._lock:
@@ -562,6 +568,29 @@ class GridModel:
 
 
 _MISSING = object()
+
+
+class _Changed:
+    """Indices of the items whose status changed, as a sorted array (from comparing
+    status bytes), read as a set is: ``in``, iteration, ``len``, truth. At 100,000 items
+    no Python int is made unless something iterates it (a sweep's columns, a heatmap)."""
+
+    def __init__(self, idx: Any = ()) -> None:
+        self.idx = idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.idx.tolist() if hasattr(self.idx, "tolist") else self.idx)
+
+    def __contains__(self, i: object) -> bool:
+        if not isinstance(i, int) or not len(self.idx):
+            return False
+        import numpy as np
+
+        k = int(np.searchsorted(self.idx, i))
+        return k < len(self.idx) and int(self.idx[k]) == i
 SPARK_POINTS = 200  # a sparkline's points at most: longer histories are thinned evenly
 
 
