@@ -6,7 +6,8 @@ widgets in :mod:`mapnb.widget` push those dicts to the front end at a throttled 
 :func:`render_html` draws the same state as static HTML for saved notebooks.
 
 Sizes stay bounded whatever the run does: item statuses travel as a cumulative patch
-(index -> one letter) that is folded into one full string every ``PATCH_CAP`` changes,
+(index -> one letter) that is folded into one full string every ``PATCH_CAP`` changes
+(fewer for a run under ten times that: once the patch would outweigh the string),
 and only the selected item's log is ever sent, its last ``LOG_TAIL`` characters.
 """
 
@@ -320,7 +321,9 @@ class GridModel:
         folded into one full string: then no per-item work at all)."""
         if not changed:
             return {}
-        if len(changed) + len(self._patch) > PATCH_CAP:
+        # A patch entry ('"12345":"s",') weighs about ten letters of the full string, and
+        # each of its entries costs the kernel's JSON and ipywidgets' buffer walk a step.
+        if len(changed) + len(self._patch) > min(PATCH_CAP, max(16, len(letters) // 10)):
             self._patch = {}
             return {"statuses": letters.decode("ascii"), "patch": {}}
         for i in changed:
