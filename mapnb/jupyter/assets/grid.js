@@ -64,7 +64,7 @@ function canvasCells(root, box, n, size, fallback) {
   box.appendChild(space);
   box.dataset.cells = n;
   const codes = new Uint8Array(n).fill(113);  // "q"
-  let perRow = 1, rows = 1, top = 0, bottom = 0, ctx = null, colors = {}, sel = -1, queued = 0;
+  let perRow = 1, rows = 1, top = 0, bottom = 0, ctx = null, colors = {}, sel = -1;
 
   // The theme's colours (grid.css tokens), read at each full draw: a detached element has
   // none yet (then the kernel's COLORS), and a theme switch changes them.
@@ -174,24 +174,37 @@ function canvasCells(root, box, n, size, fallback) {
 
   readColors();
   size_();
+  // Item i's letter is now c: drawn if it changed (and is in view). A redrawn cell next to
+  // the selected one covers part of its ring: the caller redraws that last.
+  let drew = false;
+  function set(i, c) {
+    if (codes[i] === c) return;
+    codes[i] = c;
+    const r = Math.floor(i / perRow);
+    if (r >= top && r < bottom) { cell(i); drew = true; }
+  }
+  function ring() { if (drew && sel >= 0) cell(sel); drew = false; }
+
   return {
     canvas, codes, at,
-    // All codes from the full string and the cumulative patch; then the rows in view.
+    // The full string and the cumulative patch: only the letters that changed are drawn
+    // (no full redraw: that would read the theme's colours and the box's size again).
     load(base, patch) {
+      if (!ctx) {
+        for (let i = 0; i < n; i++) codes[i] = base.charCodeAt(i) || 113;
+        for (const k in patch) { const i = +k; if (i < n) codes[i] = patch[k].charCodeAt(0); }
+        all();
+        return;
+      }
       const m = Math.min(n, base.length);
-      for (let i = 0; i < m; i++) codes[i] = base.charCodeAt(i);
-      for (const k in patch) { const i = +k; if (i < n) codes[i] = patch[k].charCodeAt(0); }
-      queued = 0;
-      all();
+      for (let i = 0; i < m; i++) set(i, base.charCodeAt(i));
+      for (const k in patch) { const i = +k; if (i < n) set(i, patch[k].charCodeAt(0)); }
+      ring();
     },
     patch(patch) {  // only the cells whose letter changed
       if (!ctx) place();
-      for (const k in patch) {
-        const i = +k, c = patch[k].charCodeAt(0);
-        if (i >= n || codes[i] === c) continue;
-        codes[i] = c;
-        cell(i);
-      }
+      for (const k in patch) { const i = +k; if (i < n) set(i, patch[k].charCodeAt(0)); }
+      ring();
     },
     select(i) { if (i !== sel) { sel = i; all(); } },
     dispose() { theme.disconnect(); if (resize) resize.disconnect(); if (pending) cancelAnimationFrame(pending); },
@@ -522,7 +535,13 @@ function render({ model, el }) {
   select.onchange = () => { model.set("heat_field", select.value); model.save_changes(); paintCells(); };
 
   const onCells = () => paintCells();
-  const onHead = () => paintHead();
+  // A message changes several of these at once: one paint, after its last change.
+  let headQueued = false;
+  const onHead = () => {
+    if (headQueued) return;
+    headQueued = true;
+    queueMicrotask(() => { headQueued = false; paintHead(); });
+  };
   const onFields = () => { paintFields(); paintCells(); };
   const onDetail = () => { paintDetail(); paintCells(); };
   model.on("change:statuses", onCells);
