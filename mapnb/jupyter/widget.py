@@ -95,7 +95,8 @@ def _grid_widget_class() -> type:
     import traitlets
 
     class MapGrid(anywidget.AnyWidget):
-        """The anywidget face: one DOM cell per item, a detail panel, Cancel / Retry failed."""
+        """The anywidget face: a cell per item (drawn on a canvas above 10,000 items), a
+        detail panel, Cancel / Retry failed."""
 
         _esm = _bundle_esm()
         _css = (_ASSETS / "grid.css").read_text()
