@@ -220,6 +220,30 @@ def test_selecting_an_item_sends_its_log_and_follows_it(frontends):
     run.cancel()
 
 
+def test_the_panel_follows_its_log_with_no_log_events_at_all():
+    """The selected item's panel is compared whole at each flush: its log streams in although
+    the grid is given no ItemLog event, and nothing is sent while it stays the same."""
+    run, backend = start(2, concurrency=2)
+    model = GridModel(run)
+    run.subscribe(lambda evs: model.on_events([e for e in evs if type(e).__name__ != "ItemLog"]), statuses=False)
+    model.changes()
+    (t1, r1) = [backend.next() for _ in range(2)][1]
+    r1([(STARTED, t1.id, 1, 1, 0.0), (LOG, t1.id, 1, 1, "stdout", "hello\n")])
+    model.selected = 1
+    panel: dict[str, Any] = {}
+
+    def shows(log: list[list[str]]) -> bool:
+        panel.update(model.changes().get("detail") or {})
+        return panel.get("log") == log
+
+    until(lambda: shows([["stdout", "hello\n"]]))
+    r1([(LOG, t1.id, 1, 1, "stdout", "more\n")])
+    until(lambda: shows([["stdout", "hello\n"], ["stdout", "more\n"]]))
+    assert panel["index"] == 1 and panel["status"] == "running" and panel["inputs"] == [["x", "1"]]
+    assert "detail" not in model.changes()  # the same panel: not sent again
+    run.cancel()
+
+
 def test_a_long_log_sends_only_its_tail(frontends):
     run, backend = start(1)
     grid = LiveGrid(run, kind="anywidget")

@@ -192,7 +192,7 @@ class GridModel:
         self._lock = threading.Lock()
         self._dirty: set[int] = set()
         self._seen_codes = b""  # the run's status bytes as last compared (_changed_statuses)
-        self._log_dirty: set[int] = set()
+        self._inputs_shown: tuple[int, list[list[str]]] = (-1, [])  # the panel's inputs, made once per item
         self._header_dirty = True
         self._grown = False  # the run grew (ItemsAdded): resend n, statuses and the sheet
         self.selected = -1
@@ -214,10 +214,10 @@ class GridModel:
         with self._lock:
             for ev in events:
                 t = type(ev)
-                if t is ItemLog or t is ItemMetrics:  # the panel's log or metrics changed
-                    self._log_dirty.add(ev.index)  # type: ignore[union-attr]
-                    if t is ItemMetrics:  # the sweep views' columns too
-                        self._metric_dirty.add(ev.index)  # type: ignore[union-attr]
+                if t is ItemLog:  # the panel is compared whole instead (_detail_changes)
+                    continue
+                if t is ItemMetrics:  # the sweep views' columns
+                    self._metric_dirty.add(ev.index)  # type: ignore[union-attr]
                 elif t is ItemStarted or t is ItemFinished or t is ItemRetrying:
                     self._dirty.add(ev.index)  # type: ignore[union-attr]
                 elif t is RunStarted:
@@ -272,7 +272,6 @@ class GridModel:
         """The values that differ from what was last returned (all of them the first time)."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-            logs, self._log_dirty = self._log_dirty, set()
             header, self._header_dirty = self._header_dirty, False
             grown, self._grown = self._grown, False
         # Outside the lock: on_events (the engine thread) need not wait for the comparison.
@@ -289,7 +288,7 @@ class GridModel:
         if self.sheet and (changed or first):
             out.update(self._heat_changes(changed if not first else range(self._v.n)))
         out.update(self._sweep_changes(first, changed))
-        out.update(self._detail_changes(first, changed, logs))
+        out.update(self._detail_changes(first))
         return self._only_new(out)
 
     def _first_values(self, letters: bytes) -> dict[str, Any]:
@@ -330,12 +329,20 @@ class GridModel:
             self._patch[str(i)] = chr(letters[i])
         return {"patch": dict(self._patch)}
 
-    def _detail_changes(self, first: bool, dirty: Collection[int], logs: set[int]) -> dict[str, Any]:
-        """The selected item's panel, when it (or the selection) changed."""
+    def _detail_changes(self, first: bool) -> dict[str, Any]:
+        """The selected item's panel, when it (or the selection) changed.
+
+        Polled, not told: the panel is made again at each flush and sent when it differs
+        from the last one sent, so that its log streams in without the grid handling an
+        event per line written (tens of microseconds, one item, ten times a second).
+        """
         sel, was = self.selected, self._sent.get("_sel", -1)
-        if 0 <= sel < self._v.n and (first or sel in dirty or sel in logs or was != sel):
-            self._sent["_sel"] = sel
-            return {"detail": self.detail(sel)}
+        if 0 <= sel < self._v.n:
+            d = self.detail(sel)
+            if first or was != sel or d != self._sent.get("_detail"):
+                self._sent["_sel"], self._sent["_detail"] = sel, d
+                return {"detail": d}
+            return {}
         if sel < 0 and was >= 0:
             self._sent["_sel"] = -1
             return {"detail": {}}
@@ -469,7 +476,7 @@ class GridModel:
         status = rv.status[i]
         return {
             "index": i,
-            "inputs": [[n, _inputs.repr(v)] for n, v in zip(self.run.names, rv.inputs[i])],
+            "inputs": self._inputs_of(i),
             "output": _output_fields(rv.outputs[i]) if status in (Status.SUCCEEDED, Status.CACHED) else None,
             "finished": status.final,
             "status": status.value,
@@ -481,6 +488,12 @@ class GridModel:
             "pruned": rv.pruned_why[i] or "",
             "metrics": self._metrics_detail(i),
         }
+
+    def _inputs_of(self, i: int) -> list[list[str]]:
+        """Item ``i``'s inputs as the panel shows them (their reprs, made once per item shown)."""
+        if self._inputs_shown[0] != i:
+            self._inputs_shown = (i, [[n, _inputs.repr(v)] for n, v in zip(self.run.names, self._v.inputs[i])])
+        return [list(p) for p in self._inputs_shown[1]]
 
     def _metrics_detail(self, i: int) -> dict[str, Any]:
         """Item ``i``'s reported metrics for the panel: the last value of each, and a
