@@ -19,7 +19,9 @@ for dozens of patches. A script in the page, installed before JupyterLab loads:
   All on: the page's responsiveness while the grid updates.
 
 Run All is clicked 2 s after the kernel is idle (JupyterLab's own start-up work is not the
-grid's). The first change (the grid's first paint) is reported apart from the patches.
+grid's). The first change (the grid's first paint) and the run's end (the final state, whose
+frame also holds JupyterLab's rendering of the cell's outputs: the DataFrame, the saved
+picture) are reported apart from the patches.
 Target: a patch renders in < 50 ms. Median of ``--repeat`` runs (a fresh server and
 browser each). Results: ``benchmarks/results/grid_render.json`` (table ``grid_render``).
 """
@@ -109,7 +111,7 @@ HOOK = """(() => {
 
 PROBE = """() => {
   const g = document.querySelector('.mapnb-grid');
-  return {state: g?.dataset.state ?? null, cells: g ? g.querySelectorAll('.mapnb-cell').length : 0};
+  return {state: g?.dataset.state ?? null, cells: g ? (+g.querySelector('.mapnb-cells')?.dataset.cells || g.querySelectorAll('.mapnb-cell').length) : 0};
 }"""
 
 
@@ -201,17 +203,26 @@ def one_run(n: int) -> dict[str, Any]:
 
 
 def summarise(rec: dict[str, Any]) -> dict[str, Any]:
-    """Per patch (the last message before a change), its render time: to the frame after its last change."""
+    """Per patch (the last message before a change), its render time: to the frame after its
+    last change. The first (the grid appears) and the run's end (the final state: its frame
+    also draws the cell's outputs, the DataFrame and the saved picture, which JupyterLab
+    renders as they arrive right after it) are reported apart from the patches."""
     by_msg: dict[float, float] = {}
+    ended: set[float] = set()
     for r in rec["renders"]:
         if r["msg"] is not None:
             by_msg[r["msg"]] = max(by_msg.get(r["msg"], 0.0), r["painted"] - r["msg"])
-    times = [by_msg[k] for k in sorted(by_msg)]
-    first, patches = (times[0], times[1:]) if times else (None, [])
+            if r["state"] not in (None, "running"):
+                ended.add(r["msg"])
+    keys = sorted(by_msg)
+    first = by_msg[keys[0]] if keys else None
+    patches = [by_msg[k] for k in keys[1:] if k not in ended]
+    end = max((by_msg[k] for k in ended), default=None)
     q = statistics.quantiles(patches, n=20, method="inclusive") if len(patches) >= 2 else patches
     long = [d for start, d in rec["long"] if start >= rec.get("t0", 0.0)]  # from Run All on
     return {
         "first_ms": first,
+        "end_ms": end,
         "patches": len(patches),
         "median_ms": statistics.median(patches) if patches else None,
         "p95_ms": q[-1] if q else None,
@@ -225,7 +236,7 @@ def summarise(rec: dict[str, Any]) -> dict[str, Any]:
 
 def table(runs: list[dict[str, Any]], n: int) -> str:
     def med(k: str) -> float:
-        values = [r[k] for r in runs if r[k] is not None]
+        values = [r[k] for r in runs if r.get(k) is not None]
         return statistics.median(values) if values else float("nan")
 
     rows = [
@@ -234,6 +245,7 @@ def table(runs: list[dict[str, Any]], n: int) -> str:
         ("render time of a patch, 95th percentile", f"{med('p95_ms'):.1f} ms"),
         (f"render time of a patch, slowest (target < {TARGET_MS:.0f} ms)", f"{med('max_ms'):.1f} ms"),
         ("the grid's first paint (from the message that made it)", f"{med('first_ms'):.1f} ms"),
+        ("the run's end: the final state, in one frame with the cell's outputs", f"{med('end_ms'):.1f} ms"),
         ("main-thread long tasks (> 50 ms) during the run", f"{med('long_tasks'):.0f}"),
         ("longest main-thread task", f"{med('longest_task_ms'):.1f} ms"),
         ("the run, Run All to the grid's end", f"{med('seconds'):.1f} s"),

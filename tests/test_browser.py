@@ -17,6 +17,8 @@ import urllib.request
 
 import pytest
 
+from mapnb.jupyter.grid import COLORS
+
 CHROMIUM = "/usr/bin/chromium"
 REQUIRED = os.environ.get("MAPNB_REQUIRE_BROWSER") == "1"
 if not os.path.exists(CHROMIUM) and not REQUIRED:
@@ -45,6 +47,15 @@ CELLS = [
 BIG = [  # 10,000 items that print: the grid must keep up and stay responsive
     "%load_ext mapnb\nimport time",
     "%%map_task --run many x=range(10000)\nprint('line', x)\ntime.sleep(0.0005)\nx",
+]
+
+HUGE = [  # 30,000 items, more than a page of DOM cells: drawn on a canvas; every 1000th fails
+    "%load_ext mapnb",
+    "%%map_task --min-success-ratio 0 --run huge x=range(30000)\n"
+    "if x % 1000 == 7:\n"
+    "    raise ValueError(f'bad {x}')\n"
+    "print('line', x)\n"
+    "x",
 ]
 
 SWEEP = [  # a 6x5 sweep whose top-right items fail, and a long item for the clock
@@ -101,7 +112,12 @@ ROOT_DIR: list[pathlib.Path] = []  # the server's root folder, for reading saved
 @pytest.fixture
 def server(tmp_path):
     ROOT_DIR[:] = [tmp_path]
-    for name, cells in (("grid.ipynb", CELLS), ("big.ipynb", BIG), ("sweep.ipynb", SWEEP)):
+    for name, cells in (
+        ("grid.ipynb", CELLS),
+        ("big.ipynb", BIG),
+        ("sweep.ipynb", SWEEP),
+        ("huge.ipynb", HUGE),
+    ):
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, tmp_path / name)
@@ -368,3 +384,49 @@ def look(server, page) -> None:
     grid.screenshot(path=SHOTS / "legible_dark_1_selected_value.png")
     core.screenshot(path=SHOTS / "legible_dark_3_ipywidgets_face.png")
     page.screenshot(path=SHOTS / "legible_dark_page.png")
+
+
+# Where item i is drawn on the canvas (6 px cells, a 1 px gap), scrolled into view: its
+# pixel near the top-left corner (away from a failed cell's stroke), the centre in page
+# coordinates, and the canvas's tooltip.
+CANVAS_AT = """async (i) => {
+  const g = document.querySelector('.mapnb-grid'), box = g.querySelector('.mapnb-cells');
+  const c = g.querySelector('.mapnb-canvas'), pitch = 7, dpr = devicePixelRatio;
+  const perRow = Math.round(c.width / dpr / pitch), row = Math.floor(i / perRow), col = i % perRow;
+  box.scrollTop = Math.max(0, row * pitch - 50);
+  await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const top = Math.round(parseFloat(c.style.top) / pitch), y = (row - top) * pitch, x = col * pitch;
+  const px = c.getContext('2d').getImageData(Math.round((x + 1) * dpr), Math.round((y + 1) * dpr), 1, 1).data;
+  const rect = c.getBoundingClientRect();
+  return {rgb: [px[0], px[1], px[2]], x: rect.left + x + 3, y: rect.top + y + 3, cells: +box.dataset.cells,
+          state: g.dataset.state, dom: g.querySelectorAll('.mapnb-cell').length};
+}"""
+
+
+@pytest.mark.timeout(300)
+def test_a_large_run_is_drawn_on_a_canvas_that_answers_hover_and_click(server, page, tmp_path):
+    """30,000 items: one canvas, not 30,000 elements; each item's colour is its status's,
+    a hover names the item, a click opens its panel, also far down the scrolled box."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    rgb = {s: [int(COLORS[s][k : k + 2], 16) for k in (1, 3, 5)] for s in ("succeeded", "failed")}
+    try:
+        run_all(server, page, "lab/tree/huge.ipynb")
+        grid = page.locator(".mapnb-grid").first
+        wait(lambda: page.locator(".mapnb-grid .mapnb-canvas").count(), 120, "the canvas")
+        wait(lambda: grid.get_attribute("data-state") == "succeeded", 240, "the run's end")
+        for i, status in ((6, "succeeded"), (7, "failed"), (29_007, "failed"), (29_999, "succeeded")):
+            at = page.evaluate(CANVAS_AT, i)
+            assert at["cells"] == 30_000 and at["dom"] == 0, at
+            assert at["rgb"] == rgb[status], (i, status, at)
+            page.mouse.move(at["x"], at["y"])
+            assert page.locator(".mapnb-canvas").get_attribute("title") == f"item {i}: {status}"
+            page.mouse.click(at["x"], at["y"])
+            want = (f"item {i}", f"bad {i}" if status == "failed" else f"line {i}")
+            wait(
+                lambda w=want: all(k in grid.locator(".mapnb-detail").inner_text() for k in w), 30, f"{want}"
+            )
+        grid.screenshot(path=SHOTS / "lab_5_canvas_30000.png")
+    except Exception as exc:
+        page.screenshot(path=SHOTS / "canvas_failed.png")
+        log = (tmp_path / "server.log").read_text()[-3000:]
+        raise AssertionError(f"canvas test failed; see canvas_failed.png; server log:\n{log}") from exc

@@ -134,6 +134,44 @@ def test_the_front_end_ends_with_the_runs_state_in_few_messages(frontends):
     assert max(fe.sizes[1:]) < 80_000  # a patch of <= PATCH_CAP changes, or the folded string
 
 
+def test_the_opening_state_goes_with_the_widget_and_a_run_sends_under_ten_a_second(frontends):
+    """The widget opens with the run's state (no message right after it), and every later
+    message keeps to the pace, the final one included: fewer than 10 per second of the run."""
+    run, backend = start(400, concurrency=4)
+    t0 = time.monotonic()
+    grid = LiveGrid(run, kind="anywidget", interval=0.1)
+    fe = grid_front(grid, frontends)
+    assert fe.state["n"] == 400 and fe.state["statuses"] == "q" * 400 and fe.state["run_id"] == run.id
+    while not run.done():
+        play(backend)
+        time.sleep(0.005)
+    assert grid.wait(10)
+    took = time.monotonic() - t0
+    assert fe.statuses() == "s" * 400 and fe.state["state"] == "succeeded"
+    assert 1 <= len(fe.messages) <= max(1.0, took / 0.1), (len(fe.messages), took)
+
+
+def test_a_large_change_is_folded_into_the_full_string_without_per_item_work(monkeypatch):
+    """More changes than PATCH_CAP: the full string is made from the status bytes in one
+    step; no changed index is ever turned into a Python int."""
+    from mapnb.jupyter import grid as grid_mod
+
+    run, backend = start(PATCH_CAP * 3, concurrency=4, min_success_ratio=0)
+    model = GridModel(run)
+    assert model.changes()["statuses"] == "q" * (PATCH_CAP * 3)
+    while not run.done():
+        play(backend, fail={5})
+    run.wait()
+
+    def no_iteration(self: Any) -> Any:
+        raise AssertionError("a folded change iterated its indices")
+
+    monkeypatch.setattr(grid_mod._Changed, "__iter__", no_iteration)
+    out = model.changes()
+    assert out["patch"] == {} and out["statuses"] == "sssssf" + "s" * (PATCH_CAP * 3 - 6)
+    assert out["statuses"] == "".join(CODES[s] for s in run.statuses)
+
+
 def test_statuses_travel_as_a_patch_folded_into_the_full_string(frontends):
     run, backend = start(PATCH_CAP * 2, concurrency=1)
     grid = LiveGrid(run, kind="anywidget")
@@ -179,6 +217,30 @@ def test_selecting_an_item_sends_its_log_and_follows_it(frontends):
     assert all("other item" not in json.dumps(m) for m in fe.messages)  # never unselected logs
     fe.set(selected=-1)
     until(lambda: fe.state["detail"] == {})
+    run.cancel()
+
+
+def test_the_panel_follows_its_log_with_no_log_events_at_all():
+    """The selected item's panel is compared whole at each flush: its log streams in although
+    the grid is given no ItemLog event, and nothing is sent while it stays the same."""
+    run, backend = start(2, concurrency=2)
+    model = GridModel(run)
+    run.subscribe(lambda evs: model.on_events([e for e in evs if type(e).__name__ != "ItemLog"]), statuses=False)
+    model.changes()
+    (t1, r1) = [backend.next() for _ in range(2)][1]
+    r1([(STARTED, t1.id, 1, 1, 0.0), (LOG, t1.id, 1, 1, "stdout", "hello\n")])
+    model.selected = 1
+    panel: dict[str, Any] = {}
+
+    def shows(log: list[list[str]]) -> bool:
+        panel.update(model.changes().get("detail") or {})
+        return panel.get("log") == log
+
+    until(lambda: shows([["stdout", "hello\n"]]))
+    r1([(LOG, t1.id, 1, 1, "stdout", "more\n")])
+    until(lambda: shows([["stdout", "hello\n"], ["stdout", "more\n"]]))
+    assert panel["index"] == 1 and panel["status"] == "running" and panel["inputs"] == [["x", "1"]]
+    assert "detail" not in model.changes()  # the same panel: not sent again
     run.cancel()
 
 

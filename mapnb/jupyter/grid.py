@@ -6,7 +6,8 @@ widgets in :mod:`mapnb.widget` push those dicts to the front end at a throttled 
 :func:`render_html` draws the same state as static HTML for saved notebooks.
 
 Sizes stay bounded whatever the run does: item statuses travel as a cumulative patch
-(index -> one letter) that is folded into one full string every ``PATCH_CAP`` changes,
+(index -> one letter) that is folded into one full string every ``PATCH_CAP`` changes
+(fewer for a run under ten times that: once the patch would outweigh the string),
 and only the selected item's log is ever sent, its last ``LOG_TAIL`` characters.
 """
 
@@ -19,6 +20,7 @@ import math
 import reprlib
 import threading
 import time
+from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..events import (
@@ -190,7 +192,7 @@ class GridModel:
         self._lock = threading.Lock()
         self._dirty: set[int] = set()
         self._seen_codes = b""  # the run's status bytes as last compared (_changed_statuses)
-        self._log_dirty: set[int] = set()
+        self._inputs_shown: tuple[int, list[list[str]]] = (-1, [])  # the panel's inputs, made once per item
         self._header_dirty = True
         self._grown = False  # the run grew (ItemsAdded): resend n, statuses and the sheet
         self.selected = -1
@@ -212,10 +214,10 @@ class GridModel:
         with self._lock:
             for ev in events:
                 t = type(ev)
-                if t is ItemLog or t is ItemMetrics:  # the panel's log or metrics changed
-                    self._log_dirty.add(ev.index)  # type: ignore[union-attr]
-                    if t is ItemMetrics:  # the sweep views' columns too
-                        self._metric_dirty.add(ev.index)  # type: ignore[union-attr]
+                if t is ItemLog:  # the panel is compared whole instead (_detail_changes)
+                    continue
+                if t is ItemMetrics:  # the sweep views' columns
+                    self._metric_dirty.add(ev.index)  # type: ignore[union-attr]
                 elif t is ItemStarted or t is ItemFinished or t is ItemRetrying:
                     self._dirty.add(ev.index)  # type: ignore[union-attr]
                 elif t is RunStarted:
@@ -246,47 +248,50 @@ class GridModel:
             sheet["cells"] = cells
         return sheet
 
-    def _changed_statuses(self) -> set[int]:
-        """The items whose status changed since the last call: the run's status bytes
-        (``view.codes``) against those seen last, compared in C (the grid subscribes
-        without per-item status events: at 100,000 items those cost the kernel more than
-        everything else the grid does)."""
+    def _changed_statuses(self, named: set[int]) -> tuple[_Changed, bytes]:
+        """The items whose status changed since the last call, and every item's status
+        letter now: the run's status bytes (``view.codes``) against those seen last,
+        compared in C (the grid subscribes without per-item status events: at 100,000
+        items those cost the kernel more than everything else the grid does). ``named``:
+        items that events said changed too."""
+        import numpy as np
+
         now = bytes(self._v.codes)  # one copy: the engine thread goes on writing
         seen, self._seen_codes = self._seen_codes, now
         m = min(len(seen), len(now))
-        changed: set[int] = set(range(m, len(now)))  # items added since (run.extend)
+        idx = np.arange(m, len(now))  # items added since (run.extend)
         if now[:m] != seen[:m]:
-            import numpy as np
-
             diff = np.frombuffer(now, np.uint8, m) != np.frombuffer(seen, np.uint8, m)
-            changed.update(np.flatnonzero(diff).tolist())
-        return changed
+            idx = np.concatenate([np.flatnonzero(diff), idx])
+        extra = [i for i in named if i < len(now)]
+        if extra:
+            idx = np.union1d(idx, np.array(extra, dtype=idx.dtype))
+        return _Changed(idx), now.translate(_LETTERS)
 
     def changes(self) -> dict[str, Any]:
         """The values that differ from what was last returned (all of them the first time)."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-            logs, self._log_dirty = self._log_dirty, set()
             header, self._header_dirty = self._header_dirty, False
             grown, self._grown = self._grown, False
         # Outside the lock: on_events (the engine thread) need not wait for the comparison.
-        dirty |= self._changed_statuses()
+        changed, letters = self._changed_statuses(dirty)
         first = not self._sent
-        out: dict[str, Any] = self._first_values() if first else {}
+        out: dict[str, Any] = self._first_values(letters) if first else {}
         if first:
-            dirty = set()
+            changed = _Changed()
         elif grown:
-            out.update(self._grown_values())
-        out.update(self._status_changes(dirty))
-        if dirty or header or first or self._v.done.is_set():
+            out.update(self._grown_values(letters))
+        out.update(self._status_changes(changed, letters))
+        if changed or header or first or self._v.done.is_set():
             out.update(self._header())
-        if self.sheet and (dirty or first):
-            out.update(self._heat_changes(dirty if not first else range(self._v.n)))
-        out.update(self._sweep_changes(first, dirty))
-        out.update(self._detail_changes(first, dirty, logs))
+        if self.sheet and (changed or first):
+            out.update(self._heat_changes(changed if not first else range(self._v.n)))
+        out.update(self._sweep_changes(first, changed))
+        out.update(self._detail_changes(first))
         return self._only_new(out)
 
-    def _first_values(self) -> dict[str, Any]:
+    def _first_values(self, letters: bytes) -> dict[str, Any]:
         """What the front end needs once: the run's identity and every item's status."""
         rv = self._v
         return dict(
@@ -298,35 +303,46 @@ class GridModel:
             concurrency=rv.concurrency,
             started=self.run.started,
             sheet=self.sheet,
-            statuses=self._full_statuses(),
+            statuses=letters.decode("ascii"),
             patch={},
         )
 
-    def _grown_values(self) -> dict[str, Any]:
+    def _grown_values(self, letters: bytes) -> dict[str, Any]:
         """The run grew: its size, every status and the sheet's axes, anew."""
         self.sheet = self._axes()
         if self._heat is not None:
             self._heat += [None] * (self._v.n - len(self._heat))
         self._patch = {}
-        return {"n": self._v.n, "sheet": self.sheet, "statuses": self._full_statuses(), "patch": {}}
+        return {"n": len(letters), "sheet": self.sheet, "statuses": letters.decode("ascii"), "patch": {}}
 
-    def _status_changes(self, dirty: set[int]) -> dict[str, Any]:
+    def _status_changes(self, changed: _Changed, letters: bytes) -> dict[str, Any]:
         """The changed items' statuses, as a cumulative patch (or, past PATCH_CAP changes,
-        folded into one full string)."""
-        status = self._v.status
-        for i in dirty:
-            self._patch[str(i)] = CODES[status[i]]
-        if len(self._patch) > PATCH_CAP:
+        folded into one full string: then no per-item work at all)."""
+        if not changed:
+            return {}
+        # A patch entry ('"12345":"s",') weighs about ten letters of the full string, and
+        # each of its entries costs the kernel's JSON and ipywidgets' buffer walk a step.
+        if len(changed) + len(self._patch) > min(PATCH_CAP, max(16, len(letters) // 10)):
             self._patch = {}
-            return {"statuses": self._full_statuses(), "patch": {}}
-        return {"patch": dict(self._patch)} if dirty else {}
+            return {"statuses": letters.decode("ascii"), "patch": {}}
+        for i in changed:
+            self._patch[str(i)] = chr(letters[i])
+        return {"patch": dict(self._patch)}
 
-    def _detail_changes(self, first: bool, dirty: set[int], logs: set[int]) -> dict[str, Any]:
-        """The selected item's panel, when it (or the selection) changed."""
+    def _detail_changes(self, first: bool) -> dict[str, Any]:
+        """The selected item's panel, when it (or the selection) changed.
+
+        Polled, not told: the panel is made again at each flush and sent when it differs
+        from the last one sent, so that its log streams in without the grid handling an
+        event per line written (tens of microseconds, one item, ten times a second).
+        """
         sel, was = self.selected, self._sent.get("_sel", -1)
-        if 0 <= sel < self._v.n and (first or sel in dirty or sel in logs or was != sel):
-            self._sent["_sel"] = sel
-            return {"detail": self.detail(sel)}
+        if 0 <= sel < self._v.n:
+            d = self.detail(sel)
+            if first or was != sel or d != self._sent.get("_detail"):
+                self._sent["_sel"], self._sent["_detail"] = sel, d
+                return {"detail": d}
+            return {}
         if sel < 0 and was >= 0:
             self._sent["_sel"] = -1
             return {"detail": {}}
@@ -345,7 +361,7 @@ class GridModel:
 
     def _full_statuses(self) -> str:
         rv = self._v
-        return "".join(CODES[s] for s in rv.status[: rv.n])
+        return bytes(rv.codes[: rv.n]).translate(_LETTERS).decode("ascii")
 
     def _header(self) -> dict[str, Any]:
         rv = self._v
@@ -460,7 +476,7 @@ class GridModel:
         status = rv.status[i]
         return {
             "index": i,
-            "inputs": [[n, _inputs.repr(v)] for n, v in zip(self.run.names, rv.inputs[i])],
+            "inputs": self._inputs_of(i),
             "output": _output_fields(rv.outputs[i]) if status in (Status.SUCCEEDED, Status.CACHED) else None,
             "finished": status.final,
             "status": status.value,
@@ -472,6 +488,12 @@ class GridModel:
             "pruned": rv.pruned_why[i] or "",
             "metrics": self._metrics_detail(i),
         }
+
+    def _inputs_of(self, i: int) -> list[list[str]]:
+        """Item ``i``'s inputs as the panel shows them (their reprs, made once per item shown)."""
+        if self._inputs_shown[0] != i:
+            self._inputs_shown = (i, [[n, _inputs.repr(v)] for n, v in zip(self.run.names, self._v.inputs[i])])
+        return [list(p) for p in self._inputs_shown[1]]
 
     def _metrics_detail(self, i: int) -> dict[str, Any]:
         """Item ``i``'s reported metrics for the panel: the last value of each, and a
@@ -501,7 +523,7 @@ class GridModel:
         self._cols = SweepColumns(self.run)
         self._cols_final = False  # the whole columns went once the run ended
 
-    def _sweep_changes(self, first: bool, dirty: set[int]) -> dict[str, Any]:
+    def _sweep_changes(self, first: bool, dirty: Collection[int]) -> dict[str, Any]:
         """The sweep's axes (first, and when it grew), the columns of the items whose
         values changed, and the selection."""
         with self._lock:
@@ -562,6 +584,29 @@ class GridModel:
 
 
 _MISSING = object()
+
+
+class _Changed:
+    """Indices of the items whose status changed, as a sorted array (from comparing
+    status bytes), read as a set is: ``in``, iteration, ``len``, truth. At 100,000 items
+    no Python int is made unless something iterates it (a sweep's columns, a heatmap)."""
+
+    def __init__(self, idx: Any = ()) -> None:
+        self.idx = idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.idx.tolist() if hasattr(self.idx, "tolist") else self.idx)
+
+    def __contains__(self, i: object) -> bool:
+        if not isinstance(i, int) or not len(self.idx):
+            return False
+        import numpy as np
+
+        k = int(np.searchsorted(self.idx, i))
+        return k < len(self.idx) and int(self.idx[k]) == i
 SPARK_POINTS = 200  # a sparkline's points at most: longer histories are thinned evenly
 
 

@@ -95,7 +95,8 @@ def _grid_widget_class() -> type:
     import traitlets
 
     class MapGrid(anywidget.AnyWidget):
-        """The anywidget face: one DOM cell per item, a detail panel, Cancel / Retry failed."""
+        """The anywidget face: a cell per item (drawn on a canvas above 10,000 items), a
+        detail panel, Cancel / Retry failed."""
 
         _esm = _bundle_esm()
         _css = (_ASSETS / "grid.css").read_text()
@@ -175,7 +176,8 @@ class LiveGrid:
         if self.kind == "anywidget":
             if _MapGrid is None:
                 _MapGrid = _grid_widget_class()
-            self.widget = _MapGrid()
+            # The opening state goes with the widget's comm_open, not as a message after it.
+            self.widget = _MapGrid(**self.model.changes())
             self.widget.observe(self._on_selected, names=["selected"])
             self.widget.observe(self._on_heat_field, names=["heat_field"])
             self.widget.observe(self._on_selection, names=["selection"])
@@ -188,7 +190,13 @@ class LiveGrid:
         self.widget.on_msg(self._on_msg)
         # Cancel and clicks must reach us while a blocking run keeps the main thread busy.
         self.served = busy.serve_while_busy(self.widget.comm_widgets())
-        self.flush()
+        if self.kind != "anywidget":
+            self.flush()  # the core face's opening state
+        # The first update waits two intervals, the opening state counting as one: then the
+        # k-th update goes at (k + 1) intervals or later and the final state after it, so a
+        # run sends fewer than 1 / interval messages per second of its length (a run shorter
+        # than two intervals sends its final state only).
+        self._last_flush = time.monotonic() + self.interval
         run.subscribe(self.model.on_events, statuses=False)  # statuses: from run.view.codes
         self._follow()
 

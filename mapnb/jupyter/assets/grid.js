@@ -48,6 +48,169 @@ function short(v) {
   return String(+v.toPrecision(3));
 }
 
+// A large run (more than CANVAS_MIN items, not a sheet) is drawn on one canvas the size
+// of the box's visible part, from a typed array of status letters: a patch sets bytes and
+// redraws only the cells it names that are in view, a scroll redraws the rows in view.
+// (As DOM cells, 100,000 elements made the first paint take seconds and some patches
+// hundreds of milliseconds of style and layout.)
+const CANVAS_MIN = CHUNKED;
+const HATCHED = new Set(["failed", "aborted", "cancelled"]);
+
+function canvasCells(root, box, n, size, fallback) {
+  const pitch = size + 1;
+  const space = h("div", "mapnb-space");
+  const canvas = h("canvas", "mapnb-canvas");
+  space.appendChild(canvas);
+  box.appendChild(space);
+  box.dataset.cells = n;
+  const codes = new Uint8Array(n).fill(113);  // "q"
+  let perRow = 1, rows = 1, top = 0, bottom = 0, ctx = null, colors = {}, sel = -1;
+
+  // The theme's colours (grid.css tokens), read at each full draw: a detached element has
+  // none yet (then the kernel's COLORS), and a theme switch changes them.
+  function readColors() {
+    const cs = getComputedStyle(root), v = (k, or) => cs.getPropertyValue(k).trim() || or;
+    colors = { hollow: v("--mapnb-hollow", "#757575"), out: v("--mapnb-select-out", "#000"),
+               in: v("--mapnb-select-in", "#fff"), hatch: v("--mapnb-hatch", "rgba(0, 0, 0, 0.25)") };
+    for (const [code, name] of Object.entries(NAMES)) {
+      colors[code.charCodeAt(0)] = { name, bg: v(`--mapnb-${name}-bg`, fallback[name] || "#888"), fg: v(`--mapnb-${name}-fg`, "#fff") };
+    }
+  }
+
+  // Columns from the box's width; the canvas covers the rows in view (top .. bottom).
+  function size_() {
+    const width = box.clientWidth || 900;
+    perRow = Math.max(1, Math.floor((width + 1) / pitch));
+    rows = Math.ceil(n / perRow);
+    space.style.height = `${rows * pitch}px`;
+    space.style.width = `${perRow * pitch}px`;
+  }
+
+  function place() {
+    const view = Math.min(box.clientHeight || 420, rows * pitch);
+    top = Math.floor(box.scrollTop / pitch);
+    bottom = Math.min(rows, Math.ceil((box.scrollTop + view) / pitch) + 1);
+    const dpr = window.devicePixelRatio || 1, w = perRow * pitch, hgt = (bottom - top) * pitch;
+    canvas.style.top = `${top * pitch}px`;
+    canvas.style.width = `${w}px`;
+    canvas.style.height = `${hgt}px`;
+    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(hgt * dpr)) {
+      canvas.width = Math.round(w * dpr);
+      canvas.height = Math.round(hgt * dpr);
+    }
+    ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  }
+
+  function cell(i) {
+    const r = Math.floor(i / perRow);
+    if (r < top || r >= bottom) return;  // out of view: drawn when scrolled to
+    const x = (i % perRow) * pitch, y = (r - top) * pitch, c = colors[codes[i]] || colors[113];
+    ctx.clearRect(x, y, pitch, pitch);
+    if (c.name === "queued") {  // hollow, as the DOM cells are
+      ctx.strokeStyle = colors.hollow;
+      ctx.lineWidth = 1;
+      ctx.strokeRect(x + 0.5, y + 0.5, size - 1, size - 1);
+    } else {
+      ctx.fillStyle = c.bg;
+      ctx.fillRect(x, y, size, size);
+      if (HATCHED.has(c.name)) {  // ended badly: a dark stroke across, beyond hue
+        ctx.strokeStyle = colors.hatch;
+        ctx.lineWidth = 1.5;
+        ctx.beginPath(); ctx.moveTo(x, y + size); ctx.lineTo(x + size, y); ctx.stroke();
+      } else if (c.name === "pruned") {  // a cut across, as in the static picture
+        ctx.fillStyle = c.fg;
+        ctx.fillRect(x, y + size - 2, size, 1);
+      }
+    }
+    if (i === sel) {
+      ctx.lineWidth = 2;
+      ctx.strokeStyle = colors.in;
+      ctx.strokeRect(x + 1, y + 1, size - 2, size - 2);
+      ctx.strokeStyle = colors.out;
+      ctx.strokeRect(x - 1, y - 1, size + 2, size + 2);
+    }
+  }
+
+  function all() {
+    readColors();
+    place();
+    ctx.clearRect(0, 0, perRow * pitch, (bottom - top) * pitch);
+    const end = Math.min(n, bottom * perRow);
+    for (let i = top * perRow; i < end; i++) cell(i);
+    if (sel >= 0) {  // its ring reaches into the cells around
+      const r = Math.floor(sel / perRow);
+      for (let dr = -1; dr <= 1; dr++) for (let dc = -1; dc <= 1; dc++) {
+        const rr = r + dr, cc = (sel % perRow) + dc, j = rr * perRow + cc;
+        if (rr >= 0 && cc >= 0 && cc < perRow && j < n && j !== sel) cell(j);
+      }
+      cell(sel);
+    }
+  }
+
+  // Scrolls and theme switches redraw once per frame at most.
+  let pending = 0;
+  const later = () => { if (!pending) pending = requestAnimationFrame(() => { pending = 0; all(); }); };
+  box.addEventListener("scroll", later, { passive: true });
+  const theme = new MutationObserver(later);
+  theme.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name", "class"] });
+  const resize = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(() => {
+    size_();
+    later();  // attached, or resized: columns and colours may have changed
+  });
+  if (resize) resize.observe(box);
+
+  function at(ev) {  // the item under the pointer, or -1
+    const rect = canvas.getBoundingClientRect();
+    const x = ev.clientX - rect.left, y = ev.clientY - rect.top;
+    const col = Math.floor(x / pitch), r = top + Math.floor(y / pitch), i = r * perRow + col;
+    if (x < 0 || col >= perRow || x - col * pitch >= size || y - (r - top) * pitch >= size) return -1;
+    return i >= 0 && i < n ? i : -1;
+  }
+  canvas.addEventListener("mousemove", (ev) => {
+    const i = at(ev);
+    canvas.title = i < 0 ? "" : `item ${i}: ${(colors[codes[i]] || colors[113]).name}`;
+  });
+
+  readColors();
+  size_();
+  // Item i's letter is now c: drawn if it changed (and is in view). A redrawn cell next to
+  // the selected one covers part of its ring: the caller redraws that last.
+  let drew = false;
+  function set(i, c) {
+    if (codes[i] === c) return;
+    codes[i] = c;
+    const r = Math.floor(i / perRow);
+    if (r >= top && r < bottom) { cell(i); drew = true; }
+  }
+  function ring() { if (drew && sel >= 0) cell(sel); drew = false; }
+
+  return {
+    canvas, codes, at,
+    // The full string and the cumulative patch: only the letters that changed are drawn
+    // (no full redraw: that would read the theme's colours and the box's size again).
+    load(base, patch) {
+      if (!ctx) {
+        for (let i = 0; i < n; i++) codes[i] = base.charCodeAt(i) || 113;
+        for (const k in patch) { const i = +k; if (i < n) codes[i] = patch[k].charCodeAt(0); }
+        all();
+        return;
+      }
+      const m = Math.min(n, base.length);
+      for (let i = 0; i < m; i++) set(i, base.charCodeAt(i));
+      for (const k in patch) { const i = +k; if (i < n) set(i, patch[k].charCodeAt(0)); }
+      ring();
+    },
+    patch(patch) {  // only the cells whose letter changed
+      if (!ctx) place();
+      for (const k in patch) { const i = +k; if (i < n) set(i, patch[k].charCodeAt(0)); }
+      ring();
+    },
+    select(i) { if (i !== sel) { sel = i; all(); } },
+    dispose() { theme.disconnect(); if (resize) resize.disconnect(); if (pending) cancelAnimationFrame(pending); },
+  };
+}
+
 function render({ model, el }) {
   const root = h("div", "mapnb-grid");
   const head = h("div", "mapnb-head");
@@ -83,6 +246,7 @@ function render({ model, el }) {
   el.appendChild(root);
 
   let cells = [], shown = "", layoutKey = "", showValues = false;
+  let big = null;  // canvasCells(), for a large plain run
 
   function layout() {
     const n = model.get("n"), sheet = model.get("sheet") || {};
@@ -90,6 +254,9 @@ function render({ model, el }) {
     if (key === layoutKey) return;
     layoutKey = key;
     cellsBox.replaceChildren();
+    if (big) { big.dispose(); big = null; }
+    delete cellsBox.dataset.cells;
+    cellsBox.classList.remove("canvas", "chunked");
     cells = new Array(n);
     shown = "";
     const size = n <= 400 ? 16 : n <= 2500 ? 10 : 6;
@@ -126,6 +293,13 @@ function render({ model, el }) {
         }
       }
       cellsBox.appendChild(table);
+    } else if (n > CANVAS_MIN) {
+      showValues = false;
+      root.style.removeProperty("--mapnb-cell-w");
+      root.style.removeProperty("--mapnb-cell-h");
+      cells = [];
+      cellsBox.classList.add("canvas");
+      big = canvasCells(root, cellsBox, n, size, model.get("colors") || {});
     } else {
       showValues = false;
       root.style.removeProperty("--mapnb-cell-w");
@@ -187,6 +361,15 @@ function render({ model, el }) {
 
   function paintCells() {
     layout();
+    if (big) {  // no heatmap here: a plain run, not a sheet
+      cellsBox.classList.remove("by-value");
+      legend.textContent = "";
+      paintColorbar(false);
+      big.select(model.get("selected"));
+      const base = model.get("statuses") || "", patch = model.get("patch") || {};
+      if (base !== shown) { shown = base; big.load(base, patch); } else big.patch(patch);
+      return;
+    }
     codes();
     const heat = model.get("heat") || [], field = model.get("heat_field");
     const scale = model.get("heat_scale") || {};
@@ -200,7 +383,8 @@ function render({ model, el }) {
 
   // A patch: only the cells whose letter changed are repainted.
   function paintPatch() {
-    if (cells.length !== model.get("n")) return paintCells();
+    if (big ? big.codes.length !== model.get("n") : cells.length !== model.get("n")) return paintCells();
+    if (big) return big.patch(model.get("patch") || {});
     const patch = model.get("patch") || {};
     for (const k in patch) {
       const i = +k;
@@ -341,7 +525,7 @@ function render({ model, el }) {
   }
 
   cellsBox.addEventListener("click", (ev) => {
-    const i = ev.target?.dataset?.i;
+    const i = big && ev.target === big.canvas ? (big.at(ev) < 0 ? undefined : big.at(ev)) : ev.target?.dataset?.i;
     if (i === undefined) return;
     model.set("selected", model.get("selected") === +i ? -1 : +i);
     model.save_changes();
@@ -351,7 +535,13 @@ function render({ model, el }) {
   select.onchange = () => { model.set("heat_field", select.value); model.save_changes(); paintCells(); };
 
   const onCells = () => paintCells();
-  const onHead = () => paintHead();
+  // A message changes several of these at once: one paint, after its last change.
+  let headQueued = false;
+  const onHead = () => {
+    if (headQueued) return;
+    headQueued = true;
+    queueMicrotask(() => { headQueued = false; paintHead(); });
+  };
   const onFields = () => { paintFields(); paintCells(); };
   const onDetail = () => { paintDetail(); paintCells(); };
   model.on("change:statuses", onCells);
@@ -365,7 +555,7 @@ function render({ model, el }) {
   model.on("change:detail", onDetail);
   paintHead(); paintFields(); paintCells(); paintDetail();
   const timer = setInterval(tick, 500);
-  return () => { clearInterval(timer); sweep.dispose(); };
+  return () => { clearInterval(timer); sweep.dispose(); if (big) big.dispose(); };
 }
 
 export default { render };

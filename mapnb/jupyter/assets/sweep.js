@@ -117,7 +117,7 @@ export function mountSweep({ model, onPick, colors }) {
   const brushes = new Map();  // parallel-coordinates axis -> [lo, hi] in 0..1 (1 at the top)
   let scale = null, scaleKey = "", sparks = {}, sparkAsked = "", hits = { heat: [], scat: [], par: null };
 
-  function readSweep() { S = model.get("sweep") || {}; n = model.get("n"); readCols(); }
+  function readSweep() { S = model.get("sweep") || {}; n = model.get("n"); readCols(); readCodes(); }
   function readCols() { readBase(model.get("sweep_cols") || {}); }
   function readBase(base) {
     keys = base.keys || [];
@@ -135,6 +135,8 @@ export function mountSweep({ model, onPick, colors }) {
     }
   }
   function readCodes() {
+    // Not a sweep (say a plain run of 100,000 items): no letters needed, none split.
+    if (!(S.params && S.params.length)) { codes = []; return; }
     const base = model.get("statuses") || "", patch = model.get("patch") || {};
     codes = base.split("");
     for (const k in patch) codes[+k] = patch[k];
@@ -659,7 +661,7 @@ export function mountSweep({ model, onPick, colors }) {
   model.on("change:selection", () => { sel = new Set(model.get("selection") || []); changed(); });
   model.on("msg:custom", (msg) => {
     if (msg && msg.sparks) { Object.assign(sparks, msg.sparks); changed(); }
-    if (msg && msg.sweep_sync) { S = msg.sweep_sync.sweep || {}; n = (S.idx && S.idx[0] || []).length || model.get("n"); readBase(msg.sweep_sync.cols || {}); changed(); }
+    if (msg && msg.sweep_sync) { S = msg.sweep_sync.sweep || {}; n = (S.idx && S.idx[0] || []).length || model.get("n"); readBase(msg.sweep_sync.cols || {}); readCodes(); changed(); }
   });
   model.send({ action: "sweep_sync" });  // this view may open late: ask for the whole columns
   // A canvas keeps the colours it was drawn with: redraw when the theme changes.
