@@ -711,7 +711,7 @@ def test_the_fast_path_builds_one_flytekit_context_per_thread_and_leaves_the_sta
 
     from mapnb.context import enter_item, leave_item
     from mapnb.flyte import _fast
-    from mapnb.flyte._flytekit import FlyteItem
+    from mapnb.flyte._flytekit import FlyteItem, _execute
 
     seen = []
 
@@ -724,7 +724,7 @@ def test_the_fast_path_builds_one_flytekit_context_per_thread_and_leaves_the_sta
     item = FlyteItem(_echo(int, int, _SAME))
     size = FlyteContextManager.size()
     real = _fast.plan_for(item._flyte_task)
-    item._plan = _fast.Plan(record, real.inputs, real.output)
+    item._run = _fast.runner(_fast.Plan(record, real.inputs, real.output), item._flyte_task, _execute)
     for i in range(3):
         token = enter_item(None, "run1", i, 1)
         try:
@@ -737,6 +737,26 @@ def test_the_fast_path_builds_one_flytekit_context_per_thread_and_leaves_the_sta
     assert seen[0] is seen[1] is seen[2]  # built once, pushed per item
     with pytest.raises(TypeError):  # an input that fails flytekit's check: the stack is restored too
         item(x="no")
+    assert FlyteContextManager.size() == size
+
+
+def test_a_context_the_task_leaves_pushed_is_popped_with_the_items_own():
+    """flytekit's with_context pops what a block left on the stack; the fast path, which
+    pushes the item's context itself, does the same."""
+    from flytekit.core.context_manager import FlyteContextManager
+
+    from mapnb.flyte import _fast
+    from mapnb.flyte._flytekit import FlyteItem, _execute
+
+    def leaky(x):
+        FlyteContextManager.push_context(FlyteContextManager.current_context())
+        return x
+
+    item = FlyteItem(_echo(int, int, _SAME))
+    real = _fast.plan_for(item._flyte_task)
+    item._run = _fast.runner(_fast.Plan(leaky, real.inputs, real.output), item._flyte_task, _execute)
+    size = FlyteContextManager.size()
+    assert [item(x=i) for i in range(3)] == [0, 1, 2]
     assert FlyteContextManager.size() == size
 
 
