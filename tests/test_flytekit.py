@@ -775,3 +775,17 @@ def test_what_the_fast_check_hands_to_flytekit_carries_no_context_of_its_own():
     with pytest.raises(ZeroDivisionError) as info:
         _fast.run(_fast.Plan(plan.fn, {"x": never}, plan.output), boom, {"x": 1}, _flytekit._execute)
     assert info.value.__context__ is None
+
+
+def test_a_flytekit_map_starts_from_the_durations_of_the_last_run_like_a_function():
+    """The engine knows a function by its code and starts a map of the same code again
+    from the durations it measured (no probing with one-item tasks): a flytekit task's
+    item carries its function's code for that, and a worker calls it by position."""
+    from mapnb import engine
+
+    mt = mapnb.map_task(ft.scale, progress=False)  # (the local pool remembers durations)
+    item = mt.fn.__wrapped__
+    assert item.__code__ is ft.scale.task_function.__code__
+    assert item(3) == item(a=3) == 3
+    assert mt(a=[1, 2, 3])["output"].tolist() == [1, 2, 3]
+    assert ("local", ft.scale.task_function.__code__) in engine._HISTORY

@@ -217,7 +217,7 @@ def adapt(obj: Any, metadata: Any = None) -> tuple[Callable[..., Any], dict[str,
     # flytekit types, the map's TaskMetadata) would then travel outside FlyteItem's own
     # pickling, which imports flytekit under _keep_sigint. The signature is found through
     # __wrapped__.
-    for name in ("_flyte_task", "__signature__", "map_metadata", "_run"):
+    for name in ("_flyte_task", "__signature__", "map_metadata"):
         tf.__dict__.pop(name, None)
     fn: Callable[..., Any] = tf
     if bound:
@@ -403,6 +403,9 @@ def _restore(blob: bytes) -> FlyteItem:
         return FlyteItem(cloudpickle.loads(blob))
 
 
+_UNPLANNED = object()
+
+
 class FlyteItem:
     """One item of a flytekit task: its function between flytekit's type conversions
     (checked without them, on the fast path, for simple types: :mod:`mapnb.flyte._fast`)."""
@@ -410,7 +413,7 @@ class FlyteItem:
     def __init__(self, t: PythonFunctionTask) -> None:
         self._flyte_task = t
         self.map_metadata: Any = None  # a flytekit map's TaskMetadata (not the task's), if any
-        self._run: _fast.Run | None = None  # how an item runs (see _runner), made on first call
+        self._plan: Any = _UNPLANNED  # the fast path (mapnb.flyte._fast), decided on first call
         fn = getattr(t, "task_function", None)
         if fn is not None:
             # target_function() follows __wrapped__ to the task's function: names, signature
@@ -445,27 +448,20 @@ class FlyteItem:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args:
             kwargs = self.__signature__.bind_partial(*args, **kwargs).arguments
-        run = self._run
-        if run is None:  # decided on the first call (in the worker), kept for the next items
-            run = self._run = self._runner()
+        t = self._flyte_task
+        if self._plan is _UNPLANNED:
+            self._plan = _fast.plan_for(t)
         try:
-            return run(kwargs)
+            if self._plan is not None:
+                return _fast.run(self._plan, t, kwargs, _execute)
+            return _execute(t, kwargs)
         except Exception as e:
             # The item's traceback starts in the user's function, not in flytekit's plumbing
             # (its own __cause__, if any, is kept).
-            fn = getattr(self._flyte_task, "task_function", None)
+            fn = getattr(t, "task_function", None)
             if fn is None:
                 raise
             raise e.with_traceback(traceback_from(e.__traceback__, fn.__code__))  # noqa: B904
-
-    def _runner(self) -> _fast.Run:
-        """How an item runs: on the fast path (:mod:`mapnb.flyte._fast`) for a task of
-        simple types, else through flytekit's full path."""
-        t = self._flyte_task
-        plan = _fast.plan_for(t)
-        if plan is not None:
-            return _fast.runner(plan, t, _execute)
-        return functools.partial(_execute, t)
 
     def __repr__(self) -> str:
         return f"<flytekit task {self._flyte_task.name}>"
