@@ -37,6 +37,7 @@ import logging
 import os
 import signal
 import threading
+import types
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -217,7 +218,7 @@ def adapt(obj: Any, metadata: Any = None) -> tuple[Callable[..., Any], dict[str,
     # flytekit types, the map's TaskMetadata) would then travel outside FlyteItem's own
     # pickling, which imports flytekit under _keep_sigint. The signature is found through
     # __wrapped__.
-    for name in ("_flyte_task", "__signature__", "map_metadata"):
+    for name in ("_flyte_task", "__signature__", "map_metadata", "_run", "_positional"):
         tf.__dict__.pop(name, None)
     fn: Callable[..., Any] = tf
     if bound:
@@ -403,9 +404,6 @@ def _restore(blob: bytes) -> FlyteItem:
         return FlyteItem(cloudpickle.loads(blob))
 
 
-_UNPLANNED = object()
-
-
 class FlyteItem:
     """One item of a flytekit task: its function between flytekit's type conversions
     (checked without them, on the fast path, for simple types: :mod:`mapnb.flyte._fast`)."""
@@ -413,7 +411,8 @@ class FlyteItem:
     def __init__(self, t: PythonFunctionTask) -> None:
         self._flyte_task = t
         self.map_metadata: Any = None  # a flytekit map's TaskMetadata (not the task's), if any
-        self._plan: Any = _UNPLANNED  # the fast path (mapnb.flyte._fast), decided on first call
+        self._run: _fast.Run | None = None  # how an item runs (see _runner), made on first call
+        self._positional: tuple[str, ...] = ()  # the function's parameters that take a position
         fn = getattr(t, "task_function", None)
         if fn is not None:
             # target_function() follows __wrapped__ to the task's function: names, signature
@@ -421,6 +420,8 @@ class FlyteItem:
             self.__mapnb_task__ = True
             self.__wrapped__ = fn
             self.__signature__ = inspect.signature(fn)
+            kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            self._positional = tuple(n for n, p in self.__signature__.parameters.items() if p.kind in kinds)
             self.__name__, self.__qualname__ = fn.__name__, fn.__qualname__
             self.__module__, self.__doc__ = fn.__module__, fn.__doc__
             return
@@ -440,6 +441,17 @@ class FlyteItem:
         self.__module__ = type(t).__module__
         self.__doc__ = getattr(t, "__doc__", None)
 
+    @property
+    def __code__(self) -> types.CodeType:
+        """The task function's code: what the engine knows a function by (it starts a map
+        of the same code again from the item durations it measured; without it, every run
+        of a flytekit task probed them anew), and what tells a worker that the items' inputs
+        can be passed by position. AttributeError for a task without a function."""
+        fn = self.__dict__.get("__wrapped__")
+        if fn is None:
+            raise AttributeError("__code__")
+        return fn.__code__
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Whole, with cloudpickle (tasks defined in a notebook travel by value); restored
         # with the worker's signal handling kept.
@@ -447,21 +459,31 @@ class FlyteItem:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args:
-            kwargs = self.__signature__.bind_partial(*args, **kwargs).arguments
-        t = self._flyte_task
-        if self._plan is _UNPLANNED:
-            self._plan = _fast.plan_for(t)
+            if not kwargs and len(args) <= len(self._positional):  # how a worker calls it
+                kwargs = dict(zip(self._positional, args))
+            else:
+                kwargs = self.__signature__.bind_partial(*args, **kwargs).arguments
+        run = self._run
+        if run is None:  # decided on the first call (in the worker), kept for the next items
+            run = self._run = self._runner()
         try:
-            if self._plan is not None:
-                return _fast.run(self._plan, t, kwargs, _execute)
-            return _execute(t, kwargs)
+            return run(kwargs)
         except Exception as e:
             # The item's traceback starts in the user's function, not in flytekit's plumbing
             # (its own __cause__, if any, is kept).
-            fn = getattr(t, "task_function", None)
+            fn = getattr(self._flyte_task, "task_function", None)
             if fn is None:
                 raise
             raise e.with_traceback(traceback_from(e.__traceback__, fn.__code__))  # noqa: B904
+
+    def _runner(self) -> _fast.Run:
+        """How an item runs: on the fast path (:mod:`mapnb.flyte._fast`) for a task of
+        simple types, else through flytekit's full path."""
+        t = self._flyte_task
+        plan = _fast.plan_for(t)
+        if plan is not None:
+            return _fast.runner(plan, t, _execute)
+        return functools.partial(_execute, t)
 
     def __repr__(self) -> str:
         return f"<flytekit task {self._flyte_task.name}>"
