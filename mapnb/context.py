@@ -30,7 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar("mapnb_context", default=None)
+_current: contextvars.ContextVar[TaskContext | ItemSlot | None] = contextvars.ContextVar(
+    "mapnb_context", default=None
+)
 _DATA = "checkpoint"  # the file write()/read() use; save() of a folder keeps its contents beside it
 
 
@@ -174,10 +176,42 @@ def current_context() -> TaskContext:
     fresh temporary folder with nothing to resume from.
     """
     ctx = _current.get()
+    if isinstance(ctx, ItemSlot):
+        return ctx.context()
     if ctx is None:
         ctx = TaskContext(None, None, None, None)
         _current.set(ctx)
     return ctx
+
+
+class ItemSlot:
+    """Which item of a batch runs now: made current once per batch (:func:`enter_items`),
+    its ``index`` and ``attempt`` set per item, two stores. The item's
+    :class:`TaskContext` is made only when the item asks for it (most never do)."""
+
+    __slots__ = ("run_id", "root", "index", "attempt", "_metrics", "_ctx")
+
+    def __init__(
+        self,
+        run_id: str | None,
+        root: str | None,
+        metrics: Callable[[int, int, int, dict[str, float]], None],
+    ) -> None:
+        self.run_id, self.root, self._metrics = run_id, root, metrics
+        self.index = self.attempt = 0
+        self._ctx: TaskContext | None = None
+
+    def context(self) -> TaskContext:
+        """The running item's context: the same object for the whole attempt."""
+        ctx = self._ctx
+        if ctx is None or ctx.index != self.index or ctx.attempt != self.attempt:
+            index, attempt, metrics = self.index, self.attempt, self._metrics
+
+            def report(step: int, values: dict[str, float]) -> None:
+                metrics(index, attempt, step, values)
+
+            ctx = self._ctx = TaskContext(self.run_id, index, attempt, self.root, report)
+        return ctx
 
 
 def enter_item(
@@ -194,6 +228,16 @@ def enter_item(
 
 def leave_item(token: Any) -> None:
     _current.reset(token)
+
+
+def enter_items(
+    root: str | None, run_id: str | None, metrics: Callable[[int, int, int, dict[str, float]], None]
+) -> tuple[ItemSlot, Any]:
+    """Make a new :class:`ItemSlot` current for a batch of items (``run_items`` sets its
+    index and attempt per item); returns it and the reset token for :func:`leave_item`.
+    ``metrics(index, attempt, step, values)`` takes what ``mapnb.report`` is given."""
+    slot = ItemSlot(run_id, root, metrics)
+    return slot, _current.set(slot)
 
 
 def report(step: int, **metrics: float) -> None:
@@ -234,6 +278,8 @@ def report(step: int, **metrics: float) -> None:
         raise TypeError(f"report(step={step}): give at least one metric, e.g. report({step}, loss=0.5)")
     values = {name: _number(step, name, v) for name, v in metrics.items()}
     ctx = _current.get()
+    if type(ctx) is ItemSlot:
+        ctx = ctx.context()
     if ctx is None or ctx._report is None:
         warnings.warn(
             "mapnb.report() was called outside a map task's item: the metrics are ignored",

@@ -27,6 +27,7 @@ import collections
 import itertools
 import logging
 import math
+import operator
 import queue
 import threading
 import time
@@ -55,6 +56,7 @@ from .protocol import (
     FINISHED,
     LOG,
     METRICS,
+    OK,
     OUTCOMES,
     STARTED,
     Cancel,
@@ -96,6 +98,22 @@ class _Control:
         self.reply = threading.Event()
 
 
+_INDEX, _ATTEMPT, _OK, _VALUE, _T0, _T1 = (operator.itemgetter(k) for k in range(6))  # an outcome row's fields
+_PLUS_ONE = (1).__add__
+_NOT_FINAL_CODES = bytes(STATUS_CODE[s] for s in Status if not s.final)
+"""Deleted from a run's status bytes (``bytes.translate``), these leave its final ones."""
+
+
+def _consecutive(idx: list[int]) -> slice | None:
+    """``idx`` as a slice if it is a run of consecutive indices (checked in C), else None."""
+    if not idx:
+        return None
+    a, b = idx[0], idx[-1] + 1
+    if b - a != len(idx) or idx != list(range(a, b)):
+        return None
+    return slice(a, b)
+
+
 class _TaskState:
     __slots__ = ("items", "pos", "since", "dispatched", "work")
 
@@ -117,7 +135,7 @@ class _TaskState:
         else:
             for row in rows:
                 self.passed(row[0])
-        self.work += sum([t1 - t0 for *_, t0, t1 in rows])
+        self.work += math.fsum(map(operator.sub, map(_T1, rows), map(_T0, rows)))
 
     def passed(self, i: int) -> None:
         """Item ``i`` of this task finished: the items up to it are done."""
@@ -596,7 +614,12 @@ class Engine:
             popleft = pending.popleft
             idx = [popleft() for _ in range(min(size - len(items), len(pending)))]
             if cache is None:
-                items += [(i, attempts[i] + 1, inputs[i]) for i in idx if not status[i].final]
+                run = _consecutive(idx)
+                if run is not None and not st.codes[run].translate(None, _NOT_FINAL_CODES):
+                    # The usual case, a run of items none of which is final, taken in C.
+                    items += zip(range(run.start, run.stop), map(_PLUS_ONE, attempts[run]), inputs[run])
+                else:
+                    items += [(i, attempts[i] + 1, inputs[i]) for i in idx if not status[i].final]
             else:  # (in order: may_run claims what it lets run)
                 forced = self._forced  # re-run on request: not answered by the cache
                 items += [
@@ -789,6 +812,8 @@ class Engine:
         Returns the rows from the first other one on, for the item-by-item path (in
         order: a failure may abort the run, and the items after it with it)."""
         st = self._s
+        if self._succeed_run(rows):
+            return []
         status, attempts, durations, outputs, errors = st.status, st.attempts, st.durations, st.outputs, st.errors
         counts, ok_status = st.counts, Status.SUCCEEDED
         codes, ok_code = st.codes, STATUS_CODE[Status.SUCCEEDED]
@@ -819,6 +844,40 @@ class Engine:
                 for i in done:
                     observer.item_final(i, ok_status, st)
         return rest
+
+    def _succeed_run(self, rows: list[tuple[Any, ...]]) -> bool:
+        """:meth:`_succeed_plainly` for the usual batch, written with slices (a run of
+        consecutive items, all succeeded at the attempt expected, none final yet): each
+        check and write is one C call over the run, not a loop step per item. False
+        (nothing written) for any other batch."""
+        st = self._s
+        run = _consecutive(list(map(_INDEX, rows)))
+        if run is None or set(map(_OK, rows)) != {OK} or st.codes[run].translate(None, _NOT_FINAL_CODES):
+            return False
+        tried = array.array("i", map(_ATTEMPT, rows))
+        if array.array("i", map(_PLUS_ONE, st.attempts[run])) != tried:
+            return False
+        n, ok_status = len(rows), Status.SUCCEEDED
+        was = collections.Counter(st.status[run])
+        # Its fields first, then its status: readers trust a final status.
+        array.array.__setitem__(st.attempts, run, tried)
+        array.array.__setitem__(st.durations, run, array.array("d", map(operator.sub, map(_T1, rows), map(_T0, rows))))
+        st.outputs[run] = list(map(_VALUE, rows))
+        st.errors[run] = [None] * n  # an earlier attempt's
+        st.status[run] = [ok_status] * n
+        st.codes[run] = bytes((STATUS_CODE[ok_status],)) * n
+        for status, k in was.items():
+            st.counts[status] -= k
+        st.counts[ok_status] += n
+        done = range(run.start, run.stop)
+        for observer in self._observers:
+            many = getattr(observer, "items_succeeded", None)
+            if many is not None:
+                many(done, st)
+            else:
+                for i in done:
+                    observer.item_final(i, ok_status, st)
+        return True
 
     def _outcome(self, i: int, attempt: int, ok: bool, value: Any, t0: float, t1: float) -> None:
         """Attempt ``attempt`` of item ``i`` ended: ``value`` is its output if ``ok``, else

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +96,32 @@ def _numbers(values: Any, dtype: str) -> Any:
 _STATUS_TEXT = {s: s._value_ for s in Status}  # (.value is a slow descriptor; this runs per item)
 
 
+def _status_column(view: RunView, statuses: Sequence[Status], n: int) -> Any:
+    """The ``status`` column. For a large finished run, taken from the one-byte codes
+    by pyarrow (``take`` on the nine words, ~0.05 s a million) when pandas keeps strings in
+    pyarrow anyway; pandas converting a million words one by one took ~0.35 s."""
+    if n >= 1000 and view.done.is_set() and _arrow_strings():
+        import pyarrow as pa
+
+        codes = np.frombuffer(bytes(view.codes[:n]), dtype=np.uint8)
+        return pa.array(_STATUS_WORDS).take(pa.array(codes)).to_pandas()
+    return list(map(_STATUS_TEXT.__getitem__, statuses))
+
+
+_STATUS_WORDS = [s._value_ for s in Status]  # in code order (state.STATUS_CODE)
+
+
+@functools.lru_cache(maxsize=1)
+def _arrow_strings() -> bool:
+    """Whether pyarrow is there and pandas makes a column of words with the dtype that
+    pyarrow's own conversion gives (pandas 3's ``str``), so either way gives one frame."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        return False
+    return bool(pa.array(["queued"]).to_pandas().dtype == pd.Series(["queued"]).dtype)
+
+
 def build_frame(view: RunView) -> pd.DataFrame:
     """The DataFrame of a run so far (see the module docstring for its columns); for a
     run that uses the cache, a ``cached`` column after ``status`` says which outputs came
@@ -123,7 +150,7 @@ def build_frame(view: RunView) -> pd.DataFrame:
         for f in fields:
             key = f if f not in data and f not in META else f"output.{f}"
             data[key] = _column([_field(o, f) if g else None for o, g in zip(outputs, good)], gaps)
-    data["status"] = list(map(_STATUS_TEXT.__getitem__, statuses))
+    data["status"] = _status_column(view, statuses, n)
     if view.cached:
         data["cached"] = [s is Status.CACHED for s in statuses]
     data["error"] = pd.Series(_errors(view, statuses, errors, good), dtype=object)

@@ -34,9 +34,11 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from . import _pickling
 from ._sqlite import is_damaged, move_aside, warn_once
 from .events import Status
 
@@ -65,14 +67,22 @@ def run_dir(run_id: str) -> Path:
 
 
 def _items_pickle(names: tuple[str, ...], inputs: list[tuple[Any, ...]]) -> bytes:
-    import cloudpickle
-
-    return cloudpickle.dumps((names, inputs), protocol=5)
+    return _pickling.dumps((names, _pickling.Rows(inputs)))
 
 
 def fingerprint(names: tuple[str, ...], inputs: list[tuple[Any, ...]], items: bytes | None = None) -> str:
     """What identifies a run's items: their names and pickled inputs (``items``, if pickled already)."""
     return hashlib.sha256(items if items is not None else _items_pickle(names, inputs)).hexdigest()
+
+
+def same_items(fp: str, names: tuple[str, ...], inputs: list[tuple[Any, ...]]) -> bool:
+    """Whether ``fp`` (a journaled :func:`fingerprint`) is that of these items; journals
+    written by mapnb 0.1.0 pickled every input with cloudpickle, so that is tried too."""
+    if fp == fingerprint(names, inputs):
+        return True
+    import cloudpickle
+
+    return fp == hashlib.sha256(cloudpickle.dumps((names, inputs), protocol=5)).hexdigest()
 
 
 class JournalError(OSError):
@@ -229,14 +239,21 @@ def _dump_columns(run_id: str, state: RunState, idx: array.array[int]) -> bytes:
     one tuple per column, gathered in C, not a tuple per item (a third of the journal's
     cost per item). What that cannot hold (unpicklable or large outputs) takes the
     record path, which leaves out or spills them."""
-    get = operator.itemgetter(*idx)
-    outputs, attempts = get(state.outputs), get(state.attempts)
     # The floats as stored (NaN, no None check per item), by array's own __getitem__; not
     # through a memoryview, whose export would stop the engine growing the array.
     raw, floats = array.array.__getitem__, state.durations
-    durations = [raw(floats, i) for i in idx]
-    if len(idx) == 1:  # itemgetter of one index gives the value itself
-        outputs, attempts = (outputs,), (attempts,)
+    a, b = idx[0], idx[-1] + 1
+    outputs: Sequence[Any]
+    attempts: Sequence[Any]
+    if b - a == len(idx) and idx == array.array("q", range(a, b)):  # the usual batch: slices
+        outputs, attempts = state.outputs[a:b], raw(state.attempts, slice(a, b)).tolist()
+        durations = raw(floats, slice(a, b)).tolist()
+    else:
+        get = operator.itemgetter(*idx)
+        outputs, attempts = get(state.outputs), get(state.attempts)
+        durations = [raw(floats, i) for i in idx]
+        if len(idx) == 1:  # itemgetter of one index gives the value itself
+            outputs, attempts = (outputs,), (attempts,)
     try:
         blob = pickle.dumps(("cols", idx.tobytes(), outputs, attempts, durations), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:

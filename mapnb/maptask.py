@@ -403,7 +403,7 @@ def _recovered(run_id: str, names: tuple[str, ...], inputs: list[tuple[Any, ...]
             f"run {run_id} mapped {meta.get('n')} items over ({meta.get('names')}); "
             f"this map has {len(inputs)} items over ({','.join(names)}): recover needs the same items"
         )
-    if meta["fingerprint"] is not None and meta["fingerprint"] != journal.fingerprint(names, inputs):
+    if meta["fingerprint"] is not None and not journal.same_items(meta["fingerprint"], names, inputs):
         raise InvalidMapError(f"run {run_id} mapped other input values; recover needs the same items")
     return done
 

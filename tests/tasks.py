@@ -189,3 +189,12 @@ def gives_up(x: int) -> int:
     import mapnb
 
     raise mapnb.NotRetried(f"{x} cannot work")
+
+
+def who_am_i(x: int) -> tuple[int, int | None, int | None, bool]:
+    """The item's context as it sees it: asked twice, it is one object, and its own."""
+    import mapnb
+
+    first = mapnb.current_context()
+    again = mapnb.current_context()
+    return x, first.index, first.attempt, first is again

@@ -88,3 +88,10 @@ def test_read_restore_and_several_files_as_flytekits_sync_checkpoint(tmp_path):
         "['state.txt'] state 1",
         "['more.txt', 'state.txt'] Expected exactly one checkpoint - found 2",
     ]
+
+
+def test_each_item_sees_its_own_context_one_object_per_attempt(backend):
+    # Items share one context slot per batch (worker.run_items): each must still see its
+    # own index and attempt, and the same context object for the whole attempt.
+    df = map_task(tasks.who_am_i, backend=backend, concurrency=2)(x=list(range(300)))
+    assert df["output"].tolist() == [(x, x, 1, True) for x in range(300)]

@@ -313,6 +313,40 @@ def test_a_repeated_outcome_is_ignored_and_the_unfinished_items_requeued():
     assert eng.view.outputs == [10, 10, 20] and eng.view.attempts == [1, 1, 1]
 
 
+def test_a_run_of_successes_is_settled_whole_and_anything_else_row_by_row():
+    # engine._succeed_run settles a consecutive run of successes with slice writes; a
+    # batch out of order or of items already final takes the row-by-row path.
+    b = Scripted()
+    eng = make(6, b, per_item=1e-6)
+    task, report = b.next()
+    assert [i for i, _, _ in task.items] == list(range(6))
+    report([Outcomes(task.id, [(0, 1, OK, "a", 1.0, 1.25), (1, 1, OK, "b", 1.25, 2.0)])])  # a run
+    report([Outcomes(task.id, [(3, 1, OK, "d", 3.0, 3.5), (2, 1, OK, "c", 2.0, 3.0)])])  # out of order
+    report([Outcomes(task.id, [(4, 1, OK, "e", 0.0, 1.0), (5, 1, OK, "f", 4.0, 4.5)])])  # a run
+    report([Outcomes(task.id, [(4, 1, OK, "again", 0.0, 0.0), (5, 1, OK, "again", 0.0, 0.0)])])  # final already
+    report([(ENDED, task.id, None, False)])
+    assert eng.done.wait(10) and eng.view.lifecycle == "succeeded"
+    v = eng.view
+    assert v.outputs == ["a", "b", "c", "d", "e", "f"] and v.attempts == [1] * 6
+    assert list(v.durations) == [0.25, 0.75, 1.0, 0.5, 1.0, 0.5]
+    assert v.counts[Status.SUCCEEDED] == 6 and v.counts[Status.QUEUED] == v.counts[Status.RUNNING] == 0
+    assert bytes(v.codes) == bytes([list(Status).index(Status.SUCCEEDED)]) * 6
+    assert eng._tasks == {}
+
+
+def test_requeued_items_go_out_again_by_the_item_by_item_path():
+    # engine._take sends a run of consecutive queued items in one step; items put back
+    # on the queue (not a run any more) take the item-by-item path.
+    b = Scripted()
+    eng = make(5, b, per_item=1e-6)
+    task, report = b.next()
+    report([Outcomes(task.id, [(0, 1, OK, 0, 0.0, 0.0)]), (ENDED, task.id, None, False)])
+    task2, report2 = b.next()
+    assert sorted(i for i, _, _ in task2.items) == [1, 2, 3, 4] and {a for _, a, _ in task2.items} == {1}
+    report2([Outcomes(task2.id, [(i, a, OK, i, 0.0, 0.0) for i, a, _ in task2.items]), (ENDED, task2.id, None, False)])
+    assert eng.done.wait(10) and eng.view.outputs == [0, 1, 2, 3, 4]
+
+
 def test_pickled_outputs_are_loaded_and_one_that_cannot_be_fails_alone():
     import pickle
 
@@ -411,3 +445,15 @@ def test_a_quick_submit_backend_that_fails_to_open_fails_the_run_not_the_caller(
     eng = make(2, Broken(), per_item=1e-6)
     assert eng.done.wait(10) and eng.view.lifecycle == "failed"
     assert eng.view.errors[0].kind == "internal"
+
+
+def test_a_large_runs_status_column_is_the_statuses_with_the_small_runs_dtype():
+    # frame._status_column takes a large finished run's words from its status bytes.
+    from mapnb import map_task
+
+    run = map_task(tasks.fail_on, min_success_ratio=0, backend="threads").submit(x=list(range(1500)))
+    run.wait()
+    df, small = run.df, map_task(tasks.fail_on, min_success_ratio=0, backend="threads")(x=[1, 2])
+    assert df["status"].tolist() == [s.value for s in run.statuses]
+    assert df["status"].tolist().count("failed") == 1 and df["status"].dtype == small["status"].dtype
+    assert (df["status"] == "succeeded").sum() == 1499

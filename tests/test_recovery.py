@@ -227,3 +227,25 @@ def test_recover_says_why_a_journal_cannot_be_read(own_home):
     (own_home / "journal.sqlite").mkdir(parents=True)  # in the way, and not a database
     with pytest.raises(mapnb.journal.JournalError, match="cannot read the run journal .*journal.sqlite"):
         mapnb.recover("abc")
+
+
+def test_a_journal_written_with_the_older_fingerprint_still_recovers(log_dir):
+    # mapnb 0.1.0 fingerprinted the items as pickled by cloudpickle; the items now go by
+    # the standard pickler, column by column. A run journaled then can still be recovered.
+    import hashlib
+
+    import cloudpickle
+
+    items = [(1, log_dir), (2, "/nonexistent/dir")]
+    mt = map_task(counted, min_success_ratio=0)
+    run = mt.submit(x=[1, 2], log_dir=[log_dir, "/nonexistent/dir"])
+    run.wait()
+    mapnb.journal.read(run.id)  # (waits for the journal's writes)
+    old = hashlib.sha256(cloudpickle.dumps((("x", "log_dir"), items), protocol=5)).hexdigest()
+    with sqlite3.connect(home() / "journal.sqlite") as db:
+        assert db.execute("UPDATE runs SET fingerprint = ? WHERE run_id = ?", (old, run.id)).rowcount == 1
+    with pytest.raises(InvalidMapError, match="other input values"):
+        mt.submit(x=[1, 3], log_dir=[log_dir, "/nonexistent/dir"], recover=run.id)
+    again = mt.submit(x=[1, 2], log_dir=[log_dir, "/nonexistent/dir"], recover=run.id)
+    again.wait()
+    assert runs_of(log_dir, 1) == 1  # taken from the journal, not run again

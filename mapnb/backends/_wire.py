@@ -7,20 +7,21 @@ pickle an input or to unpickle an output fails that item alone, with a message s
 from __future__ import annotations
 
 import dataclasses
+import operator
 import pickle
 import time
 from typing import Any
 
+from .. import _pickling
 from ..errors import ErrorKind, ItemError
 from ..protocol import FAILED, FINISHED, OK, OUTCOMES, PICKLED, Ended, Finished, Outcomes
 from .base import ReportFn, Task
 
 
 def dumps(obj: Any) -> bytes:
-    """cloudpickle, so that functions and classes defined in a notebook travel by value."""
-    import cloudpickle
-
-    return cloudpickle.dumps(obj, protocol=5)
+    """Pickled so that functions and classes defined in a notebook travel by value
+    (cloudpickle), in C where nothing needs that (:func:`mapnb._pickling.dumps`)."""
+    return _pickling.dumps(obj)
 
 
 def load_output(r: Finished) -> Finished:
@@ -46,10 +47,15 @@ def load_outputs(records: list[Any]) -> list[Any]:
     ]
 
 
+_CODE = operator.itemgetter(2)  # an outcome row's OK, FAILED or PICKLED
+
+
 def _load_rows(r: Outcomes) -> Outcomes:
     """An Outcomes record whose PICKLED outputs are loaded: OK, or FAILED with a
     serialization error when one cannot be (that item alone)."""
     kind, task_id, rows = r
+    if PICKLED not in set(map(_CODE, rows)):  # raw outputs only (a trivial map's): nothing to do
+        return r
     for k, (index, attempt, ok, value, t0, t1) in enumerate(rows):
         if ok == PICKLED:
             try:
