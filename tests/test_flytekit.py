@@ -789,3 +789,15 @@ def test_a_flytekit_map_starts_from_the_durations_of_the_last_run_like_a_functio
     assert item(3) == item(a=3) == 3
     assert mt(a=[1, 2, 3])["output"].tolist() == [1, 2, 3]
     assert ("local", ft.scale.task_function.__code__) in engine._HISTORY
+
+
+def test_inputs_by_position_are_checked_as_by_name():
+    """A worker passes an item's inputs by position: the same values, the same errors."""
+    item = mapnb.map_task(ft.scale, progress=False).fn.__wrapped__
+    assert item(3, 2) == item(a=3, factor=2) == item(3, factor=2) == 6
+    for args, kwargs in (((True,), {}), ((), {"a": True})):  # a bool is not an int to flytekit
+        with pytest.raises(Exception, match="Failed to convert inputs of task") as e:
+            item(*args, **kwargs)
+        assert type(e.value).__name__ == "TypeTransformerFailedError"
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        item(1, 2, 3)

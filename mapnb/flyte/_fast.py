@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import functools
+import inspect
 import os
 import threading
 import types
@@ -131,8 +132,6 @@ _EXECUTION = ("dispatch_execute", "pre_execute", "execute", "post_execute", "_ou
 def _known_flytekit() -> bool:
     """Whether this flytekit executes a task as the fast path assumes (flytekit 1.16's
     ``dispatch_execute``: an async ``_output_to_literal_map`` run by ``run_sync``)."""
-    import inspect
-
     from flytekit.core.python_function_task import PythonFunctionTask
 
     try:
@@ -169,16 +168,22 @@ def plan_for(t: Any) -> Plan | None:
 
 class _Item:
     """The item that runs on this thread: its checkpoint, working folder and execution id,
-    each made when the task first asks for it (most items never do)."""
+    each made when the task first asks for it (most items never do). Made per item, so
+    with nothing to set up: the class's values stand until the item's own are made."""
 
-    __slots__ = ("ctx", "_checkpoint", "_workdir", "_temporary", "_execution_id")
+    _ctx: TaskContext | None = None
+    _checkpoint: Any = None
+    _workdir: str | None = None
+    _temporary = False
+    _execution_id: Any = None
 
-    def __init__(self, ctx: TaskContext) -> None:
-        self.ctx = ctx
-        self._checkpoint: Any = None
-        self._workdir: str | None = None
-        self._temporary = False
-        self._execution_id: Any = None
+    @property
+    def ctx(self) -> TaskContext:
+        """mapnb's context of the item (made when first asked for: a worker makes an
+        item's context only when something asks)."""
+        if self._ctx is None:
+            self._ctx = current_context()
+        return self._ctx
 
     def checkpoint(self) -> Any:
         if self._checkpoint is None:
@@ -331,63 +336,79 @@ def _stacks() -> Callable[[], tuple[list[Any], _Session]]:
     return enter
 
 
-Check = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+Args = tuple[tuple[Any, ...], dict[str, Any]]  # an item's inputs: by position, by name
+Bind = Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any]]  # ... all by name
 
 
-def _checker(inputs: dict[str, Convert]) -> Check:
+def _checker(inputs: dict[str, Convert], positional: tuple[str, ...], bind: Bind) -> Callable[..., Args | None]:
     """What checks an item's inputs: returns them as the task gets them, or None (not
     exactly of their types, or not inputs of the task: flytekit decides)."""
     exact = {k: _EXACT_OF.get(c) for k, c in inputs.items()}
     if all(exact.values()):  # most tasks: checked in place, passed on as they are
+        at = tuple(exact.get(n) for n in positional)  # (None: not an input, flytekit decides)
 
-        def check(kwargs: dict[str, Any]) -> dict[str, Any] | None:
-            for k, v in kwargs.items():
-                if type(v) is not exact.get(k):  # (None for a name that is not an input)
+        def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Args | None:
+            if len(args) > len(at) or (args and kwargs):  # bound by flytekit's way (or refused)
+                return None
+            for v, tp in zip(args, at):
+                if type(v) is not tp:
                     return None
-            return kwargs
+            for k, v in kwargs.items():
+                if type(v) is not exact.get(k):
+                    return None
+            return args, kwargs
 
         return check
 
-    def convert(kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    def convert(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Args | None:
         try:
-            return {k: inputs[k](v) for k, v in kwargs.items()}
+            return (), {k: inputs[k](v) for k, v in bind(args, kwargs).items()}
         except (_Miss, KeyError):
             return None
 
     return convert
 
 
-Run = Callable[[dict[str, Any]], Any]
+Run = Callable[[tuple[Any, ...], dict[str, Any]], Any]
 
 
-def runner(plan: Plan, t: Any, full: Callable[[Any, dict[str, Any]], Any]) -> Run:
-    """What runs one item of task ``t`` on its fast path, given the item's inputs by name:
-    the checks and the context set up here once, per item only what must be. ``full(t,
-    kwargs)`` (flytekit's whole way) takes an item whose inputs are not exactly of their
-    simple types.
+def runner(plan: Plan, t: Any, full: Callable[[Any, dict[str, Any]], Any], bind: Bind | None = None) -> Run:
+    """What runs one item of task ``t`` on its fast path, given the item's inputs (by
+    position and by name): the checks and the context set up here once, per item only
+    what must be. ``full(t, kwargs)`` (flytekit's whole way) takes an item whose inputs are
+    not exactly of their simple types, all by name (``bind(args, kwargs)``; by default the
+    function's signature binds them).
 
     Per item, flytekit's context is pushed onto (and popped from) its stack as
     ``FlyteContextManager.push_context`` does it, less its debug message: formatting that
     message was a third of the fast path's time per item."""
-    check, enter = _checker(plan.inputs), _stacks()
+    sig = inspect.signature(plan.fn)
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = tuple(n for n, p in sig.parameters.items() if p.kind in kinds)
+    if bind is None:
+
+        def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+            return dict(sig.bind_partial(*args, **kwargs).arguments) if args else kwargs
+
+    check, enter = _checker(plan.inputs, positional, bind), _stacks()
     fn, convert_out = plan.fn, plan.output
     out_type = _EXACT_OF.get(convert_out) if convert_out is not None else None
     name = t.name
-    running, current = _running, current_context
+    running = _running
 
-    def run(kwargs: dict[str, Any]) -> Any:
-        args = check(kwargs)
-        if args is None:
-            return full(t, kwargs)  # flytekit converts it, or refuses it in its own words
+    def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        given = check(args, kwargs)
+        if given is None:  # flytekit converts them, or refuses them in its own words
+            return full(t, bind(args, kwargs))
         stack, session = enter()
-        item = _Item(current())
+        item = _Item()
         token = running.set(item)
         depth = len(stack)
         stack.append(session.ctx)
         ok = False
         try:
             try:
-                out = fn(**args)
+                out = fn(*given[0], **given[1])
             except Exception as e:  # worded as flytekit's dispatch_execute words it locally
                 e.args = (f"Error encountered while executing '{name}':\n  {e}",)
                 raise
@@ -407,9 +428,9 @@ def runner(plan: Plan, t: Any, full: Callable[[Any, dict[str, Any]], Any]) -> Ru
 
 
 def run(plan: Plan, t: Any, kwargs: dict[str, Any], full: Callable[[Any, dict[str, Any]], Any]) -> Any:
-    """One item of task ``t`` on its fast path (see :func:`runner`, which a worker builds
-    once per task)."""
-    return runner(plan, t, full)(kwargs)
+    """One item of task ``t``, its inputs by name, on its fast path (see :func:`runner`,
+    which a worker builds once per task)."""
+    return runner(plan, t, full)((), kwargs)
 
 
 def _output(convert: Convert, t: Any, value: Any, ctx: Any) -> Any:

@@ -458,16 +458,11 @@ class FlyteItem:
         return (_restore, (cloudpickle.dumps(self._flyte_task),))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if args:
-            if not kwargs and len(args) <= len(self._positional):  # how a worker calls it
-                kwargs = dict(zip(self._positional, args))
-            else:
-                kwargs = self.__signature__.bind_partial(*args, **kwargs).arguments
         run = self._run
         if run is None:  # decided on the first call (in the worker), kept for the next items
             run = self._run = self._runner()
         try:
-            return run(kwargs)
+            return run(args, kwargs)
         except Exception as e:
             # The item's traceback starts in the user's function, not in flytekit's plumbing
             # (its own __cause__, if any, is kept).
@@ -476,14 +471,22 @@ class FlyteItem:
                 raise
             raise e.with_traceback(traceback_from(e.__traceback__, fn.__code__))  # noqa: B904
 
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The inputs of a call, all by name (as flytekit's full path takes them)."""
+        if not args:
+            return kwargs
+        if not kwargs and len(args) <= len(self._positional):  # how a worker calls it
+            return dict(zip(self._positional, args))
+        return dict(self.__signature__.bind_partial(*args, **kwargs).arguments)
+
     def _runner(self) -> _fast.Run:
         """How an item runs: on the fast path (:mod:`mapnb.flyte._fast`) for a task of
         simple types, else through flytekit's full path."""
-        t = self._flyte_task
+        t, bind = self._flyte_task, self._bind
         plan = _fast.plan_for(t)
         if plan is not None:
-            return _fast.runner(plan, t, _execute)
-        return functools.partial(_execute, t)
+            return _fast.runner(plan, t, _execute, bind)
+        return lambda args, kwargs: _execute(t, bind(args, kwargs))
 
     def __repr__(self) -> str:
         return f"<flytekit task {self._flyte_task.name}>"
