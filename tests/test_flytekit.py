@@ -801,3 +801,21 @@ def test_inputs_by_position_are_checked_as_by_name():
         assert type(e.value).__name__ == "TypeTransformerFailedError"
     with pytest.raises(TypeError, match="too many positional arguments"):
         item(1, 2, 3)
+
+
+def test_an_item_pickled_the_older_way_still_loads():
+    """Journals written before the task travelled unnested hold ``_restore(bytes)``."""
+    import pickle
+
+    import cloudpickle
+
+    from mapnb.flyte import _flytekit
+
+    class Old:
+        def __reduce__(self):
+            return (_flytekit._restore, (cloudpickle.dumps(ft.scale),))
+
+    item = pickle.loads(pickle.dumps(Old()))
+    assert isinstance(item, _flytekit.FlyteItem) and item(a=2, factor=3) == 6
+    again = pickle.loads(cloudpickle.dumps(item))
+    assert isinstance(again, _flytekit.FlyteItem) and again(4) == 4

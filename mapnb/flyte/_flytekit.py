@@ -400,8 +400,31 @@ def _keep_sigint() -> Iterator[None]:
 
 
 def _restore(blob: bytes) -> FlyteItem:
+    """A FlyteItem pickled by mapnb <= 0.x: its task nested as cloudpickle bytes (kept for
+    the specs in older journals, which :func:`mapnb.recover` loads)."""
     with _keep_sigint():
         return FlyteItem(cloudpickle.loads(blob))
+
+
+def _sigint_handler() -> Any:
+    """The SIGINT handler in force (None off the main thread): unpickled before the task
+    it travels with (pickle loads arguments in order), that is, before flytekit's import."""
+    return signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+
+
+class _SigintBefore:
+    """Stands for :func:`_sigint_handler`'s value in a pickled FlyteItem."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_sigint_handler, ())
+
+
+def _restored(before: Any, t: Any) -> FlyteItem:
+    """A FlyteItem once its task is loaded: importing flytekit installed flytekit's SIGINT
+    handler; a worker keeps ignoring Ctrl-C (the caller cancels the run)."""
+    if before is not None and signal.getsignal(signal.SIGINT) is not before:
+        signal.signal(signal.SIGINT, before)
+    return FlyteItem(t)
 
 
 class FlyteItem:
@@ -453,9 +476,11 @@ class FlyteItem:
         return fn.__code__
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Whole, with cloudpickle (tasks defined in a notebook travel by value); restored
-        # with the worker's signal handling kept.
-        return (_restore, (cloudpickle.dumps(self._flyte_task),))
+        # The task whole (the pickler is cloudpickle's for a task defined in a notebook:
+        # it travels by value), after the worker's SIGINT handler, which is put back once
+        # the task is loaded. Not nested as cloudpickle bytes: mapnb pickles a job with the
+        # standard pickler first, and the task was then pickled twice per run.
+        return (_restored, (_SigintBefore(), self._flyte_task))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         run = self._run
