@@ -819,3 +819,19 @@ def test_an_item_pickled_the_older_way_still_loads():
     assert isinstance(item, _flytekit.FlyteItem) and item(a=2, factor=3) == 6
     again = pickle.loads(cloudpickle.dumps(item))
     assert isinstance(again, _flytekit.FlyteItem) and again(4) == 4
+
+
+def test_inputs_bound_by_a_partial_keep_the_fast_path(monkeypatch):
+    """A worker passes the mapped inputs by position and the bound ones by name."""
+    from mapnb.flyte import _flytekit
+
+    calls = []
+    real = _flytekit._execute
+    monkeypatch.setattr(_flytekit, "_execute", lambda t, kw: calls.append(kw) or real(t, kw))
+    mt = mapnb.map_task(functools.partial(ft.scale, factor=3), progress=False, backend="threads")
+    assert mt(a=[1, 2])["output"].tolist() == [3, 6]
+    item = mt.fn.func.__wrapped__ if isinstance(mt.fn, functools.partial) else mt.fn.__wrapped__
+    assert item(2, factor=5) == 10
+    assert calls == []  # never flytekit's full path
+    with pytest.raises(TypeError, match="multiple values"):
+        item(2, a=5)

@@ -25,7 +25,6 @@ output, or a class that changes how a task executes keep the full path for every
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
 import functools
 import inspect
@@ -220,7 +219,15 @@ class _Item:
             clean_up(self._workdir, self._temporary, ok)
 
 
-_running: contextvars.ContextVar[_Item | None] = contextvars.ContextVar("mapnb_flyte_item", default=None)
+class _Running:
+    """Which item runs in a session's context (None between items): set per item, read by
+    the session's :class:`ItemParams` when the task asks (a context variable cost more than
+    the rest of the item's bookkeeping)."""
+
+    __slots__ = ("item",)
+
+    def __init__(self) -> None:
+        self.item: _Item | None = None
 
 
 @functools.cache
@@ -230,34 +237,35 @@ def _item_params_class() -> type:
     class ItemParams(ExecutionParameters):
         """flytekit's ``ExecutionParameters``, made once per thread, whose per-item values
         (checkpoint, working folder, execution id, ARRAY_INDEX/ATTEMPT) are those of the
-        item running on this thread. Outside an item they are the base context's."""
+        item running in its session (``_mapnb_running``). Outside an item they are the base
+        context's."""
 
         @property
         def _checkpoint(self) -> Any:
-            item = _running.get()
+            item = self.__dict__["_mapnb_running"].item
             return self.__dict__["_mapnb_checkpoint"] if item is None else item.checkpoint()
 
         @property
         def _working_directory(self) -> Any:
-            item = _running.get()
+            item = self.__dict__["_mapnb_running"].item
             return self.__dict__["_mapnb_working_directory"] if item is None else item.workdir()
 
         @property
         def _execution_id(self) -> Any:
-            item = _running.get()
+            item = self.__dict__["_mapnb_running"].item
             base = self.__dict__["_mapnb_execution_id"]
             return base if item is None else item.execution_id(base)
 
         @property
         def _attrs(self) -> dict[str, Any]:
-            item = _running.get()
+            item = self.__dict__["_mapnb_running"].item
             base = self.__dict__["_mapnb_attrs"]
             return base if item is None else item.attrs(base)
 
     return ItemParams
 
 
-def _item_params(base: Any) -> Any:
+def _item_params(base: Any, running: _Running) -> Any:
     from flytekit.core.context_manager import ExecutionParameters
 
     # Inside another mapnb item (a task calling this one), build on that item's own base.
@@ -272,6 +280,7 @@ def _item_params(base: Any) -> Any:
     params.__dict__["_mapnb_working_directory"] = base.working_directory if base is not None else None
     params.__dict__.update(built.__dict__)
     params.__dict__["_mapnb_base"] = base
+    params.__dict__["_mapnb_running"] = running
     return params
 
 
@@ -279,15 +288,15 @@ class _Session:
     """One flytekit execution context for a thread's items, built on the context that was
     current (``base``)."""
 
-    __slots__ = ("base", "ctx", "metadata")
+    __slots__ = ("base", "ctx", "metadata", "running")
 
     def __init__(self, base: Any) -> None:
         from flytekit.core.context_manager import ExecutionState, FlyteContextManager, OutputMetadataTracker
 
         self.base = base
-        es = base.new_execution_state().with_params(
-            mode=ExecutionState.Mode.LOCAL_TASK_EXECUTION, user_space_params=_item_params(base.user_space_params)
-        )
+        self.running = _Running()
+        params = _item_params(base.user_space_params, self.running)
+        es = base.new_execution_state().with_params(mode=ExecutionState.Mode.LOCAL_TASK_EXECUTION, user_space_params=params)
         self.ctx = base.with_execution_state(es).with_output_metadata_tracker(OutputMetadataTracker()).build()
         # Taken once, not per item: flytekit notes where a context was pushed from.
         self.ctx.set_stackframe(FlyteContextManager.get_origin_stackframe())
@@ -345,20 +354,7 @@ def _checker(inputs: dict[str, Convert], positional: tuple[str, ...], bind: Bind
     exactly of their types, or not inputs of the task: flytekit decides)."""
     exact = {k: _EXACT_OF.get(c) for k, c in inputs.items()}
     if all(exact.values()):  # most tasks: checked in place, passed on as they are
-        at = tuple(exact.get(n) for n in positional)  # (None: not an input, flytekit decides)
-
-        def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Args | None:
-            if len(args) > len(at) or (args and kwargs):  # bound by flytekit's way (or refused)
-                return None
-            for v, tp in zip(args, at):
-                if type(v) is not tp:
-                    return None
-            for k, v in kwargs.items():
-                if type(v) is not exact.get(k):
-                    return None
-            return args, kwargs
-
-        return check
+        return _exact_checker(typing.cast(dict[str, type], exact), positional)
 
     def convert(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Args | None:
         try:
@@ -367,6 +363,28 @@ def _checker(inputs: dict[str, Convert], positional: tuple[str, ...], bind: Bind
             return None
 
     return convert
+
+
+def _exact_checker(exact: dict[str, type], positional: tuple[str, ...]) -> Callable[..., Args | None]:
+    """:func:`_checker` for inputs of the exact simple types: each value's type must be
+    its input's (the loops are the cost of a trivial item: kept plain)."""
+    at = tuple(exact.get(n) for n in positional)  # (None: not an input, flytekit decides)
+    count = len(at)
+
+    def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Args | None:
+        if len(args) > count:  # flytekit's binding refuses it
+            return None
+        for i, v in enumerate(args):
+            if type(v) is not at[i]:
+                return None
+        if kwargs:  # (bound by a partial, say)
+            taken = positional[: len(args)]
+            for k, v in kwargs.items():
+                if type(v) is not exact.get(k) or k in taken:
+                    return None
+        return args, kwargs
+
+    return check
 
 
 Run = Callable[[tuple[Any, ...], dict[str, Any]], Any]
@@ -394,15 +412,14 @@ def runner(plan: Plan, t: Any, full: Callable[[Any, dict[str, Any]], Any], bind:
     fn, convert_out = plan.fn, plan.output
     out_type = _EXACT_OF.get(convert_out) if convert_out is not None else None
     name = t.name
-    running = _running
 
     def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         given = check(args, kwargs)
         if given is None:  # flytekit converts them, or refuses them in its own words
             return full(t, bind(args, kwargs))
         stack, session = enter()
-        item = _Item()
-        token = running.set(item)
+        item, running = _Item(), session.running
+        before, running.item = running.item, item
         depth = len(stack)
         stack.append(session.ctx)
         ok = False
@@ -418,7 +435,7 @@ def runner(plan: Plan, t: Any, full: Callable[[Any, dict[str, Any]], Any], bind:
             return None if convert_out is None else out
         finally:
             del stack[depth:]  # ours, and whatever the task pushed and left there
-            running.reset(token)
+            running.item = before
             if item._workdir is not None:  # (made only when the task asked for it)
                 item.finish(ok)
             if session.metadata:
