@@ -342,3 +342,27 @@ def test_many_tiny_items_are_batched():
 @pytest.mark.parametrize("n", [0, 1])
 def test_small_runs(n):
     assert len(map_task(tasks.double)(x=range(n))) == n
+
+
+def test_the_outbox_sends_a_large_output_at_once_and_small_ones_by_the_thousand():
+    import pickle as _pickle
+
+    from mapnb.worker import Outbox
+
+    class Conn:
+        def __init__(self) -> None:
+            self.sent: list[list] = []
+
+        def send_bytes(self, blob: bytes) -> None:
+            self.sent.append(_pickle.loads(blob))
+
+    conn = Conn()
+    box = Outbox(conn, interval=3600)  # no tick: only what finished() sends
+    try:
+        for i in range(Outbox.flush_rows - 1):
+            box.finished(i, 1, True, i, None, 0.0, 0.0)
+        assert conn.sent == []  # small outputs wait for the batch
+        box.finished(5000, 1, True, b"x" * Outbox.flush_bytes, None, 0.0, 0.0)
+        assert len(conn.sent) == 1 and len(conn.sent[0][0][2]) == Outbox.flush_rows  # sent with what waited
+    finally:
+        box.close()
