@@ -835,3 +835,30 @@ def test_inputs_bound_by_a_partial_keep_the_fast_path(monkeypatch):
     assert calls == []  # never flytekit's full path
     with pytest.raises(TypeError, match="multiple values"):
         item(2, a=5)
+
+
+def test_each_item_on_the_fast_path_gets_its_own_folder_and_a_failed_ones_is_removed():
+    """current_context().working_directory is the item's (made when asked), kept after a
+    success that left files in it, removed after a failure; items that never ask make none."""
+
+    @flytekit.task
+    def write_here(x: int) -> str:
+        folder = flytekit.current_context().working_directory
+        if x == 2:
+            open(os.path.join(folder, "partial"), "w").close()
+            raise ValueError("no")
+        if x == 1:
+            open(os.path.join(folder, "out"), "w").close()
+        return folder if x else ""
+
+    from mapnb.flyte import _fast
+
+    assert _fast.plan_for(write_here) is not None  # (the fast path is what is tested)
+    df = mapnb.map_task(write_here, min_success_ratio=0, progress=False)(x=[0, 1, 2, 3])
+    folders = df["output"].tolist()
+    assert folders[0] == "" and len({folders[1], folders[3]}) == 2
+    assert os.listdir(folders[1]) == ["out"]  # a success's files stay
+    assert not os.path.exists(folders[3])  # an empty folder goes
+    failed = os.path.join(os.path.dirname(os.path.dirname(folders[1])), "2")
+    assert not os.path.exists(failed)  # a failure's folder goes
+    assert "ValueError" in df.loc[2, "error"]

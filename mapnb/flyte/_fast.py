@@ -167,8 +167,7 @@ def plan_for(t: Any) -> Plan | None:
 
 class _Item:
     """The item that runs on this thread: its checkpoint, working folder and execution id,
-    each made when the task first asks for it (most items never do). Made per item, so
-    with nothing to set up: the class's values stand until the item's own are made."""
+    each made when the task first asks for it (most items never do)."""
 
     _ctx: TaskContext | None = None
     _checkpoint: Any = None
@@ -220,14 +219,33 @@ class _Item:
 
 
 class _Running:
-    """Which item runs in a session's context (None between items): set per item, read by
-    the session's :class:`ItemParams` when the task asks (a context variable cost more than
-    the rest of the item's bookkeeping)."""
+    """Whether an item runs in a session's context, and its :class:`_Item`, made when the
+    task first asks for something of it (most items never do): set per item, read by the
+    session's ``ItemParams``. (A context variable and an object per item cost more than
+    the rest of the item's bookkeeping.) A session is never re-entered: an item that runs
+    another map in-process does it in a context of its own, hence another session."""
 
-    __slots__ = ("item",)
+    __slots__ = ("active", "item")
 
     def __init__(self) -> None:
+        self.active = False
         self.item: _Item | None = None
+
+    def current(self) -> _Item | None:
+        """The running item (None between items)."""
+        if not self.active:
+            return None
+        item = self.item
+        if item is None:
+            item = self.item = _Item()
+        return item
+
+    def end(self, ok: bool) -> None:
+        """The item ended: what it made is cleaned up."""
+        self.active = False
+        item, self.item = self.item, None
+        if item is not None:
+            item.finish(ok)
 
 
 @functools.cache
@@ -242,23 +260,23 @@ def _item_params_class() -> type:
 
         @property
         def _checkpoint(self) -> Any:
-            item = self.__dict__["_mapnb_running"].item
+            item = self.__dict__["_mapnb_running"].current()
             return self.__dict__["_mapnb_checkpoint"] if item is None else item.checkpoint()
 
         @property
         def _working_directory(self) -> Any:
-            item = self.__dict__["_mapnb_running"].item
+            item = self.__dict__["_mapnb_running"].current()
             return self.__dict__["_mapnb_working_directory"] if item is None else item.workdir()
 
         @property
         def _execution_id(self) -> Any:
-            item = self.__dict__["_mapnb_running"].item
+            item = self.__dict__["_mapnb_running"].current()
             base = self.__dict__["_mapnb_execution_id"]
             return base if item is None else item.execution_id(base)
 
         @property
         def _attrs(self) -> dict[str, Any]:
-            item = self.__dict__["_mapnb_running"].item
+            item = self.__dict__["_mapnb_running"].current()
             base = self.__dict__["_mapnb_attrs"]
             return base if item is None else item.attrs(base)
 
@@ -330,9 +348,13 @@ def _stacks() -> Callable[[], tuple[list[Any], _Session]]:
     from flytekit.core.context_manager import FlyteContextManager, flyte_context_Var
 
     get_stack, sessions = flyte_context_Var.get, _sessions
+    last: tuple[list[Any], _Session] | None = None  # the usual answer (one tuple: read at once)
 
     def enter() -> tuple[list[Any], _Session]:
+        nonlocal last
         stack = get_stack()
+        if last is not None and last[0] is stack and stack and stack[-1] is last[1].base:
+            return last
         if not stack:  # this thread has no flytekit context yet: flytekit sets one up
             FlyteContextManager.current_context()
             stack = get_stack()
@@ -340,7 +362,8 @@ def _stacks() -> Callable[[], tuple[list[Any], _Session]]:
         session = sessions.get(id(base))
         if session is None or session.base is not base:
             session = _session(base)
-        return stack, session
+        last = stack, session
+        return last
 
     return enter
 
@@ -354,7 +377,11 @@ def _checker(inputs: dict[str, Convert], positional: tuple[str, ...], bind: Bind
     exactly of their types, or not inputs of the task: flytekit decides)."""
     exact = {k: _EXACT_OF.get(c) for k, c in inputs.items()}
     if all(exact.values()):  # most tasks: checked in place, passed on as they are
-        return _exact_checker(typing.cast(dict[str, type], exact), positional)
+        known = typing.cast(dict[str, type], exact)
+        check = _exact_checker(known, positional)
+        if len(known) == 1 and positional[:1] == tuple(known):  # one input (most maps)
+            return _one_input(check, next(iter(known.values())))
+        return check
 
     def convert(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Args | None:
         try:
@@ -363,6 +390,18 @@ def _checker(inputs: dict[str, Convert], positional: tuple[str, ...], bind: Bind
             return None
 
     return convert
+
+
+def _one_input(check: Callable[..., Args | None], only: type) -> Callable[..., Args | None]:
+    """``check`` for a task of one input, with the worker's call (one value by position)
+    checked by one comparison."""
+
+    def check_one(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Args | None:
+        if len(args) == 1 and not kwargs:
+            return (args, kwargs) if type(args[0]) is only else None
+        return check(args, kwargs)
+
+    return check_one
 
 
 def _exact_checker(exact: dict[str, type], positional: tuple[str, ...]) -> Callable[..., Args | None]:
@@ -418,8 +457,8 @@ def runner(plan: Plan, t: Any, full: Callable[[Any, dict[str, Any]], Any], bind:
         if given is None:  # flytekit converts them, or refuses them in its own words
             return full(t, bind(args, kwargs))
         stack, session = enter()
-        item, running = _Item(), session.running
-        before, running.item = running.item, item
+        running = session.running
+        running.active = True
         depth = len(stack)
         stack.append(session.ctx)
         ok = False
@@ -435,9 +474,10 @@ def runner(plan: Plan, t: Any, full: Callable[[Any, dict[str, Any]], Any], bind:
             return None if convert_out is None else out
         finally:
             del stack[depth:]  # ours, and whatever the task pushed and left there
-            running.item = before
-            if item._workdir is not None:  # (made only when the task asked for it)
-                item.finish(ok)
+            if running.item is None:
+                running.active = False
+            else:  # the task asked for its checkpoint, folder...
+                running.end(ok)
             if session.metadata:
                 session.metadata.clear()
 
