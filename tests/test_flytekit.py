@@ -862,3 +862,28 @@ def test_each_item_on_the_fast_path_gets_its_own_folder_and_a_failed_ones_is_rem
     failed = os.path.join(os.path.dirname(os.path.dirname(folders[1])), "2")
     assert not os.path.exists(failed)  # a failure's folder goes
     assert "ValueError" in df.loc[2, "error"]
+
+
+@pytest.mark.parametrize("name", ["scale", "t1", "make_file", "make_frame", "where_am_i"])
+def test_a_pickled_item_rebuilds_its_tasks_interface_where_it_is_loaded(name):
+    """The task travels without its interface's output class (made again by flytekit's
+    Interface on load): a smaller, quicker pickle, and the same task."""
+    import pickle
+
+    import cloudpickle
+
+    t = getattr(ft, name)
+    item = mapnb.map_task(t, progress=False).fn.__wrapped__
+    blob = cloudpickle.dumps(item)
+    assert len(blob) < len(cloudpickle.dumps(t))
+    back = pickle.loads(blob)._flyte_task
+    for attr in ("inputs_with_defaults", "outputs", "output_tuple_name"):
+        assert getattr(back.python_interface, attr) == getattr(t.python_interface, attr), attr
+    docs = back.python_interface.docstring, t.python_interface.docstring
+    assert [(d.short_description, d.input_descriptions, d.output_descriptions) for d in docs] == [
+        (docs[1].short_description, docs[1].input_descriptions, docs[1].output_descriptions)
+    ] * 2
+    assert back.python_interface.output_tuple._fields == t.python_interface.output_tuple._fields
+    assert back._native_interface is back.python_interface
+    assert back._get_command_fn.__self__ is back
+    assert back.interface == t.interface and back.name == t.name and back.metadata == t.metadata
