@@ -31,7 +31,7 @@ import operator
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from .backends.base import Backend, Job, Task
@@ -836,13 +836,7 @@ class Engine:
             status[i] = ok_status  # (its fields first: readers trust a final status)
             codes[i] = ok_code
             done.append(i)
-        for observer in self._observers:
-            many = getattr(observer, "items_succeeded", None)
-            if many is not None:
-                many(done, st)
-            else:
-                for i in done:
-                    observer.item_final(i, ok_status, st)
+        self._tell_succeeded(done)
         return rest
 
     def _succeed_run(self, rows: list[tuple[Any, ...]]) -> bool:
@@ -870,14 +864,20 @@ class Engine:
             st.counts[status] -= k
         st.counts[ok_status] += n
         done = range(run.start, run.stop)
+        self._tell_succeeded(done)
+        return True
+
+    def _tell_succeeded(self, done: Sequence[int]) -> None:
+        """Tell the observers (the journal) that items ``done`` succeeded: in one call
+        where an observer takes a batch."""
+        st = self._s
         for observer in self._observers:
             many = getattr(observer, "items_succeeded", None)
             if many is not None:
                 many(done, st)
             else:
                 for i in done:
-                    observer.item_final(i, ok_status, st)
-        return True
+                    observer.item_final(i, Status.SUCCEEDED, st)
 
     def _outcome(self, i: int, attempt: int, ok: bool, value: Any, t0: float, t1: float) -> None:
         """Attempt ``attempt`` of item ``i`` ended: ``value`` is its output if ``ok``, else

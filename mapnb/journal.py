@@ -462,7 +462,7 @@ class Journal:
         spec = {**self._spec, "inputs": list(state.inputs[:n]), "axes": axes, "shapes": list(state.shapes)}
         _writer.put(("grow", self.run_id, state.names, n, spec))
 
-    def items_succeeded(self, indices: list[int], state: RunState) -> None:
+    def items_succeeded(self, indices: Sequence[int], state: RunState) -> None:
         """Items ``indices`` succeeded (the engine's batch of :meth:`item_final` calls).
 
         Only their indices are kept (8 bytes each, no objects): the writer's thread reads

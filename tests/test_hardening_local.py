@@ -175,30 +175,6 @@ def test_an_item_that_moves_fd_1_elsewhere_does_not_take_later_items_output(tmp_
     assert "native" not in Path(own).read_text()
 
 
-def redirect_quietly_or_write(x: int, path: str) -> int:
-    if x == 0:  # fd 1 now on a new, empty file, and nothing written: its size says nothing
-        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), 1)
-    else:
-        os.write(1, f"native {x}\n".encode())
-    return os.getpid()
-
-
-def test_an_item_that_moves_fd_1_to_an_empty_file_does_not_take_later_items_output(tmp_path):
-    # The check after each item compares the end of what fd 1 points at with what was
-    # read of the capture file: an empty file must not look like an unchanged capture.
-    own = str(tmp_path / "own.txt")
-    pool = Pool()
-    try:
-        mt = map_task(redirect_quietly_or_write, concurrency=1, backend=LocalBackend(pool))
-        run = mt.submit(x=[0, 1, 2], path=[own] * 3)
-        run.result(timeout=120)
-    finally:
-        pool.shutdown()
-    assert len(set(run.outputs)) == 1
-    assert run.logs(1, "stdout") == "native 1\n" and run.logs(2, "stdout") == "native 2\n"
-    assert Path(own).read_text() == ""
-
-
 def test_the_quick_check_between_items_is_not_fooled_by_a_new_empty_file(tmp_path):
     # Right after a full check (the fds' flags are compared at most once a millisecond),
     # fd 1 moved to an empty file must still fail the quick check on sizes.
