@@ -54,8 +54,9 @@ from ._item import clean_up, lazy_checkpoint, sandbox
 if TYPE_CHECKING:
     from flytekit.core.python_function_task import PythonFunctionTask
 
-# flytekit is imported inside the functions: a worker that unpickles an item imports it
-# under _keep_sigint (importing flytekit replaces the SIGINT handler).
+# flytekit is imported inside the functions: a worker that unpickles an item imports it,
+# and then puts its own SIGINT handler back (importing flytekit replaces it; see
+# FlyteItem.__reduce__).
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def adapt(obj: Any, metadata: Any = None) -> tuple[Callable[..., Any], dict[str,
     tf = task(item, **_settings(t, metadata or t.metadata))
     # functools.update_wrapper copied the item's attributes: the task (and the signature's
     # flytekit types, the map's TaskMetadata) would then travel outside FlyteItem's own
-    # pickling, which imports flytekit under _keep_sigint. The signature is found through
+    # pickling, which keeps the worker's SIGINT handler. The signature is found through
     # __wrapped__.
     for name in ("_flyte_task", "__signature__", "map_metadata", "_run", "_positional"):
         tf.__dict__.pop(name, None)
@@ -400,8 +401,8 @@ def _keep_sigint() -> Iterator[None]:
 
 
 def _restore(blob: bytes) -> FlyteItem:
-    """A FlyteItem pickled by mapnb <= 0.x: its task nested as cloudpickle bytes (kept for
-    the specs in older journals, which :func:`mapnb.recover` loads)."""
+    """A FlyteItem as mapnb pickled it before 2026-11-28: its task nested as cloudpickle
+    bytes (kept for the specs in older journals, which :func:`mapnb.recover` loads)."""
     with _keep_sigint():
         return FlyteItem(cloudpickle.loads(blob))
 
