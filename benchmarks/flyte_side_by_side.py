@@ -23,7 +23,8 @@ Numbers are medians of ``--repeat`` runs (Flyte's own serial local runs of F2 ru
 flyte imported in them). Ratios are measured in the same run. Results:
 ``benchmarks/results/flyte.json`` (README markers ``bench:flyte`` for F1/F2 and
 ``bench:flyte-f3`` for F3). ``--only F3`` runs one workload (about a minute): its results
-go to ``results/flyte-f3.json`` and fill only its own README table.
+go to ``results/flyte-f3.json`` and fill only its own README table. ``--f3-items 20000``
+splits F3's cost per item from its cost per run (results: ``flyte-f3-20000``, no table).
 """
 
 from __future__ import annotations
@@ -163,6 +164,12 @@ def main() -> None:
         action="append",
         help="run only these workloads (repeatable; default: all)",
     )
+    ap.add_argument(
+        "--f3-items",
+        type=int,
+        default=N3,
+        help=f"F3's items per run (default {N3:,}; the README's table is of the default)",
+    )
     args = ap.parse_args()
     r = args.repeat
     only = set(args.only or ["F1", "F2", "F3"])
@@ -206,7 +213,7 @@ def main() -> None:
                 timed(run, n, c, expect)  # warm up: all c workers started, flytekit imported
             rows[name][w] = statistics.median(timed(run, n, c, expect) for _ in range(repeat))
 
-    per_s = f3(r) if "F3" in only else {}
+    per_s = f3(r, args.f3_items) if "F3" in only else {}
     head = (
         f"flytekit {flytekit.__version__}, Flyte 2 (`flyte`) {flyte.__version__}; medians of {r} after a"
         " warm-up run"
@@ -216,7 +223,8 @@ def main() -> None:
         tables["flyte"] = head + " (Flyte's own runs of F2: once):\n\n" + f12_table(rows)
     if per_s:
         when = "" if not args.only else f"; run alone, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, load {load:.1f}"
-        tables["flyte-f3"] = head + when + ":\n\n" + f3_table(per_s)
+        key = "flyte-f3" if args.f3_items == N3 else f"flyte-f3-{args.f3_items}"  # (no README marker)
+        tables[key] = head + when + ":\n\n" + f3_table(per_s, args.f3_items)
     print("\n" + "\n\n".join(tables.values()))
     data = {
         "repeat": r,
@@ -226,12 +234,14 @@ def main() -> None:
         "f3": per_s,
     }
     name = "flyte" if only == {"F1", "F2", "F3"} else "flyte-" + "-".join(sorted(only)).lower()
+    if args.f3_items != N3 and "F3" in only:  # not the README's table: results of their own
+        name += f"-{args.f3_items}"
     path = _common.write(name, tables, data, args.out)
     print(f"\n(written to {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})")
 
 
-def f3(r: int) -> dict[str, float]:
-    """F3: items/s of 2,000 trivial items, a plain function and Flyte's tasks, all in mapnb.
+def f3(r: int, n: int = N3) -> dict[str, float]:
+    """F3: items/s of ``n`` trivial items, a plain function and Flyte's tasks, all in mapnb.
 
     A run is short (tens of milliseconds), so a busy moment of the machine would fall on one
     contender: the contenders take turns, each repeat timing each once."""
@@ -240,7 +250,7 @@ def f3(r: int) -> dict[str, float]:
         "@flytekit.task": mapnb.map_task(fk_trivial, concurrency=C3, progress=False),
         "Flyte 2 @env.task": mapnb.map_task(f2_trivial, concurrency=C3, progress=False),
     }
-    xs, expect3 = list(range(N3)), [x + 1 for x in range(N3)]
+    xs, expect3 = list(range(n)), [x + 1 for x in range(n)]
     for mt in overhead.values():
         assert mapnb_outputs(mt, xs[:50]) == expect3[:50]  # warm up
     times: dict[str, list[float]] = {name: [] for name in overhead}
@@ -250,7 +260,7 @@ def f3(r: int) -> dict[str, float]:
             t0 = time.perf_counter()
             assert mapnb_outputs(mt, xs) == expect3
             times[name].append(time.perf_counter() - t0)
-    return {name: N3 / statistics.median(ts) for name, ts in times.items()}
+    return {name: n / statistics.median(ts) for name, ts in times.items()}
 
 
 def f12_table(rows: dict[str, dict[str, float]]) -> str:
@@ -272,11 +282,11 @@ def f12_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def f3_table(per_s: dict[str, float]) -> str:
+def f3_table(per_s: dict[str, float], n: int = N3) -> str:
     """F3: items/s, and each task's per-item time against a plain function's."""
     plain = per_s["plain function"]
     lines = [
-        f"| F3 {N3:,} trivial items in mapnb at c={C3} | items/s | per-item time vs a plain function |",
+        f"| F3 {n:,} trivial items in mapnb at c={C3} | items/s | per-item time vs a plain function |",
         "|---|---|---|",
     ]
     lines += [f"| {name} | {v:,.0f} | {plain / v:.2f}x |" for name, v in per_s.items()]

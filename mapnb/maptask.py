@@ -357,7 +357,7 @@ def _job(spec: MapSpec, names: tuple[str, ...], run_id: str) -> Job:
     parameters mapped by name through a small wrapper) and the caller's setting now."""
     return Job(
         id=uuid.uuid4().hex[:12],  # its own: a recovered run keeps its run id, maybe not its function
-        fn=by_name(spec.fn, names),
+        fn=by_name(_callee(spec.fn), names),
         names=names,
         cwd=os.getcwd(),
         sys_path=tuple(sys.path),
@@ -368,6 +368,14 @@ def _job(spec: MapSpec, names: tuple[str, ...], run_id: str) -> Job:
         limits=spec.limits,
         origin=origin_of(spec.fn),
     )
+
+
+def _callee(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What the items call: a :class:`TaskFunction`'s function (its settings are applied
+    in the caller; the wrapper only added a call per item), bound inputs kept."""
+    if isinstance(fn, functools.partial) and isinstance(fn.func, TaskFunction):
+        return functools.partial(fn.func.__wrapped__, *fn.args, **fn.keywords)
+    return fn.__wrapped__ if isinstance(fn, TaskFunction) else fn
 
 
 def _import_quietly(module: str) -> None:

@@ -711,7 +711,7 @@ def test_the_fast_path_builds_one_flytekit_context_per_thread_and_leaves_the_sta
 
     from mapnb.context import enter_item, leave_item
     from mapnb.flyte import _fast
-    from mapnb.flyte._flytekit import FlyteItem
+    from mapnb.flyte._flytekit import FlyteItem, _execute
 
     seen = []
 
@@ -724,7 +724,7 @@ def test_the_fast_path_builds_one_flytekit_context_per_thread_and_leaves_the_sta
     item = FlyteItem(_echo(int, int, _SAME))
     size = FlyteContextManager.size()
     real = _fast.plan_for(item._flyte_task)
-    item._plan = _fast.Plan(record, real.inputs, real.output)
+    item._run = _fast.runner(_fast.Plan(record, real.inputs, real.output), item._flyte_task, _execute)
     for i in range(3):
         token = enter_item(None, "run1", i, 1)
         try:
@@ -737,6 +737,26 @@ def test_the_fast_path_builds_one_flytekit_context_per_thread_and_leaves_the_sta
     assert seen[0] is seen[1] is seen[2]  # built once, pushed per item
     with pytest.raises(TypeError):  # an input that fails flytekit's check: the stack is restored too
         item(x="no")
+    assert FlyteContextManager.size() == size
+
+
+def test_a_context_the_task_leaves_pushed_is_popped_with_the_items_own():
+    """flytekit's with_context pops what a block left on the stack; the fast path, which
+    pushes the item's context itself, does the same."""
+    from flytekit.core.context_manager import FlyteContextManager
+
+    from mapnb.flyte import _fast
+    from mapnb.flyte._flytekit import FlyteItem, _execute
+
+    def leaky(x):
+        FlyteContextManager.push_context(FlyteContextManager.current_context())
+        return x
+
+    item = FlyteItem(_echo(int, int, _SAME))
+    real = _fast.plan_for(item._flyte_task)
+    item._run = _fast.runner(_fast.Plan(leaky, real.inputs, real.output), item._flyte_task, _execute)
+    size = FlyteContextManager.size()
+    assert [item(x=i) for i in range(3)] == [0, 1, 2]
     assert FlyteContextManager.size() == size
 
 
@@ -755,3 +775,115 @@ def test_what_the_fast_check_hands_to_flytekit_carries_no_context_of_its_own():
     with pytest.raises(ZeroDivisionError) as info:
         _fast.run(_fast.Plan(plan.fn, {"x": never}, plan.output), boom, {"x": 1}, _flytekit._execute)
     assert info.value.__context__ is None
+
+
+def test_a_flytekit_map_starts_from_the_durations_of_the_last_run_like_a_function():
+    """The engine knows a function by its code and starts a map of the same code again
+    from the durations it measured (no probing with one-item tasks): a flytekit task's
+    item carries its function's code for that, and a worker calls it by position."""
+    from mapnb import engine
+
+    mt = mapnb.map_task(ft.scale, progress=False)  # (the local pool remembers durations)
+    item = mt.fn.__wrapped__
+    assert item.__code__ is ft.scale.task_function.__code__
+    assert item(3) == item(a=3) == 3
+    assert mt(a=[1, 2, 3])["output"].tolist() == [1, 2, 3]
+    assert ("local", ft.scale.task_function.__code__) in engine._HISTORY
+
+
+def test_inputs_by_position_are_checked_as_by_name():
+    """A worker passes an item's inputs by position: the same values, the same errors."""
+    item = mapnb.map_task(ft.scale, progress=False).fn.__wrapped__
+    assert item(3, 2) == item(a=3, factor=2) == item(3, factor=2) == 6
+    for args, kwargs in (((True,), {}), ((), {"a": True})):  # a bool is not an int to flytekit
+        with pytest.raises(Exception, match="Failed to convert inputs of task") as e:
+            item(*args, **kwargs)
+        assert type(e.value).__name__ == "TypeTransformerFailedError"
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        item(1, 2, 3)
+
+
+def test_an_item_pickled_the_older_way_still_loads():
+    """Journals written before the task travelled unnested hold ``_restore(bytes)``."""
+    import pickle
+
+    import cloudpickle
+
+    from mapnb.flyte import _flytekit
+
+    class Old:
+        def __reduce__(self):
+            return (_flytekit._restore, (cloudpickle.dumps(ft.scale),))
+
+    item = pickle.loads(pickle.dumps(Old()))
+    assert isinstance(item, _flytekit.FlyteItem) and item(a=2, factor=3) == 6
+    again = pickle.loads(cloudpickle.dumps(item))
+    assert isinstance(again, _flytekit.FlyteItem) and again(4) == 4
+
+
+def test_inputs_bound_by_a_partial_keep_the_fast_path(monkeypatch):
+    """A worker passes the mapped inputs by position and the bound ones by name."""
+    from mapnb.flyte import _flytekit
+
+    calls = []
+    real = _flytekit._execute
+    monkeypatch.setattr(_flytekit, "_execute", lambda t, kw: calls.append(kw) or real(t, kw))
+    mt = mapnb.map_task(functools.partial(ft.scale, factor=3), progress=False, backend="threads")
+    assert mt(a=[1, 2])["output"].tolist() == [3, 6]
+    item = mt.fn.func.__wrapped__ if isinstance(mt.fn, functools.partial) else mt.fn.__wrapped__
+    assert item(2, factor=5) == 10
+    assert calls == []  # never flytekit's full path
+    with pytest.raises(TypeError, match="multiple values"):
+        item(2, a=5)
+
+
+def test_each_item_on_the_fast_path_gets_its_own_folder_and_a_failed_ones_is_removed():
+    """current_context().working_directory is the item's (made when asked), kept after a
+    success that left files in it, removed after a failure; items that never ask make none."""
+
+    @flytekit.task
+    def write_here(x: int) -> str:
+        folder = flytekit.current_context().working_directory
+        if x == 2:
+            open(os.path.join(folder, "partial"), "w").close()
+            raise ValueError("no")
+        if x == 1:
+            open(os.path.join(folder, "out"), "w").close()
+        return folder if x else ""
+
+    from mapnb.flyte import _fast
+
+    assert _fast.plan_for(write_here) is not None  # (the fast path is what is tested)
+    df = mapnb.map_task(write_here, min_success_ratio=0, progress=False)(x=[0, 1, 2, 3])
+    folders = df["output"].tolist()
+    assert folders[0] == "" and len({folders[1], folders[3]}) == 2
+    assert os.listdir(folders[1]) == ["out"]  # a success's files stay
+    assert not os.path.exists(folders[3])  # an empty folder goes
+    failed = os.path.join(os.path.dirname(os.path.dirname(folders[1])), "2")
+    assert not os.path.exists(failed)  # a failure's folder goes
+    assert "ValueError" in df.loc[2, "error"]
+
+
+@pytest.mark.parametrize("name", ["scale", "t1", "make_file", "make_frame", "where_am_i"])
+def test_a_pickled_item_rebuilds_its_tasks_interface_where_it_is_loaded(name):
+    """The task travels without its interface's output class (made again by flytekit's
+    Interface on load): a smaller, quicker pickle, and the same task."""
+    import pickle
+
+    import cloudpickle
+
+    t = getattr(ft, name)
+    item = mapnb.map_task(t, progress=False).fn.__wrapped__
+    blob = cloudpickle.dumps(item)
+    assert len(blob) < len(cloudpickle.dumps(t))
+    back = pickle.loads(blob)._flyte_task
+    for attr in ("inputs_with_defaults", "outputs", "output_tuple_name"):
+        assert getattr(back.python_interface, attr) == getattr(t.python_interface, attr), attr
+    docs = back.python_interface.docstring, t.python_interface.docstring
+    assert [(d.short_description, d.input_descriptions, d.output_descriptions) for d in docs] == [
+        (docs[1].short_description, docs[1].input_descriptions, docs[1].output_descriptions)
+    ] * 2
+    assert back.python_interface.output_tuple._fields == t.python_interface.output_tuple._fields
+    assert back._native_interface is back.python_interface
+    assert back._get_command_fn.__self__ is back
+    assert back.interface == t.interface and back.name == t.name and back.metadata == t.metadata

@@ -37,6 +37,7 @@ import logging
 import os
 import signal
 import threading
+import types
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -53,8 +54,9 @@ from ._item import clean_up, lazy_checkpoint, sandbox
 if TYPE_CHECKING:
     from flytekit.core.python_function_task import PythonFunctionTask
 
-# flytekit is imported inside the functions: a worker that unpickles an item imports it
-# under _keep_sigint (importing flytekit replaces the SIGINT handler).
+# flytekit is imported inside the functions: a worker that unpickles an item imports it,
+# and then puts its own SIGINT handler back (importing flytekit replaces it; see
+# FlyteItem.__reduce__).
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +217,9 @@ def adapt(obj: Any, metadata: Any = None) -> tuple[Callable[..., Any], dict[str,
     tf = task(item, **_settings(t, metadata or t.metadata))
     # functools.update_wrapper copied the item's attributes: the task (and the signature's
     # flytekit types, the map's TaskMetadata) would then travel outside FlyteItem's own
-    # pickling, which imports flytekit under _keep_sigint. The signature is found through
+    # pickling, which keeps the worker's SIGINT handler. The signature is found through
     # __wrapped__.
-    for name in ("_flyte_task", "__signature__", "map_metadata"):
+    for name in ("_flyte_task", "__signature__", "map_metadata", "_run", "_positional"):
         tf.__dict__.pop(name, None)
     fn: Callable[..., Any] = tf
     if bound:
@@ -399,11 +401,113 @@ def _keep_sigint() -> Iterator[None]:
 
 
 def _restore(blob: bytes) -> FlyteItem:
+    """A FlyteItem as mapnb pickled it before 2026-11-28: its task nested as cloudpickle
+    bytes (kept for the specs in older journals, which :func:`mapnb.recover` loads)."""
     with _keep_sigint():
         return FlyteItem(cloudpickle.loads(blob))
 
 
-_UNPLANNED = object()
+_INTERFACE_STATE = frozenset({"_inputs", "_outputs", "_output_tuple_name", "_output_tuple_class", "_docstring"})
+
+
+class _Interface:
+    """Stands for a flytekit ``Interface`` in a pickled task: rebuilt by its constructor
+    where it is loaded. Its output class, which the constructor makes, would otherwise
+    travel by value: two thirds of the time and bytes of pickling a task, every run."""
+
+    def __init__(self, interface: Any) -> None:
+        self.interface = interface
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        i = self.interface
+        return (type(i), (i._inputs, i._outputs, i._output_tuple_name, i._docstring))  # noqa: SLF001
+
+
+def _rebuildable(value: Any) -> bool:
+    """Whether ``value`` is a flytekit ``Interface`` that its constructor makes again as it is."""
+    from flytekit.core.interface import Interface
+
+    if type(value) is not Interface:
+        return False
+    state = set(vars(value))
+    return state <= _INTERFACE_STATE and ("_output_tuple_class" in state) == bool(value._outputs)  # noqa: SLF001
+
+
+class _OwnMethod:
+    """Stands for a method of the task bound to the task itself (flytekit keeps one)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _Task:
+    """Stands for a task in a pickled FlyteItem: its class and attributes, with what can
+    be made again where it is loaded left out (see :class:`_Interface`)."""
+
+    def __init__(self, cls: type, parts: dict[str, Any]) -> None:
+        self.cls, self.parts = cls, parts
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_task, (self.cls, self.parts))
+
+
+def _task_parts(t: Any) -> Any:
+    """Task ``t`` as it is pickled: a :class:`_Task`, or ``t`` itself when it is not
+    pickled the default way (its class's own pickling, attributes in ``__slots__``)."""
+    cls: Any = type(t)
+    base: Any = object
+    default = (
+        cls.__reduce_ex__ is base.__reduce_ex__
+        and cls.__reduce__ is base.__reduce__
+        and getattr(cls, "__getstate__", None) is getattr(base, "__getstate__", 0)
+        and not hasattr(cls, "__setstate__")
+    )
+    state = t.__getstate__() if default else None
+    if not isinstance(state, dict):  # (a tuple: attributes in __slots__ too)
+        return t
+    parts: dict[str, Any] = {}
+    stand_ins: dict[int, _Interface] = {}  # one for an interface held twice (native and python)
+    for k, v in state.items():
+        if _rebuildable(v):
+            v = stand_ins.setdefault(id(v), _Interface(v))
+        elif _own_method(t, v):
+            v = _OwnMethod(v.__name__)
+        parts[k] = v
+    return _Task(cls, parts)
+
+
+def _own_method(t: Any, v: Any) -> bool:
+    """Whether ``v`` is ``t``'s own method bound to ``t`` (``t.get_default_command``)."""
+    func = getattr(v, "__func__", None)
+    return func is not None and getattr(v, "__self__", None) is t and getattr(type(t), v.__name__, None) is func
+
+
+def _rebuild_task(cls: Any, parts: dict[str, Any]) -> Any:
+    """The task from a :class:`_Task` (as pickle makes an object: no ``__init__``)."""
+    t = cls.__new__(cls)
+    t.__dict__.update({k: getattr(t, v.name) if isinstance(v, _OwnMethod) else v for k, v in parts.items()})
+    return t
+
+
+def _sigint_handler() -> Any:
+    """The SIGINT handler in force (None off the main thread): unpickled before the task
+    it travels with (pickle loads arguments in order), that is, before flytekit's import."""
+    return signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+
+
+class _SigintBefore:
+    """Stands for :func:`_sigint_handler`'s value in a pickled FlyteItem."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_sigint_handler, ())
+
+
+def _restored(before: Any, t: Any) -> FlyteItem:
+    """A FlyteItem once its task is loaded: importing flytekit installed flytekit's SIGINT
+    handler; a worker keeps ignoring Ctrl-C (the caller cancels the run)."""
+    if before is not None and signal.getsignal(signal.SIGINT) is not before:
+        signal.signal(signal.SIGINT, before)
+    return FlyteItem(t)
 
 
 class FlyteItem:
@@ -413,7 +517,8 @@ class FlyteItem:
     def __init__(self, t: PythonFunctionTask) -> None:
         self._flyte_task = t
         self.map_metadata: Any = None  # a flytekit map's TaskMetadata (not the task's), if any
-        self._plan: Any = _UNPLANNED  # the fast path (mapnb.flyte._fast), decided on first call
+        self._run: _fast.Run | None = None  # how an item runs (see _runner), made on first call
+        self._positional: tuple[str, ...] = ()  # the function's parameters that take a position
         fn = getattr(t, "task_function", None)
         if fn is not None:
             # target_function() follows __wrapped__ to the task's function: names, signature
@@ -421,6 +526,8 @@ class FlyteItem:
             self.__mapnb_task__ = True
             self.__wrapped__ = fn
             self.__signature__ = inspect.signature(fn)
+            kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            self._positional = tuple(n for n, p in self.__signature__.parameters.items() if p.kind in kinds)
             self.__name__, self.__qualname__ = fn.__name__, fn.__qualname__
             self.__module__, self.__doc__ = fn.__module__, fn.__doc__
             return
@@ -440,28 +547,54 @@ class FlyteItem:
         self.__module__ = type(t).__module__
         self.__doc__ = getattr(t, "__doc__", None)
 
+    @property
+    def __code__(self) -> types.CodeType:
+        """The task function's code: what the engine knows a function by (it starts a map
+        of the same code again from the item durations it measured; without it, every run
+        of a flytekit task probed them anew), and what tells a worker that the items' inputs
+        can be passed by position. AttributeError for a task without a function."""
+        fn = self.__dict__.get("__wrapped__")
+        if fn is None:
+            raise AttributeError("__code__")
+        return fn.__code__
+
     def __reduce__(self) -> tuple[Any, ...]:
-        # Whole, with cloudpickle (tasks defined in a notebook travel by value); restored
-        # with the worker's signal handling kept.
-        return (_restore, (cloudpickle.dumps(self._flyte_task),))
+        # The task whole (the pickler is cloudpickle's for a task defined in a notebook:
+        # it travels by value), after the worker's SIGINT handler, which is put back once
+        # the task is loaded. Not nested as cloudpickle bytes: mapnb pickles a job with the
+        # standard pickler first, and the task was then pickled twice per run.
+        return (_restored, (_SigintBefore(), _task_parts(self._flyte_task)))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if args:
-            kwargs = self.__signature__.bind_partial(*args, **kwargs).arguments
-        t = self._flyte_task
-        if self._plan is _UNPLANNED:
-            self._plan = _fast.plan_for(t)
+        run = self._run
+        if run is None:  # decided on the first call (in the worker), kept for the next items
+            run = self._run = self._runner()
         try:
-            if self._plan is not None:
-                return _fast.run(self._plan, t, kwargs, _execute)
-            return _execute(t, kwargs)
+            return run(args, kwargs)
         except Exception as e:
             # The item's traceback starts in the user's function, not in flytekit's plumbing
             # (its own __cause__, if any, is kept).
-            fn = getattr(t, "task_function", None)
+            fn = getattr(self._flyte_task, "task_function", None)
             if fn is None:
                 raise
             raise e.with_traceback(traceback_from(e.__traceback__, fn.__code__))  # noqa: B904
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The inputs of a call, all by name (as flytekit's full path takes them)."""
+        if not args:
+            return kwargs
+        if not kwargs and len(args) <= len(self._positional):  # how a worker calls it
+            return dict(zip(self._positional, args))
+        return dict(self.__signature__.bind_partial(*args, **kwargs).arguments)
+
+    def _runner(self) -> _fast.Run:
+        """How an item runs: on the fast path (:mod:`mapnb.flyte._fast`) for a task of
+        simple types, else through flytekit's full path."""
+        t, bind = self._flyte_task, self._bind
+        plan = _fast.plan_for(t)
+        if plan is not None:
+            return _fast.runner(plan, t, _execute, bind)
+        return lambda args, kwargs: _execute(t, bind(args, kwargs))
 
     def __repr__(self) -> str:
         return f"<flytekit task {self._flyte_task.name}>"

@@ -15,6 +15,8 @@ A supervisor thread reads the workers' report batches and forwards them to the e
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import hashlib
 import itertools
 import logging
 import os
@@ -32,14 +34,39 @@ from typing import Any
 from ...errors import ErrorKind, InvalidMapError, ItemError, PoolBrokenError, worker_died
 from ...protocol import ENDED, RETIRING, Ended
 from ...resources import format_memory
-from .._wire import dump_items, dump_job, load_outputs
+from .._wire import dump_items, dumps, load_outputs
 from ..base import Backend, ReportFn, Task, usable_cpus
-from .serve import Ledger, job_setting
+from .serve import FUNCTIONS_KEPT, Ledger, job_setting
 
 log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT = float(os.environ.get("MAPNB_IDLE_TIMEOUT", "120"))
 ZYGOTE_EXIT_TIMEOUT = 5.0  # seconds shutdown() waits for the fork server before killing it
+
+
+JobBlob = tuple[str, bytes, bytes]
+"""A job as it travels to workers: ``(function key, function bytes, job bytes)``. The job is
+pickled without its function, which is pickled alone and keyed by a hash of its bytes:
+a worker that loaded that very function for an earlier run (the same map run again)
+reuses it instead of unpickling it again; a function whose code or captured values
+changed (an edited cell) has other bytes, hence another key, and is loaded anew."""
+
+
+def dump_job(task: Task, report: ReportFn) -> JobBlob | None:
+    """``task``'s job as a :data:`JobBlob`; None (the task reported as failed) when it
+    cannot be pickled."""
+    job = task.job
+    try:
+        fn = dumps(job.fn)
+        rest = dumps(dataclasses.replace(job, fn=None))  # type: ignore[arg-type]  # (sent apart)
+    except Exception as e:
+        msg = f"the task function could not be pickled to send to a worker process: {e}"
+        report([Ended(task.id, ItemError(ErrorKind.SERIALIZATION, type(e).__qualname__, msg), all_items=True)])
+        return None
+    key = hashlib.blake2b(fn, digest_size=16)
+    if job.origin is not None:  # the same code from another cell: its tracebacks name that cell
+        key.update(job.origin[0].encode(errors="replace"))
+    return key.hexdigest(), fn, rest
 
 
 class _Worker:
@@ -50,6 +77,7 @@ class _Worker:
         "task",
         "report",
         "jobs",
+        "functions",
         "idle_since",
         "doomed",
         "eof",
@@ -70,6 +98,7 @@ class _Worker:
         self.task: int | None = None  # the task id it runs
         self.report: ReportFn | None = None
         self.jobs: list[str] = []  # job ids it has loaded, newest last (it keeps 4)
+        self.functions: list[str] = []  # keys of the functions it was sent, newest last
         self.idle_since = time.monotonic()
         self.doomed = False  # killed or told to stop: never given work again
         self.eof = False
@@ -112,26 +141,33 @@ class Pool:
         self,
         task: Task,
         report: ReportFn,
-        job_blob: bytes,
+        job_blob: JobBlob,
         items_blob: bytes,
         env: dict[str, str] | None = None,
     ) -> None:
+        """Run ``task`` on an idle worker (a new one if none is idle). ``job_blob``: its
+        job as :func:`dump_job` makes it, sent with the job's first task to each worker."""
         with self._lock:
             if self._closed:
                 raise PoolBrokenError("the local pool was shut down")
-            worker = self._idle_worker(task.job.id) or self._spawn()
+            worker = self._idle_worker(task.job.id, job_blob[0]) or self._spawn()
             worker.task, worker.report = task.id, report
             self._by_task[task.id] = worker
             known = task.job.id in worker.jobs
             if not known:
                 worker.jobs = [*worker.jobs[-3:], task.job.id]
+                others = [k for k in worker.functions if k != job_blob[0]]  # (as the worker keeps them)
+                worker.functions = [*others[-(FUNCTIONS_KEPT - 1) :], job_blob[0]]
             limits = task.job.limits
             limit = limits.mem_bytes if limits is not None else None
             worker.mem_spec = limits.mem if limits is not None else None
             if limit is not None:  # held to it by the fork server from now until the task ends
                 worker.limit = limit
                 self._send_control(("limit", worker.wid, limit))
-        job = None if known else (job_setting(task.job), job_blob)
+        # The function's bytes go along with every new job, even to a worker that has
+        # loaded it already (it then skips the unpickling): what the worker keeps is then
+        # never the pool's guess.
+        job = None if known else (job_setting(task.job), *job_blob)
         msg = pickle.dumps(("task", task.id, task.job.id, job, items_blob, env or {}), protocol=5)
         with worker.send_lock:
             try:
@@ -193,14 +229,17 @@ class Pool:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _idle_worker(self, job_id: str) -> _Worker | None:
-        best = None
+    def _idle_worker(self, job_id: str, function: str) -> _Worker | None:
+        """An idle worker: one that has the job, else one that has its function, else any."""
+        best = warm = None
         for w in self._workers.values():
             if w.task is None and not w.doomed and not w.eof:
                 if job_id in w.jobs:
                     return w
+                if warm is None and function in w.functions:
+                    warm = w
                 best = best or w
-        return best
+        return warm or best
 
     def _spawn(self) -> _Worker:
         ours, theirs = socket.socketpair()
@@ -520,7 +559,7 @@ class LocalBackend(Backend):
 
     def __init__(self, pool: Pool | None = None) -> None:
         self._own_pool = pool
-        self._blobs: dict[str, bytes] = {}
+        self._blobs: dict[str, JobBlob] = {}
         self._budget = _budget
 
     def fit(self, requests: Any, limits: Any) -> int | None:
@@ -558,7 +597,7 @@ class LocalBackend(Backend):
     def submit(self, task: Task, report: ReportFn) -> None:
         blob = self._blobs.get(task.job.id)
         if blob is None:
-            blob = dump_job(task, report, "a worker process")
+            blob = dump_job(task, report)
             if blob is None:
                 return
             self._blobs[task.job.id] = blob
@@ -588,7 +627,7 @@ class LocalBackend(Backend):
         self._budget.acquire(task.id, requests, start)
 
     def _start(
-        self, task: Task, report: ReportFn, blob: bytes, items_blob: bytes, env: dict[str, str]
+        self, task: Task, report: ReportFn, blob: JobBlob, items_blob: bytes, env: dict[str, str]
     ) -> None:
         try:
             self.pool.submit(task, report, blob, items_blob, env)

@@ -10,6 +10,7 @@ to a :class:`Ledger` the pool reads if it dies, and kills what its items left ru
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import fcntl
 import functools
 import logging
@@ -248,20 +249,47 @@ def job_setting(job: Any) -> tuple[Any, ...]:
     return (job.cwd, job.sys_path, job.env)
 
 
+FUNCTIONS_KEPT = 4  # task functions a worker keeps loaded between runs (the latest used)
+
+# Function key -> the unpickled task function (see pool.JobBlob), most recently used last.
+# One per worker process: a worker runs one task at a time.
+_functions: dict[str, Any] = {}
+loads = 0  # functions this worker has unpickled (for tests: how often reuse failed)
+
+
 def _load_job(blob: Any) -> Any:
-    """The job from ``(setting, job_bytes)``, or the ItemError that every one of its
-    tasks gets on this worker when it cannot be loaded."""
+    """The job from ``(setting, function key, function bytes, job bytes)``, or the
+    ItemError that every one of its tasks gets on this worker when it cannot be loaded.
+
+    The function is unpickled only when this worker does not have the function of that
+    key already (the same map run again): unpickling a flytekit task took most of a short
+    run's time. The job's other fields (run id, checkpoints, limits...) are this run's."""
     try:
-        setting, job_bytes = blob
+        setting, key, fn_bytes, job_bytes = blob
         _apply_setting(*setting)
         job = pickle.loads(job_bytes)
-        restore_origin(job.fn, job.origin)
-        return job
+        fn = _function(key, fn_bytes)
+        restore_origin(fn, job.origin)
+        return dataclasses.replace(job, fn=fn)
     except BaseException as e:
         err = exception_error(e)
         return ItemError(
             ErrorKind.SERIALIZATION, err.type, f"could not load the task function in the worker: {e}", err.traceback
         )
+
+
+def _function(key: str, fn_bytes: bytes) -> Any:
+    """The function of ``key``: the one loaded before, or ``fn_bytes`` unpickled (a
+    failure is not kept: a later run, its setting fixed, tries again)."""
+    global loads
+    fn = _functions.pop(key, None)
+    if fn is None:
+        fn = pickle.loads(fn_bytes)
+        loads += 1
+        while len(_functions) >= FUNCTIONS_KEPT:
+            _functions.pop(next(iter(_functions)))
+    _functions[key] = fn
+    return fn
 
 
 class _DataLimit:
@@ -351,8 +379,9 @@ def serve(conn: Any, ledger_fd: int | None = None) -> None:
     """The loop of a local worker process: run tasks until told to stop or orphaned.
 
     Messages in: ``("task", task_id, job_id, job | None, items_bytes, env)`` and
-    ``("stop",)``. The job, ``(setting, job_bytes)`` (see :func:`job_setting`), comes with
-    the first task of a job this worker has not seen; ``env`` is what this task adds to
+    ``("stop",)``. The job, ``(setting, function key, function bytes, job bytes)`` (see
+    :func:`job_setting` and :func:`_load_job`), comes with the first task of a job this
+    worker has not seen; ``env`` is what this task adds to
     the environment (its GPUs). ``ledger_fd``: see :class:`Ledger`.
 
     On the way out the worker kills every process its items started and left running.
@@ -365,8 +394,9 @@ def serve(conn: Any, ledger_fd: int | None = None) -> None:
 
 
 def _known_job(jobs: dict[str, Any], job_id: str, job_blob: Any) -> Any:
-    """The job of a task: loaded from ``job_blob`` the first time (the four latest kept),
-    or the ItemError that loading it gave."""
+    """The job of a task: loaded from ``job_blob`` the first time (the four latest kept;
+    its function maybe kept from an earlier job, see :func:`_load_job`), or the ItemError
+    that loading it gave."""
     job = jobs.get(job_id)
     if job is not None:
         return job
