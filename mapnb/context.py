@@ -278,7 +278,7 @@ def report(step: int, **metrics: float) -> None:
         raise TypeError(f"report(step={step}): give at least one metric, e.g. report({step}, loss=0.5)")
     values = {name: _number(step, name, v) for name, v in metrics.items()}
     ctx = _current.get()
-    if type(ctx) is ItemSlot:
+    if isinstance(ctx, ItemSlot):
         ctx = ctx.context()
     if ctx is None or ctx._report is None:
         warnings.warn(

@@ -71,7 +71,7 @@ from .protocol import (
     typed,
 )
 from .spec import Options, needed
-from .state import STATUS_CODE, Ints, Observer, RunState, RunView
+from .state import STATUS_CODE, Ints, Observer, RunState, RunView, consecutive
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +102,6 @@ _INDEX, _ATTEMPT, _OK, _VALUE, _T0, _T1 = (operator.itemgetter(k) for k in range
 _PLUS_ONE = (1).__add__
 _NOT_FINAL_CODES = bytes(STATUS_CODE[s] for s in Status if not s.final)
 """Deleted from a run's status bytes (``bytes.translate``), these leave its final ones."""
-
-
-def _consecutive(idx: list[int]) -> slice | None:
-    """``idx`` as a slice if it is a run of consecutive indices (checked in C), else None."""
-    if not idx:
-        return None
-    a, b = idx[0], idx[-1] + 1
-    if b - a != len(idx) or idx != list(range(a, b)):
-        return None
-    return slice(a, b)
 
 
 class _TaskState:
@@ -614,7 +604,7 @@ class Engine:
             popleft = pending.popleft
             idx = [popleft() for _ in range(min(size - len(items), len(pending)))]
             if cache is None:
-                run = _consecutive(idx)
+                run = consecutive(idx)
                 if run is not None and not st.codes[run].translate(None, _NOT_FINAL_CODES):
                     # The usual case, a run of items none of which is final, taken in C.
                     items += zip(range(run.start, run.stop), map(_PLUS_ONE, attempts[run]), inputs[run])
@@ -845,7 +835,7 @@ class Engine:
         check and write is one C call over the run, not a loop step per item. False
         (nothing written) for any other batch."""
         st = self._s
-        run = _consecutive(list(map(_INDEX, rows)))
+        run = consecutive(list(map(_INDEX, rows)))
         if run is None or set(map(_OK, rows)) != {OK} or st.codes[run].translate(None, _NOT_FINAL_CODES):
             return False
         tried = array.array("i", map(_ATTEMPT, rows))

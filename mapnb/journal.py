@@ -36,14 +36,12 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from . import _pickling
 from ._sqlite import is_damaged, move_aside, warn_once
 from .events import Status
-
-if TYPE_CHECKING:
-    from .state import RunState
+from .state import RunState, consecutive
 
 log = logging.getLogger(__name__)
 
@@ -242,12 +240,12 @@ def _dump_columns(run_id: str, state: RunState, idx: array.array[int]) -> bytes:
     # The floats as stored (NaN, no None check per item), by array's own __getitem__; not
     # through a memoryview, whose export would stop the engine growing the array.
     raw, floats = array.array.__getitem__, state.durations
-    a, b = idx[0], idx[-1] + 1
     outputs: Sequence[Any]
     attempts: Sequence[Any]
-    if b - a == len(idx) and idx == array.array("q", range(a, b)):  # the usual batch: slices
-        outputs, attempts = state.outputs[a:b], raw(state.attempts, slice(a, b)).tolist()
-        durations = raw(floats, slice(a, b)).tolist()
+    run = consecutive(idx)
+    if run is not None:  # the usual batch: slices
+        outputs, attempts = state.outputs[run], raw(state.attempts, run).tolist()
+        durations = raw(floats, run).tolist()
     else:
         get = operator.itemgetter(*idx)
         outputs, attempts = get(state.outputs), get(state.attempts)

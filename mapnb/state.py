@@ -30,6 +30,19 @@ STATUS_CODE: dict[Status, int] = {s: k for k, s in enumerate(Status)}
 """Each status as a small int (queued is 0): :attr:`RunState.codes` holds them per item."""
 
 
+def consecutive(idx: Sequence[int]) -> slice | None:
+    """``idx`` (a list, or an ``array.array`` of indices) as a slice if it is a run of
+    consecutive indices, checked in C; else None. A batch of items usually is one: its
+    fields are then read and written with slices, not item by item."""
+    if not idx:
+        return None
+    a, b = idx[0], idx[-1] + 1
+    if b - a != len(idx):
+        return None
+    want = array.array(idx.typecode, range(a, b)) if isinstance(idx, array.array) else list(range(a, b))
+    return slice(a, b) if idx == want else None
+
+
 class Ints(array.array):
     """Per item a small int, 4 bytes each (a list costs 8 per item, more for the objects):
     attempts and the like. A list of the same ints compares equal to it."""

@@ -78,12 +78,10 @@ class MetricBuffer:
         else:
             known.update(values)  # the same step again: its last value of each metric wins
 
-    def __bool__(self) -> bool:
-        return bool(self._pending)
-
     @property
     def pending(self) -> dict[tuple[int, int], dict[int, dict[str, float]]]:
-        """What waits, by ``(index, attempt)``; tested for emptiness after every item."""
+        """What waits, by ``(index, attempt)``: empty when nothing does (a dict's own test,
+        no method call: it runs after every item)."""
         return self._pending
 
     def take(self, task_id: int, only: tuple[int, int] | None = None) -> list[Metrics]:
@@ -468,7 +466,7 @@ class Outbox:
                 return False
             self._announce()
             self._current = None
-            if self._metrics:
+            if self._metrics.pending:
                 self._records += self._metrics.take(self.task_id, (cur[0], cur[1]))
             self._records.append(Finished(self.task_id, cur[0], cur[1], False, error, cur[2], time.monotonic()))
         self.flush()

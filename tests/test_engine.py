@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import queue
 import time
 
@@ -13,6 +14,7 @@ from mapnb.errors import ItemError, worker_died
 from mapnb.events import Status
 from mapnb.protocol import ENDED, FAILED, FINISHED, LOG, OK, PICKLED, STARTED, Outcomes
 from mapnb.spec import Options
+from mapnb.state import consecutive
 
 from . import tasks
 
@@ -457,3 +459,18 @@ def test_a_large_runs_status_column_is_the_statuses_with_the_small_runs_dtype():
     assert df["status"].tolist() == [s.value for s in run.statuses]
     assert df["status"].tolist().count("failed") == 1 and df["status"].dtype == small["status"].dtype
     assert (df["status"] == "succeeded").sum() == 1499
+
+
+@pytest.mark.parametrize(
+    "idx, expected",
+    [
+        ([3, 4, 5], slice(3, 6)),
+        ([], None),
+        ([3, 5, 4], None),  # same ends and length, not a run
+        ([3, 3, 5], None),
+        (array.array("q", [7, 8]), slice(7, 9)),
+        (array.array("q", [7, 9]), None),
+    ],
+)
+def test_consecutive_tells_a_run_of_indices_from_a_list_or_an_array(idx, expected):
+    assert consecutive(idx) == expected

@@ -98,7 +98,7 @@ class DirectEmitter:
 
     def metrics(self, index: int, attempt: int, step: int, values: dict[str, float]) -> None:
         with self._lock:
-            fresh = not self._metrics
+            fresh = not self._metrics.pending
             self._metrics.add(index, attempt, step, values)
         if fresh:
             with _dirty_cond:
