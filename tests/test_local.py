@@ -366,3 +366,16 @@ def test_the_outbox_sends_a_large_output_at_once_and_small_ones_by_the_thousand(
         assert len(conn.sent) == 1 and len(conn.sent[0][0][2]) == Outbox.flush_rows  # sent with what waited
     finally:
         box.close()
+
+
+def test_a_function_that_cannot_be_pickled_fails_every_item_saying_why():
+    lock = threading.Lock()
+
+    def holds_a_lock(x: int) -> int:
+        with lock:
+            return x
+
+    run = map_task(holds_a_lock, min_success_ratio=0).submit(x=[1, 2])
+    run.wait()
+    assert run.statuses == [Status.FAILED, Status.FAILED]
+    assert all("could not be pickled to send to a worker process" in run.errors[i].message for i in (0, 1))

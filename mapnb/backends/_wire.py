@@ -75,9 +75,14 @@ def dump_job(task: Task, report: ReportFn, where: str) -> bytes | None:
     try:
         return dumps(task.job)
     except Exception as e:
-        msg = f"the task function could not be pickled to send to {where}: {e}"
-        report([Ended(task.id, ItemError(ErrorKind.SERIALIZATION, type(e).__qualname__, msg), all_items=True)])
+        job_unpicklable(task, report, where, e)
         return None
+
+
+def job_unpicklable(task: Task, report: ReportFn, where: str, e: Exception) -> None:
+    """End ``task``, every item failed: its job could not be pickled (``e``) to send to ``where``."""
+    msg = f"the task function could not be pickled to send to {where}: {e}"
+    report([Ended(task.id, ItemError(ErrorKind.SERIALIZATION, type(e).__qualname__, msg), all_items=True)])
 
 
 def dump_items(task: Task, report: ReportFn, where: str) -> tuple[Task, bytes | None]:

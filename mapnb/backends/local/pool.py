@@ -34,7 +34,7 @@ from typing import Any
 from ...errors import ErrorKind, InvalidMapError, ItemError, PoolBrokenError, worker_died
 from ...protocol import ENDED, RETIRING, Ended
 from ...resources import format_memory
-from .._wire import dump_items, dumps, load_outputs
+from .._wire import dump_items, dumps, job_unpicklable, load_outputs
 from ..base import Backend, ReportFn, Task, usable_cpus
 from .serve import FUNCTIONS_KEPT, Ledger, job_setting
 
@@ -60,8 +60,7 @@ def dump_job(task: Task, report: ReportFn) -> JobBlob | None:
         fn = dumps(job.fn)
         rest = dumps(dataclasses.replace(job, fn=None))  # type: ignore[arg-type]  # (sent apart)
     except Exception as e:
-        msg = f"the task function could not be pickled to send to a worker process: {e}"
-        report([Ended(task.id, ItemError(ErrorKind.SERIALIZATION, type(e).__qualname__, msg), all_items=True)])
+        job_unpicklable(task, report, "a worker process", e)
         return None
     key = hashlib.blake2b(fn, digest_size=16)
     if job.origin is not None:  # the same code from another cell: its tracebacks name that cell
