@@ -394,13 +394,32 @@ CANVAS_AT = """async (i) => {
   const c = g.querySelector('.mapnb-canvas'), pitch = 7, dpr = devicePixelRatio;
   const perRow = Math.round(c.width / dpr / pitch), row = Math.floor(i / perRow), col = i % perRow;
   box.scrollTop = Math.max(0, row * pitch - 50);
+  box.scrollIntoView({block: "nearest"});  // the notebook may have scrolled the grid away
   await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
   const top = Math.round(parseFloat(c.style.top) / pitch), y = (row - top) * pitch, x = col * pitch;
   const px = c.getContext('2d').getImageData(Math.round((x + 1) * dpr), Math.round((y + 1) * dpr), 1, 1).data;
-  const rect = c.getBoundingClientRect();
-  return {rgb: [px[0], px[1], px[2]], x: rect.left + x + 3, y: rect.top + y + 3, cells: +box.dataset.cells,
-          state: g.dataset.state, dom: g.querySelectorAll('.mapnb-cell').length};
+  const rect = c.getBoundingClientRect(), cx = rect.left + x + 3, cy = rect.top + y + 3;
+  return {rgb: [px[0], px[1], px[2]], x: cx, y: cy, cells: +box.dataset.cells, state: g.dataset.state,
+          dom: g.querySelectorAll('.mapnb-cell').length, hit: document.elementFromPoint(cx, cy) === c};
 }"""
+
+
+def hover(page, i: int, title: str) -> dict:
+    """Point at item i until the canvas names it. JupyterLab may still move the output area
+    after the run ends (the DataFrame is drawn, the notebook scrolls), so the point is
+    measured again on each try; the title must still come within 30 s."""
+    seen: list[dict] = []
+
+    def named():
+        seen.append(at := page.evaluate(CANVAS_AT, i))
+        page.mouse.move(at["x"], at["y"])
+        got = page.locator(".mapnb-canvas").get_attribute("title")
+        return at if got == title else None
+
+    try:
+        return wait(named, 30, title)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last tries: {seen[-3:]}") from None
 
 
 @pytest.mark.timeout(300)
@@ -418,8 +437,7 @@ def test_a_large_run_is_drawn_on_a_canvas_that_answers_hover_and_click(server, p
             at = page.evaluate(CANVAS_AT, i)
             assert at["cells"] == 30_000 and at["dom"] == 0, at
             assert at["rgb"] == rgb[status], (i, status, at)
-            page.mouse.move(at["x"], at["y"])
-            assert page.locator(".mapnb-canvas").get_attribute("title") == f"item {i}: {status}"
+            at = hover(page, i, f"item {i}: {status}")
             page.mouse.click(at["x"], at["y"])
             want = (f"item {i}", f"bad {i}" if status == "failed" else f"line {i}")
             wait(
