@@ -70,7 +70,7 @@ def test_workers_and_the_fork_server_save_their_coverage_data(tmp_path):
     for marker in (
         "pid = os.fork()",
         "serve(Connection(fd), ledger_fd)",
-        "run_items(job, items, outbox, set_capture, stop=beyond_repair",
+        "run_items(job, items, lane, mem_limit=outbox.mem_limit)",
     ):
         path, number = _where(marker)
         assert number in lines.get(path, set()), f"{path}:{number} ({marker}) was not measured"

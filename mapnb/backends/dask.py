@@ -29,7 +29,7 @@ from typing import Any
 from .._code import restore_origin
 from ..errors import BackendError, ErrorKind, ItemError
 from ..protocol import FAILED, Ended, Finished
-from ..worker import Outbox, run_items
+from ..worker import Hooks, Outbox, run_items
 from ._wire import dump_items, dump_job, load_outputs
 from .base import Backend, Job, ReportFn, Task
 
@@ -475,6 +475,6 @@ def run_on_worker(job_id: str, job_blob: bytes, items_blob: bytes, tid: int, top
     outbox.task_id = tid
     outbox.first_of_task = True
     with routed_output() as set_capture:
-        run_items(job, items, outbox, set_capture, stop=cancelled)
+        run_items(job, items, Hooks(outbox, set_capture, stop=cancelled))
     outbox.finish()
     return pickle.dumps(outbox.outcomes, protocol=pickle.HIGHEST_PROTOCOL)

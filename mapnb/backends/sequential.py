@@ -8,7 +8,7 @@ running item cannot be interrupted, so a timeout is detected when the attempt re
 from __future__ import annotations
 
 from ..protocol import Ended
-from ..worker import run_items
+from ..worker import Hooks, run_items
 from .base import Backend, ReportFn, Task
 from .inprocess import DirectEmitter, routed_output
 
@@ -23,5 +23,5 @@ class SequentialBackend(Backend):
 
     def submit(self, task: Task, report: ReportFn) -> None:
         with routed_output() as set_capture:
-            run_items(task.job, task.items, DirectEmitter(task.id, report), set_capture)
+            run_items(task.job, task.items, Hooks(DirectEmitter(task.id, report), set_capture))
         report([Ended(task.id)])

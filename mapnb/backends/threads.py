@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 from ..protocol import Ended
-from ..worker import run_items
+from ..worker import Hooks, run_items
 from .base import Backend, ReportFn, Task
 from .inprocess import DirectEmitter, routed_output
 
@@ -37,13 +37,8 @@ class ThreadBackend(Backend):
 
     def _run(self, task: Task, report: ReportFn) -> None:
         with routed_output() as set_capture:
-            run_items(
-                task.job,
-                task.items,
-                DirectEmitter(task.id, report),
-                set_capture,
-                stop=lambda: task.id in self._abandoned,
-            )
+            lane = Hooks(DirectEmitter(task.id, report), set_capture, stop=lambda: task.id in self._abandoned)
+            run_items(task.job, task.items, lane)
         with self._lock:
             abandoned = task.id in self._abandoned
             self._abandoned.discard(task.id)
