@@ -19,6 +19,7 @@ from __future__ import annotations
 import operator
 import pickle
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 _MAIN = b"__main__"
@@ -62,11 +63,14 @@ class Rows:
 
     __slots__ = ("rows",)
 
-    def __init__(self, rows: list[Any] | tuple[Any, ...]) -> None:
+    def __init__(self, rows: Sequence[Any]) -> None:
         self.rows = rows
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         rows = self.rows
+        columns = getattr(rows, "columns", None)  # a state.Columns: the columns are there
+        if columns is not None and len(rows):
+            return from_columns, tuple(columns)
         if not rows or set(map(type, rows)) != {tuple} or len(set(map(len, rows))) != 1:
             return list, (list(rows),)
         return from_columns, tuple(list(map(operator.itemgetter(k), rows)) for k in range(len(rows[0])))

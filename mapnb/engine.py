@@ -62,6 +62,7 @@ from .protocol import (
     Cancel,
     Ended,
     Finished,
+    ItemRun,
     Log,
     Metrics,
     Outcomes,
@@ -71,7 +72,7 @@ from .protocol import (
     typed,
 )
 from .spec import Options, needed
-from .state import STATUS_CODE, Ints, Observer, RunState, RunView, consecutive
+from .state import STATUS_CODE, Columns, Inputs, Ints, Observer, RunState, RunView, consecutive
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ _NOT_FINAL_CODES = bytes(STATUS_CODE[s] for s in Status if not s.final)
 class _TaskState:
     __slots__ = ("items", "pos", "since", "dispatched", "work")
 
-    def __init__(self, items: tuple[tuple[int, int, tuple[Any, ...]], ...], now: float) -> None:
+    def __init__(self, items: Sequence[tuple[int, int, tuple[Any, ...]]], now: float) -> None:
         self.items = items  # the task's (index, attempt, args), in the order the backend runs them
         self.pos = 0  # items before pos are known to be done
         # When the item at pos started, as far as we know; None until the backend says the
@@ -220,7 +221,7 @@ class Engine:
         *,
         run_id: str,
         job: Job,
-        inputs: list[tuple[Any, ...]],
+        inputs: Inputs,
         backend: Backend,
         options: Options,
         cache: ItemCache | None = None,
@@ -582,7 +583,7 @@ class Engine:
             items = self._take(size)
             if not items:
                 return
-            task = Task(next(_task_ids), self.job, tuple(items))
+            task = Task(next(_task_ids), self.job, items if type(items) is ItemRun else tuple(items))
             self._tasks[task.id] = _TaskState(task.items, time.monotonic())
             try:
                 self.backend.submit(task, self.report)
@@ -594,7 +595,7 @@ class Engine:
                 self.report([Ended(task.id, err, all_items=True)])
             self._drain()  # a backend that ran the task inside submit has reported it all
 
-    def _take(self, size: int) -> list[tuple[int, int, tuple[Any, ...]]]:
+    def _take(self, size: int) -> Sequence[tuple[int, int, tuple[Any, ...]]]:
         """Up to ``size`` queued items that may run now, as ``(index, attempt, args)``,
         taken off the queue in runs (a list comprehension, not a loop step per item)."""
         st, pending, cache = self._s, self._pending, self._cache
@@ -606,8 +607,12 @@ class Engine:
             if cache is None:
                 run = consecutive(idx)
                 if run is not None and not st.codes[run].translate(None, _NOT_FINAL_CODES):
-                    # The usual case, a run of items none of which is final, taken in C.
-                    items += zip(range(run.start, run.stop), map(_PLUS_ONE, attempts[run]), inputs[run])
+                    # The usual case, a run of items none of which is final, taken in C;
+                    # fresh ones (one attempt) held as columns, with no tuple per item.
+                    tried = attempts[run]
+                    if not items and type(inputs) is Columns and tried.count(tried[0]) == len(tried):
+                        return ItemRun(run.start, run.stop, tried[0] + 1, [c[run] for c in inputs.columns])
+                    items += zip(range(run.start, run.stop), map(_PLUS_ONE, tried), inputs[run])
                 else:
                     items += [(i, attempts[i] + 1, inputs[i]) for i in idx if not status[i].final]
             else:  # (in order: may_run claims what it lets run)

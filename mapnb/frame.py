@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .events import Status
+from .state import Columns
 
 if TYPE_CHECKING:
     from .state import RunView
@@ -132,16 +133,21 @@ def build_frame(view: RunView) -> pd.DataFrame:
     n = view.n
     names, inputs = view.names, view.inputs
     statuses, outputs, errors = view.status, view.outputs, view.errors
-    if not view.done.is_set() or len(inputs) != n:
-        inputs = inputs[:n]
+    whole = view.done.is_set() and len(inputs) == n
+    if not whole:
         statuses, outputs, errors = list(statuses[:n]), list(outputs[:n]), list(errors[:n])
     ok = (Status.SUCCEEDED, Status.CACHED)
     all_good = statuses.count(Status.SUCCEEDED) + statuses.count(Status.CACHED) == n
     good = [True] * n if all_good else [s in ok for s in statuses]
     gaps = not all_good
     data: dict[str, Any] = {}
-    for k, name in enumerate(names):
-        data[name] = _plain([args[0] for args in inputs] if len(names) == 1 else [args[k] for args in inputs])
+    if isinstance(inputs, Columns):  # (pandas copies them: the run's own lists may be read)
+        columns = inputs.columns if whole else [c[:n] for c in inputs.columns]
+    else:
+        rows = inputs if whole else inputs[:n]
+        columns = [[args[k] for args in rows] for k in range(len(names))]
+    for name, column in zip(names, columns):
+        data[name] = _plain(column)
     fields = _fields(outputs if all_good else [o for o, g in zip(outputs, good) if g])
     if fields is None:
         key = "output" if "output" not in data else "output.output"

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 from . import _pickling
 from ._sqlite import is_damaged, move_aside, warn_once
 from .events import Status
-from .state import RunState, consecutive
+from .state import Columns, RunState, consecutive
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +64,23 @@ def run_dir(run_id: str) -> Path:
     return home() / "runs" / run_id
 
 
-def _items_pickle(names: tuple[str, ...], inputs: list[tuple[Any, ...]]) -> bytes:
+def _items_pickle(names: tuple[str, ...], inputs: Sequence[tuple[Any, ...]]) -> bytes:
     return _pickling.dumps((names, _pickling.Rows(inputs)))
 
 
-def fingerprint(names: tuple[str, ...], inputs: list[tuple[Any, ...]], items: bytes | None = None) -> str:
+def fingerprint(names: tuple[str, ...], inputs: Sequence[tuple[Any, ...]], items: bytes | None = None) -> str:
     """What identifies a run's items: their names and pickled inputs (``items``, if pickled already)."""
     return hashlib.sha256(items if items is not None else _items_pickle(names, inputs)).hexdigest()
 
 
-def same_items(fp: str, names: tuple[str, ...], inputs: list[tuple[Any, ...]]) -> bool:
+def same_items(fp: str, names: tuple[str, ...], inputs: Sequence[tuple[Any, ...]]) -> bool:
     """Whether ``fp`` (a journaled :func:`fingerprint`) is that of these items; journals
     written by mapnb 0.1.0 pickled every input with cloudpickle, so that is tried too."""
     if fp == fingerprint(names, inputs):
         return True
     import cloudpickle
 
-    return fp == hashlib.sha256(cloudpickle.dumps((names, inputs), protocol=5)).hexdigest()
+    return fp == hashlib.sha256(cloudpickle.dumps((names, list(inputs)), protocol=5)).hexdigest()
 
 
 class JournalError(OSError):
@@ -457,7 +457,9 @@ class Journal:
             return
         n = state.n
         axes = [list(a) for a in state.axes] if state.axes is not None else None
-        spec = {**self._spec, "inputs": list(state.inputs[:n]), "axes": axes, "shapes": list(state.shapes)}
+        inputs = state.inputs
+        head = inputs.head(n) if isinstance(inputs, Columns) else list(inputs[:n])
+        spec = {**self._spec, "inputs": head, "axes": axes, "shapes": list(state.shapes)}
         _writer.put(("grow", self.run_id, state.names, n, spec))
 
     def items_succeeded(self, indices: Sequence[int], state: RunState) -> None:

@@ -45,6 +45,8 @@ from .spec import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .state import Inputs
+
 
 class TaskFunction:
     """A function with task settings attached by :func:`task`. Calling it calls the function."""
@@ -282,7 +284,7 @@ class MapTask:
     def _start(
         self,
         names: tuple[str, ...],
-        inputs: list[tuple[Any, ...]],
+        inputs: Inputs,
         axes: list[list[Any]] | None,
         run_id: str | None = None,
         recovered: dict[int, tuple[Any, int, float | None]] | None = None,
@@ -390,7 +392,7 @@ def _journal_off() -> bool:
     return os.environ.get("MAPNB_JOURNAL", "1").strip().lower() in ("0", "off", "false", "no")
 
 
-def _recovered(run_id: str, names: tuple[str, ...], inputs: list[tuple[Any, ...]]) -> dict[int, Any]:
+def _recovered(run_id: str, names: tuple[str, ...], inputs: Inputs) -> dict[int, Any]:
     """The succeeded items of an earlier run, checked to be a run of these very items."""
     if not isinstance(run_id, str) or not run_id:
         raise InvalidMapError(f"recover must be a run id (a string such as run.id); got {run_id!r}")

@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, overload
 
 from .errors import ItemError
 
@@ -60,6 +61,61 @@ MAX_STEPS = 1000
 
 Item = tuple[int, int, tuple[Any, ...]]
 """One item of a task: ``(index, attempt, args)``; ``attempt`` counts from 1."""
+
+
+class ItemRun(Sequence[Item]):
+    """The items ``start`` to ``stop - 1`` of a run, all at one attempt, as a task's
+    sequence of :data:`Item`: what the engine takes from a queue of fresh items.
+
+    Their args are held as columns, one list per mapped parameter, and each item's tuple
+    is made only when read (by the worker, as it runs them): a million items went to the
+    workers without three million tuples made, tracked by the garbage collector and
+    pickled in the caller. It pickles as its numbers and columns.
+    """
+
+    __slots__ = ("start", "stop", "attempt", "columns")
+
+    def __init__(self, start: int, stop: int, attempt: int, columns: list[list[Any]]) -> None:
+        self.start, self.stop, self.attempt, self.columns = start, stop, attempt, columns
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @overload
+    def __getitem__(self, k: int) -> Item: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> Sequence[Item]: ...
+
+    def __getitem__(self, k: int | slice) -> Item | Sequence[Item]:
+        n = self.stop - self.start
+        if isinstance(k, slice):
+            a, b, step = k.indices(n)
+            if step != 1:
+                return list(self)[k]
+            b = max(a, b)
+            return ItemRun(self.start + a, self.start + b, self.attempt, [c[a:b] for c in self.columns])
+        if k < 0:
+            k += n
+        if not 0 <= k < n:
+            raise IndexError("ItemRun index out of range")
+        return (self.start + k, self.attempt, tuple([c[k] for c in self.columns]))
+
+    def __iter__(self) -> Iterator[Item]:
+        return zip(range(self.start, self.stop), itertools.repeat(self.attempt), zip(*self.columns))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple, ItemRun)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ItemRun({self.start}, {self.stop}, attempt={self.attempt})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return ItemRun, (self.start, self.stop, self.attempt, self.columns)
 
 
 class _Record:

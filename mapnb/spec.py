@@ -20,6 +20,7 @@ from typing import Any
 
 from .errors import InvalidMapError
 from .prune import MedianStopping
+from .state import Columns, Inputs
 
 
 def describe(value: Any) -> str:
@@ -405,10 +406,11 @@ def _too_many(name: str, what: str, limit: int) -> InvalidMapError:
 
 def build_inputs(
     fn: Callable[..., Any], lists: dict[str, Any], *, product: bool
-) -> tuple[tuple[str, ...], list[tuple[Any, ...]], list[list[Any]] | None]:
+) -> tuple[tuple[str, ...], Inputs, list[list[Any]] | None]:
     """Check the mapped lists against ``fn``.
 
-    Returns the names, one args tuple per item and, for a product, its axes (the lists).
+    Returns the names, each item's args (a :class:`~mapnb.state.Columns` for lists mapped
+    element-wise, a list of tuples for a product) and, for a product, its axes (the lists).
     """
     fname = function_name(fn)
     if not lists:
@@ -452,4 +454,4 @@ def build_inputs(
             f"mapped lists must have the same length: {detail} "
             "(they map element-wise; use .product(...) for every combination)"
         )
-    return names, list(zip(*columns)), None
+    return names, Columns(columns), None  # (held as columns: no tuple per item)

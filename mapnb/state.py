@@ -16,7 +16,7 @@ import array
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, cast, overload
 
 from .errors import ItemError
 from .events import RunStatus, Status
@@ -41,6 +41,72 @@ def consecutive(idx: Sequence[int]) -> slice | None:
         return None
     want = array.array(idx.typecode, range(a, b)) if isinstance(idx, array.array) else list(range(a, b))
     return slice(a, b) if idx == want else None
+
+
+class Columns(Sequence[tuple[Any, ...]]):
+    """Each item's values, read as from a list of tuples (``c[i]`` is item i's tuple,
+    ``c[a:b]`` a list of them, and it compares equal to that list), held as one list per
+    mapped parameter.
+
+    A million items' inputs made no million tuples before the first task (nor garbage
+    collections over them), and go to the workers (:class:`~mapnb.protocol.ItemRun`) and
+    into the DataFrame column by column. :meth:`extend` lengthens the last column last:
+    ``len`` never counts an item whose values are not all there.
+    """
+
+    __slots__ = ("columns",)
+
+    def __init__(self, columns: list[list[Any]]) -> None:
+        if not columns:
+            raise ValueError("Columns needs at least one column")
+        self.columns = columns
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[Any, ...]], width: int) -> Columns:
+        rows = list(rows)
+        return cls([[r[k] for r in rows] for k in range(width)])
+
+    def __len__(self) -> int:
+        return len(self.columns[-1])
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[Any, ...]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[Any, ...]]: ...
+
+    def __getitem__(self, i: int | slice) -> tuple[Any, ...] | list[tuple[Any, ...]]:
+        if isinstance(i, slice):
+            return list(zip(*(c[i] for c in self.columns)))
+        if i < 0:
+            i += len(self)
+        return tuple([c[i] for c in self.columns])
+
+    def head(self, n: int) -> Columns:
+        """The first ``n`` items' values, as columns of their own."""
+        return Columns([c[:n] for c in self.columns])
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return zip(*self.columns)
+
+    def extend(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        rows = list(rows)
+        for k, column in enumerate(self.columns):
+            column.extend([r[k] for r in rows])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple, Columns)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
+Inputs = list[tuple[Any, ...]] | Columns
+"""A run's inputs: each item's values, as a list of tuples or as :class:`Columns`."""
 
 
 class Ints(array.array):
@@ -141,7 +207,7 @@ class RunState:
         *,
         run_id: str,
         names: tuple[str, ...],
-        inputs: list[tuple[Any, ...]],
+        inputs: Inputs,
         backend: str,
         concurrency: int,
         need: int,
@@ -184,7 +250,7 @@ class RunState:
             shapes = [tuple(len(a) for a in axes)]
         self.shapes: list[tuple[int, ...]] = shapes or []
 
-    def grow(self, inputs: list[tuple[Any, ...]], axes: list[list[Any]] | None = None) -> None:
+    def grow(self, inputs: Inputs, axes: list[list[Any]] | None = None) -> None:
         """Append queued items (and, for a product, take its new ``axes``): every list
         first, ``n`` last, so that a reader of the first ``n`` entries finds them all."""
         k = len(inputs)

@@ -61,7 +61,10 @@ class Lane(Protocol):
     its per-item steps (a trivial item costs about a microsecond in all; each Python call
     here costs a tenth of that). :class:`Hooks` makes one from an emitter's own steps."""
 
-    emit: Emitter
+    @property
+    def emit(self) -> Emitter:
+        """Where the item's logs and metrics go between the two calls."""
+        ...
 
     def begin(self, cap: Capture, index: int, attempt: int, t0: float) -> bool:
         """Before item ``index`` runs: note it started and route its output to ``cap``;
@@ -444,11 +447,17 @@ class Outbox:
     def finished(
         self, index: int, attempt: int, ok: bool, value: Any, error: ItemError | None, t0: float, t1: float
     ) -> None:
-        code, payload = (FAILED, error) if not ok else (OK, value) if type(value) in self.raw_types else self._pickled(value)
-        big = code == PICKLED and isinstance(payload, bytes) and len(payload) >= self.flush_bytes
+        big = False
+        if not ok:
+            code, payload = FAILED, error
+        elif type(value) in self.raw_types:  # the usual case: checked first, in one step
+            code, payload = OK, value
+        else:
+            code, payload = self._pickled(value)
+            big = code == PICKLED and len(payload) >= self.flush_bytes
         with self._lock:
             self._current = None
-            if self._metrics.pending:  # what it reported arrives before its outcome
+            if self._metrics._pending:  # what it reported arrives before its outcome
                 self._records += self._metrics.take(self.task_id, (index, attempt))
             kept = self._keep(index, attempt, code, payload, t0, t1)
         if big or (kept is not None and kept >= self.flush_rows):

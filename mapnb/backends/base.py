@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from ..protocol import Item, ReportFn
@@ -45,7 +45,7 @@ class Task:
 
     id: int
     job: Job
-    items: tuple[Item, ...]
+    items: Sequence[Item]  # a tuple, or an ItemRun (consecutive fresh items, held as columns)
 
 
 def usable_cpus() -> int:
