@@ -13,6 +13,10 @@ def double(x: int) -> int:
     return 2 * x
 
 
+def identity(x: object) -> object:
+    return x
+
+
 def add(a: int, b: int = 100) -> int:
     return a + b
 

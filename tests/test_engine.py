@@ -474,3 +474,92 @@ def test_a_large_runs_status_column_is_the_statuses_with_the_small_runs_dtype():
 )
 def test_consecutive_tells_a_run_of_indices_from_a_list_or_an_array(idx, expected):
     assert consecutive(idx) == expected
+
+
+def test_columns_read_as_the_list_of_tuples_they_hold():
+    from mapnb.state import Columns
+
+    rows = [(i, str(i)) for i in range(5)]
+    c = Columns([[i for i, _ in rows], [s for _, s in rows]])
+    assert c == rows and list(c) == rows and len(c) == 5 and c[-1] == (4, "4") and c[1:3] == rows[1:3]
+    assert c.head(2) == rows[:2] and c != rows[:4] and repr(c) == repr(rows)
+    c.extend([(5, "5")])
+    assert c == [*rows, (5, "5")] and Columns.from_rows(rows, 2) == rows
+    with pytest.raises(IndexError):
+        c[6]
+
+
+def test_an_item_run_reads_as_its_items_and_pickles_as_its_columns():
+    import pickle
+
+    from mapnb.protocol import ItemRun
+
+    run = ItemRun(10, 14, 2, [[1, 2, 3, 4], ["a", "b", "c", "d"]])
+    items = [(10, 2, (1, "a")), (11, 2, (2, "b")), (12, 2, (3, "c")), (13, 2, (4, "d"))]
+    assert run == items and len(run) == 4 and run[0] == items[0] and run[-1] == items[-1]
+    assert run[1:3] == items[1:3] and type(run[1:3]) is ItemRun and run[::2] == items[::2] and run[3:1] == []
+    back = pickle.loads(pickle.dumps(run, protocol=5))
+    assert back == items and back.columns == run.columns
+    with pytest.raises(IndexError):
+        run[4]
+
+
+def test_fresh_consecutive_items_go_out_as_an_item_run_and_the_others_as_tuples():
+    # engine._take: a run's inputs held as columns (what build_inputs gives) reach a task
+    # as an ItemRun; a second attempt (here: a requeued item and its neighbours at
+    # different attempts) goes out item by item.
+    from mapnb.protocol import ItemRun
+    from mapnb.state import Columns
+
+    b = Scripted()
+    opts = Options(concurrency=1, min_success_ratio=1.0, retries=1, timeout=None)
+    inputs = Columns([list(range(6))])
+    eng = Engine(run_id="t", job=Job("t", abs, ("x",)), inputs=inputs, backend=b, options=opts)
+    eng._batcher.per_item = 1e-6
+    eng.start()
+    task, report = b.next()
+    assert type(task.items) is ItemRun and task.items == [(i, 1, (i,)) for i in range(6)]
+    # Item 0 fails (it will be retried); the task ends with items 3..5 unfinished.
+    err = ItemError("exception", "ValueError", "no")
+    report([Outcomes(task.id, [(0, 1, FAILED, err, 0.0, 0.0), (1, 1, OK, 1, 0.0, 0.0), (2, 1, OK, 2, 0.0, 0.0)]),
+            (ENDED, task.id, None, False)])  # fmt: skip
+    task2, report2 = b.next()
+    assert type(task2.items) is not ItemRun
+    assert sorted(task2.items) == [(0, 2, (0,)), (3, 1, (3,)), (4, 1, (4,)), (5, 1, (5,))]
+    report2([Outcomes(task2.id, [(i, a, OK, i, 0.0, 0.0) for i, a, _ in task2.items]), (ENDED, task2.id, None, False)])
+    assert eng.done.wait(10) and eng.view.outputs == [0, 1, 2, 3, 4, 5] and eng.view.attempts == [2, 1, 1, 1, 1, 1]
+
+
+def test_the_journal_fingerprint_of_columns_is_that_of_the_same_tuples():
+    # mapnb.recover compares a journaled fingerprint (written from a list of tuples by
+    # earlier versions) with the new run's inputs, now held as columns.
+    from mapnb.journal import fingerprint, same_items
+    from mapnb.state import Columns
+
+    rows = [(i, f"s{i}", None) for i in range(50)]
+    names = ("a", "b", "c")
+    assert fingerprint(names, Columns.from_rows(rows, 3)) == fingerprint(names, rows)
+    import hashlib
+
+    import cloudpickle
+
+    legacy = hashlib.sha256(cloudpickle.dumps((names, rows), protocol=5)).hexdigest()
+    assert same_items(legacy, names, Columns.from_rows(rows, 3))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [list(range(1500)), [i / 3 for i in range(1500)], [i % 2 == 0 for i in range(1500)],
+     [2**70 + i for i in range(1500)], [*range(1499), True], [*range(1499), 1.5], [str(i) for i in range(1500)]],
+    ids=["ints", "floats", "bools", "big ints", "ints and a bool", "ints and a float", "strings"],
+)  # fmt: skip
+def test_a_large_runs_columns_have_the_dtypes_pandas_would_infer(values):
+    import pandas as pd
+
+    from mapnb import map_task
+
+    df = map_task(tasks.identity, backend="threads")(x=values)
+    want = pd.Series(values)
+    for col in ("x", "output"):
+        assert df[col].dtype == want.dtype, (col, df[col].dtype, want.dtype)
+        assert df[col].tolist() == want.tolist()
