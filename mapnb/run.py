@@ -67,8 +67,10 @@ class MapRun:
         The run's id.
     names : tuple of str
         The mapped parameters, in the order given.
-    inputs : list of tuple
-        Each item's mapped values, in input order.
+    inputs : sequence of tuple
+        Each item's mapped values, in input order: ``run.inputs[i]`` is item i's tuple,
+        a slice is a list of tuples, and it compares equal to that list. A map of lists
+        holds them as one list per parameter (no tuple per item is made until read).
     """
 
     def __init__(self, engine: Engine, name: str, axes: list[list[Any]] | None = None) -> None:
