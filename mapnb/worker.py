@@ -403,6 +403,10 @@ class Outbox:
         self._records: list[Any] = []
         self._metrics = MetricBuffer()  # guarded by _lock too
         self._current: list[Any] | None = None  # [index, attempt, t0, announced]
+        # The usual outcomes (succeeded, a plain value), newest last, appended without the
+        # lock: a deque's append and popleft are atomic, and they are taken (under the
+        # lock) into _records before anything that must follow them.
+        self._done: collections.deque[tuple[int, int, int, Any, float, float]] = collections.deque()
         self.task_id = 0
         self.first_of_task = False
         self._interval = interval
@@ -447,21 +451,44 @@ class Outbox:
     def finished(
         self, index: int, attempt: int, ok: bool, value: Any, error: ItemError | None, t0: float, t1: float
     ) -> None:
+        if ok and type(value) in self.raw_types and not self._metrics._pending:
+            # The usual case, without the lock (a trivial item costs ~1.5 us here).
+            self._current = None
+            done = self._done
+            done.append((index, attempt, OK, value, t0, t1))
+            if len(done) >= self.flush_rows:
+                self.flush()
+            return
         big = False
         if not ok:
             code, payload = FAILED, error
-        elif type(value) in self.raw_types:  # the usual case: checked first, in one step
+        elif type(value) in self.raw_types:
             code, payload = OK, value
         else:
             code, payload = self._pickled(value)
             big = code == PICKLED and len(payload) >= self.flush_bytes
         with self._lock:
             self._current = None
+            self._take_done()
             if self._metrics._pending:  # what it reported arrives before its outcome
                 self._records += self._metrics.take(self.task_id, (index, attempt))
             kept = self._keep(index, attempt, code, payload, t0, t1)
         if big or (kept is not None and kept >= self.flush_rows):
             self.flush()
+
+    def _take_done(self) -> None:
+        """Move the outcomes :meth:`finished` queued without the lock into ``_records``
+        (called with the lock held, so that no other thread takes them meanwhile)."""
+        done = self._done
+        if done:
+            popleft = done.popleft
+            rows = [popleft() for _ in range(len(done))]  # (only appends happen meanwhile)
+            recs = self._records
+            last = recs[-1] if recs else None
+            if type(last) is _OpenRows:
+                last.rows += rows
+            else:
+                recs.append(_OpenRows(self.task_id, rows))
 
     flush_rows = 1024
     """Outcomes sent as soon as this many wait: the caller settles them while the next
@@ -508,6 +535,7 @@ class Outbox:
             cur = self._current
             if cur is None:
                 return False
+            self._take_done()  # (the items before it first)
             self._announce()
             self._current = None
             if self._metrics.pending:
@@ -519,6 +547,7 @@ class Outbox:
     def end_task(self, error: ItemError | None = None, all_items: bool = False, retire: bool = False) -> None:
         """Close the task; with ``retire``, tell the pool this worker takes no more work."""
         with self._lock:
+            self._take_done()
             self._records.append(Ended(self.task_id, error, all_items))
             if retire:
                 self._records.append(Retiring())
@@ -527,6 +556,7 @@ class Outbox:
     def flush(self) -> None:
         with self._send_lock:
             with self._lock:
+                self._take_done()  # (the items that ended before the running one started)
                 self._announce()
                 recs, self._records = self._records, []
                 if self._metrics.pending:  # the running item's, after its "started"

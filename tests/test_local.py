@@ -368,6 +368,61 @@ def test_the_outbox_sends_a_large_output_at_once_and_small_ones_by_the_thousand(
         box.close()
 
 
+def _play_item(box, i: int) -> None:
+    """What a worker's item i reports: sometimes a log line, metrics, a failure, an output
+    that is pickled (not a plain value)."""
+    from mapnb.errors import ItemError
+
+    box.started(i, 1, float(i))
+    if i % 97 == 0:
+        box.log(i, 1, "stdout", f"line {i}\n")
+    if i % 101 == 0:
+        box.metrics(i, 1, 0, {"loss": float(i)})
+    if i % 89 == 0:
+        box.finished(i, 1, False, None, ItemError("exception", "ValueError", "no"), float(i), float(i))
+    else:
+        box.finished(i, 1, True, [i] if i % 83 == 0 else i, None, float(i), float(i))
+
+
+def test_the_outbox_loses_and_reorders_nothing_while_its_tick_flushes_between_items():
+    # Outbox.finished queues the usual outcome without the lock; the flushing thread (here
+    # every 0.1 ms) takes what is queued at any moment. Every outcome must arrive once, in
+    # order, each after its item's log and metrics, and the task's end after them all.
+    import pickle as _pickle
+
+    from mapnb.protocol import ENDED, LOG, METRICS, OUTCOMES, STARTED
+    from mapnb.worker import Outbox
+
+    class Conn:
+        def __init__(self) -> None:
+            self.records: list = []
+
+        def send_bytes(self, blob: bytes) -> None:
+            self.records += _pickle.loads(blob)
+
+    conn, n = Conn(), 20_000
+    box = Outbox(conn, interval=0.0001)
+    try:
+        box.task_id = 7
+        for i in range(n):
+            _play_item(box, i)
+        box.end_task()
+    finally:
+        box.close()
+    done = [row[0] for r in conn.records if r[0] == OUTCOMES for row in r[2]]
+    assert done == list(range(n))
+    where = {}  # item -> position of its outcome
+    for k, r in enumerate(conn.records):
+        if r[0] == OUTCOMES:
+            where.update((row[0], k) for row in r[2])
+    for k, r in enumerate(conn.records):
+        if r[0] in (LOG, METRICS):
+            assert k < where[r[2]], r
+        elif r[0] == STARTED:
+            assert k < where[r[2]], r
+    assert conn.records[-1][0] == ENDED and all(r[1] == 7 for r in conn.records)
+
+
 def test_a_function_that_cannot_be_pickled_fails_every_item_saying_why():
     lock = threading.Lock()
 
