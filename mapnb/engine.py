@@ -1075,7 +1075,8 @@ class Engine:
         out: list[Event] = [self._run_started()]
         items: Iterable[int] = range(st.n)
         if not statuses:  # only the items with something to replay (a grid at 100,000 items)
-            items = sorted({*st.logs.indices(), *(i for i, h in enumerate(st.history) if h)})
+            # (compress: the items with a history found in C, ~0.3 ms at 100,000 items, not 3)
+            items = sorted({*st.logs.indices(), *itertools.compress(range(st.n), st.history)})
         for i in items:
             s = st.status[i]
             attempt = st.attempts[i] + (0 if s.final else 1)

@@ -227,6 +227,25 @@ def test_subscribe_late_replays_the_past(backend):
     assert sum(isinstance(e, ItemFinished) for e in got) == 2
 
 
+def test_a_subscriber_without_statuses_gets_only_the_items_with_logs_or_metrics_replayed(backend):
+    # The grid's way in (statuses=False): the run's status bytes say the rest.
+    from mapnb.events import ItemMetrics
+
+    from . import report_tasks
+
+    run = map_task(report_tasks.tight_loop, backend=backend).submit(n=[0, 3, 0, 2])
+    run.result(timeout=30)
+    chatty = map_task(tasks.chatty, backend=backend).submit(x=[1, 2])
+    chatty.result(timeout=30)
+    got: list = []
+    run.subscribe(got.extend, statuses=False)
+    assert sorted(e.index for e in got if isinstance(e, ItemMetrics)) == [1, 3]
+    assert not any(isinstance(e, (ItemStarted, ItemFinished)) for e in got)
+    got.clear()
+    chatty.subscribe(got.extend, statuses=False)
+    assert sorted({e.index for e in got if isinstance(e, ItemLog)}) == [0, 1]
+
+
 def test_df_snapshot_while_running(backend, tmp_path):
     gate = tmp_path / "gate"
     run = map_task(tasks.wait_for_file, backend=backend, concurrency=1).submit(path=[str(gate), str(gate)])
