@@ -1075,8 +1075,10 @@ class Engine:
         out: list[Event] = [self._run_started()]
         items: Iterable[int] = range(st.n)
         if not statuses:  # only the items with something to replay (a grid at 100,000 items)
-            # (compress: the items with a history found in C, ~0.3 ms at 100,000 items, not 3)
-            items = sorted({*st.logs.indices(), *itertools.compress(range(st.n), st.history)})
+            # (the items with a history found in C: ~0.1 ms at 100,000 items, not 3)
+            histories = st.history
+            some = histories.count(None) != len(histories)
+            items = sorted({*st.logs.indices(), *(itertools.compress(range(st.n), histories) if some else ())})
         for i in items:
             s = st.status[i]
             attempt = st.attempts[i] + (0 if s.final else 1)
