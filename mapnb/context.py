@@ -214,18 +214,6 @@ class ItemSlot:
         return ctx
 
 
-def enter_item(
-    root: str | None,
-    run_id: str | None,
-    index: int,
-    attempt: int,
-    report: Callable[[int, dict[str, float]], None] | None = None,
-) -> Any:
-    """Make item ``index``'s context current (run_items calls it, per item: keep it cheap);
-    returns the reset token."""
-    return _current.set(TaskContext(run_id, index, attempt, root, report))
-
-
 def leave_item(token: Any) -> None:
     _current.reset(token)
 

@@ -38,7 +38,6 @@ def _fields(outputs: Sequence[Any], types: set[type]) -> list[str] | None:
     Decided per type, not per output (an ABC check per output cost ~0.3 s a million)."""
     if not outputs:
         return None
-    types = set(types)
     if all(issubclass(t, Mapping) for t in types):
         names: dict[str, None] = {}
         for o in outputs:
@@ -46,7 +45,7 @@ def _fields(outputs: Sequence[Any], types: set[type]) -> list[str] | None:
         return list(names)
     if len(types) != 1:
         return None
-    first = types.pop()
+    (first,) = types
     if first.__module__.split(".")[0] == "flytekit":
         return None  # FlyteFile, FlyteDirectory, StructuredDataset: one value each, kept whole
     if dataclasses.is_dataclass(first):
@@ -104,8 +103,9 @@ _STATUS_TEXT = {s: s._value_ for s in Status}  # (.value is a slow descriptor; t
 
 def _status_column(view: RunView, statuses: Sequence[Status], n: int) -> Any:
     """The ``status`` column. For a large finished run, made from the one-byte codes by
-    pyarrow (the codes as a dictionary of the nine words, cast to strings: ~5 ms a million) when pandas keeps strings in
-    pyarrow anyway; pandas converting a million words one by one took ~0.35 s."""
+    pyarrow (the codes as a dictionary of the nine words, cast to strings: ~5 ms a
+    million) when pandas keeps strings in pyarrow anyway; pandas converting a million
+    words one by one took ~0.35 s."""
     if n >= 1000 and view.done.is_set() and _arrow_strings():
         import pyarrow as pa
 

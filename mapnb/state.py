@@ -63,8 +63,9 @@ class Columns(Sequence[tuple[Any, ...]]):
 
     @classmethod
     def from_rows(cls, rows: Iterable[tuple[Any, ...]], width: int) -> Columns:
-        rows = list(rows)
-        return cls([[r[k] for r in rows] for k in range(width)])
+        out = cls([[] for _ in range(width)])
+        out.extend(rows)
+        return out
 
     def __len__(self) -> int:
         return len(self.columns[-1])

@@ -481,14 +481,19 @@ class Outbox:
         (called with the lock held, so that no other thread takes them meanwhile)."""
         done = self._done
         if done:
-            popleft = done.popleft
-            rows = [popleft() for _ in range(len(done))]  # (only appends happen meanwhile)
-            recs = self._records
-            last = recs[-1] if recs else None
-            if type(last) is _OpenRows:
-                last.rows += rows
-            else:
-                recs.append(_OpenRows(self.task_id, rows))
+            popleft = done.popleft  # (only appends happen meanwhile: len(done) are there)
+            self._open_rows().extend([popleft() for _ in range(len(done))])
+
+    def _open_rows(self) -> list[tuple[int, int, int, Any, float, float]]:
+        """The rows of the Outcomes record at the end of ``_records``, added if the last
+        record is another (called with the lock held): consecutive outcomes share one
+        record, so the caller settles them in one go."""
+        recs = self._records
+        last = recs[-1] if recs else None
+        if type(last) is not _OpenRows:
+            last = _OpenRows(self.task_id, [])
+            recs.append(last)
+        return last.rows
 
     flush_rows = 1024
     """Outcomes sent as soon as this many wait: the caller settles them while the next
@@ -517,17 +522,11 @@ class Outbox:
             )
 
     def _keep(self, index: int, attempt: int, code: int, payload: Any, t0: float, t1: float) -> int | None:
-        """Queue an item's outcome to send (called with the lock held): consecutive
-        outcomes share one Outcomes record, so the caller settles them in one go.
-        Returns how many that record holds now."""
-        recs = self._records
-        last = recs[-1] if recs else None
-        if type(last) is _OpenRows:
-            rows = last.rows
-            rows.append((index, attempt, code, payload, t0, t1))
-            return len(rows)
-        recs.append(_OpenRows(self.task_id, [(index, attempt, code, payload, t0, t1)]))
-        return 1
+        """Queue an item's outcome to send (called with the lock held; see
+        :meth:`_open_rows`). Returns how many that record holds now."""
+        rows = self._open_rows()
+        rows.append((index, attempt, code, payload, t0, t1))
+        return len(rows)
 
     def fail_current(self, error: ItemError) -> bool:
         """Report the running item as failed with ``error`` now; False if none runs."""

@@ -709,7 +709,7 @@ def test_the_input_type_error_is_flytekits_and_mapnbs_not_retried():
 def test_the_fast_path_builds_one_flytekit_context_per_thread_and_leaves_the_stack_as_it_was():
     from flytekit.core.context_manager import FlyteContextManager
 
-    from mapnb.context import enter_item, leave_item
+    from mapnb.context import enter_items, leave_item
     from mapnb.flyte import _fast
     from mapnb.flyte._flytekit import FlyteItem, _execute
 
@@ -725,14 +725,15 @@ def test_the_fast_path_builds_one_flytekit_context_per_thread_and_leaves_the_sta
     size = FlyteContextManager.size()
     real = _fast.plan_for(item._flyte_task)
     item._run = _fast.runner(_fast.Plan(record, real.inputs, real.output), item._flyte_task, _execute)
-    for i in range(3):
-        token = enter_item(None, "run1", i, 1)
-        try:
+    slot, token = enter_items(None, "run1", lambda *a: None)  # as run_items does: one slot, per item its index
+    try:
+        for i in range(3):
+            slot.index, slot.attempt = i, 1
             assert item(x=i) == i
-        finally:
-            leave_item(token)
-        assert seen[-1][1:] == ("run1", i, 1)
-        assert FlyteContextManager.size() == size
+            assert seen[-1][1:] == ("run1", i, 1)
+            assert FlyteContextManager.size() == size
+    finally:
+        leave_item(token)
     seen = [c for c, *_ in seen]
     assert seen[0] is seen[1] is seen[2]  # built once, pushed per item
     with pytest.raises(TypeError):  # an input that fails flytekit's check: the stack is restored too

@@ -92,10 +92,12 @@ class _FdCapture:
             st = os.fstat(store)
             self._streams.append([name, store, original, self._ORIGIN, decoder, fd, (st.st_dev, st.st_ino)])
 
-    def drain(self, cap: Capture | None) -> None:
+    def drain(self, cap: Capture | None, now: float | None = None) -> None:
+        """Hand what was written to fds 1 and 2 to ``cap`` (or pass it on, with no item
+        running). ``now``: the monotonic clock, if the caller has just read it."""
         # The usual case without the lock: a concurrent drain (the outbox's tick) that
         # read new bytes has moved the positions on by the time they equal the sizes.
-        if self._quiet():
+        if self._quiet(now):
             self._intact = True
             return
         with self._lock:
@@ -434,11 +436,7 @@ class _Repair:
         out, err = self.routers
         if sys.stdout is not out or sys.stderr is not err:
             sys.stdout, sys.stderr = out, err
-        fds = self.fds
-        if fds._intact:  # the drain after the last item found them in place: nothing to do
-            fds._intact = False
-            return self.broken
-        if not self.broken and not fds.repair():
+        if not self.broken and not self.fds.repair():
             self.broken = True
         return self.broken
 
@@ -461,8 +459,8 @@ class _Lane:
 
     def begin(self, cap: Capture, index: int, attempt: int, t0: float) -> bool:
         fds, (out, err) = self._fds, self._routers
-        if fds._intact and sys.stdout is out and sys.stderr is err:  # (_Repair's usual case)
-            fds._intact = False
+        if fds._intact and sys.stdout is out and sys.stderr is err:
+            fds._intact = False  # the usual case: the drain after the last item found all in place
         elif self._repair():
             return False
         self._started(index, attempt, t0)
@@ -472,11 +470,8 @@ class _Lane:
     def end(
         self, cap: Capture, index: int, attempt: int, ok: bool, value: Any, error: ItemError | None, t0: float
     ) -> None:
-        t1, fds = time.monotonic(), self._fds
-        if fds._quiet(t1):
-            fds._intact = True
-        else:  # it wrote to fds 1 or 2, or moved them
-            fds.drain(cap)
+        t1 = time.monotonic()
+        self._fds.drain(cap, t1)  # what it wrote to fds 1 and 2, if anything
         self._current[0] = None
         if cap._bound is not None:  # it printed: send the tail held back
             cap.close()
