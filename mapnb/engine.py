@@ -530,11 +530,15 @@ class Engine:
                 observer.close()
             except Exception:
                 log.exception("an observer of run %s failed to close", self.run_id)
-        st.finished_at = time.monotonic()
+        st.finished_at = time.monotonic()  # (from here on, a replay ends with RunFinished)
         self.bus.emit(RunFinished(st.lifecycle, {s.value: k for s, k in st.counts.items()}, time.time()))
         self.bus.flush()
+        # Subscriptions that waited in the inbox while the run wound down are answered
+        # before the run says it is done: a subscriber that acts on the end (MapRun's
+        # handed-out DataFrames after a rerun) has then done so when a waiter wakes.
+        self._drain()
         self.bus.mark_done()
-        self._drain()  # answer subscriptions made before done was set
+        self._drain()  # answer subscriptions made since
 
     def _loop(self) -> None:
         st = self._s
@@ -1095,6 +1099,6 @@ class Engine:
                 out.append(ItemRetrying(i, st.attempts[i], error))
             elif s.final:
                 out.append(ItemFinished(i, s, st.attempts[i], st.durations[i], error))
-        if st.done.is_set():
+        if st.finished_at is not None:  # the run has ended (or is ending: see _wind_down)
             out.append(RunFinished(st.lifecycle, {s.value: k for s, k in st.counts.items()}, time.time()))
         return out

@@ -563,3 +563,28 @@ def test_a_large_runs_columns_have_the_dtypes_pandas_would_infer(values):
     for col in ("x", "output"):
         assert df[col].dtype == want.dtype, (col, df[col].dtype, want.dtype)
         assert df[col].tolist() == want.tolist()
+
+
+def test_a_subscription_made_while_the_run_winds_down_sees_its_end_before_it_is_done():
+    # MapRun's handed-out DataFrames catch up on RunFinished; a waiter must not wake first.
+    import threading
+
+    from mapnb.events import RunFinished
+
+    closing, release = threading.Event(), threading.Event()
+
+    class SlowToClose(Scripted):
+        def close(self) -> None:
+            closing.set()
+            release.wait(10)
+
+    b = SlowToClose()
+    eng = make(1, b, per_item=1e-6)
+    task, report = b.next()
+    report([ok(task, 0), (ENDED, task.id, None, False)])
+    assert closing.wait(10)  # the engine winds down: the subscription waits in its inbox
+    ends: list[bool] = []  # for each RunFinished seen: was the run already done?
+    eng.bus.subscribe(lambda evs: ends.extend(eng.done.is_set() for e in evs if isinstance(e, RunFinished)), False)
+    release.set()
+    assert eng.done.wait(10)
+    assert ends == [False]
